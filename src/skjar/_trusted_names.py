@@ -1,0 +1,471 @@
+"""The default trusted names, each trusted for exactly one use.
+
+Written as "module:qualname" so the module split is explicit (the same dotted
+text split differently is a different name). Candidates come from
+tools/trusted_candidates.py; every entry here was reviewed by hand. Rules:
+
+- OBJECTS: classes whose instances a load may create (``cls.__new__(cls)`` and
+  state). scikit-learn estimators and the internal types their fitted state
+  holds; never a class whose ``__setstate__``/``__new__`` reads files, imports
+  or calls stored callables.
+- VALUES: classes and functions a model may hold as values (a FunctionTransformer's
+  ``func``, a SelectKBest's ``score_func``, a ``dtype=`` parameter). They are
+  never called while loading, but the model calls them later on your data, so
+  only pure computations belong here: no I/O, no evaluation, no attribute access
+  by name, no unpickling.
+- CALLS: reconstructors a load may call with decoded arguments.
+"""
+
+from __future__ import annotations
+
+# sklearn.utils.all_estimators() (scikit-learn 1.9), experimental ones included.
+ESTIMATORS: tuple[str, ...] = (
+    'sklearn.calibration:CalibratedClassifierCV',
+    'sklearn.cluster._affinity_propagation:AffinityPropagation',
+    'sklearn.cluster._agglomerative:AgglomerativeClustering',
+    'sklearn.cluster._agglomerative:FeatureAgglomeration',
+    'sklearn.cluster._bicluster:SpectralBiclustering',
+    'sklearn.cluster._bicluster:SpectralCoclustering',
+    'sklearn.cluster._birch:Birch',
+    'sklearn.cluster._bisect_k_means:BisectingKMeans',
+    'sklearn.cluster._dbscan:DBSCAN',
+    'sklearn.cluster._hdbscan.hdbscan:HDBSCAN',
+    'sklearn.cluster._kmeans:KMeans',
+    'sklearn.cluster._kmeans:MiniBatchKMeans',
+    'sklearn.cluster._mean_shift:MeanShift',
+    'sklearn.cluster._optics:OPTICS',
+    'sklearn.cluster._spectral:SpectralClustering',
+    'sklearn.compose._column_transformer:ColumnTransformer',
+    'sklearn.compose._target:TransformedTargetRegressor',
+    'sklearn.covariance._elliptic_envelope:EllipticEnvelope',
+    'sklearn.covariance._empirical_covariance:EmpiricalCovariance',
+    'sklearn.covariance._graph_lasso:GraphicalLasso',
+    'sklearn.covariance._graph_lasso:GraphicalLassoCV',
+    'sklearn.covariance._robust_covariance:MinCovDet',
+    'sklearn.covariance._shrunk_covariance:LedoitWolf',
+    'sklearn.covariance._shrunk_covariance:OAS',
+    'sklearn.covariance._shrunk_covariance:ShrunkCovariance',
+    'sklearn.cross_decomposition._pls:CCA',
+    'sklearn.cross_decomposition._pls:PLSCanonical',
+    'sklearn.cross_decomposition._pls:PLSRegression',
+    'sklearn.cross_decomposition._pls:PLSSVD',
+    'sklearn.decomposition._dict_learning:DictionaryLearning',
+    'sklearn.decomposition._dict_learning:MiniBatchDictionaryLearning',
+    'sklearn.decomposition._dict_learning:SparseCoder',
+    'sklearn.decomposition._factor_analysis:FactorAnalysis',
+    'sklearn.decomposition._fastica:FastICA',
+    'sklearn.decomposition._incremental_pca:IncrementalPCA',
+    'sklearn.decomposition._kernel_pca:KernelPCA',
+    'sklearn.decomposition._lda:LatentDirichletAllocation',
+    'sklearn.decomposition._nmf:MiniBatchNMF',
+    'sklearn.decomposition._nmf:NMF',
+    'sklearn.decomposition._pca:PCA',
+    'sklearn.decomposition._sparse_pca:MiniBatchSparsePCA',
+    'sklearn.decomposition._sparse_pca:SparsePCA',
+    'sklearn.decomposition._truncated_svd:TruncatedSVD',
+    'sklearn.discriminant_analysis:LinearDiscriminantAnalysis',
+    'sklearn.discriminant_analysis:QuadraticDiscriminantAnalysis',
+    'sklearn.dummy:DummyClassifier',
+    'sklearn.dummy:DummyRegressor',
+    'sklearn.ensemble._bagging:BaggingClassifier',
+    'sklearn.ensemble._bagging:BaggingRegressor',
+    'sklearn.ensemble._forest:ExtraTreesClassifier',
+    'sklearn.ensemble._forest:ExtraTreesRegressor',
+    'sklearn.ensemble._forest:RandomForestClassifier',
+    'sklearn.ensemble._forest:RandomForestRegressor',
+    'sklearn.ensemble._forest:RandomTreesEmbedding',
+    'sklearn.ensemble._gb:GradientBoostingClassifier',
+    'sklearn.ensemble._gb:GradientBoostingRegressor',
+    'sklearn.ensemble._hist_gradient_boosting.gradient_boosting:HistGradientBoostingClassifier',
+    'sklearn.ensemble._hist_gradient_boosting.gradient_boosting:HistGradientBoostingRegressor',
+    'sklearn.ensemble._iforest:IsolationForest',
+    'sklearn.ensemble._stacking:StackingClassifier',
+    'sklearn.ensemble._stacking:StackingRegressor',
+    'sklearn.ensemble._voting:VotingClassifier',
+    'sklearn.ensemble._voting:VotingRegressor',
+    'sklearn.ensemble._weight_boosting:AdaBoostClassifier',
+    'sklearn.ensemble._weight_boosting:AdaBoostRegressor',
+    'sklearn.feature_extraction._dict_vectorizer:DictVectorizer',
+    'sklearn.feature_extraction._hash:FeatureHasher',
+    'sklearn.feature_extraction.image:PatchExtractor',
+    'sklearn.feature_extraction.text:CountVectorizer',
+    'sklearn.feature_extraction.text:HashingVectorizer',
+    'sklearn.feature_extraction.text:TfidfTransformer',
+    'sklearn.feature_extraction.text:TfidfVectorizer',
+    'sklearn.feature_selection._from_model:SelectFromModel',
+    'sklearn.feature_selection._rfe:RFE',
+    'sklearn.feature_selection._rfe:RFECV',
+    'sklearn.feature_selection._sequential:SequentialFeatureSelector',
+    'sklearn.feature_selection._univariate_selection:GenericUnivariateSelect',
+    'sklearn.feature_selection._univariate_selection:SelectFdr',
+    'sklearn.feature_selection._univariate_selection:SelectFpr',
+    'sklearn.feature_selection._univariate_selection:SelectFwe',
+    'sklearn.feature_selection._univariate_selection:SelectKBest',
+    'sklearn.feature_selection._univariate_selection:SelectPercentile',
+    'sklearn.feature_selection._variance_threshold:VarianceThreshold',
+    'sklearn.frozen._frozen:FrozenEstimator',
+    'sklearn.gaussian_process._gpc:GaussianProcessClassifier',
+    'sklearn.gaussian_process._gpr:GaussianProcessRegressor',
+    'sklearn.impute._base:MissingIndicator',
+    'sklearn.impute._base:SimpleImputer',
+    'sklearn.impute._iterative:IterativeImputer',
+    'sklearn.impute._knn:KNNImputer',
+    'sklearn.isotonic:IsotonicRegression',
+    'sklearn.kernel_approximation:AdditiveChi2Sampler',
+    'sklearn.kernel_approximation:Nystroem',
+    'sklearn.kernel_approximation:PolynomialCountSketch',
+    'sklearn.kernel_approximation:RBFSampler',
+    'sklearn.kernel_approximation:SkewedChi2Sampler',
+    'sklearn.kernel_ridge:KernelRidge',
+    'sklearn.linear_model._base:LinearRegression',
+    'sklearn.linear_model._bayes:ARDRegression',
+    'sklearn.linear_model._bayes:BayesianRidge',
+    'sklearn.linear_model._coordinate_descent:ElasticNet',
+    'sklearn.linear_model._coordinate_descent:ElasticNetCV',
+    'sklearn.linear_model._coordinate_descent:Lasso',
+    'sklearn.linear_model._coordinate_descent:LassoCV',
+    'sklearn.linear_model._coordinate_descent:MultiTaskElasticNet',
+    'sklearn.linear_model._coordinate_descent:MultiTaskElasticNetCV',
+    'sklearn.linear_model._coordinate_descent:MultiTaskLasso',
+    'sklearn.linear_model._coordinate_descent:MultiTaskLassoCV',
+    'sklearn.linear_model._glm.glm:GammaRegressor',
+    'sklearn.linear_model._glm.glm:PoissonRegressor',
+    'sklearn.linear_model._glm.glm:TweedieRegressor',
+    'sklearn.linear_model._huber:HuberRegressor',
+    'sklearn.linear_model._least_angle:Lars',
+    'sklearn.linear_model._least_angle:LarsCV',
+    'sklearn.linear_model._least_angle:LassoLars',
+    'sklearn.linear_model._least_angle:LassoLarsCV',
+    'sklearn.linear_model._least_angle:LassoLarsIC',
+    'sklearn.linear_model._logistic:LogisticRegression',
+    'sklearn.linear_model._logistic:LogisticRegressionCV',
+    'sklearn.linear_model._omp:OrthogonalMatchingPursuit',
+    'sklearn.linear_model._omp:OrthogonalMatchingPursuitCV',
+    'sklearn.linear_model._passive_aggressive:PassiveAggressiveClassifier',
+    'sklearn.linear_model._passive_aggressive:PassiveAggressiveRegressor',
+    'sklearn.linear_model._perceptron:Perceptron',
+    'sklearn.linear_model._quantile:QuantileRegressor',
+    'sklearn.linear_model._ransac:RANSACRegressor',
+    'sklearn.linear_model._ridge:Ridge',
+    'sklearn.linear_model._ridge:RidgeCV',
+    'sklearn.linear_model._ridge:RidgeClassifier',
+    'sklearn.linear_model._ridge:RidgeClassifierCV',
+    'sklearn.linear_model._stochastic_gradient:SGDClassifier',
+    'sklearn.linear_model._stochastic_gradient:SGDOneClassSVM',
+    'sklearn.linear_model._stochastic_gradient:SGDRegressor',
+    'sklearn.linear_model._theil_sen:TheilSenRegressor',
+    'sklearn.manifold._classical_mds:ClassicalMDS',
+    'sklearn.manifold._isomap:Isomap',
+    'sklearn.manifold._locally_linear:LocallyLinearEmbedding',
+    'sklearn.manifold._mds:MDS',
+    'sklearn.manifold._spectral_embedding:SpectralEmbedding',
+    'sklearn.manifold._t_sne:TSNE',
+    'sklearn.mixture._bayesian_mixture:BayesianGaussianMixture',
+    'sklearn.mixture._gaussian_mixture:GaussianMixture',
+    'sklearn.model_selection._classification_threshold:FixedThresholdClassifier',
+    'sklearn.model_selection._classification_threshold:TunedThresholdClassifierCV',
+    'sklearn.model_selection._search:GridSearchCV',
+    'sklearn.model_selection._search:RandomizedSearchCV',
+    'sklearn.model_selection._search_successive_halving:HalvingGridSearchCV',
+    'sklearn.model_selection._search_successive_halving:HalvingRandomSearchCV',
+    'sklearn.multiclass:OneVsOneClassifier',
+    'sklearn.multiclass:OneVsRestClassifier',
+    'sklearn.multiclass:OutputCodeClassifier',
+    'sklearn.multioutput:ClassifierChain',
+    'sklearn.multioutput:MultiOutputClassifier',
+    'sklearn.multioutput:MultiOutputRegressor',
+    'sklearn.multioutput:RegressorChain',
+    'sklearn.naive_bayes:BernoulliNB',
+    'sklearn.naive_bayes:CategoricalNB',
+    'sklearn.naive_bayes:ComplementNB',
+    'sklearn.naive_bayes:GaussianNB',
+    'sklearn.naive_bayes:MultinomialNB',
+    'sklearn.neighbors._classification:KNeighborsClassifier',
+    'sklearn.neighbors._classification:RadiusNeighborsClassifier',
+    'sklearn.neighbors._graph:KNeighborsTransformer',
+    'sklearn.neighbors._graph:RadiusNeighborsTransformer',
+    'sklearn.neighbors._kde:KernelDensity',
+    'sklearn.neighbors._lof:LocalOutlierFactor',
+    'sklearn.neighbors._nca:NeighborhoodComponentsAnalysis',
+    'sklearn.neighbors._nearest_centroid:NearestCentroid',
+    'sklearn.neighbors._regression:KNeighborsRegressor',
+    'sklearn.neighbors._regression:RadiusNeighborsRegressor',
+    'sklearn.neighbors._unsupervised:NearestNeighbors',
+    'sklearn.neural_network._multilayer_perceptron:MLPClassifier',
+    'sklearn.neural_network._multilayer_perceptron:MLPRegressor',
+    'sklearn.neural_network._rbm:BernoulliRBM',
+    'sklearn.pipeline:FeatureUnion',
+    'sklearn.pipeline:Pipeline',
+    'sklearn.preprocessing._data:Binarizer',
+    'sklearn.preprocessing._data:KernelCenterer',
+    'sklearn.preprocessing._data:MaxAbsScaler',
+    'sklearn.preprocessing._data:MinMaxScaler',
+    'sklearn.preprocessing._data:Normalizer',
+    'sklearn.preprocessing._data:PowerTransformer',
+    'sklearn.preprocessing._data:QuantileTransformer',
+    'sklearn.preprocessing._data:RobustScaler',
+    'sklearn.preprocessing._data:StandardScaler',
+    'sklearn.preprocessing._discretization:KBinsDiscretizer',
+    'sklearn.preprocessing._encoders:OneHotEncoder',
+    'sklearn.preprocessing._encoders:OrdinalEncoder',
+    'sklearn.preprocessing._function_transformer:FunctionTransformer',
+    'sklearn.preprocessing._label:LabelBinarizer',
+    'sklearn.preprocessing._label:LabelEncoder',
+    'sklearn.preprocessing._label:MultiLabelBinarizer',
+    'sklearn.preprocessing._polynomial:PolynomialFeatures',
+    'sklearn.preprocessing._polynomial:SplineTransformer',
+    'sklearn.preprocessing._target_encoder:TargetEncoder',
+    'sklearn.random_projection:GaussianRandomProjection',
+    'sklearn.random_projection:SparseRandomProjection',
+    'sklearn.semi_supervised._label_propagation:LabelPropagation',
+    'sklearn.semi_supervised._label_propagation:LabelSpreading',
+    'sklearn.semi_supervised._self_training:SelfTrainingClassifier',
+    'sklearn.svm._classes:LinearSVC',
+    'sklearn.svm._classes:LinearSVR',
+    'sklearn.svm._classes:NuSVC',
+    'sklearn.svm._classes:NuSVR',
+    'sklearn.svm._classes:OneClassSVM',
+    'sklearn.svm._classes:SVC',
+    'sklearn.svm._classes:SVR',
+    'sklearn.tree._classes:DecisionTreeClassifier',
+    'sklearn.tree._classes:DecisionTreeRegressor',
+    'sklearn.tree._classes:ExtraTreeClassifier',
+    'sklearn.tree._classes:ExtraTreeRegressor',
+)
+
+# Cython loss objects, rebuilt by calling the class with their float parameters.
+SGD_LOSSES: tuple[str, ...] = tuple(
+    f"sklearn.linear_model._sgd_fast:{name}"
+    for name in (
+        "Hinge", "SquaredHinge", "ModifiedHuber", "EpsilonInsensitive",
+        "SquaredEpsilonInsensitive",
+    )
+)
+CY_LOSSES: tuple[str, ...] = tuple(
+    f"sklearn._loss._loss:{name}"
+    for name in (
+        "CyAbsoluteError", "CyExponentialLoss", "CyHalfBinomialLoss", "CyHalfGammaLoss",
+        "CyHalfMultinomialLoss", "CyHalfPoissonLoss", "CyHalfSquaredError", "CyHalfTweedieLoss",
+        "CyHalfTweedieLossIdentity", "CyHuberLoss", "CyPinballLoss",
+    )
+)
+
+# Internal types found in fitted state (trees, neighbors, losses, binning, kernels...).
+SKLEARN_INTERNALS: tuple[str, ...] = (
+    "sklearn._loss._loss:CyAbsoluteError",
+    "sklearn._loss._loss:CyExponentialLoss",
+    "sklearn._loss._loss:CyHalfBinomialLoss",
+    "sklearn._loss._loss:CyHalfGammaLoss",
+    "sklearn._loss._loss:CyHalfMultinomialLoss",
+    "sklearn._loss._loss:CyHalfPoissonLoss",
+    "sklearn._loss._loss:CyHalfSquaredError",
+    "sklearn._loss._loss:CyHalfTweedieLoss",
+    "sklearn._loss._loss:CyHalfTweedieLossIdentity",
+    "sklearn._loss._loss:CyHuberLoss",
+    "sklearn._loss._loss:CyPinballLoss",
+    "sklearn._loss.link:IdentityLink",
+    "sklearn._loss.link:Interval",
+    "sklearn._loss.link:LogLink",
+    "sklearn._loss.link:LogitLink",
+    "sklearn._loss.link:HalfLogitLink",
+    "sklearn._loss.link:MultinomialLogit",
+    "sklearn._loss.loss:AbsoluteError",
+    "sklearn._loss.loss:ExponentialLoss",
+    "sklearn._loss.loss:HalfBinomialLoss",
+    "sklearn._loss.loss:HalfGammaLoss",
+    "sklearn._loss.loss:HalfMultinomialLoss",
+    "sklearn._loss.loss:HalfPoissonLoss",
+    "sklearn._loss.loss:HalfSquaredError",
+    "sklearn._loss.loss:HalfTweedieLoss",
+    "sklearn._loss.loss:HalfTweedieLossIdentity",
+    "sklearn._loss.loss:HuberLoss",
+    "sklearn._loss.loss:PinballLoss",
+    "sklearn.ensemble._hist_gradient_boosting.binning:_BinMapper",
+    "sklearn.ensemble._hist_gradient_boosting.predictor:TreePredictor",
+    "sklearn.gaussian_process._gpc:_BinaryGaussianProcessClassifierLaplace",
+    "sklearn.gaussian_process.kernels:CompoundKernel",
+    "sklearn.gaussian_process.kernels:ConstantKernel",
+    "sklearn.gaussian_process.kernels:DotProduct",
+    "sklearn.gaussian_process.kernels:ExpSineSquared",
+    "sklearn.gaussian_process.kernels:Exponentiation",
+    "sklearn.gaussian_process.kernels:Hyperparameter",
+    "sklearn.gaussian_process.kernels:Matern",
+    "sklearn.gaussian_process.kernels:PairwiseKernel",
+    "sklearn.gaussian_process.kernels:Product",
+    "sklearn.gaussian_process.kernels:RBF",
+    "sklearn.gaussian_process.kernels:RationalQuadratic",
+    "sklearn.gaussian_process.kernels:Sum",
+    "sklearn.gaussian_process.kernels:WhiteKernel",
+    "sklearn.metrics._scorer:_PassthroughScorer",
+    "sklearn.metrics._scorer:_Scorer",
+    "sklearn.metrics._scorer:_MultimetricScorer",
+    "sklearn.model_selection._split:KFold",
+    "sklearn.model_selection._split:StratifiedKFold",
+    "sklearn.model_selection._split:ShuffleSplit",
+    "sklearn.model_selection._split:StratifiedShuffleSplit",
+    "sklearn.neighbors._ball_tree:BallTree",
+    "sklearn.neighbors._kd_tree:KDTree",
+    "sklearn.neural_network._stochastic_optimizers:AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers:SGDOptimizer",
+    "sklearn.utils._bunch:Bunch",
+    "sklearn.calibration:_CalibratedClassifier",
+    "sklearn.calibration:_SigmoidCalibration",
+    "sklearn.cluster._birch:_CFNode",
+    "sklearn.cluster._birch:_CFSubcluster",
+    "sklearn.cluster._bisect_k_means:_BisectingTree",
+    "sklearn.impute._iterative:_ImputerTriplet",
+    "sklearn.multiclass:_ConstantPredictor",
+    "sklearn.metrics._scorer:_CurveScorer",
+    "sklearn.utils._metadata_requests:MetadataRequest",
+    "sklearn.utils._metadata_requests:MethodMetadataRequest",
+    "sklearn.utils._metadata_requests:MetadataRouter",
+    "sklearn.utils._metadata_requests:MethodMapping",
+    "sklearn.utils._metadata_requests:MethodPair",
+    "sklearn.utils._metadata_requests:RouterMappingPair",
+    "scipy.interpolate._bsplines:BSpline",
+    "numpy.ma.core:MaskedArray",
+    "functools:partial",
+) + SGD_LOSSES + CY_LOSSES + tuple(
+    f"sklearn.metrics._dist_metrics:{name}{bits}"
+    for bits in ("64", "32")
+    for name in (
+        "BrayCurtisDistance", "CanberraDistance", "ChebyshevDistance", "DiceDistance",
+        "EuclideanDistance", "HammingDistance", "HaversineDistance", "JaccardDistance",
+        "MahalanobisDistance", "ManhattanDistance", "MinkowskiDistance",
+        "RogersTanimotoDistance", "RussellRaoDistance", "SEuclideanDistance",
+        "SokalMichenerDistance", "SokalSneathDistance",
+    )
+)
+
+NUMPY_OBJECTS: tuple[str, ...] = (
+    "numpy.random.mtrand:RandomState",
+    "numpy.random._generator:Generator",
+    "numpy.random._mt19937:MT19937",
+    "numpy.random._pcg64:PCG64",
+    "numpy.random._pcg64:PCG64DXSM",
+    "numpy.random._philox:Philox",
+    "numpy.random._sfc64:SFC64",
+)
+
+# Their index arrays are checked by codec/scipy.py before use.
+SCIPY_SPARSE: tuple[str, ...] = tuple(
+    f"scipy.sparse._{fmt}:{fmt}_{kind}"
+    for fmt in ("csr", "csc", "coo", "bsr")
+    for kind in ("matrix", "array")
+)
+
+OBJECTS: tuple[str, ...] = ESTIMATORS + SKLEARN_INTERNALS + NUMPY_OBJECTS + SCIPY_SPARSE
+
+# Every numpy ufunc: elementwise arithmetic, comparisons, math. No I/O.
+NUMPY_UFUNCS: tuple[str, ...] = tuple(
+    f"numpy:{name}"
+    for name in (
+    'abs', 'absolute', 'acos', 'acosh', 'add', 'arccos', 'arccosh', 'arcsin', 'arcsinh',
+    'arctan', 'arctan2', 'arctanh', 'asin', 'asinh', 'atan', 'atan2', 'atanh', 'bitwise_and',
+    'bitwise_count', 'bitwise_invert', 'bitwise_left_shift', 'bitwise_not', 'bitwise_or',
+    'bitwise_right_shift', 'bitwise_xor', 'cbrt', 'ceil', 'conj', 'conjugate', 'copysign',
+    'cos', 'cosh', 'deg2rad', 'degrees', 'divide', 'divmod', 'equal', 'exp', 'exp2', 'expm1',
+    'fabs', 'float_power', 'floor', 'floor_divide', 'fmax', 'fmin', 'fmod', 'frexp', 'gcd',
+    'greater', 'greater_equal', 'heaviside', 'hypot', 'invert', 'isfinite', 'isinf', 'isnan',
+    'isnat', 'lcm', 'ldexp', 'left_shift', 'less', 'less_equal', 'log', 'log10', 'log1p',
+    'log2', 'logaddexp', 'logaddexp2', 'logical_and', 'logical_not', 'logical_or',
+    'logical_xor', 'matmul', 'matvec', 'maximum', 'minimum', 'mod', 'modf', 'multiply',
+    'negative', 'nextafter', 'not_equal', 'positive', 'pow', 'power', 'rad2deg', 'radians',
+    'reciprocal', 'remainder', 'right_shift', 'rint', 'sign', 'signbit', 'sin', 'sinh',
+    'spacing', 'sqrt', 'square', 'subtract', 'tan', 'tanh', 'true_divide', 'trunc', 'vecdot',
+    'vecmat',
+    )
+)
+
+NUMPY_FUNCTIONS: tuple[str, ...] = tuple(
+    f"numpy:{name}"
+    for name in (
+        "all", "amax", "amin", "any", "argmax", "argmin", "around", "average", "clip",
+        "corrcoef", "cov", "cumprod", "cumsum", "diff", "max", "mean", "median", "min",
+        "nanmax", "nanmean", "nanmedian", "nanmin", "nanpercentile", "nanquantile",
+        "nanstd", "nansum", "nanvar", "percentile", "prod", "ptp", "quantile", "round",
+        "sort", "std", "sum", "var", "asarray", "array", "ravel", "squeeze", "transpose",
+        "atleast_1d", "atleast_2d", "nan_to_num", "isclose", "unique", "digitize",
+    )
+)
+
+NUMPY_TYPES: tuple[str, ...] = tuple(
+    f"numpy:{name}"
+    for name in (
+        "bool", "bool_", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+        "uint64", "float16", "float32", "float64", "longdouble", "complex64", "complex128",
+        "intp", "uintp", "str_", "bytes_", "object_", "datetime64", "timedelta64", "number",
+        "integer", "floating", "signedinteger", "unsignedinteger", "generic", "ndarray",
+    )
+)
+
+BUILTIN_VALUES: tuple[str, ...] = tuple(
+    f"builtins:{name}"
+    for name in (
+        "bool", "int", "float", "complex", "str", "bytes", "list", "tuple", "dict", "set",
+        "frozenset", "len", "abs", "min", "max", "sum", "round",
+    )
+)
+
+SKLEARN_FUNCTIONS: tuple[str, ...] = (
+    "sklearn.utils.validation:check_array",
+    "sklearn.cluster._kmeans:_kmeans_single_lloyd",
+    "sklearn.cluster._kmeans:_kmeans_single_elkan",
+    "scipy._lib.array_api_compat.numpy._aliases:asarray",
+    "sklearn.feature_selection._univariate_selection:chi2",
+    "sklearn.feature_selection._univariate_selection:f_classif",
+    "sklearn.feature_selection._univariate_selection:f_oneway",
+    "sklearn.feature_selection._univariate_selection:f_regression",
+    "sklearn.feature_selection._univariate_selection:r_regression",
+    "sklearn.feature_selection._mutual_info:mutual_info_classif",
+    "sklearn.feature_selection._mutual_info:mutual_info_regression",
+    "sklearn.metrics._classification:accuracy_score",
+    "sklearn.metrics._classification:balanced_accuracy_score",
+    "sklearn.metrics._classification:f1_score",
+    "sklearn.metrics._classification:fbeta_score",
+    "sklearn.metrics._classification:hamming_loss",
+    "sklearn.metrics._classification:jaccard_score",
+    "sklearn.metrics._classification:log_loss",
+    "sklearn.metrics._classification:matthews_corrcoef",
+    "sklearn.metrics._classification:precision_score",
+    "sklearn.metrics._classification:recall_score",
+    "sklearn.metrics._classification:brier_score_loss",
+    "sklearn.metrics._ranking:average_precision_score",
+    "sklearn.metrics._ranking:roc_auc_score",
+    "sklearn.metrics._regression:explained_variance_score",
+    "sklearn.metrics._regression:max_error",
+    "sklearn.metrics._regression:mean_absolute_error",
+    "sklearn.metrics._regression:mean_absolute_percentage_error",
+    "sklearn.metrics._regression:mean_squared_error",
+    "sklearn.metrics._regression:mean_squared_log_error",
+    "sklearn.metrics._regression:median_absolute_error",
+    "sklearn.metrics._regression:r2_score",
+    "sklearn.metrics._regression:root_mean_squared_error",
+    "sklearn.metrics._regression:mean_poisson_deviance",
+    "sklearn.metrics._regression:mean_gamma_deviance",
+    "sklearn.metrics._regression:mean_tweedie_deviance",
+    "sklearn.metrics._regression:d2_absolute_error_score",
+    "sklearn.metrics.pairwise:additive_chi2_kernel",
+    "sklearn.metrics.pairwise:chi2_kernel",
+    "sklearn.metrics.pairwise:cosine_distances",
+    "sklearn.metrics.pairwise:cosine_similarity",
+    "sklearn.metrics.pairwise:euclidean_distances",
+    "sklearn.metrics.pairwise:haversine_distances",
+    "sklearn.metrics.pairwise:laplacian_kernel",
+    "sklearn.metrics.pairwise:linear_kernel",
+    "sklearn.metrics.pairwise:manhattan_distances",
+    "sklearn.metrics.pairwise:nan_euclidean_distances",
+    "sklearn.metrics.pairwise:polynomial_kernel",
+    "sklearn.metrics.pairwise:rbf_kernel",
+    "sklearn.metrics.pairwise:sigmoid_kernel",
+)
+
+VALUES: tuple[str, ...] = (
+    NUMPY_UFUNCS + NUMPY_FUNCTIONS + NUMPY_TYPES + BUILTIN_VALUES + SKLEARN_FUNCTIONS
+    + ESTIMATORS  # an estimator class as a parameter value
+)
+
+CALLS: tuple[str, ...] = (
+    # Tree(n_features, n_classes, n_outputs): checked by codec/sklearn.py first.
+    "sklearn.tree._tree:Tree",
+) + SGD_LOSSES + CY_LOSSES

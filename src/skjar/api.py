@@ -1,0 +1,259 @@
+"""The public functions: dump, dumps, load, loads, inspect, audit."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from .codec import Decoder, Encoder
+from .errors import InvalidArgumentError
+from .format.compression import parse_compress
+from .format.header import declared_names
+from .format.reader import Source, open_source, read_header
+from .format.writer import build_sections, write_atomic, write_jar, writer_for
+from .metadata import check_metadata, check_versions, environment, producer, summarize, version_skew
+from .trust import TrustedItem, TrustPolicy
+
+PathLike = str | os.PathLike[str]
+
+
+# -- writing ---------------------------------------------------------------
+def _serialize(obj: Any, compress: Any, metadata: Any) -> tuple[dict[str, Any], list[Any]]:
+    codec = parse_compress(compress)
+    meta = check_metadata(metadata)
+    enc = Encoder()
+    tree = enc.encode_root(obj)
+    layout, payloads = build_sections(tree, enc.buffers, codec)
+    try:
+        summary = summarize(obj)
+    except Exception:  # a summary is a courtesy; never fail a dump over it
+        summary = {"type": f"{type(obj).__module__}.{type(obj).__qualname__}"}
+    header = {
+        "producer": producer(),
+        "environment": environment(enc.names),
+        "object": summary,
+        "metadata": meta,
+        "names": [
+            {"name": name, "module": module, "uses": sorted(uses)}
+            for name, (module, uses) in sorted(enc.names.items())
+        ],
+        "compression": None if codec is None else {"codec": codec[0], "level": codec[1]},
+        "layout": layout,
+    }
+    return header, payloads
+
+
+def dump(
+    obj: Any,
+    target: PathLike | IO[bytes],
+    *,
+    compress: str | tuple[str, int] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Save ``obj`` to a path (atomically) or a writable binary file object.
+
+    >>> skjar.dump(model, "model.skjar", compress="zstd", metadata={"auc": 0.93})  # doctest: +SKIP
+
+    The object graph is fully encoded before anything is written, so an
+    unsupported object raises ``UnsupportedObjectError`` (naming its path in
+    the model) and leaves ``target`` untouched. A path is written through a
+    temporary file in the same folder, fsynced and renamed over the target.
+    """
+    if isinstance(target, (str, os.PathLike)):
+        path = os.fspath(target)
+        if os.path.isdir(path):
+            raise InvalidArgumentError(f"{path!r} is a directory: give a file name to dump to")
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise InvalidArgumentError(f"cannot write {path!r}: folder {directory!r} does not exist")
+        header, payloads = _serialize(obj, compress, metadata)
+        write_atomic(path, lambda f: write_jar(writer_for(f), header, payloads))
+        return
+    if not hasattr(target, "write"):
+        raise InvalidArgumentError(
+            f"cannot dump to {type(target).__name__}: pass a path or a binary file object"
+        )
+    try:
+        target.write(b"")
+    except TypeError:
+        raise InvalidArgumentError("the file object is in text mode: open it with 'wb'") from None
+    header, payloads = _serialize(obj, compress, metadata)
+    write_jar(writer_for(target), header, payloads)
+
+
+def dumps(
+    obj: Any,
+    *,
+    compress: str | tuple[str, int] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> bytes:
+    """Serialize ``obj`` to bytes.
+
+    >>> data = skjar.dumps(model)  # doctest: +SKIP
+    """
+    header, payloads = _serialize(obj, compress, metadata)
+    out = io.BytesIO()
+    write_jar(out.write, header, payloads)
+    return out.getvalue()
+
+
+# -- reading ---------------------------------------------------------------
+def _check_flag(value: Any, name: str) -> None:
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"{name}= must be True or False, got {value!r}")
+
+
+def load(
+    source: Source,
+    *,
+    trusted: Iterable[TrustedItem] = (),
+    mmap: bool = False,
+    strict_versions: bool = False,
+) -> Any:
+    """Load an object from a path, bytes or a readable binary file object.
+
+    >>> model = skjar.load("model.skjar")  # doctest: +SKIP
+    >>> model = skjar.load("model.skjar", mmap=True, trusted=[MyScaler])  # doctest: +SKIP
+
+    Nothing outside the trusted set is imported or called: untrusted names
+    raise ``UntrustedTypeError`` listing them all, before any import. The
+    digest is verified before any object is built. With ``mmap=True`` the
+    arrays are copy-on-write views of the file's pages: shared between
+    processes, writable by the model, never written back to the file.
+    """
+    policy = TrustPolicy(trusted)
+    _check_flag(mmap, "mmap")
+    _check_flag(strict_versions, "strict_versions")
+
+    def admit(header: dict[str, Any]) -> dict[str, tuple[str, frozenset[str]]]:
+        declared = declared_names(header)
+        policy.check((name, module, use) for name, (module, uses) in declared.items() for use in uses)
+        check_versions(header["environment"], strict_versions)
+        return declared
+
+    raw = open_source(source, mmap=mmap, admit=admit)
+    return Decoder(raw.buffers, raw.declared, policy).decode_root(raw.tree)
+
+
+def loads(
+    data: bytes | bytearray | memoryview,
+    *,
+    trusted: Iterable[TrustedItem] = (),
+    strict_versions: bool = False,
+) -> Any:
+    """Load an object from bytes made by ``dumps``.
+
+    >>> model = skjar.loads(data)  # doctest: +SKIP
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidArgumentError(
+            f"loads() takes bytes, bytearray or memoryview, not {type(data).__name__}; "
+            "use load() for paths and file objects"
+        )
+    return load(data, trusted=trusted, strict_versions=strict_versions)
+
+
+# -- looking without loading -----------------------------------------------
+@dataclass(frozen=True)
+class NameInfo:
+    """One name a jar references, the uses it asks for, and whether each is trusted."""
+
+    name: str
+    module: str
+    uses: tuple[str, ...]
+    trusted: bool
+    untrusted_uses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Info:
+    """What ``inspect`` reads from a jar's header; nothing is constructed."""
+
+    format_version: str
+    producer: dict[str, Any]
+    environment: dict[str, Any]
+    object: dict[str, Any]
+    metadata: dict[str, Any]
+    names: tuple[NameInfo, ...]
+    compression: dict[str, Any] | None
+    sizes: dict[str, int]
+    version_skew: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def type(self) -> str:
+        """``module.qualname`` of the saved object."""
+        return str(self.object.get("type", ""))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.object.get("params", {}))
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        return dict(self.object.get("schema", {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (what ``skjar inspect --json`` prints)."""
+        from dataclasses import asdict
+
+        out = asdict(self)
+        out["names"] = [asdict(n) for n in self.names]
+        return out
+
+
+def _name_infos(header: dict[str, Any], policy: TrustPolicy) -> tuple[NameInfo, ...]:
+    out = []
+    for name, (module, uses) in sorted(declared_names(header).items()):
+        bad = tuple(u for u in sorted(uses) if policy.lookup(name, module, u) is None)
+        out.append(NameInfo(name, module, tuple(sorted(uses)), not bad, bad))
+    return tuple(out)
+
+
+def inspect(source: Source) -> Info:
+    """Read a jar's header: object type, parameters, schema, versions, names, sizes.
+
+    >>> info = skjar.inspect("model.skjar")  # doctest: +SKIP
+    >>> info.type, info.schema["n_features_in"]  # doctest: +SKIP
+    ('sklearn.neighbors._classification.KNeighborsClassifier', 4)
+
+    Only the preamble and header are read; nothing is imported or built, and the
+    digest is not checked (use ``load`` or ``skjar verify`` for that).
+    """
+    version, header, layout, size = read_header(source)
+    sizes = {
+        "file": size if size is not None else layout.file_size,
+        "header": layout.tree.offset,
+        "tree_stored": layout.tree.length,
+        "tree": layout.tree.size,
+        "buffers": len(layout.buffers),
+        "data_stored": sum(b.length for b in layout.buffers),
+        "data": sum(b.size for b in layout.buffers),
+    }
+    return Info(
+        format_version=f"{version[0]}.{version[1]}",
+        producer=header["producer"],
+        environment=header["environment"],
+        object=header["object"],
+        metadata=header["metadata"],
+        names=_name_infos(header, TrustPolicy()),
+        compression=header.get("compression"),
+        sizes=sizes,
+        version_skew=version_skew(header["environment"]),
+    )
+
+
+def audit(source: Source, *, trusted: Iterable[TrustedItem] = ()) -> list[NameInfo]:
+    """Every name the jar references, with its uses and whether each is trusted.
+
+    >>> [n.name for n in skjar.audit("model.skjar") if not n.trusted]  # doctest: +SKIP
+    []
+
+    Reads the header only (the tree may use no name the header does not declare,
+    so this list is exactly what loading may touch).
+    """
+    policy = TrustPolicy(trusted)
+    _, header, _, _ = read_header(source)
+    return list(_name_infos(header, policy))

@@ -1,0 +1,122 @@
+"""Object tree -> object graph, building only what the header declared and trust allows.
+
+Decoding is one pass: msgpack reads the tree and calls ``_ext_hook`` for each
+typed node, innermost first, so every node's children exist before it is built.
+Names were checked against the trust policy from the header before this runs;
+each node re-checks that its name and use are declared there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from ..errors import CorruptFileError, SkjarError
+from ..format.spec import MAX_NESTING
+from ..trust import TrustPolicy
+from .nodes import SHARED_DEF, SHARED_REF
+from .registry import DECODERS
+
+
+class Decoder:
+    """Per-load decoding state: buffers, declared names, trust, shared objects."""
+
+    def __init__(
+        self,
+        buffers: list[np.ndarray],
+        declared: dict[str, tuple[str, frozenset[str]]],
+        policy: TrustPolicy,
+    ) -> None:
+        self._buffers: list[np.ndarray | None] = list(buffers)
+        self._declared = declared
+        self._policy = policy
+        self._shared: dict[int, Any] = {}
+        # Empty instances awaiting their state: id -> (object, name); holding the
+        # object keeps its id from being reused.
+        self.shells: dict[int, tuple[Any, str]] = {}
+        self._depth = 0
+
+    def decode_root(self, tree: bytes | memoryview) -> Any:
+        try:
+            obj = self.unpack(tree)
+        except SkjarError:
+            raise
+        except RecursionError:
+            raise CorruptFileError("the object tree is nested too deeply") from None
+        except MemoryError:
+            raise CorruptFileError("the object tree asks for more memory than is available") from None
+        except Exception as exc:
+            raise CorruptFileError(f"the object tree is malformed: {type(exc).__name__}: {exc}") from None
+        if self.shells:
+            raise CorruptFileError("an instance was created but never given its state")
+        unused = [i for i, b in enumerate(self._buffers) if b is not None]
+        if unused:
+            raise CorruptFileError(f"buffers {unused[:10]} are declared but never used by the tree")
+        return obj
+
+    def unpack(self, data: bytes | memoryview) -> Any:
+        return msgpack.unpackb(
+            data, ext_hook=self._ext_hook, strict_map_key=False, raw=False, use_list=True
+        )
+
+    def _ext_hook(self, code: int, data: bytes) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise CorruptFileError(f"typed nodes nest more than {MAX_NESTING} levels deep")
+            payload = self.unpack(data)
+            if code == SHARED_DEF:
+                ident, value = expect_list(payload, 2, "shared object")
+                if type(ident) is not int or ident in self._shared:
+                    raise CorruptFileError(f"shared object id {ident!r} is invalid or defined twice")
+                self._shared[ident] = value
+                return value
+            if code == SHARED_REF:
+                if type(payload) is not int or payload not in self._shared:
+                    raise CorruptFileError(f"reference to undefined shared object {payload!r}")
+                return self._shared[payload]
+            decode = DECODERS.get(code)
+            if decode is None:
+                raise CorruptFileError(f"unknown node code {code}")
+            return decode(self, payload)
+        finally:
+            self._depth -= 1
+
+    # -- services for handlers ----------------------------------------------
+    def take_buffer(self, index: Any) -> np.ndarray:
+        """The decoded uint8 buffer ``index``; each buffer may be used exactly once."""
+        if type(index) is not int or not 0 <= index < len(self._buffers):
+            raise CorruptFileError(f"buffer index {index!r} is out of range")
+        buf = self._buffers[index]
+        if buf is None:
+            raise CorruptFileError(f"buffer {index} is used twice")
+        self._buffers[index] = None
+        return buf
+
+    def require(self, name: Any, use: str) -> Any:
+        """The trusted object behind ``name`` for ``use``, if the header declared it so."""
+        if type(name) is not str:
+            raise CorruptFileError(f"a node names {name!r}, not a string")
+        declared = self._declared.get(name)
+        if declared is None or use not in declared[1]:
+            raise CorruptFileError(
+                f"the tree uses {name!r} as {use!r} but the header does not declare it: "
+                "the file was tampered with"
+            )
+        return self._policy.resolve(name, declared[0], use)
+
+
+def expect_list(payload: Any, length: int, what: str) -> list[Any]:
+    """Check a node payload is a list of ``length`` items."""
+    if type(payload) is not list or len(payload) != length:
+        raise CorruptFileError(f"malformed {what} node")
+    return payload
+
+
+def expect(value: Any, check: Callable[[Any], bool], what: str) -> Any:
+    if not check(value):
+        raise CorruptFileError(f"malformed {what}: {value!r:.80}")
+    return value

@@ -1,0 +1,246 @@
+"""Object graph -> object tree (msgpack with typed nodes) + out-of-line buffers."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from ..errors import UnsupportedObjectError
+from ..format.spec import MAX_NESTING
+from .nodes import (
+    BIGINT,
+    SHARED_DEF,
+    SHARED_REF,
+    STRDICT,
+    STRLIST,
+    Node,
+    Shared,
+    SharedRef,
+)
+from .registry import ENCODERS, MEMOIZED
+
+# A path inside the model, built lazily: (parent, step) pairs, rendered on error.
+Path = tuple[Any, Any] | None
+
+ATOMS = frozenset({str, float, bool, type(None), bytes})
+INT64_MIN, UINT64_MAX = -(1 << 63), (1 << 64) - 1
+# Containers at least this large with homogeneous str keys/items are stored
+# column-wise, so neither side takes a Python step per element.
+COLUMNAR_MIN = 256
+
+
+def render_path(path: Path) -> str:
+    """``steps[1][1].func`` from the lazy (parent, step) chain."""
+    steps: list[Any] = []
+    while path is not None:
+        path, step = path
+        steps.append(step)
+    out = ""
+    for step in reversed(steps):
+        if isinstance(step, str) and step.isidentifier():
+            out += f".{step}" if out else step
+        elif isinstance(step, int):
+            out += f"[{step}]"
+        else:
+            out += f"[{step!r}]"
+    return out
+
+
+def _atoms_only(values: Any) -> bool:
+    """True when every value is an atom msgpack writes natively and losslessly."""
+    kinds = set(map(type, values))
+    if kinds <= ATOMS:
+        return True
+    if kinds == {int} or kinds == {int, type(None)}:
+        ints = values if kinds == {int} else [v for v in values if v is not None]
+        return not ints or (min(ints) >= INT64_MIN and max(ints) <= UINT64_MAX)
+    return False
+
+
+class Encoder:
+    """Walks an object graph once, producing the tree, the buffers and the names used."""
+
+    def __init__(self) -> None:
+        self.buffers: list[np.ndarray] = []  # uint8 views, in file order
+        self.names: dict[str, tuple[str, set[str]]] = {}  # name -> (module, uses)
+        self._memo: dict[int, Node | Shared] = {}
+        self._keepalive: list[Any] = []  # ids are only unique while objects live
+        self._in_progress: set[int] = set()
+        self.shells: dict[int, Node] = {}  # instances being encoded, for cycles
+        self._next_share = 0
+        self._depth = 0
+        self._verified: dict[int, str] = {}
+
+    # -- entry points -------------------------------------------------------
+    def encode_root(self, obj: Any) -> bytes:
+        tree = self.encode(obj, None)
+        try:
+            return msgpack.packb(tree, default=self._pack_default, use_bin_type=True, strict_types=True)
+        except UnsupportedObjectError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:  # pragma: no cover - encoder bug guard
+            raise UnsupportedObjectError(f"internal encoding error: {exc}") from exc
+
+    def _pack_default(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is Node:
+            ext = msgpack.ExtType(obj.code, self._pack(obj.payload))
+            if obj.share_id is None:
+                return ext
+            return msgpack.ExtType(SHARED_DEF, self._pack([obj.share_id, ext]))
+        if kind is Shared:
+            if obj.share_id is None:
+                return obj.value
+            return msgpack.ExtType(SHARED_DEF, self._pack([obj.share_id, obj.value]))
+        if kind is SharedRef:
+            return msgpack.ExtType(SHARED_REF, self._pack(obj.target.share_id))
+        raise TypeError(f"unexpected {kind!r} in the tree")
+
+    def _pack(self, value: Any) -> bytes:
+        return msgpack.packb(value, default=self._pack_default, use_bin_type=True, strict_types=True)
+
+    # -- the walk -----------------------------------------------------------
+    def encode(self, obj: Any, path: Path) -> Any:
+        """Encode one value; ``path`` locates it for error messages."""
+        kind = type(obj)
+        if kind in ATOMS:
+            return obj
+        if kind is int:
+            if INT64_MIN <= obj <= UINT64_MAX:
+                return obj
+            nbytes = (obj.bit_length() + 8) // 8
+            return Node(BIGINT, obj.to_bytes(nbytes, "little", signed=True))
+        oid = id(obj)
+        seen = self._memo.get(oid)
+        if seen is not None:
+            if seen.share_id is None:
+                seen.share_id = self._next_share
+                self._next_share += 1
+            return SharedRef(seen)
+        if oid in self._in_progress:
+            shell = self.shells.get(oid)
+            if shell is not None:  # a cycle through an instance: refer to its empty shell
+                if shell.share_id is None:
+                    shell.share_id = self._next_share
+                    self._next_share += 1
+                return SharedRef(shell)
+            raise UnsupportedObjectError(
+                f"{kind.__name__} object refers back to itself (a reference cycle); "
+                "skjar files hold acyclic object graphs",
+                render_path(path),
+            )
+        self._depth += 1
+        if self._depth > MAX_NESTING:
+            self._depth -= 1
+            raise UnsupportedObjectError(
+                f"the model nests objects more than {MAX_NESTING} levels deep", render_path(path)
+            )
+        self._in_progress.add(oid)
+        try:
+            fn = ENCODERS.get(kind)
+            memoize = kind in MEMOIZED
+            if fn is None:
+                from .objects import encode_object
+
+                fn, memoize = encode_object, True
+            out = fn(self, obj, path)
+        finally:
+            self._in_progress.discard(oid)
+            self._depth -= 1
+        if memoize:
+            if type(out) is not Node:
+                out = Shared(out)
+            self._memo[oid] = out
+            self._keepalive.append(obj)
+        return out
+
+    def encode_items(self, items: Any, path: Path) -> list[Any]:
+        """Encode a sequence into a list, element by element (fast path: all atoms)."""
+        if isinstance(items, list) and _atoms_only(items):
+            if len(items) >= COLUMNAR_MIN and set(map(type, items)) == {str}:
+                return self.strlist(items) or items
+            return items
+        return [self.encode(v, (path, i)) for i, v in enumerate(items)]
+
+    def encode_dict(self, d: dict[Any, Any], path: Path) -> Any:
+        """Encode a dict's contents (the dict object itself is memoized by the caller)."""
+        if len(d) >= COLUMNAR_MIN:
+            columnar = self.strdict(d)
+            if columnar is not None:
+                return columnar
+        if set(map(type, d)) <= {str} and _atoms_only(d.values()):
+            return d
+        return {self.encode(k, (path, "<key>")): self.encode(v, (path, k)) for k, v in d.items()}
+
+    # -- column-wise containers ---------------------------------------------
+    def _str_buffer(self, strings: Any, count: int) -> int | None:
+        joined = "\x00".join(strings)
+        if joined.count("\x00") != max(count - 1, 0):
+            return None  # a string holds NUL: cannot use the separator
+        data = joined.encode("utf-8", "surrogatepass")
+        return self.add_buffer(np.frombuffer(data, dtype=np.uint8))
+
+    def strlist(self, items: list[str]) -> Node | None:
+        index = self._str_buffer(items, len(items))
+        return None if index is None else Node(STRLIST, [len(items), index])
+
+    def strdict(self, d: dict[Any, Any]) -> Node | None:
+        if set(map(type, d)) != {str}:
+            return None
+        value_types = set(map(type, d.values()))
+        if value_types == {int}:
+            try:
+                values = np.fromiter(d.values(), dtype=np.int64, count=len(d))
+            except OverflowError:
+                return None
+            kind = 0
+        elif len(value_types) == 1 and issubclass(next(iter(value_types)), np.integer):
+            values = np.fromiter(d.values(), dtype=next(iter(value_types)), count=len(d))
+            kind = 1
+        else:
+            return None
+        index = self._str_buffer(d.keys(), len(d))
+        if index is None:
+            return None
+        from .numpy import array_node
+
+        return Node(STRDICT, [len(d), index, array_node(self, values), kind])
+
+    # -- buffers and names --------------------------------------------------
+    def add_buffer(self, data: np.ndarray) -> int:
+        """Register a contiguous uint8 array as the next buffer; returns its index."""
+        self.buffers.append(data)
+        self._keepalive.append(data)
+        return len(self.buffers) - 1
+
+    def declare(self, module: str, qualname: str, use: str) -> str:
+        """Record that the tree uses ``module.qualname`` for ``use``; returns the name."""
+        name = f"{module}.{qualname}"
+        entry = self.names.get(name)
+        if entry is None:
+            self.names[name] = (module, {use})
+        else:
+            entry[1].add(use)
+        return name
+
+    def verify_importable(self, obj: Any, module: str, qualname: str, path: Path) -> None:
+        """Refuse to write a name that would not resolve to ``obj`` when loading."""
+        if self._verified.get(id(obj)) == f"{module}.{qualname}":
+            return
+        try:
+            found: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                found = getattr(found, part)
+        except Exception:
+            found = None
+        if found is not obj:
+            raise UnsupportedObjectError(
+                f"{obj!r} cannot be found again as {module}.{qualname}: define it at the top "
+                "level of an importable module (not a lambda, a local or __main__ redefinition)",
+                render_path(path),
+            )
+        self._verified[id(obj)] = f"{module}.{qualname}"
+        self._keepalive.append(obj)

@@ -1,0 +1,326 @@
+"""numpy: arrays (data out of line), object arrays, dtypes, scalars, random generators."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorruptFileError, UnsupportedObjectError
+from ..trust import OBJECT
+from .decoder import Decoder, expect_list
+from .encoder import Encoder, Path, render_path
+from .nodes import (
+    BITGENERATOR,
+    DTYPE,
+    GENERATOR,
+    MASKEDARRAY,
+    NDARRAY,
+    NPSCALAR,
+    OBJARRAY,
+    RANDOMSTATE,
+    Node,
+)
+from .registry import ENCODERS, MEMOIZED, decodes, encodes
+
+MAX_NDIM = 64
+MAX_DESCR_DEPTH = 8
+PLAIN_KINDS = frozenset("biufcmMSUV")
+_SIMPLE = frozenset({str, int, float, bool, type(None), bytes})
+
+
+# -- dtypes ----------------------------------------------------------------
+def dtype_descr(dtype: np.dtype[Any], path: Path) -> Any:
+    """A JSON/msgpack-friendly description of ``dtype`` (numpy's .npy ``descr``)."""
+    if dtype.kind not in PLAIN_KINDS and dtype != np.dtype(object):
+        raise UnsupportedObjectError(f"numpy dtype {dtype} is not supported", render_path(path))
+    if dtype.fields is None and dtype.subdtype is not None:
+        raise UnsupportedObjectError(f"sub-array dtype {dtype} is not supported", render_path(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # metadata is dropped, as in .npy files
+        descr = np.lib.format.dtype_to_descr(dtype)
+    return _listify(descr)
+
+
+def _listify(descr: Any) -> Any:
+    if isinstance(descr, (list, tuple)):
+        return [_listify(d) for d in descr]
+    return descr
+
+
+def _tuplify(descr: Any, depth: int = 0) -> Any:
+    """Validate a decoded descr and convert its lists back to numpy's tuples."""
+    if depth > MAX_DESCR_DEPTH:
+        raise CorruptFileError("dtype description nests too deeply")
+    if type(descr) is str:
+        if len(descr) > 64:
+            raise CorruptFileError("dtype string too long")
+        return descr
+    if type(descr) is not list or not descr or len(descr) > 4096:
+        raise CorruptFileError(f"malformed dtype description {descr!r:.80}")
+    fields = []
+    for field in descr:
+        if type(field) is not list or len(field) not in (2, 3):
+            raise CorruptFileError("malformed structured dtype field")
+        name = field[0]
+        if type(name) is not str and not (
+            type(name) is list and len(name) == 2 and all(type(n) is str for n in name)
+        ):
+            raise CorruptFileError("malformed structured dtype field name")
+        name = tuple(name) if type(name) is list else name
+        sub = _tuplify(field[1], depth + 1)
+        if len(field) == 3:
+            shape = field[2]
+            if type(shape) is not list or len(shape) > MAX_NDIM or any(
+                type(n) is not int or not 0 <= n < 1 << 31 for n in shape
+            ):
+                raise CorruptFileError("malformed structured dtype sub-array shape")
+            fields.append((name, sub, tuple(shape)))
+        else:
+            fields.append((name, sub))
+    return fields
+
+
+def descr_dtype(descr: Any) -> np.dtype[Any]:
+    """The dtype behind a decoded descr, validated first."""
+    spec = _tuplify(descr)
+    try:
+        dtype = np.lib.format.descr_to_dtype(spec)
+    except Exception as exc:
+        raise CorruptFileError(f"invalid dtype description {descr!r:.80}: {exc}") from None
+    if dtype.kind not in PLAIN_KINDS and dtype != np.dtype(object):
+        raise CorruptFileError(f"dtype {dtype} is not allowed")
+    return dtype
+
+
+@encodes(np.dtype)
+def _enc_dtype(enc: Encoder, obj: np.dtype[Any], path: Path) -> Node:
+    return Node(DTYPE, dtype_descr(obj, path))
+
+
+@decodes(DTYPE, lambda: [np.dtype("f8"), np.dtype(">i2"), np.dtype([("a", "<u4"), ("b", "O")])])
+def _dec_dtype(dec: Decoder, payload: Any) -> np.dtype[Any]:
+    return descr_dtype(payload)
+
+
+# -- arrays ----------------------------------------------------------------
+def _raw_bytes(arr: np.ndarray) -> np.ndarray:
+    """The array's memory as a flat uint8 array, in C order, or F order if F-contiguous."""
+    if arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous:
+        flat = arr.T.reshape(-1)
+    else:
+        flat = np.ascontiguousarray(arr).reshape(-1)
+    return flat.view(np.uint8) if flat.dtype.itemsize else np.empty(0, np.uint8)
+
+
+def array_node(enc: Encoder, arr: np.ndarray, path: Path = None) -> Node:
+    """NDARRAY node for a non-object array; the data goes out of line into a buffer."""
+    fortran = bool(arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous)
+    descr = dtype_descr(arr.dtype, path)
+    return Node(NDARRAY, [descr, list(arr.shape), fortran, enc.add_buffer(_raw_bytes(arr))])
+
+
+@encodes(np.ndarray, memoize=True)
+def _enc_ndarray(enc: Encoder, arr: np.ndarray, path: Path) -> Node:
+    if arr.dtype.hasobject:
+        if arr.dtype != np.dtype(object):
+            raise UnsupportedObjectError(
+                f"structured arrays with object fields ({arr.dtype}) are not supported",
+                render_path(path),
+            )
+        fortran = bool(arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous)
+        items = arr.ravel(order="F" if fortran else "C").tolist() if arr.ndim else [arr[()]]
+        # tolist() on an object array returns the elements themselves.
+        return Node(OBJARRAY, [list(arr.shape), fortran, enc.encode_items(items, path)])
+    return array_node(enc, arr, path)
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    if type(value) is not list or len(value) > MAX_NDIM:
+        raise CorruptFileError(f"malformed array shape {value!r:.80}")
+    for n in value:
+        if type(n) is not int or n < 0:
+            raise CorruptFileError(f"malformed array shape {value!r:.80}")
+    return tuple(value)
+
+
+def _sample_arrays() -> list[Any]:
+    return [
+        np.arange(12.0).reshape(3, 4),
+        np.asfortranarray(np.arange(6).reshape(2, 3)),
+        np.array(3.5),
+        np.zeros((0, 3), dtype=">i4"),
+        np.array(["a", "bc"]),
+        np.array(["2020-01-01"], dtype="M8[D]"),
+        np.zeros(2, dtype=[("x", "<f4"), ("y", "u1", (2,))]),
+    ]
+
+
+@decodes(NDARRAY, _sample_arrays)
+def _dec_ndarray(dec: Decoder, payload: Any) -> np.ndarray:
+    descr, shape_, fortran, index = expect_list(payload, 4, "array")
+    dtype = descr_dtype(descr)
+    shape = _shape(shape_)
+    if dtype.hasobject or type(fortran) is not bool:
+        raise CorruptFileError("malformed array node (object dtype out of line)")
+    buf = dec.take_buffer(index)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes != buf.nbytes:
+        raise CorruptFileError(
+            f"array of shape {shape} and dtype {dtype} needs {nbytes} bytes, "
+            f"its buffer holds {buf.nbytes}"
+        )
+    if nbytes == 0:
+        return np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+    return np.ndarray(shape, dtype=dtype, buffer=buf, order="F" if fortran else "C")
+
+
+@decodes(OBJARRAY, lambda: [np.array(["a", None, 3], dtype=object), np.empty((2, 0), dtype=object)])
+def _dec_objarray(dec: Decoder, payload: Any) -> np.ndarray:
+    shape_, fortran, items = expect_list(payload, 3, "object array")
+    shape = _shape(shape_)
+    if type(items) is not list or len(items) != math.prod(shape) or type(fortran) is not bool:
+        raise CorruptFileError("object array: item count does not match its shape")
+    flat = np.empty(len(items), dtype=object)
+    if set(map(type, items)) <= _SIMPLE:
+        flat[:] = items  # one C-level copy; sequences would be broadcast, so they take the loop
+    else:
+        for i, v in enumerate(items):
+            flat[i] = v
+    return flat.reshape(shape, order="F" if fortran else "C")
+
+
+# -- scalars ---------------------------------------------------------------
+def _enc_scalar(enc: Encoder, obj: np.generic, path: Path) -> Node:
+    if obj.dtype.hasobject:
+        raise UnsupportedObjectError("numpy object scalars are not supported", render_path(path))
+    return Node(NPSCALAR, [dtype_descr(obj.dtype, path), np.asarray(obj).tobytes()])
+
+
+for _t in {
+    *np.sctypeDict.values(),
+    np.bool_, np.str_, np.bytes_, np.void, np.datetime64, np.timedelta64,
+}:
+    if isinstance(_t, type) and issubclass(_t, np.generic) and _t is not np.object_:
+        ENCODERS[_t] = _enc_scalar
+
+
+@decodes(NPSCALAR, lambda: [np.float64(1.5), np.int8(-3), np.bool_(True), np.str_("hé"), np.datetime64("2021-02-03")])
+def _dec_scalar(dec: Decoder, payload: Any) -> np.generic:
+    descr, raw = expect_list(payload, 2, "numpy scalar")
+    dtype = descr_dtype(descr)
+    if type(raw) is not bytes or dtype.hasobject or len(raw) != dtype.itemsize:
+        raise CorruptFileError("numpy scalar: data does not match its dtype")
+    return np.frombuffer(raw, dtype=dtype, count=1)[0] if raw else np.zeros((), dtype)[()]
+
+
+# -- random generators -----------------------------------------------------
+BIT_GENERATORS = {
+    cls: f"{cls.__module__}.{cls.__qualname__}"
+    for cls in (np.random.MT19937, np.random.PCG64, np.random.PCG64DXSM, np.random.Philox, np.random.SFC64)
+}
+
+
+def _enc_bitgen(enc: Encoder, obj: Any, path: Path) -> Node:
+    cls = type(obj)
+    name = enc.declare(cls.__module__, cls.__qualname__, OBJECT)
+    return Node(BITGENERATOR, [name, enc.encode(obj.state, (path, "state"))])
+
+
+for _cls in BIT_GENERATORS:
+    ENCODERS[_cls] = _enc_bitgen
+    MEMOIZED.add(_cls)
+
+
+@decodes(BITGENERATOR, lambda: [np.random.PCG64(7), np.random.MT19937(3)])
+def _dec_bitgen(dec: Decoder, payload: Any) -> Any:
+    name, state = expect_list(payload, 2, "bit generator")
+    cls = dec.require(name, OBJECT)
+    if cls not in BIT_GENERATORS:
+        raise CorruptFileError(f"{name} is not a numpy bit generator")
+    if type(state) is not dict:
+        raise CorruptFileError("bit generator state must be a dict")
+    bitgen = cls()
+    try:
+        bitgen.state = state  # numpy validates names, types and sizes
+    except Exception as exc:
+        raise CorruptFileError(f"invalid {name} state: {exc}") from None
+    return bitgen
+
+
+@encodes(np.random.RandomState, memoize=True)
+def _enc_randomstate(enc: Encoder, obj: np.random.RandomState, path: Path) -> Node:
+    enc.declare("numpy.random.mtrand", "RandomState", OBJECT)
+    state = obj.get_state(legacy=False)
+    bitgen = obj._bit_generator  # type: ignore[attr-defined]
+    return Node(
+        RANDOMSTATE,
+        [enc.encode(bitgen, (path, "bit_generator")), int(state["has_gauss"]), float(state["gauss"])],
+    )
+
+
+@decodes(RANDOMSTATE, lambda: [np.random.RandomState(0), np.random.RandomState(np.random.PCG64(1))])
+def _dec_randomstate(dec: Decoder, payload: Any) -> np.random.RandomState:
+    bitgen, has_gauss, gauss = expect_list(payload, 3, "RandomState")
+    cls = dec.require("numpy.random.mtrand.RandomState", OBJECT)
+    if type(bitgen) not in BIT_GENERATORS or has_gauss not in (0, 1) or type(gauss) is not float:
+        raise CorruptFileError("malformed RandomState node")
+    rs = cls(bitgen)
+    state = rs.get_state(legacy=False)
+    state.update(has_gauss=has_gauss, gauss=gauss)
+    rs.set_state(state)
+    return rs
+
+
+@encodes(np.random.Generator, memoize=True)
+def _enc_generator(enc: Encoder, obj: np.random.Generator, path: Path) -> Node:
+    enc.declare("numpy.random._generator", "Generator", OBJECT)
+    return Node(GENERATOR, enc.encode(obj.bit_generator, (path, "bit_generator")))
+
+
+@decodes(GENERATOR, lambda: [np.random.default_rng(5)])
+def _dec_generator(dec: Decoder, payload: Any) -> np.random.Generator:
+    cls = dec.require("numpy.random._generator.Generator", OBJECT)
+    if type(payload) not in BIT_GENERATORS:
+        raise CorruptFileError("malformed Generator node")
+    return cls(payload)
+
+
+# -- masked arrays (e.g. GridSearchCV.cv_results_) ---------------------------
+@encodes(np.ma.MaskedArray, memoize=True)
+def _enc_masked(enc: Encoder, obj: np.ma.MaskedArray, path: Path) -> Node:
+    enc.declare("numpy.ma.core", "MaskedArray", OBJECT)
+    mask = obj._mask  # type: ignore[attr-defined]
+    return Node(
+        MASKEDARRAY,
+        [
+            enc.encode(np.asarray(obj.data), (path, "data")),
+            False if mask is np.ma.nomask else enc.encode(np.asarray(mask), (path, "mask")),
+            enc.encode(obj._fill_value, (path, "fill_value")),  # type: ignore[attr-defined]
+            bool(obj._hardmask),  # type: ignore[attr-defined]
+        ],
+    )
+
+
+@decodes(
+    MASKEDARRAY,
+    lambda: [np.ma.MaskedArray([1.0, 2.0], mask=[True, False]), np.ma.MaskedArray(["a", "b"], dtype=object)],
+)
+def _dec_masked(dec: Decoder, payload: Any) -> np.ma.MaskedArray:
+    data, mask, fill_value, hard = expect_list(payload, 4, "masked array")
+    cls = dec.require("numpy.ma.core.MaskedArray", OBJECT)
+    if not isinstance(data, np.ndarray) or type(hard) is not bool:
+        raise CorruptFileError("malformed masked array node")
+    if mask is not False and (
+        not isinstance(mask, np.ndarray) or mask.shape != data.shape or mask.dtype != np.bool_
+    ):
+        raise CorruptFileError("masked array: the mask must be a bool array shaped like the data")
+    if fill_value is not None and not isinstance(fill_value, (np.generic, int, float, str, bytes, bool)):
+        raise CorruptFileError("masked array: invalid fill value")
+    try:
+        return cls(data, mask=np.ma.nomask if mask is False else mask, fill_value=fill_value,
+                   hard_mask=hard, copy=False)
+    except Exception as exc:
+        raise CorruptFileError(f"invalid masked array: {exc}") from None

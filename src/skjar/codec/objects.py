@@ -1,0 +1,295 @@
+"""Instances of classes, reconstructor calls and functions/classes as values.
+
+This is the generic path for everything without a handler of its own. At dump
+time it follows the object's ``__reduce_ex__(4)``, as pickle would, but only
+in the few shapes the loader can rebuild safely:
+
+- ``copyreg.__newobj__(cls)`` + state  -> INSTANCE (``cls.__new__(cls)``, then state)
+- scikit-learn's ``newObj(cls)`` / Cython's ``__pyx_unpickle_*`` -> INSTANCE as well
+- any other ``callable(*args)`` + state -> RECONSTRUCT (needs ``call`` trust)
+- classes and functions -> REF (a value, never called)
+"""
+
+from __future__ import annotations
+
+import copyreg
+import types
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorruptFileError, SkjarError, UnsupportedObjectError
+from ..trust import CALL, OBJECT, VALUE, name_of
+from .decoder import Decoder, expect_list
+from .encoder import Encoder, Path, render_path
+from .nodes import (
+    INSTANCE,
+    ITEMS_DICT,
+    ITEMS_LIST,
+    ITEMS_NONE,
+    NAMEDTUPLE,
+    NEWOBJ,
+    RECONSTRUCT,
+    REF,
+    STATE_CYTHON,
+    STATE_DEFAULT,
+    STATE_NONE,
+    TUPLE,
+    Node,
+)
+from .registry import ENCODERS, VALIDATORS, decodes
+
+FUNCTION_TYPES = (
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodDescriptorType,
+    types.WrapperDescriptorType,
+    np.ufunc,
+)
+NOT_STATEFUL = (type, types.ModuleType, *FUNCTION_TYPES)
+
+
+def _is_function_like(obj: Any) -> bool:
+    return isinstance(obj, (type, *FUNCTION_TYPES)) or type(obj).__name__ in (
+        "cython_function_or_method",
+        "fused_cython_function",
+    )
+
+
+def _class_name(enc: Encoder, cls: type, use: str, path: Path) -> str:
+    named = name_of(cls)
+    if named is None:
+        raise UnsupportedObjectError(
+            f"class {cls!r} has no importable name (defined in a function?)", render_path(path)
+        )
+    enc.verify_importable(cls, *named, path)
+    return enc.declare(*named, use)
+
+
+def ref_node(enc: Encoder, obj: Any, path: Path) -> Node:
+    """A class or function referred to as a value."""
+    named = name_of(obj)
+    if named is None:
+        raise UnsupportedObjectError(
+            f"{obj!r} cannot be referred to by name (a lambda or a local function?); "
+            "use a function defined at the top level of an importable module",
+            render_path(path),
+        )
+    enc.verify_importable(obj, *named, path)
+    return Node(REF, enc.declare(*named, VALUE))
+
+
+def _encode_state(enc: Encoder, state: Any, path: Path) -> Any:
+    # A state dict is a fresh copy made by __getstate__: encode its contents
+    # without memoizing the dict itself.
+    if type(state) is dict:
+        return enc.encode_dict(state, path)
+    if type(state) is tuple and len(state) == 2 and all(s is None or type(s) is dict for s in state):
+        return Node(TUPLE, [None if s is None else enc.encode_dict(s, path) for s in state])
+    return enc.encode(state, path)
+
+
+def _encode_items(enc: Encoder, listitems: Any, dictitems: Any, path: Path) -> tuple[int, Any]:
+    if listitems is not None:
+        return ITEMS_LIST, enc.encode_items(list(listitems), path)
+    if dictitems is not None:
+        return ITEMS_DICT, [
+            [enc.encode(k, (path, "<key>")), enc.encode(v, (path, k))] for k, v in dictitems
+        ]
+    return ITEMS_NONE, None
+
+
+def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
+    """Encode an object no handler claimed (see the module docstring)."""
+    if _is_function_like(obj):
+        return ref_node(enc, obj, path)
+    if isinstance(obj, np.dtype):  # numpy 2 dtypes are instances of np.dtype subclasses
+        return ENCODERS[np.dtype](enc, obj, path)  # type: ignore[no-any-return]
+    if isinstance(obj, np.generic) and type(obj) in ENCODERS:
+        return ENCODERS[type(obj)](enc, obj, path)  # type: ignore[no-any-return]
+    cls = type(obj)
+    what = f"{cls.__module__}.{cls.__qualname__}"
+    if isinstance(obj, types.ModuleType):
+        raise UnsupportedObjectError(f"module {obj.__name__!r} cannot be stored", render_path(path))
+    try:
+        rv = obj.__reduce_ex__(4)
+    except Exception as exc:
+        raise UnsupportedObjectError(f"{what} cannot be serialized: {exc}", render_path(path)) from None
+    if isinstance(rv, str):
+        return ref_node(enc, obj, path)
+    if not isinstance(rv, tuple) or not 2 <= len(rv) <= 6:
+        raise UnsupportedObjectError(f"{what}.__reduce_ex__ returned {rv!r:.80}", render_path(path))
+    func, args, state, listitems, dictitems, setter = (*rv, None, None, None, None)[:6]
+    if setter is not None:
+        raise UnsupportedObjectError(f"{what} uses a custom state setter", render_path(path))
+    func_name = getattr(func, "__name__", "")
+    args = tuple(args or ())
+
+    if func is copyreg.__newobj__ and args and args[0] is cls and len(args) > 1:
+        if issubclass(cls, tuple) and hasattr(cls, "_fields") and state is None:
+            name = _class_name(enc, cls, OBJECT, path)
+            return Node(NAMEDTUPLE, [name, enc.encode_items(list(obj), path)])
+        raise UnsupportedObjectError(
+            f"{what} needs arguments to __new__, which skjar does not call", render_path(path)
+        )
+    if (func is copyreg.__newobj__ or func_name == "newObj") and args == (cls,):
+        mode = STATE_NONE if state is None else STATE_DEFAULT
+    elif func_name.startswith("__pyx_unpickle_") and len(args) == 3 and args[0] is cls:
+        # Cython auto-pickling: rebuild with cls.__new__ and __setstate_cython__.
+        state = args[2] if state is None else state
+        mode = STATE_CYTHON
+    else:
+        return _reconstruct_node(enc, obj, func, args, state, listitems, dictitems, path)
+    name = _class_name(enc, cls, OBJECT, path)
+    shell = enc.shells[id(obj)] = Node(NEWOBJ, name)
+    try:
+        kind, items = _encode_items(enc, listitems, dictitems, path)
+        enc_state = None if mode == STATE_NONE else _encode_state(enc, state, path)
+    finally:
+        del enc.shells[id(obj)]
+    # Only an object its own state refers back to needs the two-step form.
+    first = shell if shell.share_id is not None else name
+    return Node(INSTANCE, [first, mode, enc_state, kind, items])
+
+
+def _reconstruct_node(
+    enc: Encoder, obj: Any, func: Any, args: tuple[Any, ...], state: Any,
+    listitems: Any, dictitems: Any, path: Path,
+) -> Node:
+    named = name_of(func)
+    if named is None or not callable(func):
+        raise UnsupportedObjectError(
+            f"{type(obj).__qualname__} is rebuilt by {func!r}, which has no importable name",
+            render_path(path),
+        )
+    enc.verify_importable(func, *named, path)
+    name = enc.declare(*named, CALL)
+    enc_args = [enc.encode(a, (path, f"<arg {i}>")) for i, a in enumerate(args)]
+    kind, items = _encode_items(enc, listitems, dictitems, path)
+    mode = STATE_NONE if state is None else STATE_DEFAULT
+    enc_state = None if state is None else _encode_state(enc, state, path)
+    return Node(RECONSTRUCT, [name, enc_args, mode, enc_state, kind, items])
+
+
+# -- decoding --------------------------------------------------------------
+def _apply_state(obj: Any, mode: Any, state: Any, name: str) -> None:
+    if mode == STATE_NONE:
+        if state is not None:
+            raise CorruptFileError(f"{name}: state given with mode 'none'")
+        return
+    if isinstance(obj, NOT_STATEFUL):
+        raise CorruptFileError(f"{name}: state may only be given to instances, not to {obj!r:.60}")
+    cls = type(obj)
+    if mode == STATE_CYTHON:
+        setter = getattr(cls, "__setstate_cython__", None)
+        if setter is None:
+            raise CorruptFileError(f"{name} has no Cython state setter")
+        setter(obj, state)
+        return
+    if mode != STATE_DEFAULT:
+        raise CorruptFileError(f"{name}: unknown state mode {mode!r}")
+    setstate = getattr(cls, "__setstate__", None)
+    if setstate is not None:
+        setstate(obj, state)
+        return
+    slots = None
+    if type(state) is tuple and len(state) == 2:
+        state, slots = state
+    for part in (state, slots):
+        if part is not None and (type(part) is not dict or any(type(k) is not str for k in part)):
+            raise CorruptFileError(f"{name}: state must map attribute names to values")
+    if state:
+        try:
+            obj.__dict__.update(state)
+        except AttributeError:
+            raise CorruptFileError(f"{name} instances have no __dict__ to hold state") from None
+    for key, value in (slots or {}).items():
+        setattr(obj, key, value)
+
+
+def _apply_items(obj: Any, kind: Any, items: Any, name: str) -> None:
+    if kind == ITEMS_NONE and items is None:
+        return
+    if kind == ITEMS_LIST and isinstance(obj, list) and type(items) is list:
+        list.extend(obj, items)
+        return
+    if kind == ITEMS_DICT and isinstance(obj, dict) and type(items) is list:
+        for pair in items:
+            if type(pair) is not list or len(pair) != 2:
+                raise CorruptFileError(f"{name}: malformed dict items")
+            dict.__setitem__(obj, pair[0], pair[1])
+        return
+    raise CorruptFileError(f"{name}: items of kind {kind!r} do not fit a {type(obj).__name__}")
+
+
+def _guarded(name: str, step: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except SkjarError:
+        raise
+    except Exception as exc:
+        raise CorruptFileError(f"{name}: {step} failed: {type(exc).__name__}: {exc}") from None
+
+
+@decodes(INSTANCE)
+def _dec_instance(dec: Decoder, payload: Any) -> Any:
+    first, mode, state, kind, items = expect_list(payload, 5, "instance")
+    if type(first) is str:
+        name = first
+        obj = _new(dec.require(name, OBJECT), name)
+    else:
+        obj, name = dec.shells.pop(id(first), (None, ""))
+        if obj is not first:
+            raise CorruptFileError("state is given to an object that is not an empty instance")
+    validator = VALIDATORS.get(name)
+    if validator is not None:
+        validator((), state)
+    _guarded(name, "setting its state", _apply_state, obj, mode, state, name)
+    _apply_items(obj, kind, items, name)
+    return obj
+
+
+def _new(cls: type, name: str) -> Any:
+    obj = _guarded(name, "creating the instance", cls.__new__, cls)
+    if type(obj) is not cls:
+        raise CorruptFileError(f"{name}.__new__ returned a {type(obj).__name__}")
+    return obj
+
+
+@decodes(NEWOBJ)
+def _dec_newobj(dec: Decoder, payload: Any) -> Any:
+    obj = _new(dec.require(payload, OBJECT), payload)
+    dec.shells[id(obj)] = (obj, payload)
+    return obj
+
+
+@decodes(RECONSTRUCT)
+def _dec_reconstruct(dec: Decoder, payload: Any) -> Any:
+    name, args, mode, state, kind, items = expect_list(payload, 6, "reconstruct")
+    fn = dec.require(name, CALL)
+    if type(args) is not list:
+        raise CorruptFileError(f"{name}: arguments must be a list")
+    validator = VALIDATORS.get(name)
+    if validator is not None:
+        validator(args, state)
+    obj = _guarded(name, "the call", fn, *args)
+    _guarded(name, "setting its state", _apply_state, obj, mode, state, name)
+    _apply_items(obj, kind, items, name)
+    return obj
+
+
+@decodes(REF, lambda: [np.log1p, len, np.float64, dict])
+def _dec_ref(dec: Decoder, payload: Any) -> Any:
+    return dec.require(payload, VALUE)
+
+
+@decodes(NAMEDTUPLE)
+def _dec_namedtuple(dec: Decoder, payload: Any) -> Any:
+    name, items = expect_list(payload, 2, "named tuple")
+    cls = dec.require(name, OBJECT)
+    fields = getattr(cls, "_fields", None)
+    if not issubclass(cls, tuple) or type(fields) is not tuple:
+        raise CorruptFileError(f"{name} is not a named tuple")
+    if type(items) is not list or len(items) != len(fields):
+        raise CorruptFileError(f"{name}: expected {len(fields)} fields")
+    return tuple.__new__(cls, items)

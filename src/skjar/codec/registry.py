@@ -1,0 +1,70 @@
+"""The handler registry: which function writes a type, which reads a node code.
+
+Each type-family module (builtins, numpy, objects) registers its handlers at
+import; ``codec/__init__`` imports them all. Tests iterate ``DECODERS`` and
+``EXAMPLES`` so a new handler is exercised automatically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .decoder import Decoder
+    from .encoder import Encoder, Path
+
+EncodeFn = Callable[["Encoder", Any, "Path"], Any]
+DecodeFn = Callable[["Decoder", Any], Any]
+
+# Exact type -> encoder. Subclasses never match: they go through the generic
+# object path and need trust of their own.
+ENCODERS: dict[type, EncodeFn] = {}
+# Node code -> decoder.
+DECODERS: dict[int, DecodeFn] = {}
+# Node code -> sample objects whose encoding uses it (for registry-wide tests).
+EXAMPLES: dict[int, Callable[[], list[Any]]] = {}
+# Meaning checks, by exact name of the class (INSTANCE) or callable (RECONSTRUCT):
+# fn(args, state) raises CorruptFileError before state that compiled code will
+# index into is handed over. args is () for INSTANCE.
+VALIDATORS: dict[str, Callable[[Any, Any], None]] = {}
+# Exact types whose identity is preserved (shared references stay shared).
+MEMOIZED: set[type] = set()
+
+
+def encodes(*types: type, memoize: bool = False) -> Callable[[EncodeFn], EncodeFn]:
+    """Register an encoder for exact ``types``."""
+
+    def register(fn: EncodeFn) -> EncodeFn:
+        for t in types:
+            ENCODERS[t] = fn
+            if memoize:
+                MEMOIZED.add(t)
+        return fn
+
+    return register
+
+
+def decodes(code: int, examples: Callable[[], list[Any]] | None = None) -> Callable[[DecodeFn], DecodeFn]:
+    """Register the decoder of node ``code`` (and sample objects that produce it)."""
+
+    def register(fn: DecodeFn) -> DecodeFn:
+        if code in DECODERS:
+            raise RuntimeError(f"node code {code} registered twice")
+        DECODERS[code] = fn
+        if examples is not None:
+            EXAMPLES[code] = examples
+        return fn
+
+    return register
+
+
+def validates(*names: str) -> Callable[[Callable[[Any, Any], None]], Callable[[Any, Any], None]]:
+    """Register a meaning check for the exact ``names``."""
+
+    def register(fn: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+        for name in names:
+            VALIDATORS[name] = fn
+        return fn
+
+    return register

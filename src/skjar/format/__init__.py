@@ -1,0 +1,1 @@
+"""The skjar file: preamble, JSON header, object tree, aligned buffers, trailer."""

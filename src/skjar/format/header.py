@@ -1,0 +1,124 @@
+"""The JSON header: what it must contain, and the layout it implies."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import CorruptFileError
+from .compression import check_ratio
+from .spec import ALIGNMENT, CODECS, MAX_BUFFERS, PREAMBLE_SIZE, TRAILER_SIZE, align
+
+USES = ("object", "value", "call")
+
+
+@dataclass(frozen=True)
+class Section:
+    """One stored section: where it is, how long, how it is coded, its decoded size."""
+
+    offset: int
+    length: int
+    codec: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    tree: Section
+    buffers: tuple[Section, ...]
+    data_end: int
+
+    @property
+    def file_size(self) -> int:
+        return self.data_end + TRAILER_SIZE
+
+
+def encode_header(header: dict[str, Any]) -> bytes:
+    return json.dumps(header, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _int(value: Any, what: str) -> int:
+    if type(value) is not int or value < 0:
+        raise CorruptFileError(f"header: {what} must be a non-negative integer, got {value!r:.40}")
+    return value
+
+
+def _section(offset: int, length: Any, size: Any, codec: Any, what: str) -> Section:
+    length = _int(length, f"{what} length")
+    size = _int(size, f"{what} size")
+    if codec not in CODECS:
+        raise CorruptFileError(f"header: {what} uses unknown codec {codec!r:.40}")
+    if codec == "none" and size != length:
+        raise CorruptFileError(f"header: uncompressed {what} has length {length} but size {size}")
+    if codec != "none":
+        check_ratio(codec, length, size, what)
+    return Section(offset, length, codec, size)
+
+
+def parse_header(raw: bytes | memoryview) -> dict[str, Any]:
+    """Decode and check the header's shape (not yet its layout)."""
+    try:
+        header = json.loads(bytes(raw).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CorruptFileError(f"the header is not valid UTF-8 JSON: {exc}") from None
+    if type(header) is not dict:
+        raise CorruptFileError("the header must be a JSON object")
+    for key, kind in (
+        ("producer", dict),
+        ("environment", dict),
+        ("object", dict),
+        ("metadata", dict),
+        ("names", list),
+        ("layout", dict),
+    ):
+        if type(header.get(key)) is not kind:
+            raise CorruptFileError(f"the header lacks a valid {key!r} entry")
+    declared_names(header)  # validates
+    return header
+
+
+def declared_names(header: dict[str, Any]) -> dict[str, tuple[str, frozenset[str]]]:
+    """name -> (module, uses), checked: exact dotted names, module a prefix of name."""
+    out: dict[str, tuple[str, frozenset[str]]] = {}
+    for entry in header["names"]:
+        if type(entry) is not dict:
+            raise CorruptFileError("header: malformed names entry")
+        name, module, uses = entry.get("name"), entry.get("module"), entry.get("uses")
+        if (
+            type(name) is not str
+            or type(module) is not str
+            or not module
+            or not name.startswith(module + ".")
+            or not all(p.isidentifier() for p in name.split("."))
+            or type(uses) is not list
+            or not uses
+            or any(u not in USES for u in uses)
+            or name in out
+        ):
+            raise CorruptFileError(f"header: malformed names entry {entry!r:.120}")
+        out[name] = (module, frozenset(uses))
+    return out
+
+
+def plan_layout(header_length: int, layout: Any) -> Layout:
+    """Where every section lies, computed from lengths alone (offsets are never stored)."""
+    if type(layout) is not dict or type(layout.get("tree")) is not dict:
+        raise CorruptFileError("header: malformed layout")
+    buffers = layout.get("buffers")
+    if type(buffers) is not list or len(buffers) > MAX_BUFFERS:
+        raise CorruptFileError("header: malformed buffer table")
+    pos = align(PREAMBLE_SIZE + header_length)
+    t = layout["tree"]
+    tree = _section(pos, t.get("length"), t.get("size"), t.get("codec"), "tree")
+    pos += tree.length
+    sections = []
+    for i, entry in enumerate(buffers):
+        if type(entry) is not list or len(entry) != 3:
+            raise CorruptFileError(f"header: malformed buffer entry {i}")
+        pos = align(pos)
+        section = _section(pos, entry[0], entry[1], entry[2], f"buffer {i}")
+        sections.append(section)
+        pos += section.length
+    assert ALIGNMENT == 64
+    return Layout(tree, tuple(sections), pos)

@@ -1,0 +1,341 @@
+"""Reading a jar: preamble, header, layout, sections, digest — validated before use.
+
+Every size comes from the header and is checked against the file before
+anything is allocated; the whole file is hashed and the digest compared before
+any section is decompressed or decoded.
+"""
+
+from __future__ import annotations
+
+import mmap as _mmap
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numpy as np
+
+from ..errors import CorruptFileError, FormatVersionError, InvalidArgumentError, NotASkjarFileError
+from .compression import decompress_into
+from .digest import new_hasher
+from .header import Layout, parse_header, plan_layout
+from .spec import (
+    DIGEST_SIZE,
+    END_MAGIC,
+    FORMAT_MAJOR,
+    FORMAT_MINOR,
+    MAGIC,
+    MAX_HEADER_SIZE,
+    PREAMBLE_SIZE,
+    TRAILER_SIZE,
+    align,
+)
+
+Source = Any  # str | os.PathLike | bytes-like | binary file object
+
+
+@dataclass
+class RawJar:
+    """A jar whose bytes were verified, split into sections, not yet decoded."""
+
+    version: tuple[int, int]
+    header: dict[str, Any]
+    layout: Layout
+    tree: bytes | memoryview
+    buffers: list[np.ndarray]
+    declared: dict[str, tuple[str, frozenset[str]]]
+
+
+# Called with the parsed header before any data is read: checks trust and
+# versions and returns the declared names. Raising here stops the load.
+Admit = Callable[[dict[str, Any]], dict[str, tuple[str, frozenset[str]]]]
+
+
+# -- recognising foreign input ---------------------------------------------
+_FOREIGN = (
+    (b"\x80", "a Python pickle (or an uncompressed joblib file)"),
+    (b"\x1f\x8b", "a gzip file (perhaps a joblib file saved with compress=gzip)"),
+    (b"x\x01", "a zlib stream (perhaps a joblib file saved with compress=True)"),
+    (b"x\x5e", "a zlib stream (perhaps a joblib file saved with compress=True)"),
+    (b"x\x9c", "a zlib stream (perhaps a joblib file saved with compress=True)"),
+    (b"x\xda", "a zlib stream (perhaps a joblib file saved with compress=True)"),
+    (b"ZF", "an old joblib compressed file"),
+    (b"BZh", "a bz2 file (perhaps a joblib file saved with compress='bz2')"),
+    (b"\xfd7zXZ\x00", "an xz file (perhaps a joblib file saved with compress='xz')"),
+    (b"\x5d\x00\x00", "an lzma file (perhaps a joblib file saved with compress='lzma')"),
+    (b"\x04\x22\x4d\x18", "an lz4 frame (perhaps a joblib file saved with compress='lz4')"),
+    (b"\x28\xb5\x2f\xfd", "a zstd frame"),
+    (b"PK\x03\x04", "a zip archive (perhaps a skops file)"),
+    (b"\x93NUMPY", "a numpy .npy file"),
+)
+
+
+def _not_a_jar(head: bytes) -> NotASkjarFileError:
+    for prefix, what in _FOREIGN:
+        if head.startswith(prefix):
+            hint = ""
+            if "pickle" in what or "joblib" in what:
+                hint = (
+                    " skjar never unpickles: loading a pickle can run arbitrary code. "
+                    "Convert a file you trust with `skjar convert`, or re-save the model "
+                    "with skjar.dump."
+                )
+            return NotASkjarFileError(f"this is not a skjar file: it looks like {what}.{hint}")
+    if not head:
+        return NotASkjarFileError("this is not a skjar file: it is empty")
+    return NotASkjarFileError(
+        f"this is not a skjar file: it starts with {head[:8]!r} instead of {MAGIC!r}"
+    )
+
+
+def parse_preamble(pre: bytes) -> tuple[tuple[int, int], int]:
+    """(version, header_length) from the first 24 bytes."""
+    if len(pre) < len(MAGIC) or not pre.startswith(MAGIC):
+        raise _not_a_jar(bytes(pre[:16]))
+    if len(pre) < PREAMBLE_SIZE:
+        raise CorruptFileError(f"the file is truncated: {len(pre)} bytes, not even a preamble")
+    major, minor, flags, header_length = struct.unpack_from("<HHIQ", pre, len(MAGIC))
+    if major != FORMAT_MAJOR or minor > FORMAT_MINOR:
+        raise FormatVersionError(
+            f"this jar uses format version {major}.{minor}; this skjar reads "
+            f"{FORMAT_MAJOR}.0 to {FORMAT_MAJOR}.{FORMAT_MINOR}. Upgrade skjar to load it."
+        )
+    if flags != 0:
+        raise CorruptFileError(f"unknown flags {flags:#x} in the preamble")
+    if not 2 <= header_length <= MAX_HEADER_SIZE:
+        raise CorruptFileError(f"header length {header_length} is out of bounds")
+    return (major, minor), header_length
+
+
+def _check_padding(data: Any, what: str) -> None:
+    if bytes(data).strip(b"\x00"):
+        raise CorruptFileError(f"non-zero padding before {what}")
+
+
+def aligned_empty(n: int) -> np.ndarray:
+    """An uninitialised uint8 array of ``n`` bytes whose data starts on a 64-byte boundary."""
+    raw = np.empty(n + 64, dtype=np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start : start + n]
+
+
+class _Reader:
+    """Sequential reads from memory (bytes or an mmap) or a file, hashing as it goes."""
+
+    def __init__(self, view: memoryview | None, file: IO[bytes] | None, zero_copy: bool) -> None:
+        self.view = view
+        self.file = file
+        self.zero_copy = zero_copy
+        self.pos = 0
+        self.hasher = new_hasher()
+
+    def read(self, n: int, what: str) -> Any:
+        if self.view is not None:
+            data = self.view[self.pos : self.pos + n]
+            if data.nbytes != n:
+                raise CorruptFileError(f"the file is truncated inside {what}")
+        else:
+            assert self.file is not None
+            data = _read_exact(self.file, n, what)
+        self.pos += n
+        self.hasher.update(data)
+        return data
+
+    def read_array(self, n: int, what: str) -> np.ndarray:
+        """``n`` bytes as an aligned uint8 array: a view of the mapping, or a fresh copy."""
+        if self.view is not None:
+            data = self.read(n, what)
+            if self.zero_copy:
+                return np.frombuffer(data, dtype=np.uint8) if n else np.empty(0, np.uint8)
+            out = aligned_empty(n)
+            out[:] = np.frombuffer(data, dtype=np.uint8)
+            return out
+        assert self.file is not None
+        out = aligned_empty(n)
+        view = memoryview(out)
+        got = 0
+        while got < n:
+            k = self.file.readinto(view[got:])  # type: ignore[attr-defined]
+            if not k:
+                raise CorruptFileError(f"the file is truncated inside {what}")
+            got += k
+        self.pos += n
+        self.hasher.update(view)
+        return out
+
+    def skip_padding(self, what: str) -> None:
+        pad = align(self.pos) - self.pos
+        if pad:
+            _check_padding(self.read(pad, what), what)
+
+
+def _read_exact(f: IO[bytes], n: int, what: str) -> bytes:
+    chunks = []
+    left = n
+    while left:
+        chunk = f.read(left)
+        if not chunk:
+            raise CorruptFileError(f"the file is truncated inside {what}")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+
+def _file_size(f: IO[bytes]) -> int | None:
+    try:
+        return os.fstat(f.fileno()).st_size - f.tell()
+    except (OSError, AttributeError, ValueError):
+        try:
+            if f.seekable():
+                here = f.tell()
+                end = f.seek(0, os.SEEK_END)
+                f.seek(here)
+                return end - here
+        except (OSError, AttributeError, ValueError):
+            pass
+    return None
+
+
+def _read_all(r: _Reader, size: int | None, admit: Admit) -> RawJar:
+    pre = r.read(PREAMBLE_SIZE, "the preamble") if (size is None or size >= PREAMBLE_SIZE) else None
+    if pre is None:
+        head = r.read(size, "the preamble") if size else b""
+        raise _not_a_jar(bytes(head))
+    version, header_length = parse_preamble(bytes(pre))
+    if size is not None and PREAMBLE_SIZE + header_length > size:
+        raise CorruptFileError(
+            f"the header claims {header_length} bytes but the file has only {size}: truncated?"
+        )
+    header = parse_header(r.read(header_length, "the header"))
+    layout = plan_layout(header_length, header["layout"])
+    declared = admit(header)
+    if size is not None and layout.file_size != size:
+        raise CorruptFileError(
+            f"the layout describes a {layout.file_size}-byte file, but it has {size} bytes"
+            + (": truncated" if size < layout.file_size else ": trailing bytes")
+        )
+    r.skip_padding("the object tree")
+    tree: Any = r.read(layout.tree.length, "the object tree")
+    stored: list[Any] = []
+    for i, section in enumerate(layout.buffers):
+        r.skip_padding(f"buffer {i}")
+        if section.codec == "none":
+            stored.append(r.read_array(section.length, f"buffer {i}"))
+        else:
+            stored.append(r.read(section.length, f"buffer {i}"))
+    digest = r.hasher.digest()
+    trailer = r.view[r.pos : r.pos + TRAILER_SIZE] if r.view is not None else _read_exact(
+        r.file, TRAILER_SIZE, "the trailer"  # type: ignore[arg-type]
+    )
+    if len(trailer) != TRAILER_SIZE or bytes(trailer[DIGEST_SIZE:]) != END_MAGIC:
+        raise CorruptFileError("the trailer is missing or damaged: the file is truncated")
+    if r.file is not None and size is None and r.file.read(1):
+        raise CorruptFileError("trailing bytes after the trailer")
+    if bytes(trailer[:DIGEST_SIZE]) != digest:
+        raise CorruptFileError(
+            "the integrity check failed: the file's content does not match its digest "
+            "(damaged in storage or transit). Re-copy it from its source."
+        )
+    buffers: list[np.ndarray] = []
+    for i, (section, data) in enumerate(zip(layout.buffers, stored)):
+        if section.codec == "none":
+            buffers.append(data)
+        else:
+            out = aligned_empty(section.size)
+            decompress_into(memoryview(data), section.codec, out, f"buffer {i}")
+            buffers.append(out)
+    if layout.tree.codec != "none":
+        out = aligned_empty(layout.tree.size)
+        decompress_into(memoryview(tree), layout.tree.codec, out, "the object tree")
+        tree = memoryview(out)
+    return RawJar(version, header, layout, tree, buffers, declared)
+
+
+def open_source(source: Source, *, mmap: bool, admit: Admit) -> RawJar:
+    """Read and verify a jar from a path, a bytes-like object or a binary file object."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if mmap:
+            raise InvalidArgumentError("mmap=True needs a file path, not bytes")
+        view = memoryview(source).cast("B")
+        return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below, or kept by the mapping
+        except IsADirectoryError:
+            raise InvalidArgumentError(f"{path!r} is a directory, not a skjar file") from None
+        except FileNotFoundError:
+            raise InvalidArgumentError(f"no such file: {path!r}") from None
+        except PermissionError:
+            raise InvalidArgumentError(f"permission denied reading {path!r}") from None
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            if mmap:
+                if size < PREAMBLE_SIZE:
+                    return _read_all(_Reader(None, f, zero_copy=False), size, admit)
+                # MAP_PRIVATE: pages are shared with the page cache (and with other
+                # processes) until written; a write copies the page and never
+                # reaches the file.
+                mapping = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_COPY)
+                return _read_all(_Reader(memoryview(mapping), None, zero_copy=True), size, admit)
+            return _read_all(_Reader(None, f, zero_copy=False), size, admit)
+    if mmap:
+        raise InvalidArgumentError("mmap=True needs a file path, not a file object")
+    if not hasattr(source, "read"):
+        raise InvalidArgumentError(
+            f"cannot read a skjar from {type(source).__name__}: pass a path, bytes, "
+            "or a binary file object opened with 'rb'"
+        )
+    probe = source.read(0)
+    if not isinstance(probe, (bytes, bytearray)):
+        raise InvalidArgumentError("the file object is in text mode: open it with 'rb'")
+    size = _file_size(source)
+    if size is None or not hasattr(source, "readinto"):
+        # A pipe or socket: sizes cannot be checked up front, so read it into memory.
+        data = _read_stream(source)
+        view = memoryview(data)
+        return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit)
+    return _read_all(_Reader(None, source, zero_copy=False), size, admit)
+
+
+def _read_stream(f: IO[bytes]) -> bytes:
+    chunks = []
+    while True:
+        chunk = f.read(1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def read_header(source: Source) -> tuple[tuple[int, int], dict[str, Any], Layout, int | None]:
+    """Only the preamble and header (no data read, nothing verified beyond their shape)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        view = memoryview(source).cast("B")
+        version, n = parse_preamble(bytes(view[:PREAMBLE_SIZE]))
+        if PREAMBLE_SIZE + n > view.nbytes:
+            raise CorruptFileError("the file is truncated inside the header")
+        header = parse_header(view[PREAMBLE_SIZE : PREAMBLE_SIZE + n])
+        return version, header, plan_layout(n, header["layout"]), view.nbytes
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        try:
+            with open(path, "rb") as f:
+                return _read_header_file(f)
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            raise InvalidArgumentError(f"cannot read {path!r}: {exc.strerror}") from None
+    if not hasattr(source, "read"):
+        raise InvalidArgumentError(f"cannot read a skjar from {type(source).__name__}")
+    return _read_header_file(source)
+
+
+def _read_header_file(f: IO[bytes]) -> tuple[tuple[int, int], dict[str, Any], Layout, int | None]:
+    size = _file_size(f)
+    pre = f.read(PREAMBLE_SIZE)
+    if not isinstance(pre, (bytes, bytearray)):
+        raise InvalidArgumentError("the file object is in text mode: open it with 'rb'")
+    version, n = parse_preamble(pre)
+    if size is not None and PREAMBLE_SIZE + n > size:
+        raise CorruptFileError("the file is truncated inside the header")
+    header = parse_header(_read_exact(f, n, "the header"))
+    return version, header, plan_layout(n, header["layout"]), size

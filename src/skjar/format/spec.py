@@ -1,0 +1,28 @@
+"""Constants of the skjar file format, version 1.0 (see docs/format.md)."""
+
+from __future__ import annotations
+
+MAGIC = b"\x89SKJAR\r\n"
+END_MAGIC = b"SKJAREND"
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+ALIGNMENT = 64
+
+PREAMBLE_SIZE = 24  # magic(8) + major(2) + minor(2) + flags(4) + header_length(8)
+TRAILER_SIZE = 24  # xxh3-128 digest(16) + END_MAGIC(8)
+DIGEST_SIZE = 16
+
+MAX_HEADER_SIZE = 16 * 1024 * 1024
+MAX_BUFFERS = 10_000_000
+MAX_NESTING = 100  # typed-node nesting depth in the object tree
+# Decompression may only produce what the codec could legitimately produce from
+# the stored bytes; anything claiming more is a bomb, refused before allocating.
+MAX_RATIO = {"zstd": 1 << 16, "lz4": 256}
+RATIO_SLACK = 1 << 16
+
+CODECS = ("none", "zstd", "lz4")
+
+
+def align(n: int) -> int:
+    """Round ``n`` up to the next multiple of ``ALIGNMENT``."""
+    return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT

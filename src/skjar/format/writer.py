@@ -1,0 +1,125 @@
+"""Writing a jar: sections in order, each aligned, digest in the trailer, atomically on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import tempfile
+from collections.abc import Callable
+from typing import IO, Any
+
+import numpy as np
+
+from .compression import compress_bytes
+from .digest import new_hasher
+from .header import encode_header
+from .spec import ALIGNMENT, END_MAGIC, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, PREAMBLE_SIZE, align
+
+_ZEROS = bytes(ALIGNMENT)
+# Below this a buffer is not worth a compressor call.
+MIN_COMPRESS = 256
+
+
+def _maybe_compress(data: memoryview, compress: tuple[str, int] | None) -> tuple[Any, str]:
+    if compress is None or data.nbytes < MIN_COMPRESS:
+        return data, "none"
+    packed = compress_bytes(data, *compress)
+    if len(packed) >= data.nbytes:
+        return data, "none"  # incompressible: store raw, loadable by mmap
+    return packed, compress[0]
+
+
+def build_sections(
+    tree: bytes, buffers: list[np.ndarray], compress: tuple[str, int] | None
+) -> tuple[dict[str, Any], list[Any]]:
+    """Compress what is worth it; returns the layout table and the payloads in file order."""
+    payloads: list[Any] = []
+    tree_data, tree_codec = _maybe_compress(memoryview(tree), compress)
+    payloads.append(tree_data)
+    table: dict[str, Any] = {
+        "tree": {"length": len(tree_data), "size": len(tree), "codec": tree_codec},
+        "buffers": [],
+    }
+    for buf in buffers:
+        view = memoryview(buf)
+        data, codec = _maybe_compress(view, compress)
+        payloads.append(data)
+        table["buffers"].append([len(data) if codec != "none" else view.nbytes, view.nbytes, codec])
+    return table, payloads
+
+
+def write_jar(write: Callable[[Any], Any], header: dict[str, Any], payloads: list[Any]) -> int:
+    """Write a complete jar through ``write``; returns the number of bytes written."""
+    hasher = new_hasher()
+    written = 0
+
+    def emit(data: Any) -> None:
+        nonlocal written
+        hasher.update(data)
+        write(data)
+        written += memoryview(data).nbytes
+
+    head = encode_header(header)
+    emit(MAGIC + struct.pack("<HHIQ", FORMAT_MAJOR, FORMAT_MINOR, 0, len(head)))
+    emit(head)
+    pos = PREAMBLE_SIZE + len(head)
+    for data in payloads:
+        pad = align(pos) - pos
+        if pad:
+            emit(_ZEROS[:pad])
+        emit(data)
+        pos = align(pos) + memoryview(data).nbytes
+    digest = hasher.digest()
+    write(digest)
+    write(END_MAGIC)
+    return written + len(digest) + len(END_MAGIC)
+
+
+def writer_for(stream: Any) -> Callable[[Any], None]:
+    """A write function that writes everything, even on raw streams that write short."""
+
+    def write(data: Any) -> None:
+        view = memoryview(data).cast("B")
+        while view.nbytes:
+            n = stream.write(view)
+            if n is None:  # non-blocking stream with nothing written
+                continue
+            view = view[n:]
+
+    return write
+
+
+def write_atomic(path: str, writer: Callable[[IO[bytes]], Any]) -> None:
+    """Write a file so that ``path`` holds either its old content or the complete new one.
+
+    A temporary file in the same directory is written, flushed, fsynced and
+    renamed over ``path``; the directory is then fsynced so the rename survives
+    a crash. On any exception the temporary file is removed.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".skjar-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,263 @@
+"""What the header says about a model: environment, object summary, input schema.
+
+Everything here runs at dump time on the live object, and produces plain JSON
+so that ``inspect`` can show it later without constructing anything.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import platform
+import sys
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+from .errors import InvalidArgumentError, VersionMismatchError, VersionSkewWarning
+
+MAX_LIST = 1000  # feature names, classes, parameter lists: enough to read, bounded size
+MAX_REPR = 200
+MAX_CHILDREN = 50
+SKEW_PACKAGES = ("scikit-learn", "numpy", "scipy")
+
+
+def _version_of(module_name: str) -> str | None:
+    module = sys.modules.get(module_name)
+    version = getattr(module, "__version__", None)
+    return version if isinstance(version, str) else None
+
+
+def environment(names: dict[str, tuple[str, set[str]]] | None = None) -> dict[str, Any]:
+    """The versions that made a jar: Python, platform, and every package it references."""
+    import scipy
+    import sklearn
+
+    packages = {"numpy": np.__version__, "scipy": scipy.__version__, "scikit-learn": sklearn.__version__}
+    for module, _ in (names or {}).values():
+        top = module.split(".")[0]
+        if top in ("numpy", "scipy", "sklearn", "builtins", "collections"):
+            continue
+        version = _version_of(top)
+        if version:
+            packages[top] = version
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": f"{sys.platform}-{platform.machine()}",
+        "byteorder": sys.byteorder,
+        "packages": packages,
+    }
+
+
+def producer() -> dict[str, Any]:
+    return {
+        "name": "skjar",
+        "version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+
+
+# -- JSON-safe summaries ---------------------------------------------------
+def _name(obj: Any) -> str:
+    cls = obj if isinstance(obj, type) else type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def jsonable(value: Any, depth: int = 0) -> Any:
+    """A bounded, JSON-safe rendering of a parameter value for humans."""
+    if value is None or isinstance(value, (bool, str)):
+        return value if not isinstance(value, str) or len(value) <= MAX_REPR else value[:MAX_REPR] + "…"
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return f if math.isfinite(f) else repr(f)
+    if depth > 4:
+        return "…"
+    if isinstance(value, (list, tuple)):
+        out = [jsonable(v, depth + 1) for v in value[:MAX_LIST]]
+        return out + ["…"] if len(value) > MAX_LIST else out
+    if isinstance(value, dict):
+        return {str(k): jsonable(v, depth + 1) for k, v in list(value.items())[:MAX_LIST]}
+    if hasattr(value, "get_params") and not isinstance(value, type):
+        return {"estimator": _name(value)}
+    if isinstance(value, type) or callable(value):
+        module = getattr(value, "__module__", None)
+        qualname = getattr(value, "__qualname__", None) or getattr(value, "__name__", "?")
+        return {"ref": f"{module}.{qualname}" if module else str(qualname)}
+    if isinstance(value, np.ndarray):
+        return {"array": {"shape": list(value.shape), "dtype": str(value.dtype)}}
+    text = repr(value)
+    return text if len(text) <= MAX_REPR else text[:MAX_REPR] + "…"
+
+
+def _array_list(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist()) if value.ndim == 1 else jsonable(value.ravel().tolist())
+    return jsonable(value)
+
+
+def input_schema(obj: Any) -> dict[str, Any]:
+    """n_features_in_, feature names (with dtypes where known), classes."""
+    schema: dict[str, Any] = {}
+    n = getattr(obj, "n_features_in_", None)
+    if isinstance(n, (int, np.integer)):
+        schema["n_features_in"] = int(n)
+    names = getattr(obj, "feature_names_in_", None)
+    if isinstance(names, np.ndarray):
+        schema["feature_names_in"] = _array_list(names)
+        dtypes = feature_dtypes(obj)
+        if dtypes:
+            schema["feature_dtypes"] = dtypes
+    classes = getattr(obj, "classes_", None)
+    if isinstance(classes, np.ndarray):
+        schema["classes"] = _array_list(classes)
+        schema["n_classes"] = len(classes)
+    elif isinstance(classes, list):
+        schema["classes"] = [_array_list(c) for c in classes[:MAX_LIST]]
+    n_out = getattr(obj, "n_outputs_", None)
+    if isinstance(n_out, (int, np.integer)):
+        schema["n_outputs"] = int(n_out)
+    return schema
+
+
+def feature_dtypes(obj: Any) -> dict[str, str]:
+    """What each input column must hold, where the fitted model knows it.
+
+    A ColumnTransformer knows which columns feed which transformer; an encoder
+    of categories knows the categories' dtype; numeric scalers need numbers.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    while isinstance(obj, Pipeline) and obj.steps:
+        obj = obj.steps[0][1]
+    if not isinstance(obj, ColumnTransformer) or not hasattr(obj, "transformers_"):
+        return {}
+    names = list(getattr(obj, "feature_names_in_", []))
+    out: dict[str, str] = {}
+    for _, trans, cols in obj.transformers_:
+        if isinstance(trans, str):
+            continue
+        inner = trans
+        while isinstance(inner, Pipeline) and inner.steps:
+            inner = inner.steps[0][1]
+        kind = "number"
+        categories = getattr(inner, "categories_", None)
+        for i, col in enumerate(_column_names(cols, names)):
+            if categories is not None and i < len(categories):
+                cats = categories[i]
+                kind = "category[str]" if cats.dtype == object else f"category[{cats.dtype}]"
+            out[col] = kind
+    return out
+
+
+def _column_names(cols: Any, names: list[Any]) -> list[str]:
+    if isinstance(cols, str):
+        return [cols]
+    if isinstance(cols, slice):
+        return [str(c) for c in names[cols]]
+    cols = np.asarray(cols)
+    if cols.dtype == bool:
+        return [str(c) for c, keep in zip(names, cols) if keep]
+    if cols.dtype.kind in "iu":
+        return [str(names[i]) for i in cols if 0 <= i < len(names)]
+    return [str(c) for c in cols]
+
+
+def summarize(obj: Any, depth: int = 0) -> dict[str, Any]:
+    """The estimator tree: type, parameters, schema and nested estimators."""
+    out: dict[str, Any] = {"type": _name(obj)}
+    if not hasattr(obj, "get_params") or isinstance(obj, type):
+        if isinstance(obj, np.ndarray):
+            out["shape"] = list(obj.shape)
+            out["dtype"] = str(obj.dtype)
+        elif isinstance(obj, (list, tuple, dict)):
+            out["length"] = len(obj)
+        return out
+    try:
+        params = obj.get_params(deep=False)
+    except Exception:
+        params = {}
+    out["params"] = {k: jsonable(v) for k, v in params.items()}
+    schema = input_schema(obj)
+    if schema:
+        out["schema"] = schema
+    out["fitted"] = any(k.endswith("_") and not k.startswith("__") for k in vars(obj))
+    if depth < 6:
+        children = _children(obj)
+        if children:
+            out["children"] = {k: summarize(v, depth + 1) for k, v in children.items()}
+    return out
+
+
+def _children(obj: Any) -> dict[str, Any]:
+    """Nested estimators worth showing: pipeline steps, transformers, fitted sub-models."""
+    kids: dict[str, Any] = {}
+    steps = getattr(obj, "steps", None)
+    if isinstance(steps, list):
+        kids.update({name: est for name, est, *_ in steps if hasattr(est, "get_params")})
+    for attr in ("transformers_", "transformer_list"):
+        items = getattr(obj, attr, None)
+        if isinstance(items, list):
+            kids.update({t[0]: t[1] for t in items if hasattr(t[1], "get_params")})
+    for attr in ("best_estimator_", "estimator_", "final_estimator_", "regressor_", "base_estimator_"):
+        sub = getattr(obj, attr, None)
+        if hasattr(sub, "get_params") and not isinstance(sub, type):
+            kids[attr] = sub
+    named = getattr(obj, "named_estimators_", None)
+    if isinstance(named, dict):
+        kids.update({k: v for k, v in named.items() if hasattr(v, "get_params")})
+    ests = getattr(obj, "estimators_", None)
+    if isinstance(ests, list) and ests and not named:
+        first = ests[0][0] if isinstance(ests[0], (list, np.ndarray)) and len(ests[0]) else ests[0]
+        if hasattr(first, "get_params"):
+            kids[f"estimators_[0] (of {len(ests)})"] = first
+    return dict(list(kids.items())[:MAX_CHILDREN])
+
+
+def check_metadata(metadata: Any) -> dict[str, Any]:
+    """The user's metadata must be a JSON object (dict with str keys)."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
+        raise InvalidArgumentError("metadata= must be a dict with string keys (JSON-serialisable)")
+    try:
+        return json.loads(json.dumps(metadata, allow_nan=False))  # type: ignore[no-any-return]
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(
+            f"metadata= must be JSON-serialisable (str, numbers, bools, None, lists, dicts): {exc}"
+        ) from None
+
+
+def version_skew(env: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Packages whose version differs between the jar and this process: name -> (jar, here)."""
+    here = environment()["packages"]
+    theirs = env.get("packages", {}) if isinstance(env.get("packages"), dict) else {}
+    return {
+        pkg: (str(theirs[pkg]), here[pkg])
+        for pkg in SKEW_PACKAGES
+        if pkg in theirs and str(theirs[pkg]) != here[pkg]
+    }
+
+
+def check_versions(env: dict[str, Any], strict: bool) -> None:
+    skew = version_skew(env)
+    if not skew:
+        return
+    detail = "; ".join(f"{pkg} {jar} in the file, {here} here" for pkg, (jar, here) in skew.items())
+    if strict:
+        raise VersionMismatchError(
+            f"the jar was made with other library versions ({detail}). Load it in a matching "
+            "environment, or pass strict_versions=False to load it with a warning."
+        )
+    warnings.warn(
+        f"the jar was made with other library versions ({detail}); predictions may differ. "
+        "Pass strict_versions=True to refuse such jars.",
+        VersionSkewWarning,
+        stacklevel=3,
+    )
