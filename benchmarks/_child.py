@@ -34,7 +34,7 @@ import time
 import traceback
 from typing import Any
 
-from _measure import PeakRSS, current_rss
+from _measure import PeakRSS, current_rss, read_status
 from _serializers import Serializer, get_serializer
 
 
@@ -79,11 +79,13 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
     ser.prepare_load(req["path"])
     gc.collect()
 
+    status_before = read_status()
     with PeakRSS() as peak:
         t0 = time.perf_counter()
         model = ser.load(req["path"])
         load_s = time.perf_counter() - t0
-    rss_after_load = current_rss()
+    status_after = read_status()
+    rss_after_load = status_after["VmRSS"]
 
     t0 = time.perf_counter()
     y = model.predict(X_test)
@@ -97,6 +99,9 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
         "rss_peak_during_load": peak.peak,
         "load_peak_extra_rss": peak.extra,
         "rss_after_load_extra": rss_after_load - peak.before,
+        # what the RSS after load is made of: private memory vs mapped file pages
+        "rss_anon_after_load_extra": status_after["RssAnon"] - status_before["RssAnon"],
+        "rss_file_after_load_extra": status_after["RssFile"] - status_before["RssFile"],
         "rss_after_predict_extra": rss_after_predict - peak.before,
         "rss_method": peak.method,
         "predictions": _jsonable(y),

@@ -167,6 +167,8 @@ def new_cell(model: str, ser: str) -> dict[str, Any]:
         "load_predict_s": [],
         "load_peak_extra_rss": [],
         "rss_after_load_extra": [],
+        "rss_anon_after_load_extra": [],
+        "rss_file_after_load_extra": [],
         "rss_after_predict_extra": [],
         "audit_s": [],
         "audit_steps_s": {},
@@ -239,6 +241,8 @@ def run_cell(
             "first_predict_s",
             "load_peak_extra_rss",
             "rss_after_load_extra",
+            "rss_anon_after_load_extra",
+            "rss_file_after_load_extra",
             "rss_after_predict_extra",
         ):
             cell[key].append(res[key])
@@ -273,8 +277,14 @@ def summarize(cells: list[dict[str, Any]]) -> None:
     """Add medians and ratios to pickle (same model) to every cell, in place."""
     for cell in cells:
         cell["median"] = {k: median(cell[k]) for k in FIGURES}
-        cell["median"]["first_predict_s"] = median(cell["first_predict_s"])
-        cell["median"]["rss_after_predict_extra"] = median(cell["rss_after_predict_extra"])
+        for extra in (
+            "first_predict_s",
+            "rss_after_load_extra",
+            "rss_anon_after_load_extra",
+            "rss_file_after_load_extra",
+            "rss_after_predict_extra",
+        ):
+            cell["median"][extra] = median(cell[extra])
         cell["median"]["audit_steps_s"] = {k: median(v) for k, v in cell["audit_steps_s"].items()}
     base = {c["model"]: c for c in cells if c["serializer"] == BASELINE}
     for cell in cells:
@@ -481,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="OMP/OPENBLAS/MKL_NUM_THREADS for the child processes; 0 = leave the "
         "environment alone (default: 1)",
     )
+    p.add_argument(
+        "--build-only", action="store_true", help="build/cache the selected models and exit"
+    )
     p.add_argument("--no-bounds", action="store_true", help="skip the physical-bounds probes")
     p.add_argument(
         "--timeout", type=float, default=1800.0, help="seconds allowed per child process"
@@ -535,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
     if args.processes and "knn-big" not in cached:
         cached["knn-big"] = ensure_model("knn-big", args.quick, cache_dir, log)
+    if args.build_only:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        log(f"models cached in {cache_dir / 'models'}")
+        return 0
 
     # --- physical bounds --------------------------------------------------------------------
     bounds: dict[str, Any] = {}

@@ -1,3 +1,288 @@
-"""scikit-learn: meaning checks for state that Cython code indexes into."""
+"""scikit-learn: meaning checks for state that compiled code indexes into.
+
+Types alone do not make a load safe: a trusted ``Tree`` whose child index
+points past its node array makes Cython read out of bounds. Each check here
+runs on the decoded state *before* it is handed to the object, vectorised with
+numpy so it costs a pass over the arrays, not a Python step per node.
+"""
 
 from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorruptFileError
+from .registry import validates
+
+
+def _fail(what: str, why: str) -> CorruptFileError:
+    return CorruptFileError(f"{what}: {why}; the file was damaged or crafted")
+
+
+def _array(value: Any, what: str, ndim: int | None = None, kind: str | None = None) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise _fail(what, f"expected an array, got {type(value).__name__}")
+    if ndim is not None and value.ndim != ndim:
+        raise _fail(what, f"expected {ndim} dimensions, got shape {value.shape}")
+    if kind is not None and value.dtype.kind not in kind:
+        raise _fail(what, f"unexpected dtype {value.dtype}")
+    return value
+
+
+def _int(value: Any, what: str, low: int = 0) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+        raise _fail(what, f"expected an integer >= {low}, got {value!r:.40}")
+    return int(value)
+
+
+def _children_ok(left: np.ndarray, right: np.ndarray, leaf: np.ndarray, n: int, what: str) -> None:
+    """Internal nodes point strictly forward and inside the array: no cycles, no escape."""
+    idx = np.arange(n)
+    inner = ~leaf
+    for child, side in ((left, "left"), (right, "right")):
+        c = child.astype(np.int64, copy=False)
+        bad = inner & ((c <= idx) | (c >= n))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise _fail(what, f"node {i} has {side} child {int(c[i])} outside ({i}, {n})")
+
+
+# -- decision trees ---------------------------------------------------------
+@validates("sklearn.tree._tree.Tree")
+def check_tree(args: Any, state: Any) -> None:
+    from sklearn.tree._tree import NODE_DTYPE
+
+    what = "sklearn Tree"
+    if type(args) is not list or len(args) != 3:
+        raise _fail(what, "expected (n_features, n_classes, n_outputs)")
+    n_features = _int(args[0], f"{what} n_features", 1)
+    n_outputs = _int(args[2], f"{what} n_outputs", 1)
+    n_classes = _array(args[1], f"{what} n_classes", 1, "iu")
+    if n_classes.shape != (n_outputs,) or (n_classes < 1).any():
+        raise _fail(what, "n_classes must hold one positive count per output")
+    if type(state) is not dict:
+        raise _fail(what, "state must be a dict")
+    nodes = _array(state.get("nodes"), f"{what} nodes", 1)
+    values = _array(state.get("values"), f"{what} values", 3, "f")
+    count = _int(state.get("node_count"), f"{what} node_count")
+    _int(state.get("max_depth"), f"{what} max_depth")
+    if nodes.dtype != NODE_DTYPE or len(nodes) != count:
+        raise _fail(what, "node array has the wrong layout or length")
+    if values.shape != (count, n_outputs, int(n_classes.max())):
+        raise _fail(what, f"values shape {values.shape} does not fit {count} nodes")
+    left, right, feature = nodes["left_child"], nodes["right_child"], nodes["feature"]
+    leaf = left == -1
+    if ((right == -1) != leaf).any():
+        raise _fail(what, "a node has exactly one child")
+    _children_ok(left, right, leaf, count, what)
+    if (~leaf & ((feature < 0) | (feature >= n_features))).any():
+        raise _fail(what, f"a split uses a feature outside [0, {n_features})")
+
+
+# -- histogram gradient boosting ---------------------------------------------
+@validates("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor")
+def check_predictor(args: Any, state: Any) -> None:
+    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+
+    what = "HistGradientBoosting TreePredictor"
+    if type(state) is not dict:
+        raise _fail(what, "state must be a dict")
+    nodes = _array(state.get("nodes"), f"{what} nodes", 1)
+    if nodes.dtype != PREDICTOR_RECORD_DTYPE or len(nodes) == 0:
+        raise _fail(what, "node array has the wrong layout")
+    raw = _array(state.get("raw_left_cat_bitsets"), f"{what} bitsets", 2, "u")
+    binned = _array(state.get("binned_left_cat_bitsets"), f"{what} bitsets", 2, "u")
+    if raw.shape[1:] != (8,) or binned.shape != raw.shape:
+        raise _fail(what, "category bitsets have the wrong shape")
+    leaf = nodes["is_leaf"] != 0
+    _children_ok(nodes["left"], nodes["right"], leaf, len(nodes), what)
+    inner = ~leaf
+    if (inner & (nodes["feature_idx"] < 0)).any():
+        raise _fail(what, "a split uses a negative feature index")
+    cat = inner & (nodes["is_categorical"] != 0)
+    if (cat & (nodes["bitset_idx"] >= len(raw))).any():
+        raise _fail(what, "a categorical split points past the bitsets")
+
+
+@validates(
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+)
+def check_hist_gradient_boosting(args: Any, state: Any) -> None:
+    """Split features must exist in the input the estimator validates predictions against."""
+    what = "HistGradientBoosting"
+    if type(state) is not dict or "_predictors" not in state:
+        return  # unfitted
+    n_features = _int(state.get("n_features_in_"), f"{what} n_features_in_", 1)
+    predictors = state["_predictors"]
+    if type(predictors) is not list:
+        raise _fail(what, "_predictors must be a list")
+    for row in predictors:
+        if type(row) is not list:
+            raise _fail(what, "_predictors must be a list of lists")
+        for predictor in row:
+            nodes = getattr(predictor, "nodes", None)
+            if not isinstance(nodes, np.ndarray) or "feature_idx" not in (nodes.dtype.names or ()):
+                raise _fail(what, "a predictor has no node array")
+            inner = nodes["is_leaf"] == 0
+            if (inner & (nodes["feature_idx"] >= n_features)).any():
+                raise _fail(what, f"a split uses a feature outside [0, {n_features})")
+    mapper = state.get("_bin_mapper")
+    is_cat = getattr(mapper, "is_categorical_", None)
+    if is_cat is not None and (not isinstance(is_cat, np.ndarray) or is_cat.shape != (n_features,)):
+        raise _fail(what, "the bin mapper's is_categorical_ does not match n_features_in_")
+    known = getattr(mapper, "known_categories", None)
+    if isinstance(known, list) and len(known) != n_features:
+        raise _fail(what, "the bin mapper's known categories do not match n_features_in_")
+
+
+# -- neighbors: KDTree / BallTree ------------------------------------------
+@validates("sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree")
+def check_binary_tree(args: Any, state: Any) -> None:
+    what = "KDTree/BallTree"
+    if type(state) is not tuple or len(state) != 13:
+        raise _fail(what, "state must be a 13-tuple")
+    data = _array(state[0], f"{what} data", 2, "f")
+    idx = _array(state[1], f"{what} idx_array", 1, "i")
+    node_data = _array(state[2], f"{what} node_data", 1)
+    bounds = _array(state[3], f"{what} node_bounds", 3, "f")
+    leaf_size = _int(state[4], f"{what} leaf_size", 1)
+    n_levels = _int(state[5], f"{what} n_levels", 1)
+    n_nodes = _int(state[6], f"{what} n_nodes", 1)
+    n, d = data.shape
+    if data.dtype != np.float64 or idx.dtype != np.intp:
+        raise _fail(what, "data must be float64 and idx_array intp")
+    if len(idx) != n or (n and (idx.min() < 0 or idx.max() >= n)):
+        raise _fail(what, f"idx_array must index the {n} data rows")
+    if n_levels > 64 or n_nodes != 2**n_levels - 1 or len(node_data) != n_nodes:
+        raise _fail(what, "n_nodes, n_levels and node_data disagree")
+    if set(node_data.dtype.names or ()) != {"idx_start", "idx_end", "is_leaf", "radius"}:
+        raise _fail(what, "node_data has the wrong layout")
+    start, end = node_data["idx_start"], node_data["idx_end"]
+    if ((start < 0) | (start > end) | (end > n)).any():
+        raise _fail(what, "a node's index range falls outside the data")
+    inner = np.flatnonzero(node_data["is_leaf"] == 0)
+    if len(inner) and 2 * int(inner.max()) + 2 >= n_nodes:
+        raise _fail(what, "an inner node's children fall outside the node array")
+    if bounds.shape[1:] != (n_nodes, d) or bounds.shape[0] not in (1, 2):
+        raise _fail(what, f"node_bounds shape {bounds.shape} does not fit {n_nodes} nodes x {d}")
+    if leaf_size > max(n, 1) * 2 + 1_000_000:
+        raise _fail(what, "leaf_size is implausible")
+    weight = state[12]
+    if weight is not None and _array(weight, f"{what} sample_weight", 1, "f").shape != (n,):
+        raise _fail(what, "sample_weight must have one entry per data row")
+    metric = state[11]
+    getstate = getattr(metric, "__getstate__", None)
+    if getstate is None:
+        raise _fail(what, "dist_metric is not a distance metric")
+    _, vec, mat = getstate()[:3]
+    kind = type(metric).__name__
+    # Only these metrics index their own vector/matrix with the data's width.
+    if kind.startswith(("SEuclidean", "Minkowski")) and np.asarray(vec).shape[0] not in (0, d):
+        raise _fail(what, "the metric's weight vector does not match the data's width")
+    if kind.startswith("Mahalanobis") and np.asarray(mat).shape != (d, d):
+        raise _fail(what, "the Mahalanobis matrix does not match the data's width")
+
+
+@validates(
+    *(
+        f"sklearn.metrics._dist_metrics.{name}{bits}"
+        for bits in ("64", "32")
+        for name in (
+            "BrayCurtisDistance", "CanberraDistance", "ChebyshevDistance", "DiceDistance",
+            "EuclideanDistance", "HammingDistance", "HaversineDistance", "JaccardDistance",
+            "MahalanobisDistance", "ManhattanDistance", "MinkowskiDistance",
+            "RogersTanimotoDistance", "RussellRaoDistance", "SEuclideanDistance",
+            "SokalMichenerDistance", "SokalSneathDistance",
+        )
+    )
+)
+def check_distance_metric(args: Any, state: Any) -> None:
+    what = "DistanceMetric"
+    if type(state) is not tuple or len(state) != 3:
+        raise _fail(what, "state must be (p, vec, mat)")
+    p, vec, mat = state
+    if not isinstance(p, float):
+        raise _fail(what, "p must be a float")
+    vec = _array(vec, f"{what} vec", 1, "f")
+    mat = _array(mat, f"{what} mat", 2, "f")
+    if mat.shape[0] != mat.shape[1]:
+        raise _fail(what, f"the metric matrix must be square, got {mat.shape}")
+
+
+# -- support vector machines -------------------------------------------------
+@validates(
+    "sklearn.svm._classes.SVC",
+    "sklearn.svm._classes.NuSVC",
+    "sklearn.svm._classes.SVR",
+    "sklearn.svm._classes.NuSVR",
+    "sklearn.svm._classes.OneClassSVM",
+)
+def check_libsvm(args: Any, state: Any) -> None:
+    import scipy.sparse as sp
+
+    what = "libsvm model"
+    if type(state) is not dict or "support_" not in state:
+        return  # unfitted
+    support = _array(state["support_"], f"{what} support_", 1, "i")
+    n_sv = len(support)
+    n_support = _array(state.get("_n_support"), f"{what} _n_support", 1, "i")
+    sv = state.get("support_vectors_")
+    dual = state.get("_dual_coef_")
+    intercept = _array(state.get("_intercept_"), f"{what} _intercept_", 1, "f")
+    shape_fit = state.get("shape_fit_")
+    if type(shape_fit) is not tuple or len(shape_fit) != 2:
+        raise _fail(what, "shape_fit_ must be a pair")
+    n_train = _int(shape_fit[0], f"{what} shape_fit_[0]")
+    if n_sv and (support.min() < 0 or support.max() >= n_train):
+        raise _fail(what, f"support_ must index the {n_train} training samples")
+    if sp.issparse(sv) or sp.issparse(dual):
+        sv_rows = sv.shape[0] if sp.issparse(sv) else -1
+        dual_shape = dual.shape if sp.issparse(dual) else None
+    else:
+        sv_rows = _array(sv, f"{what} support_vectors_", 2, "f").shape[0]
+        dual_shape = _array(dual, f"{what} _dual_coef_", 2, "f").shape
+    if sv_rows not in (0, n_sv):  # 0: precomputed kernel
+        raise _fail(what, f"{sv_rows} support vectors but {n_sv} support indices")
+    if dual_shape is None or dual_shape[1] != n_sv:
+        raise _fail(what, "dual coefficients do not match the support vectors")
+    if (n_support < 0).any():
+        raise _fail(what, "negative support counts")
+    classifier = "classes_" in state
+    if classifier:
+        n_class = len(n_support)
+        if int(n_support.sum()) != n_sv or dual_shape[0] != n_class - 1:
+            raise _fail(what, "support counts per class disagree with the support vectors")
+        pairs = n_class * (n_class - 1) // 2
+    else:
+        pairs = 1
+        if dual_shape[0] != 1:
+            raise _fail(what, "a regression/one-class model has one row of dual coefficients")
+    if len(intercept) != pairs:
+        raise _fail(what, f"expected {pairs} intercepts, got {len(intercept)}")
+    for key in ("_probA", "_probB"):
+        prob = _array(state.get(key), f"{what} {key}", 1, "f")
+        if len(prob) not in (0, pairs):
+            raise _fail(what, f"{key} has {len(prob)} entries, expected 0 or {pairs}")
+    n_features = state.get("n_features_in_")
+    if not sp.issparse(sv) and isinstance(sv, np.ndarray) and sv.shape[0] and (
+        n_features is not None and sv.shape[1] != n_features
+    ):
+        raise _fail(what, "support vectors do not have n_features_in_ columns")
+
+
+# -- k-means family ------------------------------------------------------------
+@validates(
+    "sklearn.cluster._kmeans.KMeans",
+    "sklearn.cluster._kmeans.MiniBatchKMeans",
+    "sklearn.cluster._bisect_k_means.BisectingKMeans",
+)
+def check_kmeans(args: Any, state: Any) -> None:
+    """Cython assigns labels reading centers[k, j] for j < X.shape[1] = n_features_in_."""
+    if type(state) is not dict or "cluster_centers_" not in state:
+        return
+    centers = _array(state["cluster_centers_"], "k-means cluster_centers_", 2, "f")
+    n_features = state.get("n_features_in_")
+    if n_features is not None and centers.shape[1] != n_features:
+        raise _fail("k-means", "cluster centers do not have n_features_in_ columns")
