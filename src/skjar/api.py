@@ -68,7 +68,9 @@ def dump(
             raise InvalidArgumentError(f"{path!r} is a directory: give a file name to dump to")
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
-            raise InvalidArgumentError(f"cannot write {path!r}: folder {directory!r} does not exist")
+            raise InvalidArgumentError(
+                f"cannot write {path!r}: folder {directory!r} does not exist"
+            )
         header, payloads = _serialize(obj, compress, metadata)
         write_atomic(path, lambda f: write_jar(writer_for(f), header, payloads))
         return
@@ -130,7 +132,9 @@ def load(
 
     def admit(header: dict[str, Any]) -> dict[str, tuple[str, frozenset[str]]]:
         declared = declared_names(header)
-        policy.check((name, module, use) for name, (module, uses) in declared.items() for use in uses)
+        policy.check(
+            (name, module, use) for name, (module, uses) in declared.items() for use in uses
+        )
         check_versions(header["environment"], strict_versions)
         return declared
 

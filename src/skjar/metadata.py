@@ -36,7 +36,11 @@ def environment(names: dict[str, tuple[str, set[str]]] | None = None) -> dict[st
     import scipy
     import sklearn
 
-    packages = {"numpy": np.__version__, "scipy": scipy.__version__, "scikit-learn": sklearn.__version__}
+    packages = {
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
     for module, _ in (names or {}).values():
         top = module.split(".")[0]
         if top in ("numpy", "scipy", "sklearn", "builtins", "collections"):
@@ -70,7 +74,11 @@ def _name(obj: Any) -> str:
 def jsonable(value: Any, depth: int = 0) -> Any:
     """A bounded, JSON-safe rendering of a parameter value for humans."""
     if value is None or isinstance(value, (bool, str)):
-        return value if not isinstance(value, str) or len(value) <= MAX_REPR else value[:MAX_REPR] + "…"
+        return (
+            value
+            if not isinstance(value, str) or len(value) <= MAX_REPR
+            else value[:MAX_REPR] + "…"
+        )
     if isinstance(value, (int, np.integer)):
         return int(value)
     if isinstance(value, (float, np.floating)):
@@ -205,7 +213,13 @@ def _children(obj: Any) -> dict[str, Any]:
         items = getattr(obj, attr, None)
         if isinstance(items, list):
             kids.update({t[0]: t[1] for t in items if hasattr(t[1], "get_params")})
-    for attr in ("best_estimator_", "estimator_", "final_estimator_", "regressor_", "base_estimator_"):
+    for attr in (
+        "best_estimator_",
+        "estimator_",
+        "final_estimator_",
+        "regressor_",
+        "base_estimator_",
+    ):
         sub = getattr(obj, attr, None)
         if hasattr(sub, "get_params") and not isinstance(sub, type):
             kids[attr] = sub
@@ -227,7 +241,7 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
     if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
         raise InvalidArgumentError("metadata= must be a dict with string keys (JSON-serialisable)")
     try:
-        return json.loads(json.dumps(metadata, allow_nan=False))  # type: ignore[no-any-return]
+        return json.loads(json.dumps(metadata, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(
             f"metadata= must be JSON-serialisable (str, numbers, bools, None, lists, dicts): {exc}"

@@ -185,7 +185,9 @@ class TrustPolicy:
             for part in name[len(module) + 1 :].split("."):
                 obj = getattr(obj, part)
         if isinstance(obj, types.ModuleType):
-            raise UntrustedTypeError([name], detail=f"{name!r} is a module, not a class or function.")
+            raise UntrustedTypeError(
+                [name], detail=f"{name!r} is a module, not a class or function."
+            )
         if use == OBJECT and not isinstance(obj, type):
             raise UntrustedTypeError(
                 [name], detail=f"{name!r} is not a class, so nothing can be instantiated from it."

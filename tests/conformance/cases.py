@@ -33,6 +33,7 @@ from sklearn.experimental import (  # noqa: F401
     enable_iterative_imputer,
 )
 from sklearn.utils import all_estimators, get_tags
+from threadpoolctl import threadpool_limits
 
 __all__ = ["Case", "all_estimator_cases", "composite_cases"]
 
@@ -62,8 +63,12 @@ _SILENCED = (UserWarning, RuntimeWarning, FutureWarning, DeprecationWarning)
 
 @contextlib.contextmanager
 def silenced() -> Iterator[None]:
-    """Hide the warnings that fitting tiny data sets with few iterations produces."""
-    with warnings.catch_warnings():
+    """Hide fitting warnings and run BLAS/OpenMP single-threaded.
+
+    Threads only add overhead on data this small, and oversubscribe the cores when
+    the suite runs under pytest-xdist.
+    """
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         # ConvergenceWarning and FitFailedWarning are UserWarning/RuntimeWarning subclasses.
         for category in _SILENCED:
             warnings.simplefilter("ignore", category)
@@ -139,7 +144,10 @@ def _one_d_labels_data() -> _Data:
 def _two_d_labels_data() -> _Data:
     _, y, _ = _numeric_xy()
     names = ["cat", "dog", "fish"]
-    sets = [tuple(names[j] for j in range(3) if j == label or (i + j) % 4 == 0) for i, label in enumerate(y)]
+    sets = [
+        tuple(names[j] for j in range(3) if j == label or (i + j) % 4 == 0)
+        for i, label in enumerate(y)
+    ]
     return _Data((sets[:N_TRAIN],), sets[N_TRAIN:], "label sets, fit(y)")
 
 
@@ -261,13 +269,23 @@ _OVERRIDES: dict[str, Callable[[], dict[str, Any]]] = {
     "SparseCoder": lambda: {
         "dictionary": np.random.RandomState(_SEED).normal(size=(5, N_FEATURES))
     },
+    # Fewer candidates: the defaults (100 alphas/thresholds, 10 Cs) dominate the suite's
+    # fitting time while adding nothing to serialize but longer arrays.
+    "TunedThresholdClassifierCV": lambda: {"thresholds": 10},
+    "LogisticRegressionCV": lambda: {"Cs": 3},
+    # The default radius leaves test points without neighbours, and predict then raises
+    # for both copies: a comparison that proves nothing.
+    "RadiusNeighborsClassifier": lambda: {"radius": 1.5, "outlier_label": "most_frequent"},
+    **{
+        name: lambda: {"alphas": 5}
+        for name in ("ElasticNetCV", "LassoCV", "MultiTaskElasticNetCV", "MultiTaskLassoCV")
+    },
 }
 
 
 def _fallback_params(name: str) -> dict[str, Any] | None:
     """Constructor arguments for meta-estimators when sklearn's private generator is missing."""
     from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
@@ -409,14 +427,14 @@ def _probe(name: str, cls: type) -> Case | str:
 def _all_estimator_cases() -> tuple[tuple[Case, ...], tuple[tuple[str, str], ...]]:
     cases: list[Case] = []
     skipped: list[tuple[str, str]] = []
+    # Deprecated estimators also warn when unpickled, hence around the whole probe.
     with silenced():
-        estimators = all_estimators()
-    for name, cls in estimators:
-        outcome = _probe(name, cls)
-        if isinstance(outcome, Case):
-            cases.append(outcome)
-        else:
-            skipped.append((name, outcome))
+        for name, cls in all_estimators():
+            outcome = _probe(name, cls)
+            if isinstance(outcome, Case):
+                cases.append(outcome)
+            else:
+                skipped.append((name, outcome))
     return tuple(cases), tuple(skipped)
 
 
@@ -465,7 +483,9 @@ def _people_frame(n: int, seed: int, category_dtype: bool) -> tuple[pd.DataFrame
     return frame, y
 
 
-def _fit_case(make_est: Callable[[], Any], data: Callable[[], tuple[Any, Any, Any]]) -> Callable[[], Fitted]:
+def _fit_case(
+    make_est: Callable[[], Any], data: Callable[[], tuple[Any, Any, Any]]
+) -> Callable[[], Fitted]:
     """``make`` for composite cases: build, fix seeds, fit on ``data()``; fresh every call."""
 
     def make() -> Fitted:
@@ -519,7 +539,9 @@ def _composites() -> Iterator[Case]:
             ]
         )
 
-    def texts_data(n_train: int, n_test: int) -> Callable[[], tuple[list[str], np.ndarray, list[str]]]:
+    def texts_data(
+        n_train: int, n_test: int
+    ) -> Callable[[], tuple[list[str], np.ndarray, list[str]]]:
         def data() -> tuple[list[str], np.ndarray, list[str]]:
             docs, labels = make_texts(n_train + n_test, seed=3)
             return docs[:n_train], labels[:n_train], docs[n_train:]
@@ -534,7 +556,11 @@ def _composites() -> Iterator[Case]:
     def sparse_numeric_data() -> tuple[sp.csr_matrix, np.ndarray, sp.csr_matrix]:
         X, y, X_test = _clf_data()
         # Zero out small values so the matrices are genuinely sparse.
-        return sp.csr_matrix(np.where(X > 0.3, X, 0)), y, sp.csr_matrix(np.where(X_test > 0.3, X_test, 0))
+        return (
+            sp.csr_matrix(np.where(X > 0.3, X, 0)),
+            y,
+            sp.csr_matrix(np.where(X_test > 0.3, X_test, 0)),
+        )
 
     def categorical_mask_data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         X, y, X_test = _clf_data()
@@ -616,9 +642,7 @@ def _composites() -> Iterator[Case]:
     yield case(
         "gridsearch-nested-pipeline",
         lambda: GridSearchCV(
-            Pipeline(
-                [("scale", StandardScaler()), ("pca", PCA()), ("clf", LogisticRegression())]
-            ),
+            Pipeline([("scale", StandardScaler()), ("pca", PCA()), ("clf", LogisticRegression())]),
             {"pca__n_components": [2, 3], "clf__C": [0.1, 1.0]},
             cv=3,
         ),

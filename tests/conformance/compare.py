@@ -8,6 +8,7 @@ return. Both raise ``AssertionError`` naming the first differing location, e.g.
 
 from __future__ import annotations
 
+import collections
 import copy
 import math
 import sys
@@ -62,9 +63,7 @@ def assert_same_estimator(a: Any, b: Any, *, check_aliasing: bool = True) -> Non
     _Comparer(check_aliasing).compare(a, b, "")
 
 
-def assert_same_outputs(
-    a: Any, b: Any, X: Any, *, methods: Sequence[str] = OUTPUT_METHODS
-) -> None:
+def assert_same_outputs(a: Any, b: Any, X: Any, *, methods: Sequence[str] = OUTPUT_METHODS) -> None:
     """Assert ``a`` and ``b`` return identical results (or raise alike) for each method.
 
     Methods ``a`` does not expose (``hasattr`` respects ``available_if``) are skipped;
@@ -81,9 +80,7 @@ def assert_same_outputs(
         out_b, exc_b = _call(b, name, X)
         if exc_a is not None or exc_b is not None:
             if exc_a is None or exc_b is None or type(exc_a) is not type(exc_b):
-                raise AssertionError(
-                    f"{name}(X): original raised {exc_a!r}, copy raised {exc_b!r}"
-                )
+                raise AssertionError(f"{name}(X): original raised {exc_a!r}, copy raised {exc_b!r}")
             continue
         _assert_same_output(out_a, out_b, f"{name}(X)")
 
@@ -116,7 +113,10 @@ def _assert_same_output(a: Any, b: Any, where: str) -> None:
             canon.sum_duplicates()
         for part in ("indptr", "indices", "data"):
             np.testing.assert_array_equal(
-                getattr(canon_a, part), getattr(canon_b, part), err_msg=f"{where}.{part}", strict=True
+                getattr(canon_a, part),
+                getattr(canon_b, part),
+                err_msg=f"{where}.{part}",
+                strict=True,
             )
     elif isinstance(a, (list, tuple)):
         if len(a) != len(b):
@@ -148,11 +148,9 @@ def _is_ref_type(obj: Any) -> bool:
 
 
 def _overrides_pickling(cls: type) -> bool:
-    return (
-        cls.__reduce_ex__ is not object.__reduce_ex__
-        or cls.__reduce__ is not object.__reduce__
-        or getattr(cls, "__getstate__", object.__getstate__) is not object.__getstate__
-    )
+    """Whether some class below ``object`` customizes what pickle saves."""
+    hooks = ("__reduce_ex__", "__reduce__", "__getstate__")
+    return any(hook in vars(klass) for klass in cls.__mro__[:-1] for hook in hooks)
 
 
 class _Comparer:
@@ -163,6 +161,8 @@ class _Comparer:
         # id(a part) -> (id(b part), path first seen at); id(b part) -> id(a part).
         self._a_to_b: dict[int, tuple[int, str]] = {}
         self._b_to_a: dict[int, int] = {}
+        # (id(a part), id(b part)) already compared or being compared: the cycle guard.
+        self._pairs: set[tuple[int, int]] = set()
         # Temporaries (get_params() dicts, __getstate__() results...) must stay alive
         # until the end, or their ids could be reused and confuse the memo.
         self._keepalive: list[Any] = []
@@ -193,19 +193,23 @@ class _Comparer:
         self._dispatch(a, b, path)
 
     def _already_seen(self, a: Any, b: Any, path: str) -> bool:
-        """Record the pair; True if ``a`` was already compared (cycle or shared object)."""
-        seen = self._a_to_b.get(id(a))
-        if seen is not None:
-            if seen[0] != id(b) and self._check_aliasing:
+        """Record the pair; True if it was already compared (cycle or shared object)."""
+        if (id(a), id(b)) in self._pairs:
+            return True
+        if self._check_aliasing:
+            seen = self._a_to_b.get(id(a))
+            if seen is not None:
                 self.fail(
                     path,
                     f"original shares this object with {seen[1] or '<root>'}, the copy does not",
                 )
-            return True
-        if self._check_aliasing and id(b) in self._b_to_a:
-            self.fail(path, "copy shares this object with another location, the original does not")
-        self._a_to_b[id(a)] = (id(b), path)
-        self._b_to_a[id(b)] = id(a)
+            if id(b) in self._b_to_a:
+                self.fail(
+                    path, "copy shares this object with another location, the original does not"
+                )
+            self._a_to_b[id(a)] = (id(b), path)
+            self._b_to_a[id(b)] = id(a)
+        self._pairs.add((id(a), id(b)))
         self._keepalive.append((a, b))
         return False
 
@@ -260,9 +264,10 @@ class _Comparer:
             if a.flags[order] and not b.flags[order]:
                 self.fail(path, f"original is {order}, the copy is not")
         if isinstance(a, np.ma.MaskedArray):
+            masked_b: np.ma.MaskedArray[Any, Any] = b  # type: ignore[assignment]
             self._compare_array(np.ma.getmaskarray(a), np.ma.getmaskarray(b), _attr(path, "mask"))
-            self._compare_array(a.data, b.data, _attr(path, "data"))
-            self.compare(a.fill_value, b.fill_value, _attr(path, "fill_value"))
+            self._compare_array(a.data, masked_b.data, _attr(path, "data"))
+            self.compare(a.fill_value, masked_b.fill_value, _attr(path, "fill_value"))
             return
         if a.dtype.names is not None:
             for field in a.dtype.names:
@@ -333,9 +338,8 @@ class _Comparer:
         for key_a, key_b in zip(keys_a, keys_b):
             self.compare(key_a, key_b, f"{path}<key {key_a!r}>")
             self.compare(a[key_a], b[key_b], f"{path}[{key_a!r}]")
-        default_factory = getattr(a, "default_factory", None)
-        if default_factory is not None:
-            self.compare(default_factory, b.default_factory, _attr(path, "default_factory"))
+        if isinstance(a, collections.defaultdict) and isinstance(b, collections.defaultdict):
+            self.compare(a.default_factory, b.default_factory, _attr(path, "default_factory"))
         self._compare_extra_dict(a, b, path)
 
     def _compare_sequence(self, a: Sequence[Any], b: Sequence[Any], path: str) -> None:
@@ -357,13 +361,15 @@ class _Comparer:
     # -- objects -------------------------------------------------------------
 
     def _compare_estimator(self, a: Any, b: Any, path: str) -> None:
+        # Attributes first: parameters are usually attributes too, and the memo then
+        # skips them, so differences get reported by their attribute path.
+        self._compare_attributes(vars(a), vars(b), path)
         params_a, params_b = a.get_params(deep=False), b.get_params(deep=False)
         self._keepalive.append((params_a, params_b))
         if sorted(params_a) != sorted(params_b):
             self.fail(path, f"parameter names {sorted(params_a)} != {sorted(params_b)}")
         for name in params_a:
             self.compare(params_a[name], params_b[name], _attr(path, f"get_params()[{name!r}]"))
-        self._compare_attributes(vars(a), vars(b), path)
 
     def _compare_attributes(self, a: dict[str, Any], b: dict[str, Any], path: str) -> None:
         missing, extra = sorted(set(a) - set(b)), sorted(set(b) - set(a))
@@ -447,4 +453,3 @@ def _is_binary_tree(obj: Any) -> bool:
     """KDTree / BallTree (and their 32/64-bit bases)."""
     module = type(obj).__module__
     return module.startswith("sklearn.neighbors") and callable(getattr(obj, "get_arrays", None))
-

@@ -118,7 +118,9 @@ def _slice_part(v: Any) -> Any:
 
 @encodes(slice)
 def _enc_slice(enc: Encoder, obj: slice, path: Path) -> Node:
-    return Node(SLICE, [enc.encode(v, (path, i)) for i, v in enumerate((obj.start, obj.stop, obj.step))])
+    return Node(
+        SLICE, [enc.encode(v, (path, i)) for i, v in enumerate((obj.start, obj.stop, obj.step))]
+    )
 
 
 @decodes(SLICE, lambda: [slice(1, None, 2), slice(None)])
@@ -129,7 +131,9 @@ def _dec_slice(dec: Decoder, payload: Any) -> slice:
 
 @encodes(range)
 def _enc_range(enc: Encoder, obj: range, path: Path) -> Node:
-    return Node(RANGE, [enc.encode(v, (path, i)) for i, v in enumerate((obj.start, obj.stop, obj.step))])
+    return Node(
+        RANGE, [enc.encode(v, (path, i)) for i, v in enumerate((obj.start, obj.stop, obj.step))]
+    )
 
 
 @decodes(RANGE, lambda: [range(3), range(10, 0, -3)])
@@ -158,11 +162,8 @@ def _pairs(payload: Any, what: str) -> list[Any]:
 
 @encodes(OrderedDict, memoize=True)
 def _enc_ordereddict(enc: Encoder, obj: OrderedDict[Any, Any], path: Path) -> Node:
-    return Node(
-        ORDEREDDICT,
-    PARTIAL,
-        [[enc.encode(k, (path, "<key>")), enc.encode(v, (path, k))] for k, v in obj.items()],
-    )
+    items = [[enc.encode(k, (path, "<key>")), enc.encode(v, (path, k))] for k, v in obj.items()]
+    return Node(ORDEREDDICT, items)
 
 
 @decodes(ORDEREDDICT, lambda: [OrderedDict([("b", 1), ("a", [2])])])
@@ -194,7 +195,7 @@ def _strings(dec: Decoder, count: Any, index: Any, what: str) -> list[str]:
         raise CorruptFileError(f"malformed {what} node")
     buf = dec.take_buffer(index)
     try:
-        text = str(memoryview(buf), "utf-8", "surrogatepass")
+        text = str(memoryview(buf), "utf-8", "surrogatepass")  # type: ignore[arg-type]
     except UnicodeDecodeError as exc:
         raise CorruptFileError(f"{what}: keys are not valid UTF-8 ({exc})") from None
     items = text.split("\x00") if count else []
@@ -255,4 +256,4 @@ def _dec_partial(dec: Decoder, payload: Any) -> functools.partial[Any]:
         raise CorruptFileError("malformed partial node")
     if any(type(k) is not str for k in keywords):
         raise CorruptFileError("partial keywords must be strings")
-    return cls(func, *args, **keywords)  # type: ignore[no-any-return]
+    return cls(func, *args, **keywords)

@@ -47,9 +47,13 @@ class Decoder:
         except RecursionError:
             raise CorruptFileError("the object tree is nested too deeply") from None
         except MemoryError:
-            raise CorruptFileError("the object tree asks for more memory than is available") from None
+            raise CorruptFileError(
+                "the object tree asks for more memory than is available"
+            ) from None
         except Exception as exc:
-            raise CorruptFileError(f"the object tree is malformed: {type(exc).__name__}: {exc}") from None
+            raise CorruptFileError(
+                f"the object tree is malformed: {type(exc).__name__}: {exc}"
+            ) from None
         if self.shells:
             raise CorruptFileError("an instance was created but never given its state")
         unused = [i for i, b in enumerate(self._buffers) if b is not None]
@@ -71,7 +75,9 @@ class Decoder:
             if code == SHARED_DEF:
                 ident, value = expect_list(payload, 2, "shared object")
                 if type(ident) is not int or ident in self._shared:
-                    raise CorruptFileError(f"shared object id {ident!r} is invalid or defined twice")
+                    raise CorruptFileError(
+                        f"shared object id {ident!r} is invalid or defined twice"
+                    )
                 self._shared[ident] = value
                 return value
             if code == SHARED_REF:

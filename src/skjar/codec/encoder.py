@@ -78,10 +78,16 @@ class Encoder:
     def encode_root(self, obj: Any) -> bytes:
         tree = self.encode(obj, None)
         try:
-            return msgpack.packb(tree, default=self._pack_default, use_bin_type=True, strict_types=True)
+            return msgpack.packb(
+                tree, default=self._pack_default, use_bin_type=True, strict_types=True
+            )
         except UnsupportedObjectError:
             raise
-        except (TypeError, ValueError, OverflowError) as exc:  # pragma: no cover - encoder bug guard
+        except (
+            TypeError,
+            ValueError,
+            OverflowError,
+        ) as exc:  # pragma: no cover - encoder bug guard
             raise UnsupportedObjectError(f"internal encoding error: {exc}") from exc
 
     def _pack_default(self, obj: Any) -> Any:
@@ -100,7 +106,9 @@ class Encoder:
         raise TypeError(f"unexpected {kind!r} in the tree")
 
     def _pack(self, value: Any) -> bytes:
-        return msgpack.packb(value, default=self._pack_default, use_bin_type=True, strict_types=True)
+        return msgpack.packb(
+            value, default=self._pack_default, use_bin_type=True, strict_types=True
+        )
 
     # -- the walk -----------------------------------------------------------
     def encode(self, obj: Any, path: Path) -> Any:
@@ -157,7 +165,7 @@ class Encoder:
             self._keepalive.append(obj)
         return out
 
-    def encode_items(self, items: Any, path: Path) -> list[Any]:
+    def encode_items(self, items: Any, path: Path) -> Any:
         """Encode a sequence into a list, element by element (fast path: all atoms)."""
         if isinstance(items, list) and _atoms_only(items):
             if len(items) >= COLUMNAR_MIN and set(map(type, items)) == {str}:

@@ -60,7 +60,7 @@ def _tuplify(descr: Any, depth: int = 0) -> Any:
         return descr
     if type(descr) is not list or not descr or len(descr) > 4096:
         raise CorruptFileError(f"malformed dtype description {descr!r:.80}")
-    fields = []
+    fields: list[tuple[Any, ...]] = []
     for field in descr:
         if type(field) is not list or len(field) not in (2, 3):
             raise CorruptFileError("malformed structured dtype field")
@@ -73,8 +73,10 @@ def _tuplify(descr: Any, depth: int = 0) -> Any:
         sub = _tuplify(field[1], depth + 1)
         if len(field) == 3:
             shape = field[2]
-            if type(shape) is not list or len(shape) > MAX_NDIM or any(
-                type(n) is not int or not 0 <= n < 1 << 31 for n in shape
+            if (
+                type(shape) is not list
+                or len(shape) > MAX_NDIM
+                or any(type(n) is not int or not 0 <= n < 1 << 31 for n in shape)
             ):
                 raise CorruptFileError("malformed structured dtype sub-array shape")
             fields.append((name, sub, tuple(shape)))
@@ -201,25 +203,48 @@ def _enc_scalar(enc: Encoder, obj: np.generic, path: Path) -> Node:
 
 for _t in {
     *np.sctypeDict.values(),
-    np.bool_, np.str_, np.bytes_, np.void, np.datetime64, np.timedelta64,
+    np.bool_,
+    np.str_,
+    np.bytes_,
+    np.void,
+    np.datetime64,
+    np.timedelta64,
 }:
     if isinstance(_t, type) and issubclass(_t, np.generic) and _t is not np.object_:
         ENCODERS[_t] = _enc_scalar
 
 
-@decodes(NPSCALAR, lambda: [np.float64(1.5), np.int8(-3), np.bool_(True), np.str_("hé"), np.datetime64("2021-02-03")])
+@decodes(
+    NPSCALAR,
+    lambda: [
+        np.float64(1.5),
+        np.int8(-3),
+        np.bool_(True),
+        np.str_("hé"),
+        np.datetime64("2021-02-03"),
+    ],
+)
 def _dec_scalar(dec: Decoder, payload: Any) -> np.generic:
     descr, raw = expect_list(payload, 2, "numpy scalar")
     dtype = descr_dtype(descr)
     if type(raw) is not bytes or dtype.hasobject or len(raw) != dtype.itemsize:
         raise CorruptFileError("numpy scalar: data does not match its dtype")
-    return np.frombuffer(raw, dtype=dtype, count=1)[0] if raw else np.zeros((), dtype)[()]
+    scalar: Any = (
+        np.frombuffer(raw, dtype=dtype, count=1)[0] if raw else np.zeros((), dtype)[()]
+    )
+    return scalar
 
 
 # -- random generators -----------------------------------------------------
 BIT_GENERATORS = {
     cls: f"{cls.__module__}.{cls.__qualname__}"
-    for cls in (np.random.MT19937, np.random.PCG64, np.random.PCG64DXSM, np.random.Philox, np.random.SFC64)
+    for cls in (
+        np.random.MT19937,
+        np.random.PCG64,
+        np.random.PCG64DXSM,
+        np.random.Philox,
+        np.random.SFC64,
+    )
 }
 
 
@@ -254,10 +279,14 @@ def _dec_bitgen(dec: Decoder, payload: Any) -> Any:
 def _enc_randomstate(enc: Encoder, obj: np.random.RandomState, path: Path) -> Node:
     enc.declare("numpy.random.mtrand", "RandomState", OBJECT)
     state = obj.get_state(legacy=False)
-    bitgen = obj._bit_generator  # type: ignore[attr-defined]
+    bitgen = obj._bit_generator
     return Node(
         RANDOMSTATE,
-        [enc.encode(bitgen, (path, "bit_generator")), int(state["has_gauss"]), float(state["gauss"])],
+        [
+            enc.encode(bitgen, (path, "bit_generator")),
+            int(state["has_gauss"]),
+            float(state["gauss"]),
+        ],
     )
 
 
@@ -306,7 +335,10 @@ def _enc_masked(enc: Encoder, obj: np.ma.MaskedArray, path: Path) -> Node:
 
 @decodes(
     MASKEDARRAY,
-    lambda: [np.ma.MaskedArray([1.0, 2.0], mask=[True, False]), np.ma.MaskedArray(["a", "b"], dtype=object)],
+    lambda: [
+        np.ma.MaskedArray([1.0, 2.0], mask=[True, False]),
+        np.ma.MaskedArray(["a", "b"], dtype=object),
+    ],
 )
 def _dec_masked(dec: Decoder, payload: Any) -> np.ma.MaskedArray:
     data, mask, fill_value, hard = expect_list(payload, 4, "masked array")
@@ -317,10 +349,17 @@ def _dec_masked(dec: Decoder, payload: Any) -> np.ma.MaskedArray:
         not isinstance(mask, np.ndarray) or mask.shape != data.shape or mask.dtype != np.bool_
     ):
         raise CorruptFileError("masked array: the mask must be a bool array shaped like the data")
-    if fill_value is not None and not isinstance(fill_value, (np.generic, int, float, str, bytes, bool)):
+    if fill_value is not None and not isinstance(
+        fill_value, (np.generic, int, float, str, bytes, bool)
+    ):
         raise CorruptFileError("masked array: invalid fill value")
     try:
-        return cls(data, mask=np.ma.nomask if mask is False else mask, fill_value=fill_value,
-                   hard_mask=hard, copy=False)
+        return cls(
+            data,
+            mask=np.ma.nomask if mask is False else mask,
+            fill_value=fill_value,
+            hard_mask=hard,
+            copy=False,
+        )
     except Exception as exc:
         raise CorruptFileError(f"invalid masked array: {exc}") from None

@@ -39,6 +39,7 @@ from .nodes import (
 )
 from .registry import ENCODERS, VALIDATORS, decodes
 
+NEWOBJ_FUNC = copyreg.__newobj__  # type: ignore[attr-defined]
 FUNCTION_TYPES = (
     types.FunctionType,
     types.BuiltinFunctionType,
@@ -84,7 +85,11 @@ def _encode_state(enc: Encoder, state: Any, path: Path) -> Any:
     # without memoizing the dict itself.
     if type(state) is dict:
         return enc.encode_dict(state, path)
-    if type(state) is tuple and len(state) == 2 and all(s is None or type(s) is dict for s in state):
+    if (
+        type(state) is tuple
+        and len(state) == 2
+        and all(s is None or type(s) is dict for s in state)
+    ):
         return Node(TUPLE, [None if s is None else enc.encode_dict(s, path) for s in state])
     return enc.encode(state, path)
 
@@ -104,9 +109,9 @@ def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
     if _is_function_like(obj):
         return ref_node(enc, obj, path)
     if isinstance(obj, np.dtype):  # numpy 2 dtypes are instances of np.dtype subclasses
-        return ENCODERS[np.dtype](enc, obj, path)  # type: ignore[no-any-return]
+        return ENCODERS[np.dtype](enc, obj, path)
     if isinstance(obj, np.generic) and type(obj) in ENCODERS:
-        return ENCODERS[type(obj)](enc, obj, path)  # type: ignore[no-any-return]
+        return ENCODERS[type(obj)](enc, obj, path)
     cls = type(obj)
     what = f"{cls.__module__}.{cls.__qualname__}"
     if isinstance(obj, types.ModuleType):
@@ -114,7 +119,9 @@ def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
     try:
         rv = obj.__reduce_ex__(4)
     except Exception as exc:
-        raise UnsupportedObjectError(f"{what} cannot be serialized: {exc}", render_path(path)) from None
+        raise UnsupportedObjectError(
+            f"{what} cannot be serialized: {exc}", render_path(path)
+        ) from None
     if isinstance(rv, str):
         return ref_node(enc, obj, path)
     if not isinstance(rv, tuple) or not 2 <= len(rv) <= 6:
@@ -125,14 +132,14 @@ def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
     func_name = getattr(func, "__name__", "")
     args = tuple(args or ())
 
-    if func is copyreg.__newobj__ and args and args[0] is cls and len(args) > 1:
+    if func is NEWOBJ_FUNC and args and args[0] is cls and len(args) > 1:
         if issubclass(cls, tuple) and hasattr(cls, "_fields") and state is None:
             name = _class_name(enc, cls, OBJECT, path)
             return Node(NAMEDTUPLE, [name, enc.encode_items(list(obj), path)])
         raise UnsupportedObjectError(
             f"{what} needs arguments to __new__, which skjar does not call", render_path(path)
         )
-    if (func is copyreg.__newobj__ or func_name == "newObj") and args == (cls,):
+    if (func is NEWOBJ_FUNC or func_name == "newObj") and args == (cls,):
         mode = STATE_NONE if state is None else STATE_DEFAULT
     elif func_name.startswith("__pyx_unpickle_") and len(args) == 3 and args[0] is cls:
         # Cython auto-pickling: rebuild with cls.__new__ and __setstate_cython__.
@@ -153,8 +160,14 @@ def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
 
 
 def _reconstruct_node(
-    enc: Encoder, obj: Any, func: Any, args: tuple[Any, ...], state: Any,
-    listitems: Any, dictitems: Any, path: Path,
+    enc: Encoder,
+    obj: Any,
+    func: Any,
+    args: tuple[Any, ...],
+    state: Any,
+    listitems: Any,
+    dictitems: Any,
+    path: Path,
 ) -> Node:
     named = name_of(func)
     if named is None or not callable(func):

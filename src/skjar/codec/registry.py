@@ -45,7 +45,9 @@ def encodes(*types: type, memoize: bool = False) -> Callable[[EncodeFn], EncodeF
     return register
 
 
-def decodes(code: int, examples: Callable[[], list[Any]] | None = None) -> Callable[[DecodeFn], DecodeFn]:
+def decodes(
+    code: int, examples: Callable[[], list[Any]] | None = None
+) -> Callable[[DecodeFn], DecodeFn]:
     """Register the decoder of node ``code`` (and sample objects that produce it)."""
 
     def register(fn: DecodeFn) -> DecodeFn:

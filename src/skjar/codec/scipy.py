@@ -25,8 +25,10 @@ def _fail(fmt: str, why: str) -> CorruptFileError:
 
 def _shape(state: dict[str, Any], fmt: str) -> tuple[int, ...]:
     shape = state.get("_shape")
-    if type(shape) is not tuple or not 1 <= len(shape) <= 2 or any(
-        not isinstance(n, (int, np.integer)) or n < 0 for n in shape
+    if (
+        type(shape) is not tuple
+        or not 1 <= len(shape) <= 2
+        or any(not isinstance(n, (int, np.integer)) or n < 0 for n in shape)
     ):
         raise _fail(fmt, f"invalid shape {shape!r:.40}")
     return tuple(int(n) for n in shape)
@@ -38,7 +40,9 @@ def _index_array(value: Any, fmt: str, what: str) -> np.ndarray:
     return value
 
 
-def _check_compressed(state: dict[str, Any], fmt: str, major: int, minor: int, block: tuple[int, int]) -> None:
+def _check_compressed(
+    state: dict[str, Any], fmt: str, major: int, minor: int, block: tuple[int, int]
+) -> None:
     indptr = _index_array(state.get("indptr"), fmt, "indptr")
     indices = _index_array(state.get("indices"), fmt, "indices")
     data = state.get("data")
@@ -49,7 +53,11 @@ def _check_compressed(state: dict[str, Any], fmt: str, major: int, minor: int, b
     if len(indptr) > 1 and (np.diff(indptr) < 0).any():
         raise _fail(fmt, "indptr must not decrease")
     nnz = int(indptr[-1]) if len(indptr) else 0
-    if nnz != len(indices) or data.shape[:1] != (nnz,) or data.shape[1:] != (block if fmt == "bsr" else ()):
+    if (
+        nnz != len(indices)
+        or data.shape[:1] != (nnz,)
+        or data.shape[1:] != (block if fmt == "bsr" else ())
+    ):
         raise _fail(fmt, "indptr, indices and data disagree on the number of entries")
     if nnz and (indices.min() < 0 or indices.max() >= minor):
         raise _fail(fmt, f"column/row indices must lie in [0, {minor})")
@@ -78,7 +86,11 @@ def _check(fmt: str) -> Any:
         else:  # coo
             coords = state.get("coords")
             data = state.get("data")
-            if type(coords) is not tuple or len(coords) != len(shape) or not isinstance(data, np.ndarray):
+            if (
+                type(coords) is not tuple
+                or len(coords) != len(shape)
+                or not isinstance(data, np.ndarray)
+            ):
                 raise _fail(fmt, "coords must be one index array per dimension")
             for axis, (idx, size) in enumerate(zip(coords, shape)):
                 idx = _index_array(idx, fmt, f"coords[{axis}]")
@@ -91,4 +103,6 @@ def _check(fmt: str) -> Any:
 
 
 for _fmt in ("csr", "csc", "coo", "bsr"):
-    validates(f"scipy.sparse._{_fmt}.{_fmt}_matrix", f"scipy.sparse._{_fmt}.{_fmt}_array")(_check(_fmt))
+    validates(f"scipy.sparse._{_fmt}.{_fmt}_matrix", f"scipy.sparse._{_fmt}.{_fmt}_array")(
+        _check(_fmt)
+    )

@@ -190,11 +190,22 @@ def check_binary_tree(args: Any, state: Any) -> None:
         f"sklearn.metrics._dist_metrics.{name}{bits}"
         for bits in ("64", "32")
         for name in (
-            "BrayCurtisDistance", "CanberraDistance", "ChebyshevDistance", "DiceDistance",
-            "EuclideanDistance", "HammingDistance", "HaversineDistance", "JaccardDistance",
-            "MahalanobisDistance", "ManhattanDistance", "MinkowskiDistance",
-            "RogersTanimotoDistance", "RussellRaoDistance", "SEuclideanDistance",
-            "SokalMichenerDistance", "SokalSneathDistance",
+            "BrayCurtisDistance",
+            "CanberraDistance",
+            "ChebyshevDistance",
+            "DiceDistance",
+            "EuclideanDistance",
+            "HammingDistance",
+            "HaversineDistance",
+            "JaccardDistance",
+            "MahalanobisDistance",
+            "ManhattanDistance",
+            "MinkowskiDistance",
+            "RogersTanimotoDistance",
+            "RussellRaoDistance",
+            "SEuclideanDistance",
+            "SokalMichenerDistance",
+            "SokalSneathDistance",
         )
     )
 )
@@ -237,9 +248,10 @@ def check_libsvm(args: Any, state: Any) -> None:
     n_train = _int(shape_fit[0], f"{what} shape_fit_[0]")
     if n_sv and (support.min() < 0 or support.max() >= n_train):
         raise _fail(what, f"support_ must index the {n_train} training samples")
+    dual_shape: tuple[int, ...] | None
     if sp.issparse(sv) or sp.issparse(dual):
-        sv_rows = sv.shape[0] if sp.issparse(sv) else -1
-        dual_shape = dual.shape if sp.issparse(dual) else None
+        sv_rows = sv.shape[0] if sp.issparse(sv) else -1  # type: ignore[union-attr]
+        dual_shape = dual.shape if sp.issparse(dual) else None  # type: ignore[union-attr]
     else:
         sv_rows = _array(sv, f"{what} support_vectors_", 2, "f").shape[0]
         dual_shape = _array(dual, f"{what} _dual_coef_", 2, "f").shape
@@ -266,8 +278,11 @@ def check_libsvm(args: Any, state: Any) -> None:
         if len(prob) not in (0, pairs):
             raise _fail(what, f"{key} has {len(prob)} entries, expected 0 or {pairs}")
     n_features = state.get("n_features_in_")
-    if not sp.issparse(sv) and isinstance(sv, np.ndarray) and sv.shape[0] and (
-        n_features is not None and sv.shape[1] != n_features
+    if (
+        not sp.issparse(sv)
+        and isinstance(sv, np.ndarray)
+        and sv.shape[0]
+        and (n_features is not None and sv.shape[1] != n_features)
     ):
         raise _fail(what, "support vectors do not have n_features_in_ columns")
 

@@ -132,7 +132,7 @@ class _Reader:
 
     def read(self, n: int, what: str) -> Any:
         if self.view is not None:
-            data = self.view[self.pos : self.pos + n]
+            data: Any = self.view[self.pos : self.pos + n]
             if data.nbytes != n:
                 raise CorruptFileError(f"the file is truncated inside {what}")
         else:
@@ -153,7 +153,7 @@ class _Reader:
             return out
         assert self.file is not None
         out = aligned_empty(n)
-        view = memoryview(out)
+        view = memoryview(out)  # type: ignore[arg-type]
         got = 0
         while got < n:
             k = self.file.readinto(view[got:])  # type: ignore[attr-defined]
@@ -225,9 +225,11 @@ def _read_all(r: _Reader, size: int | None, admit: Admit) -> RawJar:
         else:
             stored.append(r.read(section.length, f"buffer {i}"))
     digest = r.hasher.digest()
-    trailer = r.view[r.pos : r.pos + TRAILER_SIZE] if r.view is not None else _read_exact(
-        r.file, TRAILER_SIZE, "the trailer"  # type: ignore[arg-type]
-    )
+    if r.view is not None:
+        trailer: Any = r.view[r.pos : r.pos + TRAILER_SIZE]
+    else:
+        assert r.file is not None
+        trailer = _read_exact(r.file, TRAILER_SIZE, "the trailer")
     if len(trailer) != TRAILER_SIZE or bytes(trailer[DIGEST_SIZE:]) != END_MAGIC:
         raise CorruptFileError("the trailer is missing or damaged: the file is truncated")
     if r.file is not None and size is None and r.file.read(1):
@@ -248,7 +250,7 @@ def _read_all(r: _Reader, size: int | None, admit: Admit) -> RawJar:
     if layout.tree.codec != "none":
         out = aligned_empty(layout.tree.size)
         decompress_into(memoryview(tree), layout.tree.codec, out, "the object tree")
-        tree = memoryview(out)
+        tree = memoryview(out)  # type: ignore[arg-type]
     return RawJar(version, header, layout, tree, buffers, declared)
 
 
@@ -290,17 +292,17 @@ def open_source(source: Source, *, mmap: bool, admit: Admit) -> RawJar:
     probe = source.read(0)
     if not isinstance(probe, (bytes, bytearray)):
         raise InvalidArgumentError("the file object is in text mode: open it with 'rb'")
-    size = _file_size(source)
-    if size is None or not hasattr(source, "readinto"):
+    stream_size = _file_size(source)
+    if stream_size is None or not hasattr(source, "readinto"):
         # A pipe or socket: sizes cannot be checked up front, so read it into memory.
         data = _read_stream(source)
         view = memoryview(data)
         return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit)
-    return _read_all(_Reader(None, source, zero_copy=False), size, admit)
+    return _read_all(_Reader(None, source, zero_copy=False), stream_size, admit)
 
 
 def _read_stream(f: IO[bytes]) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = f.read(1 << 20)
         if not chunk:

@@ -42,7 +42,7 @@ def build_sections(
         "buffers": [],
     }
     for buf in buffers:
-        view = memoryview(buf)
+        view = memoryview(buf)  # type: ignore[arg-type]
         data, codec = _maybe_compress(view, compress)
         payloads.append(data)
         table["buffers"].append([len(data) if codec != "none" else view.nbytes, view.nbytes, codec])

@@ -1,0 +1,327 @@
+"""Take jars apart and put them back together, for tests that need crafted files.
+
+A jar is decoded into a :class:`Jar`: the format version and flags of the
+preamble, the JSON header as a dict, the object tree (decompressed msgpack
+bytes) and the buffers (decompressed bytes). :func:`encode` writes it back with
+a layout table recomputed from the sections and a valid XXH3-128 digest, so a
+test can change the *meaning* of a file (a header field, a node, an index in
+an array) while the file stays well-formed::
+
+    jar = jarcraft.decode(skjar.dumps(model))
+    jar.header["environment"]["packages"]["scikit-learn"] = "0.1"
+    skjar.loads(jarcraft.encode(jar))          # passes the digest check
+
+The object tree can be unpacked into plain Python values where every typed
+node is an :class:`Ext` (code + unpacked payload), edited, and packed again
+(:func:`unpack_tree`, :func:`pack_tree`). Arrays stored out of line are found
+with :meth:`Jar.arrays` and edited as numpy arrays (:meth:`Jar.set_array`).
+
+Nothing here imports skjar's reader or writer: it is an independent
+implementation of docs/format.md (version 1.0), built only on the constants
+of ``skjar.format.spec``, so a bug in skjar's own reader is not copied here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+import xxhash
+
+from skjar.codec import nodes
+from skjar.format.spec import (
+    ALIGNMENT,
+    DIGEST_SIZE,
+    END_MAGIC,
+    FORMAT_MAJOR,
+    FORMAT_MINOR,
+    MAGIC,
+    PREAMBLE_SIZE,
+    TRAILER_SIZE,
+)
+
+__all__ = [
+    "Ext",
+    "Jar",
+    "StoredArray",
+    "align",
+    "assemble",
+    "decode",
+    "encode",
+    "node_codes",
+    "pack_tree",
+    "preamble",
+    "section_spans",
+    "unpack_tree",
+    "walk",
+]
+
+
+def align(n: int) -> int:
+    return -(-n // ALIGNMENT) * ALIGNMENT
+
+
+# -- the file level ------------------------------------------------------------
+def preamble(header_length: int, version: tuple[int, int] = (FORMAT_MAJOR, FORMAT_MINOR),
+             flags: int = 0) -> bytes:
+    return MAGIC + struct.pack("<HHIQ", version[0], version[1], flags, header_length)
+
+
+def assemble(
+    header: dict[str, Any] | bytes,
+    sections: list[bytes],
+    *,
+    version: tuple[int, int] = (FORMAT_MAJOR, FORMAT_MINOR),
+    flags: int = 0,
+    digest: bytes | None = None,
+) -> bytes:
+    """Preamble, header, each section 64-byte aligned with zero padding, trailer.
+
+    ``header`` is written as given (a dict is JSON-encoded as skjar does); the
+    layout inside it is not checked, so tests can make it lie. ``digest``
+    overrides the computed one.
+    """
+    head = header if isinstance(header, bytes) else json.dumps(
+        header, separators=(",", ":"), ensure_ascii=False
+    ).encode()
+    out = bytearray(preamble(len(head), version, flags))
+    out += head
+    for data in sections:
+        out += bytes(align(len(out)) - len(out))
+        out += data
+    out += xxhash.xxh3_128(bytes(out)).digest() if digest is None else digest
+    out += END_MAGIC
+    return bytes(out)
+
+
+def section_spans(data: bytes) -> dict[str, list[tuple[int, int]]]:
+    """Byte ranges ``[start, end)`` of every part of a well-formed jar, by kind.
+
+    Kinds: ``preamble``, ``header``, ``tree``, ``buffer``, ``padding``, ``trailer``.
+    """
+    header_length = struct.unpack_from("<Q", data, len(MAGIC) + 8)[0]
+    header = json.loads(data[PREAMBLE_SIZE : PREAMBLE_SIZE + header_length])
+    spans: dict[str, list[tuple[int, int]]] = {
+        "preamble": [(0, PREAMBLE_SIZE)],
+        "header": [(PREAMBLE_SIZE, PREAMBLE_SIZE + header_length)],
+        "tree": [],
+        "buffer": [],
+        "padding": [],
+        "trailer": [(len(data) - TRAILER_SIZE, len(data))],
+    }
+    pos = PREAMBLE_SIZE + header_length
+    lengths = [("tree", header["layout"]["tree"]["length"])]
+    lengths += [("buffer", entry[0]) for entry in header["layout"]["buffers"]]
+    for kind, length in lengths:
+        if align(pos) > pos:
+            spans["padding"].append((pos, align(pos)))
+        pos = align(pos)
+        if length:
+            spans[kind].append((pos, pos + length))
+        pos += length
+    assert pos == len(data) - TRAILER_SIZE, "not a well-formed jar"
+    return spans
+
+
+# -- the object tree -------------------------------------------------------------
+class Ext:
+    """A typed node of the object tree: its code and its (unpacked) payload.
+
+    Hashed by identity, so it may stand as a map key (tuple keys are nodes).
+    """
+
+    __slots__ = ("code", "payload")
+
+    def __init__(self, code: int, payload: Any) -> None:
+        self.code = code
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return f"Ext({self.code}, {self.payload!r:.200})"
+
+
+def unpack_tree(data: bytes | memoryview) -> Any:
+    """msgpack -> Python values, every extension value an :class:`Ext` (recursively)."""
+
+    def hook(code: int, payload: bytes) -> Ext:
+        return Ext(code, unpack_tree(payload))
+
+    return msgpack.unpackb(bytes(data), ext_hook=hook, raw=False, strict_map_key=False,
+                           use_list=True)
+
+
+def pack_tree(value: Any) -> bytes:
+    """The inverse of :func:`unpack_tree` (byte-identical for skjar's own trees)."""
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, Ext):
+            return msgpack.ExtType(obj.code, pack_tree(obj.payload))
+        raise TypeError(f"cannot pack {type(obj).__name__}")
+
+    return msgpack.packb(value, default=default, use_bin_type=True, strict_types=True)
+
+
+def walk(value: Any) -> Iterator[Any]:
+    """Every value of an unpacked tree, depth first (nodes, containers and atoms)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        yield v
+        if isinstance(v, Ext):
+            stack.append(v.payload)
+        elif isinstance(v, list):
+            stack.extend(reversed(v))
+        elif isinstance(v, dict):
+            for k, item in reversed(list(v.items())):
+                stack.append(item)
+                stack.append(k)
+
+
+def node_codes(tree: bytes | memoryview) -> set[int]:
+    """Every extension code used anywhere in a packed tree."""
+    return {v.code for v in walk(unpack_tree(tree)) if isinstance(v, Ext)}
+
+
+# -- whole jars --------------------------------------------------------------------
+def _decompress(data: bytes, codec: str, size: int) -> bytes:
+    if codec == "none":
+        return data
+    if codec == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
+    import lz4.block
+
+    return lz4.block.decompress(data, uncompressed_size=size)
+
+
+@dataclass
+class StoredArray:
+    """An NDARRAY node of the tree and the buffer holding its data."""
+
+    node: Ext
+    buffer: int
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    fortran: bool
+
+
+@dataclass
+class Jar:
+    """A decoded jar. ``tree`` and ``buffers`` are the decompressed sections."""
+
+    header: dict[str, Any]
+    tree: bytes
+    buffers: list[bytes]
+    version: tuple[int, int] = (FORMAT_MAJOR, FORMAT_MINOR)
+    flags: int = 0
+    _unpacked: Any = field(default=None, repr=False)
+
+    # The tree, unpacked on first use; edits to it are packed again by encode().
+    @property
+    def root(self) -> Any:
+        if self._unpacked is None:
+            self._unpacked = unpack_tree(self.tree)
+        return self._unpacked
+
+    @root.setter
+    def root(self, value: Any) -> None:
+        self._unpacked = value
+
+    def nodes(self, code: int | None = None) -> list[Ext]:
+        return [v for v in walk(self.root) if isinstance(v, Ext) and code in (None, v.code)]
+
+    def arrays(self, where: Callable[[StoredArray], bool] = lambda a: True) -> list[StoredArray]:
+        """Out-of-line arrays (NDARRAY nodes), in tree order, filtered by ``where``."""
+        out = []
+        for node in self.nodes(nodes.NDARRAY):
+            descr, shape, fortran, index = node.payload
+            dtype = np.lib.format.descr_to_dtype(_tuplify(descr))
+            found = StoredArray(node, index, dtype, tuple(shape), fortran)
+            if where(found):
+                out.append(found)
+        return out
+
+    def array_with_field(self, name: str) -> StoredArray:
+        """The only stored structured array that has a field called ``name``."""
+        found = self.arrays(lambda a: name in (a.dtype.names or ()))
+        assert len(found) == 1, f"{len(found)} arrays have a field {name!r}"
+        return found[0]
+
+    def get_array(self, stored: StoredArray) -> np.ndarray:
+        """A writable copy of the array's data."""
+        raw = self.buffers[stored.buffer]
+        flat = np.frombuffer(raw, dtype=stored.dtype, count=math.prod(stored.shape))
+        return flat.reshape(stored.shape, order="F" if stored.fortran else "C").copy()
+
+    def set_array(self, stored: StoredArray, value: np.ndarray) -> None:
+        """Replace the array's data (and its shape, when ``value`` has another one)."""
+        value = np.asarray(value, dtype=stored.dtype)
+        order = "F" if stored.fortran else "C"
+        self.buffers[stored.buffer] = value.tobytes(order=order)
+        stored.node.payload[1] = list(value.shape)
+        stored.shape = value.shape
+
+    def names(self) -> dict[str, list[str]]:
+        return {entry["name"]: entry["uses"] for entry in self.header["names"]}
+
+    def copy(self) -> Jar:
+        return copy.deepcopy(self)
+
+
+def _tuplify(descr: Any) -> Any:
+    """numpy's ``descr`` from its msgpack form (lists back to tuples)."""
+    if isinstance(descr, str):
+        return descr
+    fields = []
+    for name, sub, *shape in descr:
+        name = tuple(name) if isinstance(name, list) else name
+        fields.append((name, _tuplify(sub), *(tuple(s) for s in shape)))
+    return fields
+
+
+def decode(data: bytes | bytearray | memoryview) -> Jar:
+    """Split a well-formed jar into its parts (asserting it is well-formed)."""
+    data = bytes(data)
+    assert data.startswith(MAGIC), "not a jar"
+    major, minor, flags, header_length = struct.unpack_from("<HHIQ", data, len(MAGIC))
+    header = json.loads(data[PREAMBLE_SIZE : PREAMBLE_SIZE + header_length])
+    assert data.endswith(END_MAGIC), "no trailer"
+    assert xxhash.xxh3_128(data[:-TRAILER_SIZE]).digest() == data[-TRAILER_SIZE:][:DIGEST_SIZE]
+    layout = header["layout"]
+    pos = align(PREAMBLE_SIZE + header_length)
+    t = layout["tree"]
+    tree = _decompress(data[pos : pos + t["length"]], t["codec"], t["size"])
+    pos += t["length"]
+    buffers = []
+    for length, size, codec in layout["buffers"]:
+        pos = align(pos)
+        buffers.append(_decompress(data[pos : pos + length], codec, size))
+        pos += length
+    assert pos + TRAILER_SIZE == len(data), "sections do not cover the file"
+    return Jar(header, tree, buffers, (major, minor), flags)
+
+
+def encode(jar: Jar, *, layout: bool = True) -> bytes:
+    """Write ``jar`` back, uncompressed, with a valid digest.
+
+    With ``layout=True`` (default) the header's layout table and compression
+    entry are recomputed from the sections; with ``False`` they are written
+    as they are (to make the header lie about the sections).
+    """
+    tree = pack_tree(jar._unpacked) if jar._unpacked is not None else jar.tree
+    header = copy.deepcopy(jar.header)
+    if layout:
+        header["compression"] = None
+        header["layout"] = {
+            "tree": {"length": len(tree), "size": len(tree), "codec": "none"},
+            "buffers": [[len(b), len(b), "none"] for b in jar.buffers],
+        }
+    return assemble(header, [tree, *jar.buffers], version=jar.version, flags=jar.flags)
