@@ -11,13 +11,14 @@ Loading never runs code outside an explicit trusted set (see docs/security.md).
 from __future__ import annotations
 
 from ._version import __version__
-from .api import Info, NameInfo, audit, dump, dumps, inspect, load, loads
+from .api import Info, NameInfo, Verified, audit, dump, dumps, inspect, load, loads, sign, verify
 from .errors import (
     CorruptFileError,
     FormatVersionError,
     InvalidArgumentError,
     NotASkjarFileError,
     ReadError,
+    SignatureError,
     SkjarError,
     SkjarWarning,
     TrustSpecError,
@@ -26,6 +27,7 @@ from .errors import (
     VersionMismatchError,
     VersionSkewWarning,
 )
+from .signing import generate_key, load_private_key, load_public_key, save_key
 from .trust import is_trusted
 
 __all__ = [
@@ -36,19 +38,27 @@ __all__ = [
     "NameInfo",
     "NotASkjarFileError",
     "ReadError",
+    "SignatureError",
     "SkjarError",
     "SkjarWarning",
     "TrustSpecError",
     "UnsupportedObjectError",
     "UntrustedTypeError",
+    "Verified",
     "VersionMismatchError",
     "VersionSkewWarning",
     "__version__",
     "audit",
     "dump",
     "dumps",
+    "generate_key",
     "inspect",
     "is_trusted",
     "load",
+    "load_private_key",
+    "load_public_key",
     "loads",
+    "save_key",
+    "sign",
+    "verify",
 ]

@@ -13,6 +13,7 @@ from .errors import InvalidArgumentError
 from .format.compression import parse_compress
 from .format.header import declared_names
 from .format.reader import Source, open_source, read_header
+from .format.spec import FLAG_SIGNED, SIGNATURE_SIZE
 from .format.writer import build_sections, write_atomic, write_jar, writer_for
 from .metadata import check_metadata, check_versions, environment, producer, summarize, version_skew
 from .trust import TrustedItem, TrustPolicy
@@ -21,6 +22,14 @@ PathLike = str | os.PathLike[str]
 
 
 # -- writing ---------------------------------------------------------------
+def _signer(sign_with: Any) -> Any:
+    if sign_with is None:
+        return None
+    from .signing import load_private_key
+
+    return load_private_key(sign_with)
+
+
 def _serialize(obj: Any, compress: Any, metadata: Any) -> tuple[dict[str, Any], list[Any]]:
     codec = parse_compress(compress)
     meta = check_metadata(metadata)
@@ -52,6 +61,7 @@ def dump(
     *,
     compress: str | tuple[str, int] | None = None,
     metadata: dict[str, Any] | None = None,
+    sign_with: Any = None,
 ) -> None:
     """Save ``obj`` to a path (atomically) or a writable binary file object.
 
@@ -61,7 +71,9 @@ def dump(
     unsupported object raises ``UnsupportedObjectError`` (naming its path in
     the model) and leaves ``target`` untouched. A path is written through a
     temporary file in the same folder, fsynced and renamed over the target.
+    ``sign_with`` (an Ed25519 private key, or its PEM path) signs the jar.
     """
+    signer = _signer(sign_with)
     if isinstance(target, (str, os.PathLike)):
         path = os.fspath(target)
         if os.path.isdir(path):
@@ -72,7 +84,7 @@ def dump(
                 f"cannot write {path!r}: folder {directory!r} does not exist"
             )
         header, payloads = _serialize(obj, compress, metadata)
-        write_atomic(path, lambda f: write_jar(writer_for(f), header, payloads))
+        write_atomic(path, lambda f: write_jar(writer_for(f), header, payloads, signer))
         return
     if not hasattr(target, "write"):
         raise InvalidArgumentError(
@@ -83,7 +95,7 @@ def dump(
     except TypeError:
         raise InvalidArgumentError("the file object is in text mode: open it with 'wb'") from None
     header, payloads = _serialize(obj, compress, metadata)
-    write_jar(writer_for(target), header, payloads)
+    write_jar(writer_for(target), header, payloads, signer)
 
 
 def dumps(
@@ -91,14 +103,16 @@ def dumps(
     *,
     compress: str | tuple[str, int] | None = None,
     metadata: dict[str, Any] | None = None,
+    sign_with: Any = None,
 ) -> bytes:
     """Serialize ``obj`` to bytes.
 
     >>> data = skjar.dumps(model)  # doctest: +SKIP
     """
+    signer = _signer(sign_with)
     header, payloads = _serialize(obj, compress, metadata)
     out = io.BytesIO()
-    write_jar(out.write, header, payloads)
+    write_jar(out.write, header, payloads, signer)
     return out.getvalue()
 
 
@@ -114,6 +128,7 @@ def load(
     trusted: Iterable[TrustedItem] = (),
     mmap: bool = False,
     strict_versions: bool = False,
+    verify_with: Any = None,
 ) -> Any:
     """Load an object from a path, bytes or a readable binary file object.
 
@@ -125,8 +140,14 @@ def load(
     digest is verified before any object is built. With ``mmap=True`` the
     arrays are copy-on-write views of the file's pages: shared between
     processes, writable by the model, never written back to the file.
+    ``verify_with`` (public keys, or PEM paths; default: the ``SKJAR_VERIFY_KEYS``
+    environment variable) requires a valid signature by one of them, checked
+    before anything is built.
     """
+    from .signing import verify_keys
+
     policy = TrustPolicy(trusted)
+    keys = verify_keys(verify_with)
     _check_flag(mmap, "mmap")
     _check_flag(strict_versions, "strict_versions")
 
@@ -138,7 +159,7 @@ def load(
         check_versions(header["environment"], strict_versions)
         return declared
 
-    raw = open_source(source, mmap=mmap, admit=admit)
+    raw = open_source(source, mmap=mmap, admit=admit, keys=keys)
     return Decoder(raw.buffers, raw.declared, policy).decode_root(raw.tree)
 
 
@@ -147,6 +168,7 @@ def loads(
     *,
     trusted: Iterable[TrustedItem] = (),
     strict_versions: bool = False,
+    verify_with: Any = None,
 ) -> Any:
     """Load an object from bytes made by ``dumps``.
 
@@ -157,7 +179,7 @@ def loads(
             f"loads() takes bytes, bytearray or memoryview, not {type(data).__name__}; "
             "use load() for paths and file objects"
         )
-    return load(data, trusted=trusted, strict_versions=strict_versions)
+    return load(data, trusted=trusted, strict_versions=strict_versions, verify_with=verify_with)
 
 
 # -- looking without loading -----------------------------------------------
@@ -185,6 +207,7 @@ class Info:
     compression: dict[str, Any] | None
     sizes: dict[str, int]
     version_skew: dict[str, tuple[str, str]] = field(default_factory=dict)
+    signed: bool = False  # the jar carries a signature (checked only by load(verify_with=...))
 
     @property
     def type(self) -> str:
@@ -226,9 +249,12 @@ def inspect(source: Source) -> Info:
     Only the preamble and header are read; nothing is imported or built, and the
     digest is not checked (use ``load`` or ``skjar verify`` for that).
     """
-    version, header, layout, size = read_header(source)
+    view = read_header(source)
+    header, layout, size, version = view.header, view.layout, view.size, view.version
     sizes = {
-        "file": size if size is not None else layout.file_size,
+        "file": size
+        if size is not None
+        else layout.file_size + (SIGNATURE_SIZE if view.signed else 0),
         "header": layout.tree.offset,
         "tree_stored": layout.tree.length,
         "tree": layout.tree.size,
@@ -246,6 +272,7 @@ def inspect(source: Source) -> Info:
         compression=header.get("compression"),
         sizes=sizes,
         version_skew=version_skew(header["environment"]),
+        signed=view.signed,
     )
 
 
@@ -259,5 +286,51 @@ def audit(source: Source, *, trusted: Iterable[TrustedItem] = ()) -> list[NameIn
     so this list is exactly what loading may touch).
     """
     policy = TrustPolicy(trusted)
-    _, header, _, _ = read_header(source)
+    header = read_header(source).header
     return list(_name_infos(header, policy))
+
+
+# -- integrity and signatures without loading ---------------------------------
+@dataclass(frozen=True)
+class Verified:
+    """What ``verify`` established about a jar."""
+
+    size: int
+    signed: bool
+    signer: str | None  # fingerprint of the key whose signature was checked
+
+
+def verify(source: Source, *, verify_with: Any = None) -> Verified:
+    """Check a jar's layout and digest (and signature, with keys) without building anything.
+
+    >>> skjar.verify("model.skjar", verify_with="team.pub.pem").signer  # doctest: +SKIP
+    '3f9a0c2b7d41e8a5'
+
+    Raises ``CorruptFileError`` for any damaged byte, ``SignatureError`` when a
+    required signature is missing, by another key, or does not match.
+    """
+    from .signing import verify_keys
+
+    keys = verify_keys(verify_with)
+    raw = open_source(source, mmap=False, admit=declared_names, keys=keys)
+    signed = bool(raw.flags & FLAG_SIGNED)
+    return Verified(raw.layout.file_size + (SIGNATURE_SIZE if signed else 0), signed, raw.signer)
+
+
+def sign(source: PathLike, key: Any, *, output: PathLike | None = None) -> str:
+    """Sign an existing jar (in place, or into ``output``); returns the signer's fingerprint.
+
+    >>> skjar.sign("model.skjar", "signer.pem")  # doctest: +SKIP
+
+    The jar's integrity is verified first; a jar already signed is re-signed.
+    """
+    from .format.writer import sign_existing
+    from .signing import fingerprint, load_private_key, raw_public
+
+    signer = load_private_key(key)
+    path = os.fspath(source)
+    raw = open_source(path, mmap=True, admit=declared_names)
+    sign_existing(
+        path, os.fspath(output) if output is not None else path, raw.layout.data_end, signer
+    )
+    return fingerprint(raw_public(signer.public_key()))

@@ -10,6 +10,7 @@ The hierarchy::
     │   ├── NotASkjarFileError      the input is not a jar (says when it looks like pickle/joblib)
     │   ├── FormatVersionError      a jar from a format version this reader does not know
     │   ├── CorruptFileError        damaged, truncated or inconsistent jar
+    │   ├── SignatureError          a signature was required and is missing, invalid or by an unknown key
     │   └── UntrustedTypeError      the jar references names that are not trusted
     └── VersionMismatchError        load(strict_versions=True) on a jar made by other versions
 
@@ -30,6 +31,7 @@ __all__ = [
     "InvalidArgumentError",
     "NotASkjarFileError",
     "ReadError",
+    "SignatureError",
     "SkjarError",
     "SkjarWarning",
     "TrustSpecError",
@@ -77,6 +79,10 @@ class FormatVersionError(ReadError):
 
 class CorruptFileError(ReadError):
     """The jar is damaged, truncated or internally inconsistent."""
+
+
+class SignatureError(ReadError):
+    """A signature was required (``verify_with=`` or ``SKJAR_VERIFY_KEYS``) and does not check out."""
 
 
 class UntrustedTypeError(ReadError):

@@ -42,7 +42,7 @@ def _enc_dict(enc: Encoder, obj: dict[Any, Any], path: Path) -> Any:
     return enc.encode_dict(obj, path)
 
 
-@encodes(tuple)
+@encodes(tuple, memoize=True)
 def _enc_tuple(enc: Encoder, obj: tuple[Any, ...], path: Path) -> Node:
     return Node(TUPLE, [enc.encode(v, (path, i)) for i, v in enumerate(obj)])
 
@@ -66,7 +66,7 @@ def _dec_set(dec: Decoder, payload: Any) -> set[Any]:
     return set(payload)
 
 
-@encodes(frozenset)
+@encodes(frozenset, memoize=True)
 def _enc_frozenset(enc: Encoder, obj: frozenset[Any], path: Path) -> Node:
     return Node(FROZENSET, [enc.encode(v, (path, "<item>")) for v in obj])
 

@@ -72,6 +72,7 @@ class Encoder:
         self.shells: dict[int, Node] = {}  # instances being encoded, for cycles
         self._next_share = 0
         self._depth = 0
+        self._ext_depth = 0
         self._verified: dict[int, str] = {}
 
     # -- entry points -------------------------------------------------------
@@ -93,17 +94,39 @@ class Encoder:
     def _pack_default(self, obj: Any) -> Any:
         kind = type(obj)
         if kind is Node:
-            ext = msgpack.ExtType(obj.code, self._pack(obj.payload))
             if obj.share_id is None:
-                return ext
+                return self._ext(obj.code, obj.payload)
+            self._ext_depth += 1  # the SHARED_DEF wrapper; the node inside checks the depth
+            try:
+                ext = self._ext(obj.code, obj.payload)
+            finally:
+                self._ext_depth -= 1
             return msgpack.ExtType(SHARED_DEF, self._pack([obj.share_id, ext]))
         if kind is Shared:
             if obj.share_id is None:
                 return obj.value
-            return msgpack.ExtType(SHARED_DEF, self._pack([obj.share_id, obj.value]))
+            return self._ext(SHARED_DEF, [obj.share_id, obj.value])
         if kind is SharedRef:
-            return msgpack.ExtType(SHARED_REF, self._pack(obj.target.share_id))
+            return self._ext(SHARED_REF, obj.target.share_id)
         raise TypeError(f"unexpected {kind!r} in the tree")
+
+    def _ext(self, code: int, payload: Any) -> msgpack.ExtType:
+        """An extension value, counting its nesting exactly as the decoder will.
+
+        Shared-object wrappers and references are typed nodes too, so the tree
+        can nest deeper than the walk did; refusing here keeps ``dump`` from
+        writing a file that ``load`` refuses as nested too deeply.
+        """
+        self._ext_depth += 1
+        try:
+            if self._ext_depth > MAX_NESTING:
+                raise UnsupportedObjectError(
+                    f"the model nests objects more than {MAX_NESTING} levels deep "
+                    "(counting shared references)"
+                )
+            return msgpack.ExtType(code, self._pack(payload))
+        finally:
+            self._ext_depth -= 1
 
     def _pack(self, value: Any) -> bytes:
         return msgpack.packb(

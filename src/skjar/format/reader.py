@@ -23,11 +23,14 @@ from .header import Layout, parse_header, plan_layout
 from .spec import (
     DIGEST_SIZE,
     END_MAGIC,
+    FLAG_SIGNED,
     FORMAT_MAJOR,
     FORMAT_MINOR,
+    KNOWN_FLAGS,
     MAGIC,
     MAX_HEADER_SIZE,
     PREAMBLE_SIZE,
+    SIGNATURE_SIZE,
     TRAILER_SIZE,
     align,
 )
@@ -45,10 +48,13 @@ class RawJar:
     tree: bytes | memoryview
     buffers: list[np.ndarray]
     declared: dict[str, tuple[str, frozenset[str]]]
+    signer: str | None = None  # fingerprint of the verified signer, when one was required
+    flags: int = 0
 
 
-# Called with the parsed header before any data is read: checks trust and
-# versions and returns the declared names. Raising here stops the load.
+# Called with the parsed header once the digest is verified, before anything is
+# decompressed or decoded: checks trust and versions and returns the declared
+# names. Raising here stops the load.
 Admit = Callable[[dict[str, Any]], dict[str, tuple[str, frozenset[str]]]]
 
 
@@ -89,8 +95,8 @@ def _not_a_jar(head: bytes) -> NotASkjarFileError:
     )
 
 
-def parse_preamble(pre: bytes) -> tuple[tuple[int, int], int]:
-    """(version, header_length) from the first 24 bytes."""
+def parse_preamble(pre: bytes) -> tuple[tuple[int, int], int, int]:
+    """(version, flags, header_length) from the first 24 bytes."""
     if len(pre) < len(MAGIC) or not pre.startswith(MAGIC):
         raise _not_a_jar(bytes(pre[:16]))
     if len(pre) < PREAMBLE_SIZE:
@@ -101,11 +107,11 @@ def parse_preamble(pre: bytes) -> tuple[tuple[int, int], int]:
             f"this jar uses format version {major}.{minor}; this skjar reads "
             f"{FORMAT_MAJOR}.0 to {FORMAT_MAJOR}.{FORMAT_MINOR}. Upgrade skjar to load it."
         )
-    if flags != 0:
+    if flags & ~KNOWN_FLAGS:
         raise CorruptFileError(f"unknown flags {flags:#x} in the preamble")
     if not 2 <= header_length <= MAX_HEADER_SIZE:
         raise CorruptFileError(f"header length {header_length} is out of bounds")
-    return (major, minor), header_length
+    return (major, minor), flags, header_length
 
 
 def _check_padding(data: Any, what: str) -> None:
@@ -129,6 +135,7 @@ class _Reader:
         self.zero_copy = zero_copy
         self.pos = 0
         self.hasher = new_hasher()
+        self.message: Any = None  # BLAKE3 of the signed bytes, when a signature must be checked
 
     def read(self, n: int, what: str) -> Any:
         if self.view is not None:
@@ -140,6 +147,8 @@ class _Reader:
             data = _read_exact(self.file, n, what)
         self.pos += n
         self.hasher.update(data)
+        if self.message is not None:
+            self.message.update(data)
         return data
 
     def read_array(self, n: int, what: str) -> np.ndarray:
@@ -162,6 +171,8 @@ class _Reader:
             got += k
         self.pos += n
         self.hasher.update(view)
+        if self.message is not None:
+            self.message.update(view)
         return out
 
     def skip_padding(self, what: str) -> None:
@@ -197,23 +208,38 @@ def _file_size(f: IO[bytes]) -> int | None:
     return None
 
 
-def _read_all(r: _Reader, size: int | None, admit: Admit) -> RawJar:
+def _read_all(
+    r: _Reader, size: int | None, admit: Admit, keys: list[bytes] | None = None
+) -> RawJar:
     pre = r.read(PREAMBLE_SIZE, "the preamble") if (size is None or size >= PREAMBLE_SIZE) else None
     if pre is None:
         head = r.read(size, "the preamble") if size else b""
         raise _not_a_jar(bytes(head))
-    version, header_length = parse_preamble(bytes(pre))
+    if keys is not None:
+        from ..signing import new_message_hasher
+
+        r.message = new_message_hasher()
+        r.message.update(pre)
+    version, flags, header_length = parse_preamble(bytes(pre))
+    signed = bool(flags & FLAG_SIGNED)
+    if keys is not None and not signed:
+        from ..errors import SignatureError
+
+        raise SignatureError(
+            "the jar is not signed, and this load requires a signature "
+            "(verify_with= or SKJAR_VERIFY_KEYS). Sign it with `skjar sign` or dump(sign_with=...)."
+        )
     if size is not None and PREAMBLE_SIZE + header_length > size:
         raise CorruptFileError(
             f"the header claims {header_length} bytes but the file has only {size}: truncated?"
         )
     header = parse_header(r.read(header_length, "the header"))
     layout = plan_layout(header_length, header["layout"])
-    declared = admit(header)
-    if size is not None and layout.file_size != size:
+    expected_size = layout.file_size + (SIGNATURE_SIZE if signed else 0)
+    if size is not None and expected_size != size:
         raise CorruptFileError(
-            f"the layout describes a {layout.file_size}-byte file, but it has {size} bytes"
-            + (": truncated" if size < layout.file_size else ": trailing bytes")
+            f"the layout describes a {expected_size}-byte file, but it has {size} bytes"
+            + (": truncated" if size < expected_size else ": trailing bytes")
         )
     r.skip_padding("the object tree")
     tree: Any = r.read(layout.tree.length, "the object tree")
@@ -224,6 +250,11 @@ def _read_all(r: _Reader, size: int | None, admit: Admit) -> RawJar:
             stored.append(r.read_array(section.length, f"buffer {i}"))
         else:
             stored.append(r.read(section.length, f"buffer {i}"))
+    signature = None
+    if signed:
+        message = r.message
+        r.message = None
+        signature = bytes(r.read(SIGNATURE_SIZE, "the signature"))
     digest = r.hasher.digest()
     if r.view is not None:
         trailer: Any = r.view[r.pos : r.pos + TRAILER_SIZE]
@@ -239,6 +270,15 @@ def _read_all(r: _Reader, size: int | None, admit: Admit) -> RawJar:
             "the integrity check failed: the file's content does not match its digest "
             "(damaged in storage or transit). Re-copy it from its source."
         )
+    signer = None
+    if keys is not None:
+        from ..signing import check_signature
+
+        assert signature is not None
+        signer = check_signature(signature, message.digest(), keys)
+    # Trust and versions are judged on a verified header only: a damaged name or
+    # version string is reported as damage, not as an untrusted type or a skew.
+    declared = admit(header)
     buffers: list[np.ndarray] = []
     for i, (section, data) in enumerate(zip(layout.buffers, stored)):
         if section.codec == "none":
@@ -251,16 +291,18 @@ def _read_all(r: _Reader, size: int | None, admit: Admit) -> RawJar:
         out = aligned_empty(layout.tree.size)
         decompress_into(memoryview(tree), layout.tree.codec, out, "the object tree")
         tree = memoryview(out)  # type: ignore[arg-type]
-    return RawJar(version, header, layout, tree, buffers, declared)
+    return RawJar(version, header, layout, tree, buffers, declared, signer, flags)
 
 
-def open_source(source: Source, *, mmap: bool, admit: Admit) -> RawJar:
+def open_source(
+    source: Source, *, mmap: bool, admit: Admit, keys: list[bytes] | None = None
+) -> RawJar:
     """Read and verify a jar from a path, a bytes-like object or a binary file object."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         if mmap:
             raise InvalidArgumentError("mmap=True needs a file path, not bytes")
         view = memoryview(source).cast("B")
-        return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit)
+        return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit, keys)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         try:
@@ -275,13 +317,15 @@ def open_source(source: Source, *, mmap: bool, admit: Admit) -> RawJar:
             size = os.fstat(f.fileno()).st_size
             if mmap:
                 if size < PREAMBLE_SIZE:
-                    return _read_all(_Reader(None, f, zero_copy=False), size, admit)
+                    return _read_all(_Reader(None, f, zero_copy=False), size, admit, keys)
                 # MAP_PRIVATE: pages are shared with the page cache (and with other
                 # processes) until written; a write copies the page and never
                 # reaches the file.
                 mapping = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_COPY)
-                return _read_all(_Reader(memoryview(mapping), None, zero_copy=True), size, admit)
-            return _read_all(_Reader(None, f, zero_copy=False), size, admit)
+                return _read_all(
+                    _Reader(memoryview(mapping), None, zero_copy=True), size, admit, keys
+                )
+            return _read_all(_Reader(None, f, zero_copy=False), size, admit, keys)
     if mmap:
         raise InvalidArgumentError("mmap=True needs a file path, not a file object")
     if not hasattr(source, "read"):
@@ -297,8 +341,8 @@ def open_source(source: Source, *, mmap: bool, admit: Admit) -> RawJar:
         # A pipe or socket: sizes cannot be checked up front, so read it into memory.
         data = _read_stream(source)
         view = memoryview(data)
-        return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit)
-    return _read_all(_Reader(None, source, zero_copy=False), stream_size, admit)
+        return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit, keys)
+    return _read_all(_Reader(None, source, zero_copy=False), stream_size, admit, keys)
 
 
 def _read_stream(f: IO[bytes]) -> bytes:
@@ -310,15 +354,30 @@ def _read_stream(f: IO[bytes]) -> bytes:
         chunks.append(chunk)
 
 
-def read_header(source: Source) -> tuple[tuple[int, int], dict[str, Any], Layout, int | None]:
+@dataclass(frozen=True)
+class HeaderView:
+    """What the preamble and header say, before any data is read."""
+
+    version: tuple[int, int]
+    flags: int
+    header: dict[str, Any]
+    layout: Layout
+    size: int | None
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.flags & FLAG_SIGNED)
+
+
+def read_header(source: Source) -> HeaderView:
     """Only the preamble and header (no data read, nothing verified beyond their shape)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         view = memoryview(source).cast("B")
-        version, n = parse_preamble(bytes(view[:PREAMBLE_SIZE]))
+        version, flags, n = parse_preamble(bytes(view[:PREAMBLE_SIZE]))
         if PREAMBLE_SIZE + n > view.nbytes:
             raise CorruptFileError("the file is truncated inside the header")
         header = parse_header(view[PREAMBLE_SIZE : PREAMBLE_SIZE + n])
-        return version, header, plan_layout(n, header["layout"]), view.nbytes
+        return HeaderView(version, flags, header, plan_layout(n, header["layout"]), view.nbytes)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         try:
@@ -331,13 +390,13 @@ def read_header(source: Source) -> tuple[tuple[int, int], dict[str, Any], Layout
     return _read_header_file(source)
 
 
-def _read_header_file(f: IO[bytes]) -> tuple[tuple[int, int], dict[str, Any], Layout, int | None]:
+def _read_header_file(f: IO[bytes]) -> HeaderView:
     size = _file_size(f)
     pre = f.read(PREAMBLE_SIZE)
     if not isinstance(pre, (bytes, bytearray)):
         raise InvalidArgumentError("the file object is in text mode: open it with 'rb'")
-    version, n = parse_preamble(pre)
+    version, flags, n = parse_preamble(pre)
     if size is not None and PREAMBLE_SIZE + n > size:
         raise CorruptFileError("the file is truncated inside the header")
     header = parse_header(_read_exact(f, n, "the header"))
-    return version, header, plan_layout(n, header["layout"]), size
+    return HeaderView(version, flags, header, plan_layout(n, header["layout"]), size)

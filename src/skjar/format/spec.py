@@ -12,6 +12,13 @@ PREAMBLE_SIZE = 24  # magic(8) + major(2) + minor(2) + flags(4) + header_length(
 TRAILER_SIZE = 24  # xxh3-128 digest(16) + END_MAGIC(8)
 DIGEST_SIZE = 16
 
+FLAG_SIGNED = 1  # preamble flag: a signature block precedes the trailer
+KNOWN_FLAGS = FLAG_SIGNED
+SIGNATURE_SIZE = 96  # Ed25519 public key (32) + signature (64)
+SIGNATURE_DOMAIN = (
+    b"skjar-signature-v1\x00"  # signed message: DOMAIN + BLAKE3-256(bytes[0:data_end])
+)
+
 MAX_HEADER_SIZE = 16 * 1024 * 1024
 MAX_BUFFERS = 10_000_000
 MAX_NESTING = 100  # typed-node nesting depth in the object tree

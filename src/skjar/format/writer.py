@@ -14,7 +14,16 @@ import numpy as np
 from .compression import compress_bytes
 from .digest import new_hasher
 from .header import encode_header
-from .spec import ALIGNMENT, END_MAGIC, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, PREAMBLE_SIZE, align
+from .spec import (
+    ALIGNMENT,
+    END_MAGIC,
+    FLAG_SIGNED,
+    FORMAT_MAJOR,
+    FORMAT_MINOR,
+    MAGIC,
+    PREAMBLE_SIZE,
+    align,
+)
 
 _ZEROS = bytes(ALIGNMENT)
 # Below this a buffer is not worth a compressor call.
@@ -49,19 +58,36 @@ def build_sections(
     return table, payloads
 
 
-def write_jar(write: Callable[[Any], Any], header: dict[str, Any], payloads: list[Any]) -> int:
-    """Write a complete jar through ``write``; returns the number of bytes written."""
+def write_jar(
+    write: Callable[[Any], Any],
+    header: dict[str, Any],
+    payloads: list[Any],
+    signer: Any = None,
+) -> int:
+    """Write a complete jar through ``write``; returns the number of bytes written.
+
+    With ``signer`` (an Ed25519 private key) the preamble's signed flag is set
+    and a signature block over everything before it precedes the trailer.
+    """
     hasher = new_hasher()
+    message = None
+    if signer is not None:
+        from ..signing import new_message_hasher
+
+        message = new_message_hasher()
     written = 0
 
     def emit(data: Any) -> None:
         nonlocal written
         hasher.update(data)
+        if message is not None:
+            message.update(data)
         write(data)
         written += memoryview(data).nbytes
 
     head = encode_header(header)
-    emit(MAGIC + struct.pack("<HHIQ", FORMAT_MAJOR, FORMAT_MINOR, 0, len(head)))
+    flags = FLAG_SIGNED if signer is not None else 0
+    emit(MAGIC + struct.pack("<HHIQ", FORMAT_MAJOR, FORMAT_MINOR, flags, len(head)))
     emit(head)
     pos = PREAMBLE_SIZE + len(head)
     for data in payloads:
@@ -70,6 +96,13 @@ def write_jar(write: Callable[[Any], Any], header: dict[str, Any], payloads: lis
             emit(_ZEROS[:pad])
         emit(data)
         pos = align(pos) + memoryview(data).nbytes
+    if signer is not None:
+        from ..signing import sign_digest
+
+        assert message is not None
+        block = sign_digest(signer, message.digest())
+        message = None  # the signature block is not part of the signed message
+        emit(block)
     digest = hasher.digest()
     write(digest)
     write(END_MAGIC)
@@ -123,3 +156,38 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def sign_existing(src: str, dst: str, data_end: int, signer: Any) -> None:
+    """Rewrite the verified jar ``src`` into ``dst`` with the signed flag and a new signature."""
+    from ..signing import new_message_hasher, sign_digest
+
+    with open(src, "rb") as f:
+        head = bytearray(f.read(PREAMBLE_SIZE))
+        struct.pack_into("<I", head, 12, struct.unpack_from("<I", head, 12)[0] | FLAG_SIGNED)
+
+        def writer(out: IO[bytes]) -> None:
+            hasher, message = new_hasher(), new_message_hasher()
+            for chunk in _chunks(f, bytes(head), data_end):
+                hasher.update(chunk)
+                message.update(chunk)
+                out.write(chunk)
+            block = sign_digest(signer, message.digest())
+            hasher.update(block)
+            out.write(block)
+            out.write(hasher.digest())
+            out.write(END_MAGIC)
+
+        write_atomic(dst, writer)
+
+
+def _chunks(f: IO[bytes], head: bytes, end: int, size: int = 1 << 22) -> Any:
+    yield head
+    pos = len(head)
+    f.seek(pos)
+    while pos < end:
+        chunk = f.read(min(size, end - pos))
+        if not chunk:
+            raise OSError("the file shrank while it was being signed")
+        pos += len(chunk)
+        yield chunk
