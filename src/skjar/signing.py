@@ -84,7 +84,7 @@ def save_key(key: Any, path: str | os.PathLike[str]) -> str:
 def public_pem(public_key: Any) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
-    return public_key.public_bytes(  # type: ignore[no-any-return]
+    return public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
@@ -149,7 +149,7 @@ def load_public_key(source: KeySource) -> Any:
 def raw_public(public_key: Any) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
-    return public_key.public_bytes(  # type: ignore[no-any-return]
+    return public_key.public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
 

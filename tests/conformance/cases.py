@@ -33,7 +33,7 @@ from sklearn.experimental import (  # noqa: F401
     enable_iterative_imputer,
 )
 from sklearn.utils import all_estimators, get_tags
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 __all__ = ["Case", "all_estimator_cases", "composite_cases"]
 
@@ -61,6 +61,18 @@ _SEED = 0
 _SILENCED = (UserWarning, RuntimeWarning, FutureWarning, DeprecationWarning)
 
 
+@functools.cache
+def _threadpools() -> ThreadpoolController:
+    # Built once: each threadpool_limits() call rescans the loaded libraries (~10 ms).
+    return ThreadpoolController()
+
+
+def single_threaded() -> contextlib.AbstractContextManager[Any]:
+    """Limit BLAS and OpenMP to one thread."""
+    limiter: contextlib.AbstractContextManager[Any] = _threadpools().limit(limits=1)
+    return limiter
+
+
 @contextlib.contextmanager
 def silenced() -> Iterator[None]:
     """Hide fitting warnings and run BLAS/OpenMP single-threaded.
@@ -68,7 +80,7 @@ def silenced() -> Iterator[None]:
     Threads only add overhead on data this small, and oversubscribe the cores when
     the suite runs under pytest-xdist.
     """
-    with warnings.catch_warnings(), threadpool_limits(limits=1):
+    with warnings.catch_warnings(), single_threaded():
         # ConvergenceWarning and FitFailedWarning are UserWarning/RuntimeWarning subclasses.
         for category in _SILENCED:
             warnings.simplefilter("ignore", category)
@@ -97,7 +109,7 @@ def _numeric_xy() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y = np.arange(n) % 3
     X = centers[y] + rng.normal(size=(n, N_FEATURES))
     X = (X - X.mean(axis=0)) / X.std(axis=0)
-    y_reg = X @ np.array([1.5, -2.0, 0.5, 1.0]) + 0.1 * rng.normal(size=n) + 3.0
+    y_reg = X @ np.linspace(1.5, -2.0, N_FEATURES) + 0.1 * rng.normal(size=n) + 3.0
     return X, y, y_reg
 
 
@@ -283,8 +295,11 @@ _OVERRIDES: dict[str, Callable[[], dict[str, Any]]] = {
 }
 
 
-def _fallback_params(name: str) -> dict[str, Any] | None:
-    """Constructor arguments for meta-estimators when sklearn's private generator is missing."""
+def _fallback_params(name: str) -> dict[str, Any]:
+    """Constructor arguments for when sklearn's private instance generator is missing.
+
+    Sub-estimators for meta-estimators, and sizes that suit our small data.
+    """
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.preprocessing import StandardScaler
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
@@ -313,7 +328,13 @@ def _fallback_params(name: str) -> dict[str, Any] | None:
         "VotingRegressor": {"estimators": two_trees_reg},
         "MultiOutputRegressor": {"estimator": reg},
         "RegressorChain": {"estimator": reg, "cv": 3},
-        "SparseCoder": {},
+        # Defaults that do not fit N_TRAIN x N_FEATURES data.
+        "CCA": {"n_components": 1},
+        "PLSCanonical": {"n_components": 1},
+        "PLSRegression": {"n_components": 1},
+        "PLSSVD": {"n_components": 1},
+        "GaussianRandomProjection": {"n_components": 2},
+        "SparseRandomProjection": {"n_components": 2},
     }
     needs_classifier = (
         "CalibratedClassifierCV ClassifierChain FixedThresholdClassifier MultiOutputClassifier "
@@ -322,7 +343,7 @@ def _fallback_params(name: str) -> dict[str, Any] | None:
     ).split()
     table.update({n: {"estimator": clf} for n in needs_classifier})
     table["SelectFromModel"] = {"estimator": reg}
-    return table.get(name)
+    return table.get(name, {})
 
 
 def _construct(name: str, cls: type) -> Any:
@@ -334,12 +355,11 @@ def _construct(name: str, cls: type) -> Any:
     # Deprecated estimators warn on every construction, clone included.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        overrides = _OVERRIDES[name]() if name in _OVERRIDES else {}
         if _construct_instances is None:
-            est = cls(**(_fallback_params(name) or {}))
+            est = cls(**{**_fallback_params(name), **overrides})
         else:
-            est = next(iter(_construct_instances(cls)))
-        if name in _OVERRIDES:
-            est.set_params(**_OVERRIDES[name]())
+            est = next(iter(_construct_instances(cls))).set_params(**overrides)
         # sklearn's table shares sub-estimator instances between calls: never fit those.
         return clone(est)
 
@@ -427,9 +447,12 @@ def _probe(name: str, cls: type) -> Case | str:
 def _all_estimator_cases() -> tuple[tuple[Case, ...], tuple[tuple[str, str], ...]]:
     cases: list[Case] = []
     skipped: list[tuple[str, str]] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # module imports may warn
+        estimators = all_estimators()
     # Deprecated estimators also warn when unpickled, hence around the whole probe.
     with silenced():
-        for name, cls in all_estimators():
+        for name, cls in estimators:
             outcome = _probe(name, cls)
             if isinstance(outcome, Case):
                 cases.append(outcome)

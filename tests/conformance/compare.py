@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 import math
 import sys
 import types
@@ -19,6 +20,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import ThreadpoolController
 
 __all__ = ["OUTPUT_METHODS", "assert_same_estimator", "assert_same_outputs"]
 
@@ -85,9 +87,16 @@ def assert_same_outputs(a: Any, b: Any, X: Any, *, methods: Sequence[str] = OUTP
         _assert_same_output(out_a, out_b, f"{name}(X)")
 
 
+@functools.cache
+def _threadpools() -> ThreadpoolController:
+    # Built once: each threadpool_limits() call rescans the loaded libraries (~10 ms).
+    return ThreadpoolController()
+
+
 def _call(est: Any, name: str, X: Any) -> tuple[Any, BaseException | None]:
     X = copy.deepcopy(X)
-    with warnings.catch_warnings():
+    # One thread: test inputs are tiny, and OpenMP threads oversubscribe under xdist.
+    with warnings.catch_warnings(), _threadpools().limit(limits=1):
         # Outputs are compared, not the warnings emitted on the way.
         warnings.simplefilter("ignore")
         try:
