@@ -68,7 +68,8 @@ def _load_x_test(meta_path: str) -> Any:
 def _jsonable(y: Any) -> list[Any]:
     import numpy as np
 
-    return np.asarray(y).tolist()  # type: ignore[no-any-return]
+    out: list[Any] = np.asarray(y).tolist()
+    return out
 
 
 def measure(req: dict[str, Any]) -> dict[str, Any]:

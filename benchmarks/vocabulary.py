@@ -53,22 +53,41 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     vec = build(args.entries)
-    print(f"TfidfVectorizer with a {len(vec.vocabulary_):,}-entry vocabulary; medians of {args.repeat}")
+    print(
+        f"TfidfVectorizer with a {len(vec.vocabulary_):,}-entry vocabulary; medians of {args.repeat}"
+    )
     blob = pickle.dumps(vec, protocol=5)
     jar = skjar.dumps(vec)
     assert skjar.loads(jar).vocabulary_ == vec.vocabulary_
     rows = [
-        ("pickle-5", timed(lambda: pickle.dumps(vec, protocol=5), args.repeat),
-         timed(lambda: pickle.loads(blob), args.repeat), len(blob)),
-        ("skjar", timed(lambda: skjar.dumps(vec), args.repeat),
-         timed(lambda: skjar.loads(jar), args.repeat), len(jar)),
-        ("skjar inspect", 0.0, timed(lambda: skjar.inspect(io.BytesIO(jar)), args.repeat), len(jar)),
+        (
+            "pickle-5",
+            timed(lambda: pickle.dumps(vec, protocol=5), args.repeat),
+            timed(lambda: pickle.loads(blob), args.repeat),
+            len(blob),
+        ),
+        (
+            "skjar",
+            timed(lambda: skjar.dumps(vec), args.repeat),
+            timed(lambda: skjar.loads(jar), args.repeat),
+            len(jar),
+        ),
+        (
+            "skjar inspect",
+            0.0,
+            timed(lambda: skjar.inspect(io.BytesIO(jar)), args.repeat),
+            len(jar),
+        ),
     ]
     base_dump, base_load, base_size = rows[0][1:]
-    print(f"{'serializer':<14}{'dump s':>9}{'x pickle':>10}{'load s':>9}{'x pickle':>10}{'size MB':>9}{'x pickle':>10}")
+    print(
+        f"{'serializer':<14}{'dump s':>9}{'x pickle':>10}{'load s':>9}{'x pickle':>10}{'size MB':>9}{'x pickle':>10}"
+    )
     for name, d, lo, size in rows:
-        print(f"{name:<14}{d:>9.3f}{d / base_dump:>10.2f}{lo:>9.3f}{lo / base_load:>10.2f}"
-              f"{size / 1e6:>9.1f}{size / base_size:>10.2f}")
+        print(
+            f"{name:<14}{d:>9.3f}{d / base_dump:>10.2f}{lo:>9.3f}{lo / base_load:>10.2f}"
+            f"{size / 1e6:>9.1f}{size / base_size:>10.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ def _table() -> dict[str, TrustEntry]:
 
 
 DEFAULT_TRUST: dict[str, TrustEntry] = _table()
+_DEFAULT_RESOLVED: dict[str, Any] = {}
 
 
 def name_of(obj: Any) -> tuple[str, str] | None:
@@ -181,6 +182,8 @@ class TrustPolicy:
             raise UntrustedTypeError([name])
         obj = entry.obj
         if obj is None:
+            obj = _DEFAULT_RESOLVED.get(key) if entry.module is not None else None
+        if obj is None:
             obj = importlib.import_module(module)
             for part in name[len(module) + 1 :].split("."):
                 obj = getattr(obj, part)
@@ -195,6 +198,8 @@ class TrustPolicy:
         if use == CALL and not callable(obj):
             raise UntrustedTypeError([name], detail=f"{name!r} is not callable.")
         self._resolved[key] = obj
+        if entry.obj is None and entry.module is not None and entry is DEFAULT_TRUST.get(name):
+            _DEFAULT_RESOLVED[key] = obj  # the defaults resolve the same way in every load
         return obj
 
 

@@ -82,14 +82,37 @@ def _tuplify(descr: Any, depth: int = 0) -> Any:
             fields.append((name, sub, tuple(shape)))
         else:
             fields.append((name, sub))
-    return fields
+    return tuple(fields)
+
+
+_DTYPES: dict[Any, np.dtype[Any]] = {}
 
 
 def descr_dtype(descr: Any) -> np.dtype[Any]:
-    """The dtype behind a decoded descr, validated first."""
+    """The dtype behind a decoded descr, validated first (cached: models repeat a few dtypes)."""
     spec = _tuplify(descr)
     try:
-        dtype = np.lib.format.descr_to_dtype(spec)
+        return _DTYPES[spec]
+    except KeyError:
+        pass
+    except TypeError:  # pragma: no cover - _tuplify returns hashable specs
+        raise CorruptFileError("malformed dtype description") from None
+    dtype = _make_dtype(spec, descr)
+    if len(_DTYPES) < 4096:
+        _DTYPES[spec] = dtype
+    return dtype
+
+
+def _numpy_descr(spec: Any) -> Any:
+    """Back to numpy's descr: a str, or a *list* of field tuples (a tuple means (dtype, shape))."""
+    if type(spec) is str:
+        return spec
+    return [(f[0], _numpy_descr(f[1]), *f[2:]) for f in spec]
+
+
+def _make_dtype(spec: Any, descr: Any) -> np.dtype[Any]:
+    try:
+        dtype = np.lib.format.descr_to_dtype(_numpy_descr(spec))
     except Exception as exc:
         raise CorruptFileError(f"invalid dtype description {descr!r:.80}: {exc}") from None
     if dtype.kind not in PLAIN_KINDS and dtype != np.dtype(object):
@@ -198,7 +221,9 @@ def _dec_objarray(dec: Decoder, payload: Any) -> np.ndarray:
 def _enc_scalar(enc: Encoder, obj: np.generic, path: Path) -> Node:
     if obj.dtype.hasobject:
         raise UnsupportedObjectError("numpy object scalars are not supported", render_path(path))
-    return Node(NPSCALAR, [dtype_descr(obj.dtype, path), np.asarray(obj).tobytes()])
+    # An empty bytes_/str_ scalar has dtype S0/U0, but np.asarray() widens it to S1/U1.
+    raw = np.asarray(obj).tobytes() if obj.dtype.itemsize else b""
+    return Node(NPSCALAR, [dtype_descr(obj.dtype, path), raw])
 
 
 for _t in {

@@ -32,7 +32,6 @@ from .spec import (
     PREAMBLE_SIZE,
     SIGNATURE_SIZE,
     TRAILER_SIZE,
-    align,
 )
 
 Source = Any  # str | os.PathLike | bytes-like | binary file object
@@ -114,28 +113,34 @@ def parse_preamble(pre: bytes) -> tuple[tuple[int, int], int, int]:
     return (major, minor), flags, header_length
 
 
-def _check_padding(data: Any, what: str) -> None:
-    if bytes(data).strip(b"\x00"):
-        raise CorruptFileError(f"non-zero padding before {what}")
+_ZEROS = bytes(64)
 
 
-def aligned_empty(n: int) -> np.ndarray:
-    """An uninitialised uint8 array of ``n`` bytes whose data starts on a 64-byte boundary."""
+def aligned_empty(n: int, offset: int = 0) -> np.ndarray:
+    """An uninitialised uint8 array of ``n`` bytes whose address is ``offset`` mod 64.
+
+    With ``offset`` = the file offset of its first byte, every 64-aligned
+    section of the file lands on a 64-byte boundary in memory.
+    """
     raw = np.empty(n + 64, dtype=np.uint8)
-    start = -raw.ctypes.data % 64
+    start = (offset - raw.ctypes.data) % 64
     return raw[start : start + n]
 
 
 class _Reader:
-    """Sequential reads from memory (bytes or an mmap) or a file, hashing as it goes."""
+    """The input: small sequential reads for preamble and header, then the body at once.
+
+    The body (everything after the header) is read in one go into one aligned
+    buffer - a private copy, or for ``mmap`` a copy-on-write view of the file -
+    and sections become views of it: one system call and one allocation per
+    load, not one per array.
+    """
 
     def __init__(self, view: memoryview | None, file: IO[bytes] | None, zero_copy: bool) -> None:
         self.view = view
         self.file = file
         self.zero_copy = zero_copy
         self.pos = 0
-        self.hasher = new_hasher()
-        self.message: Any = None  # BLAKE3 of the signed bytes, when a signature must be checked
 
     def read(self, n: int, what: str) -> Any:
         if self.view is not None:
@@ -146,39 +151,28 @@ class _Reader:
             assert self.file is not None
             data = _read_exact(self.file, n, what)
         self.pos += n
-        self.hasher.update(data)
-        if self.message is not None:
-            self.message.update(data)
         return data
 
-    def read_array(self, n: int, what: str) -> np.ndarray:
-        """``n`` bytes as an aligned uint8 array: a view of the mapping, or a fresh copy."""
+    def read_body(self, n: int) -> np.ndarray:
+        """The next ``n`` bytes as a uint8 array aligned like the file."""
         if self.view is not None:
-            data = self.read(n, what)
+            data = self.read(n, "the file")
             if self.zero_copy:
                 return np.frombuffer(data, dtype=np.uint8) if n else np.empty(0, np.uint8)
-            out = aligned_empty(n)
+            out = aligned_empty(n, self.pos - n)
             out[:] = np.frombuffer(data, dtype=np.uint8)
             return out
         assert self.file is not None
-        out = aligned_empty(n)
+        out = aligned_empty(n, self.pos)
         view = memoryview(out)  # type: ignore[arg-type]
         got = 0
         while got < n:
             k = self.file.readinto(view[got:])  # type: ignore[attr-defined]
             if not k:
-                raise CorruptFileError(f"the file is truncated inside {what}")
+                raise CorruptFileError("the file is truncated")
             got += k
         self.pos += n
-        self.hasher.update(view)
-        if self.message is not None:
-            self.message.update(view)
         return out
-
-    def skip_padding(self, what: str) -> None:
-        pad = align(self.pos) - self.pos
-        if pad:
-            _check_padding(self.read(pad, what), what)
 
 
 def _read_exact(f: IO[bytes], n: int, what: str) -> bytes:
@@ -215,11 +209,6 @@ def _read_all(
     if pre is None:
         head = r.read(size, "the preamble") if size else b""
         raise _not_a_jar(bytes(head))
-    if keys is not None:
-        from ..signing import new_message_hasher
-
-        r.message = new_message_hasher()
-        r.message.update(pre)
     version, flags, header_length = parse_preamble(bytes(pre))
     signed = bool(flags & FLAG_SIGNED)
     if keys is not None and not signed:
@@ -233,7 +222,8 @@ def _read_all(
         raise CorruptFileError(
             f"the header claims {header_length} bytes but the file has only {size}: truncated?"
         )
-    header = parse_header(r.read(header_length, "the header"))
+    raw_header = r.read(header_length, "the header")
+    header = parse_header(raw_header)
     layout = plan_layout(header_length, header["layout"])
     expected_size = layout.file_size + (SIGNATURE_SIZE if signed else 0)
     if size is not None and expected_size != size:
@@ -241,55 +231,58 @@ def _read_all(
             f"the layout describes a {expected_size}-byte file, but it has {size} bytes"
             + (": truncated" if size < expected_size else ": trailing bytes")
         )
-    r.skip_padding("the object tree")
-    tree: Any = r.read(layout.tree.length, "the object tree")
-    stored: list[Any] = []
-    for i, section in enumerate(layout.buffers):
-        r.skip_padding(f"buffer {i}")
-        if section.codec == "none":
-            stored.append(r.read_array(section.length, f"buffer {i}"))
-        else:
-            stored.append(r.read(section.length, f"buffer {i}"))
-    signature = None
-    if signed:
-        message = r.message
-        r.message = None
-        signature = bytes(r.read(SIGNATURE_SIZE, "the signature"))
-    digest = r.hasher.digest()
-    if r.view is not None:
-        trailer: Any = r.view[r.pos : r.pos + TRAILER_SIZE]
-    else:
-        assert r.file is not None
-        trailer = _read_exact(r.file, TRAILER_SIZE, "the trailer")
-    if len(trailer) != TRAILER_SIZE or bytes(trailer[DIGEST_SIZE:]) != END_MAGIC:
-        raise CorruptFileError("the trailer is missing or damaged: the file is truncated")
+    base = r.pos
+    body = r.read_body(expected_size - base)
     if r.file is not None and size is None and r.file.read(1):
         raise CorruptFileError("trailing bytes after the trailer")
-    if bytes(trailer[:DIGEST_SIZE]) != digest:
+    signed_end = layout.data_end - base  # body offsets
+    hashed_end = signed_end + (SIGNATURE_SIZE if signed else 0)
+    trailer = bytes(body[hashed_end:])
+    if len(trailer) != TRAILER_SIZE or trailer[DIGEST_SIZE:] != END_MAGIC:
+        raise CorruptFileError("the trailer is missing or damaged: the file is truncated")
+    hasher = new_hasher()
+    hasher.update(pre)
+    hasher.update(raw_header)
+    hasher.update(body[:hashed_end])
+    if trailer[:DIGEST_SIZE] != hasher.digest():
         raise CorruptFileError(
             "the integrity check failed: the file's content does not match its digest "
             "(damaged in storage or transit). Re-copy it from its source."
         )
     signer = None
     if keys is not None:
-        from ..signing import check_signature
+        from ..signing import check_signature, new_message_hasher
 
-        assert signature is not None
-        signer = check_signature(signature, message.digest(), keys)
+        message = new_message_hasher()
+        message.update(pre)
+        message.update(raw_header)
+        message.update(body[:signed_end])
+        signer = check_signature(bytes(body[signed_end:hashed_end]), message.digest(), keys)
+    # Padding must be zero: the layout leaves no byte unaccounted for.
+    pos = base
+    raw = memoryview(body)  # type: ignore[arg-type]
+    for section in (layout.tree, *layout.buffers):
+        gap = section.offset - pos
+        if gap and raw[pos - base : section.offset - base] != _ZEROS[:gap]:
+            raise CorruptFileError(f"non-zero padding before offset {section.offset}")
+        pos = section.offset + section.length
     # Trust and versions are judged on a verified header only: a damaged name or
     # version string is reported as damage, not as an untrusted type or a skew.
     declared = admit(header)
     buffers: list[np.ndarray] = []
-    for i, (section, data) in enumerate(zip(layout.buffers, stored)):
+    for i, section in enumerate(layout.buffers):
+        data = body[section.offset - base : section.offset - base + section.length]
         if section.codec == "none":
             buffers.append(data)
         else:
             out = aligned_empty(section.size)
-            decompress_into(memoryview(data), section.codec, out, f"buffer {i}")
+            decompress_into(memoryview(data), section.codec, out, f"buffer {i}")  # type: ignore[arg-type]
             buffers.append(out)
-    if layout.tree.codec != "none":
-        out = aligned_empty(layout.tree.size)
-        decompress_into(memoryview(tree), layout.tree.codec, out, "the object tree")
+    t = layout.tree
+    tree: Any = memoryview(body[t.offset - base : t.offset - base + t.length])  # type: ignore[arg-type]
+    if t.codec != "none":
+        out = aligned_empty(t.size)
+        decompress_into(tree, t.codec, out, "the object tree")
         tree = memoryview(out)  # type: ignore[arg-type]
     return RawJar(version, header, layout, tree, buffers, declared, signer, flags)
 
