@@ -233,3 +233,12 @@ def test_different_classes_are_detected() -> None:
         assert_same_estimator(a, b)
     with fails_at("<root>"):
         assert_same_estimator(a, LogisticRegression())
+
+
+def test_generator_state_is_compared() -> None:
+    a = {"rng": np.random.default_rng(0)}
+    b = round_trip(a)
+    assert_same_estimator(a, b)
+    b["rng"].random()
+    with pytest.raises(AssertionError, match=re.escape("['rng'].bit_generator.state")):
+        assert_same_estimator(a, b)

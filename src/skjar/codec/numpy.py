@@ -90,6 +90,10 @@ _DTYPES: dict[Any, np.dtype[Any]] = {}
 
 def descr_dtype(descr: Any) -> np.dtype[Any]:
     """The dtype behind a decoded descr, validated first (cached: models repeat a few dtypes)."""
+    if type(descr) is str:
+        cached = _DTYPES.get(descr)
+        if cached is not None:
+            return cached
     spec = _tuplify(descr)
     try:
         return _DTYPES[spec]

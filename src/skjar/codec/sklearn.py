@@ -138,6 +138,10 @@ def check_hist_gradient_boosting(args: Any, state: Any) -> None:
 
 
 # -- neighbors: KDTree / BallTree ------------------------------------------
+_NODE_DATA = np.dtype(
+    [("idx_start", np.intp), ("idx_end", np.intp), ("is_leaf", np.intp), ("radius", np.float64)]
+)
+
 @validates("sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree")
 def check_binary_tree(args: Any, state: Any) -> None:
     what = "KDTree/BallTree"
@@ -157,13 +161,13 @@ def check_binary_tree(args: Any, state: Any) -> None:
         raise _fail(what, f"idx_array must index the {n} data rows")
     if n_levels > 64 or n_nodes != 2**n_levels - 1 or len(node_data) != n_nodes:
         raise _fail(what, "n_nodes, n_levels and node_data disagree")
-    if set(node_data.dtype.names or ()) != {"idx_start", "idx_end", "is_leaf", "radius"}:
+    if node_data.dtype != _NODE_DATA:
         raise _fail(what, "node_data has the wrong layout")
     start, end = node_data["idx_start"], node_data["idx_end"]
-    if ((start < 0) | (start > end) | (end > n)).any():
+    if start.min() < 0 or end.max() > n or (end - start).min() < 0:
         raise _fail(what, "a node's index range falls outside the data")
-    inner = np.flatnonzero(node_data["is_leaf"] == 0)
-    if len(inner) and 2 * int(inner.max()) + 2 >= n_nodes:
+    # Inner nodes i have children 2i+1, 2i+2: the last half of the array must be leaves.
+    if not node_data["is_leaf"][(n_nodes - 1) // 2 :].all():
         raise _fail(what, "an inner node's children fall outside the node array")
     if bounds.shape[1:] != (n_nodes, d) or bounds.shape[0] not in (1, 2):
         raise _fail(what, f"node_bounds shape {bounds.shape} does not fit {n_nodes} nodes x {d}")

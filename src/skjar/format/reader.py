@@ -7,6 +7,7 @@ any section is decompressed or decoded.
 
 from __future__ import annotations
 
+import io
 import mmap as _mmap
 import os
 import struct
@@ -208,7 +209,8 @@ def _read_all(
     pre = r.read(PREAMBLE_SIZE, "the preamble") if (size is None or size >= PREAMBLE_SIZE) else None
     if pre is None:
         head = r.read(size, "the preamble") if size else b""
-        raise _not_a_jar(bytes(head))
+        parse_preamble(bytes(head))  # not a jar, or a jar truncated inside its preamble
+        raise CorruptFileError(f"the file is truncated: {size} bytes, not even a preamble")
     version, flags, header_length = parse_preamble(bytes(pre))
     signed = bool(flags & FLAG_SIGNED)
     if keys is not None and not signed:
@@ -243,7 +245,7 @@ def _read_all(
     hasher = new_hasher()
     hasher.update(pre)
     hasher.update(raw_header)
-    hasher.update(body[:hashed_end])
+    hasher.update(body[:hashed_end])  # type: ignore[arg-type]
     if trailer[:DIGEST_SIZE] != hasher.digest():
         raise CorruptFileError(
             "the integrity check failed: the file's content does not match its digest "
@@ -326,7 +328,10 @@ def open_source(
             f"cannot read a skjar from {type(source).__name__}: pass a path, bytes, "
             "or a binary file object opened with 'rb'"
         )
-    probe = source.read(0)
+    try:
+        probe = source.read(0)
+    except io.UnsupportedOperation:
+        raise InvalidArgumentError("the file object is not readable: open it with 'rb'") from None
     if not isinstance(probe, (bytes, bytearray)):
         raise InvalidArgumentError("the file object is in text mode: open it with 'rb'")
     stream_size = _file_size(source)
@@ -385,7 +390,10 @@ def read_header(source: Source) -> HeaderView:
 
 def _read_header_file(f: IO[bytes]) -> HeaderView:
     size = _file_size(f)
-    pre = f.read(PREAMBLE_SIZE)
+    try:
+        pre = f.read(PREAMBLE_SIZE)
+    except io.UnsupportedOperation:
+        raise InvalidArgumentError("the file object is not readable: open it with 'rb'") from None
     if not isinstance(pre, (bytes, bytearray)):
         raise InvalidArgumentError("the file object is in text mode: open it with 'rb'")
     version, flags, n = parse_preamble(pre)
