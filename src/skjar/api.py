@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .codec import Decoder, Encoder
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, VersionSkewWarning
 from .format.compression import parse_compress
 from .format.header import declared_names
 from .format.reader import Source, open_source, read_header
@@ -94,6 +95,10 @@ def dump(
         target.write(b"")
     except TypeError:
         raise InvalidArgumentError("the file object is in text mode: open it with 'wb'") from None
+    except (OSError, ValueError) as exc:  # io.UnsupportedOperation, a closed file
+        raise InvalidArgumentError(
+            f"cannot write to this file object ({exc}): open it with 'wb'"
+        ) from None
     header, payloads = _serialize(obj, compress, metadata)
     write_jar(writer_for(target), header, payloads, signer)
 
@@ -129,6 +134,7 @@ def load(
     mmap: bool = False,
     strict_versions: bool = False,
     verify_with: Any = None,
+    _stacklevel: int = 2,
 ) -> Any:
     """Load an object from a path, bytes or a readable binary file object.
 
@@ -151,15 +157,21 @@ def load(
     _check_flag(mmap, "mmap")
     _check_flag(strict_versions, "strict_versions")
 
+    skew: list[str] = []
+
     def admit(header: dict[str, Any]) -> dict[str, tuple[str, frozenset[str]]]:
         declared = declared_names(header)
         policy.check(
             (name, module, use) for name, (module, uses) in declared.items() for use in uses
         )
-        check_versions(header["environment"], strict_versions)
+        message = check_versions(header["environment"], strict_versions)
+        if message:
+            skew.append(message)
         return declared
 
     raw = open_source(source, mmap=mmap, admit=admit, keys=keys)
+    if skew:
+        warnings.warn(skew[0], VersionSkewWarning, stacklevel=_stacklevel)
     return Decoder(raw.buffers, raw.declared, policy).decode_root(raw.tree)
 
 
@@ -179,7 +191,13 @@ def loads(
             f"loads() takes bytes, bytearray or memoryview, not {type(data).__name__}; "
             "use load() for paths and file objects"
         )
-    return load(data, trusted=trusted, strict_versions=strict_versions, verify_with=verify_with)
+    return load(
+        data,
+        trusted=trusted,
+        strict_versions=strict_versions,
+        verify_with=verify_with,
+        _stacklevel=3,
+    )
 
 
 # -- looking without loading -----------------------------------------------

@@ -92,12 +92,21 @@ class UntrustedTypeError(ReadError):
     review can settle them all.
     """
 
-    def __init__(self, names: Iterable[str], detail: str = "") -> None:
+    def __init__(
+        self, names: Iterable[str], detail: str = "", uses: dict[str, set[str]] | None = None
+    ) -> None:
         self.names: list[str] = sorted(set(names))
-        listed = ", ".join(repr(n) for n in self.names)
+        self.uses: dict[str, list[str]] = {n: sorted((uses or {}).get(n, ())) for n in self.names}
+        listed = ", ".join(
+            repr(n) + (f" (as {'/'.join(self.uses[n])})" if self.uses[n] else "")
+            for n in self.names
+        )
+        # A reconstructor needs explicit ("name", "call") trust; classes and
+        # functions are trusted for instances/values by their plain name.
+        suggestion = [(n, "call") if self.uses[n] == ["call"] else n for n in self.names]
         hint = (
             "If you trust the source of this file and these names, pass them "
-            f"explicitly: skjar.load(..., trusted={self.names!r}). "
+            f"explicitly: skjar.load(..., trusted={suggestion!r}). "
             "Run `skjar audit FILE` to review everything the file references."
         )
         super().__init__(

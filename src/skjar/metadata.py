@@ -11,13 +11,12 @@ import json
 import math
 import platform
 import sys
-import warnings
 from typing import Any
 
 import numpy as np
 
 from ._version import __version__
-from .errors import InvalidArgumentError, VersionMismatchError, VersionSkewWarning
+from .errors import InvalidArgumentError, VersionMismatchError
 
 MAX_LIST = 1000  # feature names, classes, parameter lists: enough to read, bounded size
 MAX_REPR = 200
@@ -234,12 +233,27 @@ def _children(obj: Any) -> dict[str, Any]:
     return dict(list(kids.items())[:MAX_CHILDREN])
 
 
+def _check_keys(value: Any, where: str) -> None:
+    # json.dumps would quietly turn 1 into "1"; what comes back must be what went in.
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidArgumentError(
+                    f"{where} has the non-string key {k!r}: metadata must use string keys (it is stored as JSON)"
+                )
+            _check_keys(v, f"{where}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_keys(v, f"{where}[{i}]")
+
+
 def check_metadata(metadata: Any) -> dict[str, Any]:
     """The user's metadata must be a JSON object (dict with str keys)."""
     if metadata is None:
         return {}
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
+    if not isinstance(metadata, dict):
         raise InvalidArgumentError("metadata= must be a dict with string keys (JSON-serialisable)")
+    _check_keys(metadata, "metadata")
     try:
         return json.loads(json.dumps(metadata, allow_nan=False))
     except (TypeError, ValueError) as exc:
@@ -259,19 +273,18 @@ def version_skew(env: dict[str, Any]) -> dict[str, tuple[str, str]]:
     }
 
 
-def check_versions(env: dict[str, Any], strict: bool) -> None:
+def check_versions(env: dict[str, Any], strict: bool) -> str | None:
+    """Raise on skew when ``strict``; otherwise return the warning to give (or None)."""
     skew = version_skew(env)
     if not skew:
-        return
+        return None
     detail = "; ".join(f"{pkg} {jar} in the file, {here} here" for pkg, (jar, here) in skew.items())
     if strict:
         raise VersionMismatchError(
             f"the jar was made with other library versions ({detail}). Load it in a matching "
             "environment, or pass strict_versions=False to load it with a warning."
         )
-    warnings.warn(
+    return (
         f"the jar was made with other library versions ({detail}); predictions may differ. "
-        "Pass strict_versions=True to refuse such jars.",
-        VersionSkewWarning,
-        stacklevel=3,
+        "Pass strict_versions=True to refuse such jars."
     )

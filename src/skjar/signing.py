@@ -64,6 +64,9 @@ def generate_key() -> Any:
 def save_key(key: Any, path: str | os.PathLike[str]) -> str:
     """Write ``key`` (PEM, PKCS8, unencrypted, mode 0600) and its public half beside it.
 
+    >>> skjar.save_key(skjar.generate_key(), "signer.pem")  # doctest: +SKIP
+    'signer.pub.pem'
+
     Returns the public key's path (``name.pub.pem`` next to ``name.pem``).
     """
     from cryptography.hazmat.primitives import serialization
@@ -107,7 +110,10 @@ def _read_source(source: KeySource) -> bytes:
 
 
 def load_private_key(source: KeySource) -> Any:
-    """An Ed25519 private key from a key object, raw 32-byte seed, PEM bytes or a PEM path."""
+    """An Ed25519 private key from a key object, raw 32-byte seed, PEM bytes or a PEM path.
+
+    >>> key = skjar.load_private_key("signer.pem")  # doctest: +SKIP
+    """
     ed = _crypto()
     if isinstance(source, ed.Ed25519PrivateKey):
         return source
@@ -126,7 +132,10 @@ def load_private_key(source: KeySource) -> Any:
 
 
 def load_public_key(source: KeySource) -> Any:
-    """An Ed25519 public key from a key object, raw 32 bytes, PEM bytes or a PEM path."""
+    """An Ed25519 public key from a key object, raw 32 bytes, PEM bytes or a PEM path.
+
+    >>> public = skjar.load_public_key("signer.pub.pem")  # doctest: +SKIP
+    """
     ed = _crypto()
     if isinstance(source, ed.Ed25519PublicKey):
         return source

@@ -168,9 +168,12 @@ class TrustPolicy:
 
     def check(self, names: Iterable[tuple[str, str, str]]) -> None:
         """Raise UntrustedTypeError listing every (name, module, use) not trusted."""
-        bad = [name for name, module, use in names if self.lookup(name, module, use) is None]
+        bad: dict[str, set[str]] = {}
+        for name, module, use in names:
+            if self.lookup(name, module, use) is None:
+                bad.setdefault(name, set()).add(use)
         if bad:
-            raise UntrustedTypeError(bad)
+            raise UntrustedTypeError(bad, uses=bad)
 
     def resolve(self, name: str, module: str, use: str) -> Any:
         """Import and return the object behind a trusted name (after ``check``)."""

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import CorruptFileError
 from ..trust import OBJECT
-from .decoder import Decoder, expect_list
+from .decoder import Decoder, check_hash_spread, expect_list
 from .encoder import Encoder, Path
 from .nodes import (
     BIGINT,
@@ -63,6 +63,7 @@ def _enc_set(enc: Encoder, obj: set[Any], path: Path) -> Node:
 def _dec_set(dec: Decoder, payload: Any) -> set[Any]:
     if type(payload) is not list:
         raise CorruptFileError("malformed set node")
+    check_hash_spread(payload, "a set")
     return set(payload)
 
 
@@ -75,6 +76,7 @@ def _enc_frozenset(enc: Encoder, obj: frozenset[Any], path: Path) -> Node:
 def _dec_frozenset(dec: Decoder, payload: Any) -> frozenset[Any]:
     if type(payload) is not list:
         raise CorruptFileError("malformed frozenset node")
+    check_hash_spread(payload, "a frozenset")
     return frozenset(payload)
 
 
@@ -157,6 +159,7 @@ def _dec_ellipsis(dec: Decoder, payload: Any) -> Any:
 def _pairs(payload: Any, what: str) -> list[Any]:
     if type(payload) is not list or any(type(p) is not list or len(p) != 2 for p in payload):
         raise CorruptFileError(f"malformed {what} node")
+    check_hash_spread([p[0] for p in payload], what)
     return payload
 
 

@@ -8,6 +8,7 @@ each node re-checks that its name and use are declared there.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ import msgpack
 import numpy as np
 
 from ..errors import CorruptFileError, SkjarError
-from ..format.spec import MAX_NESTING
+from ..format.spec import MAX_NESTING, MAX_NODES
 from ..trust import TrustPolicy
 from .nodes import SHARED_DEF, SHARED_REF
 from .registry import DECODERS
@@ -38,10 +39,13 @@ class Decoder:
         # object keeps its id from being reused.
         self.shells: dict[int, tuple[Any, str]] = {}
         self._depth = 0
+        self._nodes = 0
 
     def decode_root(self, tree: bytes | memoryview) -> Any:
         try:
             obj = self.unpack(tree)
+            if any(marker in tree for marker in _TIMESTAMP_MARKERS):
+                _refuse_timestamps(obj)
         except SkjarError:
             raise
         except RecursionError:
@@ -63,10 +67,18 @@ class Decoder:
 
     def unpack(self, data: bytes | memoryview) -> Any:
         return msgpack.unpackb(
-            data, ext_hook=self._ext_hook, strict_map_key=False, raw=False, use_list=True
+            data,
+            ext_hook=self._ext_hook,
+            object_pairs_hook=safe_dict,
+            strict_map_key=False,
+            raw=False,
+            use_list=True,
         )
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise CorruptFileError(f"the object tree has more than {MAX_NODES} typed nodes")
         self._depth += 1
         try:
             if self._depth > MAX_NESTING:
@@ -126,3 +138,58 @@ def expect(value: Any, check: Callable[[Any], bool], what: str) -> Any:
     if not check(value):
         raise CorruptFileError(f"malformed {what}: {value!r:.80}")
     return value
+
+
+# -- inputs that would make building containers quadratic ----------------------
+# Only strings hash with a per-process secret; ints, floats and tuples hash
+# predictably, so a file could fill a dict or set with colliding keys and make
+# each insert walk all the others. Containers that large are refused when one
+# hash value repeats too often.
+_COLLISION_CHECK_MIN = 64
+_MAX_SAME_HASH = 32
+
+
+def check_hash_spread(keys: Any, what: str) -> None:
+    """Refuse ``keys`` (a list) if too many non-string keys share a hash value."""
+    if len(keys) < _COLLISION_CHECK_MIN or all(type(k) is str for k in keys):
+        return
+    try:
+        counts = Counter(map(hash, keys))
+    except TypeError:
+        raise CorruptFileError(f"{what}: unhashable key") from None
+    if counts and max(counts.values()) > _MAX_SAME_HASH:
+        raise CorruptFileError(f"{what}: many keys share one hash value (a hash-flooding attack?)")
+
+
+def safe_dict(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """msgpack's map builder: no duplicate keys, no hash flooding."""
+    if len(pairs) >= _COLLISION_CHECK_MIN:
+        check_hash_spread([k for k, _ in pairs], "a map")
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise CorruptFileError("a map has duplicate keys")
+    return out
+
+
+# msgpack decodes extension type -1 as a Timestamp by itself, without our hook.
+# skjar never writes one; these are its three encodings (fixext4/8, ext8).
+_TIMESTAMP_MARKERS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
+
+
+def _refuse_timestamps(obj: Any) -> None:
+    """Walk the decoded tree (only when the bytes hint at one) looking for a Timestamp."""
+    stack, seen = [obj], set()
+    while stack:
+        item = stack.pop()
+        if isinstance(item, msgpack.Timestamp):
+            raise CorruptFileError("the tree holds a msgpack timestamp, which skjar never writes")
+        if isinstance(item, (list, tuple, set, frozenset)) and id(item) not in seen:
+            seen.add(id(item))
+            stack.extend(item)
+        elif isinstance(item, dict) and id(item) not in seen:
+            seen.add(id(item))
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif hasattr(item, "__dict__") and id(item) not in seen and not isinstance(item, type):
+            seen.add(id(item))
+            stack.extend(vars(item).values())

@@ -195,7 +195,11 @@ def _dec_ndarray(dec: Decoder, payload: Any) -> np.ndarray:
     if dtype.hasobject or type(fortran) is not bool:
         raise CorruptFileError("malformed array node (object dtype out of line)")
     buf = dec.take_buffer(index)
-    nbytes = math.prod(shape) * dtype.itemsize
+    count = math.prod(shape)
+    if dtype.itemsize == 0 and count:
+        # numpy would silently widen a zero-size dtype and allocate count bytes.
+        raise CorruptFileError(f"array of {count} elements of the zero-size dtype {dtype}")
+    nbytes = count * dtype.itemsize
     if nbytes != buf.nbytes:
         raise CorruptFileError(
             f"array of shape {shape} and dtype {dtype} needs {nbytes} bytes, "
@@ -258,9 +262,7 @@ def _dec_scalar(dec: Decoder, payload: Any) -> np.generic:
     dtype = descr_dtype(descr)
     if type(raw) is not bytes or dtype.hasobject or len(raw) != dtype.itemsize:
         raise CorruptFileError("numpy scalar: data does not match its dtype")
-    scalar: Any = (
-        np.frombuffer(raw, dtype=dtype, count=1)[0] if raw else np.zeros((), dtype)[()]
-    )
+    scalar: Any = np.frombuffer(raw, dtype=dtype, count=1)[0] if raw else np.zeros((), dtype)[()]
     return scalar
 
 

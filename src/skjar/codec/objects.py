@@ -227,6 +227,9 @@ def _apply_items(obj: Any, kind: Any, items: Any, name: str) -> None:
         list.extend(obj, items)
         return
     if kind == ITEMS_DICT and isinstance(obj, dict) and type(items) is list:
+        from .decoder import check_hash_spread
+
+        check_hash_spread([p[0] if type(p) is list and p else None for p in items], name)
         for pair in items:
             if type(pair) is not list or len(pair) != 2:
                 raise CorruptFileError(f"{name}: malformed dict items")

@@ -65,7 +65,7 @@ def check_tree(args: Any, state: Any) -> None:
         raise _fail(what, "state must be a dict")
     nodes = _array(state.get("nodes"), f"{what} nodes", 1)
     values = _array(state.get("values"), f"{what} values", 3, "f")
-    count = _int(state.get("node_count"), f"{what} node_count")
+    count = _int(state.get("node_count"), f"{what} node_count", 1)  # predict starts at node 0
     _int(state.get("max_depth"), f"{what} max_depth")
     if nodes.dtype != NODE_DTYPE or len(nodes) != count:
         raise _fail(what, "node array has the wrong layout or length")
@@ -78,6 +78,63 @@ def check_tree(args: Any, state: Any) -> None:
     _children_ok(left, right, leaf, count, what)
     if (~leaf & ((feature < 0) | (feature >= n_features))).any():
         raise _fail(what, f"a split uses a feature outside [0, {n_features})")
+
+
+def _tree_features(estimator: Any, what: str) -> int:
+    from sklearn.tree._tree import Tree
+
+    tree = getattr(estimator, "tree_", None)
+    if type(tree) is not Tree:
+        raise _fail(what, "tree_ is not a fitted sklearn Tree")
+    return int(tree.n_features)
+
+
+@validates(
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._classes.DecisionTreeRegressor",
+    "sklearn.tree._classes.ExtraTreeClassifier",
+    "sklearn.tree._classes.ExtraTreeRegressor",
+)
+def check_tree_estimator(args: Any, state: Any) -> None:
+    """The Tree reads X[i, feature] for X validated against n_features_in_: they must agree.
+
+    Forests and isolation forests call their trees with ``check_input=False``,
+    which still checks X against each tree estimator's ``n_features_in_``.
+    """
+    what = "decision tree estimator"
+    if type(state) is not dict or "tree_" not in state:
+        return  # unfitted
+    n_features = _int(state.get("n_features_in_"), f"{what} n_features_in_", 1)
+    if _tree_features(state, what) != n_features:
+        raise _fail(what, f"its Tree splits on {_tree_features(state, what)} features, "
+                    f"not n_features_in_={n_features}")
+
+
+@validates(
+    "sklearn.ensemble._gb.GradientBoostingClassifier",
+    "sklearn.ensemble._gb.GradientBoostingRegressor",
+)
+def check_gradient_boosting(args: Any, state: Any) -> None:
+    """predict_stages walks every tree on X and adds into out[:, k] without bounds checks."""
+    what = "GradientBoosting"
+    if type(state) is not dict or "estimators_" not in state:
+        return  # unfitted
+    estimators = state["estimators_"]
+    if not isinstance(estimators, np.ndarray) or estimators.ndim != 2 or estimators.dtype != object:
+        raise _fail(what, "estimators_ must be a 2-d object array of trees")
+    n_features = _int(state.get("n_features_in_"), f"{what} n_features_in_", 1)
+    k = _int(state.get("n_trees_per_iteration_"), f"{what} n_trees_per_iteration_", 1)
+    if estimators.shape[1] != k:
+        raise _fail(what, f"estimators_ has {estimators.shape[1]} trees per stage, "
+                    f"n_trees_per_iteration_ says {k}")
+    multiclass = getattr(state.get("_loss"), "is_multiclass", False) is True
+    if k > 1 and state.get("init_") != "zero" and not multiclass:
+        raise _fail(what, "several trees per stage need a multiclass loss")
+    for estimator in estimators.flat:
+        if type(estimator).__name__ != "DecisionTreeRegressor":
+            raise _fail(what, "estimators_ must hold DecisionTreeRegressor objects")
+        if _tree_features(estimator, what) != n_features:
+            raise _fail(what, f"a tree splits on features other than the {n_features} inputs")
 
 
 # -- histogram gradient boosting ---------------------------------------------
@@ -141,6 +198,7 @@ def check_hist_gradient_boosting(args: Any, state: Any) -> None:
 _NODE_DATA = np.dtype(
     [("idx_start", np.intp), ("idx_end", np.intp), ("is_leaf", np.intp), ("radius", np.float64)]
 )
+
 
 @validates("sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree")
 def check_binary_tree(args: Any, state: Any) -> None:
@@ -305,3 +363,29 @@ def check_kmeans(args: Any, state: Any) -> None:
     n_features = state.get("n_features_in_")
     if n_features is not None and centers.shape[1] != n_features:
         raise _fail("k-means", "cluster centers do not have n_features_in_ columns")
+
+
+# -- scipy splines (SplineTransformer) -----------------------------------------
+@validates("scipy.interpolate._bsplines.BSpline")
+def check_bspline(args: Any, state: Any) -> None:
+    """The checks BSpline's own constructor makes; compiled evaluation trusts them."""
+    what = "scipy BSpline"
+    if type(state) is not dict:
+        raise _fail(what, "state must be a dict")
+    k = _int(state.get("k"), f"{what} degree k")
+    t = _array(state.get("_t"), f"{what} knots", 1, "f")
+    c = _array(state.get("_c"), f"{what} coefficients", None, "fc")
+    axis = state.get("axis")
+    if t.dtype != np.float64 or not t.flags.c_contiguous:
+        raise _fail(what, "knots must be contiguous float64")
+    if c.ndim < 1 or type(axis) is not int or not 0 <= axis < c.ndim:
+        raise _fail(what, "coefficients/axis are inconsistent")
+    n = t.shape[0] - k - 1
+    if k > 64 or n < k + 1:
+        raise _fail(what, f"{t.shape[0]} knots cannot carry a degree-{k} spline")
+    if not np.isfinite(t).all() or (np.diff(t) < 0).any():
+        raise _fail(what, "knots must be finite and non-decreasing")
+    if c.shape[0] < n:
+        raise _fail(what, "knots, coefficients and degree are inconsistent")
+    if state.get("extrapolate") not in (True, False, "periodic"):
+        raise _fail(what, "extrapolate must be a bool or 'periodic'")

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptFileError, InvalidArgumentError
+from ..errors import CorruptFileError, InvalidArgumentError, ReadError
 from .spec import MAX_RATIO, RATIO_SLACK
 
 DEFAULT_LEVELS = {"zstd": 3, "lz4": 0}
@@ -83,9 +83,14 @@ def check_ratio(codec: str, stored: int, size: int, what: str) -> None:
         )
 
 
-def decompress_into(data: memoryview, codec: str, out: np.ndarray, what: str) -> None:
-    """Decompress ``data`` into the preallocated uint8 array ``out``, exactly filling it."""
-    size = out.nbytes
+def decompress_section(data: memoryview, codec: str, size: int, what: str) -> np.ndarray:
+    """Decompress one stored section into a new aligned array of exactly ``size`` bytes.
+
+    The codec's own framing must agree with the header before anything is
+    allocated, and the compressed data must be consumed exactly: no trailing bytes.
+    """
+    from .reader import aligned_empty
+
     try:
         if codec == "zstd":
             import zstandard
@@ -95,15 +100,29 @@ def decompress_into(data: memoryview, codec: str, out: np.ndarray, what: str) ->
                 raise CorruptFileError(
                     f"{what}: zstd frame declares {declared} bytes, the header {size}"
                 )
-            raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
+            dobj = zstandard.ZstdDecompressor().decompressobj()
+            raw = dobj.decompress(data)
+            if not dobj.eof or dobj.unused_data:
+                raise CorruptFileError(
+                    f"{what}: the zstd frame is incomplete or followed by extra bytes"
+                )
         else:
             import lz4.block
 
             raw = lz4.block.decompress(data, uncompressed_size=size)
+        if len(raw) != size:
+            raise CorruptFileError(f"{what}: decompressed to {len(raw)} bytes, expected {size}")
+        out = aligned_empty(size)
     except CorruptFileError:
         raise
+    except ImportError:
+        raise ReadError(
+            f"{what} is {codec}-compressed and the {codec} package is not installed: "
+            "pip install 'skjar[compress]'"
+        ) from None
+    except MemoryError:
+        raise CorruptFileError(f"{what}: {size} decompressed bytes do not fit in memory") from None
     except Exception as exc:
         raise CorruptFileError(f"{what}: {codec} data does not decompress ({exc})") from None
-    if len(raw) != size:
-        raise CorruptFileError(f"{what}: decompressed to {len(raw)} bytes, expected {size}")
     out[:] = np.frombuffer(raw, dtype=np.uint8)
+    return out

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import CorruptFileError
 from .compression import check_ratio
-from .spec import ALIGNMENT, CODECS, MAX_BUFFERS, PREAMBLE_SIZE, TRAILER_SIZE, align
+from .spec import CODECS, MAX_BUFFERS, PREAMBLE_SIZE, TRAILER_SIZE, align
 
 USES = ("object", "value", "call")
 
@@ -56,10 +56,23 @@ def _section(offset: int, length: Any, size: Any, codec: Any, what: str) -> Sect
     return Section(offset, length, codec, size)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate keys in a JSON object")
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def parse_header(raw: bytes | memoryview) -> dict[str, Any]:
     """Decode and check the header's shape (not yet its layout)."""
     try:
-        header = json.loads(bytes(raw).decode("utf-8"))
+        header = json.loads(
+            bytes(raw).decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant
+        )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CorruptFileError(f"the header is not valid UTF-8 JSON: {exc}") from None
     if type(header) is not dict:
@@ -119,5 +132,4 @@ def plan_layout(header_length: int, layout: Any) -> Layout:
         section = _section(pos, entry[0], entry[1], entry[2], f"buffer {i}")
         sections.append(section)
         pos += section.length
-    assert ALIGNMENT == 64
     return Layout(tree, tuple(sections), pos)

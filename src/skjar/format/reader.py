@@ -18,7 +18,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..errors import CorruptFileError, FormatVersionError, InvalidArgumentError, NotASkjarFileError
-from .compression import decompress_into
+from .compression import decompress_section
 from .digest import new_hasher
 from .header import Layout, parse_header, plan_layout
 from .spec import (
@@ -97,7 +97,7 @@ def _not_a_jar(head: bytes) -> NotASkjarFileError:
 
 def parse_preamble(pre: bytes) -> tuple[tuple[int, int], int, int]:
     """(version, flags, header_length) from the first 24 bytes."""
-    if len(pre) < len(MAGIC) or not pre.startswith(MAGIC):
+    if not pre.startswith(MAGIC):
         raise _not_a_jar(bytes(pre[:16]))
     if len(pre) < PREAMBLE_SIZE:
         raise CorruptFileError(f"the file is truncated: {len(pre)} bytes, not even a preamble")
@@ -277,15 +277,12 @@ def _read_all(
         if section.codec == "none":
             buffers.append(data)
         else:
-            out = aligned_empty(section.size)
-            decompress_into(memoryview(data), section.codec, out, f"buffer {i}")  # type: ignore[arg-type]
-            buffers.append(out)
+            view = memoryview(data)  # type: ignore[arg-type]
+            buffers.append(decompress_section(view, section.codec, section.size, f"buffer {i}"))
     t = layout.tree
     tree: Any = memoryview(body[t.offset - base : t.offset - base + t.length])  # type: ignore[arg-type]
     if t.codec != "none":
-        out = aligned_empty(t.size)
-        decompress_into(tree, t.codec, out, "the object tree")
-        tree = memoryview(out)  # type: ignore[arg-type]
+        tree = memoryview(decompress_section(tree, t.codec, t.size, "the object tree"))  # type: ignore[arg-type]
     return RawJar(version, header, layout, tree, buffers, declared, signer, flags)
 
 

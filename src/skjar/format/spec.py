@@ -22,6 +22,7 @@ SIGNATURE_DOMAIN = (
 MAX_HEADER_SIZE = 16 * 1024 * 1024
 MAX_BUFFERS = 10_000_000
 MAX_NESTING = 100  # typed-node nesting depth in the object tree
+MAX_NODES = 50_000_000  # typed nodes in one tree
 # Decompression may only produce what the codec could legitimately produce from
 # the stored bytes; anything claiming more is a bomb, refused before allocating.
 MAX_RATIO = {"zstd": 1 << 16, "lz4": 256}
