@@ -144,11 +144,18 @@ def _raw_bytes(arr: np.ndarray) -> np.ndarray:
     return flat.view(np.uint8) if flat.dtype.itemsize else np.empty(0, np.uint8)
 
 
+# Arrays this small are stored inline in the tree: an out-of-line buffer would
+# cost more in alignment padding and layout entries than the data itself.
+INLINE_MAX = 128
+
+
 def array_node(enc: Encoder, arr: np.ndarray, path: Path = None) -> Node:
-    """NDARRAY node for a non-object array; the data goes out of line into a buffer."""
+    """NDARRAY node for a non-object array: data out of line in a buffer, or inline if tiny."""
     fortran = bool(arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous)
     descr = dtype_descr(arr.dtype, path)
-    return Node(NDARRAY, [descr, list(arr.shape), fortran, enc.add_buffer(_raw_bytes(arr))])
+    raw = _raw_bytes(arr)
+    data: Any = raw.tobytes() if raw.nbytes <= INLINE_MAX else enc.add_buffer(raw)
+    return Node(NDARRAY, [descr, list(arr.shape), fortran, data])
 
 
 @encodes(np.ndarray, memoize=True)
@@ -194,7 +201,12 @@ def _dec_ndarray(dec: Decoder, payload: Any) -> np.ndarray:
     shape = _shape(shape_)
     if dtype.hasobject or type(fortran) is not bool:
         raise CorruptFileError("malformed array node (object dtype out of line)")
-    buf = dec.take_buffer(index)
+    if type(index) is bytes:
+        if len(index) > INLINE_MAX:
+            raise CorruptFileError("an inline array is larger than inline arrays may be")
+        buf = np.frombuffer(index, dtype=np.uint8).copy()  # writable, owned
+    else:
+        buf = dec.take_buffer(index)
     count = math.prod(shape)
     if dtype.itemsize == 0 and count:
         # numpy would silently widen a zero-size dtype and allocate count bytes.
