@@ -36,6 +36,7 @@ import numpy as np
 import xxhash
 
 from skjar.codec import nodes
+from skjar.codec.numpy import INLINE_MAX
 from skjar.format.spec import (
     ALIGNMENT,
     DIGEST_SIZE,
@@ -93,10 +94,14 @@ def assemble(
     ).encode()
     out = bytearray(preamble(len(head), version, flags))
     out += head
+    structure = b""
     for data in sections:
         out += bytes(align(len(out)) - len(out))
         out += data
-    out += xxhash.xxh3_128(bytes(out)).digest() if digest is None else digest
+        if not structure:  # the tree is the first section
+            structure = xxhash.xxh3_128(bytes(out)).digest()
+    full = xxhash.xxh3_128(bytes(out)).digest()
+    out += (structure + full) if digest is None else digest
     out += END_MAGIC
     return bytes(out)
 
@@ -204,10 +209,14 @@ def _decompress(data: bytes, codec: str, size: int) -> bytes:
 
 @dataclass
 class StoredArray:
-    """An NDARRAY node of the tree and the buffer holding its data."""
+    """An NDARRAY node of the tree and where its data is.
+
+    ``buffer`` is the index of an out-of-line buffer, or the bytes themselves
+    for a small array stored inline in the tree.
+    """
 
     node: Ext
-    buffer: int
+    buffer: int | bytes
     dtype: np.dtype[Any]
     shape: tuple[int, ...]
     fortran: bool
@@ -255,17 +264,55 @@ class Jar:
         assert len(found) == 1, f"{len(found)} arrays have a field {name!r}"
         return found[0]
 
+    def objects(self, name: str) -> list[Ext]:
+        """INSTANCE and RECONSTRUCT nodes of the class/callable ``name``, in tree order."""
+        return [
+            n for n in self.nodes()
+            if n.code in (nodes.INSTANCE, nodes.RECONSTRUCT) and n.payload[0] == name
+        ]
+
+    @staticmethod
+    def state(node: Ext) -> Any:
+        """The state of an INSTANCE or RECONSTRUCT node (a dict, or a TUPLE node's items)."""
+        state = node.payload[2] if node.code == nodes.INSTANCE else node.payload[3]
+        return state.payload if isinstance(state, Ext) and state.code == nodes.TUPLE else state
+
+    def stored(self, value: Any) -> StoredArray:
+        """The out-of-line array behind an NDARRAY node (possibly wrapped as shared)."""
+        if isinstance(value, Ext) and value.code == nodes.SHARED_DEF:
+            value = value.payload[1]
+        assert isinstance(value, Ext) and value.code == nodes.NDARRAY, f"not an array: {value!r}"
+        descr, shape, fortran, index = value.payload
+        dtype = np.lib.format.descr_to_dtype(_tuplify(descr))
+        return StoredArray(value, index, dtype, tuple(shape), fortran)
+
+    def edit(self, value: Any, change: Callable[[np.ndarray], np.ndarray | None]) -> None:
+        """Apply ``change`` to a copy of a stored array and store the result.
+
+        ``change`` edits its argument in place (returning None) or returns a new array.
+        """
+        stored = self.stored(value)
+        arr = self.get_array(stored)
+        out = change(arr)
+        self.set_array(stored, arr if out is None else out)
+
     def get_array(self, stored: StoredArray) -> np.ndarray:
         """A writable copy of the array's data."""
-        raw = self.buffers[stored.buffer]
+        raw = stored.buffer if isinstance(stored.buffer, bytes) else self.buffers[stored.buffer]
         flat = np.frombuffer(raw, dtype=stored.dtype, count=math.prod(stored.shape))
         return flat.reshape(stored.shape, order="F" if stored.fortran else "C").copy()
 
     def set_array(self, stored: StoredArray, value: np.ndarray) -> None:
         """Replace the array's data (and its shape, when ``value`` has another one)."""
         value = np.asarray(value, dtype=stored.dtype)
-        order = "F" if stored.fortran else "C"
-        self.buffers[stored.buffer] = value.tobytes(order=order)
+        data = value.tobytes(order="F" if stored.fortran else "C")
+        if isinstance(stored.buffer, int):
+            self.buffers[stored.buffer] = data
+        elif len(data) <= INLINE_MAX:
+            stored.buffer = stored.node.payload[3] = data
+        else:  # grown too large to stay inline: move it out of line
+            self.buffers.append(data)
+            stored.buffer = stored.node.payload[3] = len(self.buffers) - 1
         stored.node.payload[1] = list(value.shape)
         stored.shape = value.shape
 
@@ -294,7 +341,9 @@ def decode(data: bytes | bytearray | memoryview) -> Jar:
     major, minor, flags, header_length = struct.unpack_from("<HHIQ", data, len(MAGIC))
     header = json.loads(data[PREAMBLE_SIZE : PREAMBLE_SIZE + header_length])
     assert data.endswith(END_MAGIC), "no trailer"
-    assert xxhash.xxh3_128(data[:-TRAILER_SIZE]).digest() == data[-TRAILER_SIZE:][:DIGEST_SIZE]
+    assert xxhash.xxh3_128(data[:-TRAILER_SIZE]).digest() == data[-TRAILER_SIZE:][
+        DIGEST_SIZE : 2 * DIGEST_SIZE
+    ]
     layout = header["layout"]
     pos = align(PREAMBLE_SIZE + header_length)
     t = layout["tree"]

@@ -29,9 +29,12 @@ def keys(tmp_path: Path) -> tuple[str, str, object]:
 
 
 def _refix_digest(data: bytearray) -> bytes:
-    """What an attacker does after editing: recompute the integrity digest."""
+    """What an attacker does after editing: recompute both integrity digests."""
+    info = skjar.inspect(bytes(data))
+    tree_end = info.sizes["header"] + info.sizes["tree_stored"]
     end = len(data) - TRAILER_SIZE
-    data[end : end + 16] = xxhash.xxh3_128(bytes(data[:end])).digest()
+    data[end : end + 16] = xxhash.xxh3_128(bytes(data[:tree_end])).digest()
+    data[end + 16 : end + 32] = xxhash.xxh3_128(bytes(data[:end])).digest()
     return bytes(data)
 
 
@@ -88,7 +91,7 @@ def test_stripping_the_signature_is_refused(model, keys) -> None:
     end = len(data) - TRAILER_SIZE - SIGNATURE_SIZE
     data[12] &= ~1  # clear the signed flag, drop the block, recompute the digest
     stripped = bytearray(data[:end]) + bytearray(TRAILER_SIZE)
-    stripped[end + 16 :] = b"SKJAREND"
+    stripped[end + 32 :] = b"SKJAREND"
     with pytest.raises(skjar.SignatureError, match="not signed"):
         skjar.loads(_refix_digest(stripped), verify_with=pub)
 

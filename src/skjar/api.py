@@ -134,6 +134,7 @@ def load(
     mmap: bool = False,
     strict_versions: bool = False,
     verify_with: Any = None,
+    verify: str | None = None,
     _stacklevel: int = 2,
 ) -> Any:
     """Load an object from a path, bytes or a readable binary file object.
@@ -149,11 +150,25 @@ def load(
     ``verify_with`` (public keys, or PEM paths; default: the ``SKJAR_VERIFY_KEYS``
     environment variable) requires a valid signature by one of them, checked
     before anything is built.
+
+    ``verify`` picks the integrity check: ``"full"`` hashes every byte;
+    ``"structure"`` hashes the header and object tree only, leaving array
+    bytes unread until used (memory safety does not depend on them: every array
+    compiled code indexes into is checked for meaning). The default is
+    ``"structure"`` with ``mmap=True`` - that is what makes it O(1) - and
+    ``"full"`` otherwise, or whenever a signature is checked.
     """
     from .signing import verify_keys
 
     policy = TrustPolicy(trusted)
     keys = verify_keys(verify_with)
+    if verify not in (None, "full", "structure"):
+        raise InvalidArgumentError(f"verify={verify!r}: use 'full', 'structure' or None (default)")
+    check = (
+        "full"
+        if keys is not None or (verify or ("structure" if mmap else "full")) == "full"
+        else "structure"
+    )
     _check_flag(mmap, "mmap")
     _check_flag(strict_versions, "strict_versions")
 
@@ -169,7 +184,7 @@ def load(
             skew.append(message)
         return declared
 
-    raw = open_source(source, mmap=mmap, admit=admit, keys=keys)
+    raw = open_source(source, mmap=mmap, admit=admit, keys=keys, verify=check)
     if skew:
         warnings.warn(skew[0], VersionSkewWarning, stacklevel=_stacklevel)
     return Decoder(raw.buffers, raw.declared, policy).decode_root(raw.tree)
@@ -348,7 +363,7 @@ def sign(source: PathLike, key: Any, *, output: PathLike | None = None) -> str:
     signer = load_private_key(key)
     path = os.fspath(source)
     raw = open_source(path, mmap=True, admit=declared_names)
-    sign_existing(
-        path, os.fspath(output) if output is not None else path, raw.layout.data_end, signer
-    )
+    tree_end = raw.layout.tree.offset + raw.layout.tree.length
+    target = os.fspath(output) if output is not None else path
+    sign_existing(path, target, tree_end, raw.layout.data_end, signer)
     return fingerprint(raw_public(signer.public_key()))

@@ -204,7 +204,11 @@ def _file_size(f: IO[bytes]) -> int | None:
 
 
 def _read_all(
-    r: _Reader, size: int | None, admit: Admit, keys: list[bytes] | None = None
+    r: _Reader,
+    size: int | None,
+    admit: Admit,
+    keys: list[bytes] | None = None,
+    verify: str = "full",
 ) -> RawJar:
     pre = r.read(PREAMBLE_SIZE, "the preamble") if (size is None or size >= PREAMBLE_SIZE) else None
     if pre is None:
@@ -240,13 +244,18 @@ def _read_all(
     signed_end = layout.data_end - base  # body offsets
     hashed_end = signed_end + (SIGNATURE_SIZE if signed else 0)
     trailer = bytes(body[hashed_end:])
-    if len(trailer) != TRAILER_SIZE or trailer[DIGEST_SIZE:] != END_MAGIC:
+    if len(trailer) != TRAILER_SIZE or trailer[2 * DIGEST_SIZE :] != END_MAGIC:
         raise CorruptFileError("the trailer is missing or damaged: the file is truncated")
+    tree_end = layout.tree.offset + layout.tree.length - base
     hasher = new_hasher()
     hasher.update(pre)
     hasher.update(raw_header)
-    hasher.update(body[:hashed_end])  # type: ignore[arg-type]
-    if trailer[:DIGEST_SIZE] != hasher.digest():
+    hasher.update(body[:tree_end])  # type: ignore[arg-type]
+    damaged = trailer[:DIGEST_SIZE] != hasher.digest()
+    if verify == "full" and not damaged:
+        hasher.update(body[tree_end:hashed_end])  # type: ignore[arg-type]
+        damaged = trailer[DIGEST_SIZE : 2 * DIGEST_SIZE] != hasher.digest()
+    if damaged:
         raise CorruptFileError(
             "the integrity check failed: the file's content does not match its digest "
             "(damaged in storage or transit). Re-copy it from its source."
@@ -263,7 +272,8 @@ def _read_all(
     # Padding must be zero: the layout leaves no byte unaccounted for.
     pos = base
     raw = memoryview(body)  # type: ignore[arg-type]
-    for section in (layout.tree, *layout.buffers):
+    # A structure-only check leaves data pages untouched, padding between them included.
+    for section in (layout.tree, *layout.buffers) if verify == "full" else (layout.tree,):
         gap = section.offset - pos
         if gap and raw[pos - base : section.offset - base] != _ZEROS[:gap]:
             raise CorruptFileError(f"non-zero padding before offset {section.offset}")
@@ -287,14 +297,19 @@ def _read_all(
 
 
 def open_source(
-    source: Source, *, mmap: bool, admit: Admit, keys: list[bytes] | None = None
+    source: Source,
+    *,
+    mmap: bool,
+    admit: Admit,
+    keys: list[bytes] | None = None,
+    verify: str = "full",
 ) -> RawJar:
     """Read and verify a jar from a path, a bytes-like object or a binary file object."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         if mmap:
             raise InvalidArgumentError("mmap=True needs a file path, not bytes")
         view = memoryview(source).cast("B")
-        return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit, keys)
+        return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit, keys, verify)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         try:
@@ -309,15 +324,15 @@ def open_source(
             size = os.fstat(f.fileno()).st_size
             if mmap:
                 if size < PREAMBLE_SIZE:
-                    return _read_all(_Reader(None, f, zero_copy=False), size, admit, keys)
+                    return _read_all(_Reader(None, f, zero_copy=False), size, admit, keys, verify)
                 # MAP_PRIVATE: pages are shared with the page cache (and with other
                 # processes) until written; a write copies the page and never
                 # reaches the file.
                 mapping = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_COPY)
                 return _read_all(
-                    _Reader(memoryview(mapping), None, zero_copy=True), size, admit, keys
+                    _Reader(memoryview(mapping), None, zero_copy=True), size, admit, keys, verify
                 )
-            return _read_all(_Reader(None, f, zero_copy=False), size, admit, keys)
+            return _read_all(_Reader(None, f, zero_copy=False), size, admit, keys, verify)
     if mmap:
         raise InvalidArgumentError("mmap=True needs a file path, not a file object")
     if not hasattr(source, "read"):
@@ -336,8 +351,8 @@ def open_source(
         # A pipe or socket: sizes cannot be checked up front, so read it into memory.
         data = _read_stream(source)
         view = memoryview(data)
-        return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit, keys)
-    return _read_all(_Reader(None, source, zero_copy=False), stream_size, admit, keys)
+        return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit, keys, verify)
+    return _read_all(_Reader(None, source, zero_copy=False), stream_size, admit, keys, verify)
 
 
 def _read_stream(f: IO[bytes]) -> bytes:

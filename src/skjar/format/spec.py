@@ -9,7 +9,12 @@ FORMAT_MINOR = 0
 ALIGNMENT = 64
 
 PREAMBLE_SIZE = 24  # magic(8) + major(2) + minor(2) + flags(4) + header_length(8)
-TRAILER_SIZE = 24  # xxh3-128 digest(16) + END_MAGIC(8)
+# Trailer: structure digest (16) + full digest (16) + END_MAGIC (8). Both are
+# XXH3-128. The structure digest covers bytes [0, end of the object tree): what
+# a load must read to build anything. The full digest covers every byte before
+# the trailer. An mmap load checks the structure digest (O(header + tree)) and
+# leaves array pages untouched until used; other loads check both.
+TRAILER_SIZE = 40
 DIGEST_SIZE = 16
 
 FLAG_SIGNED = 1  # preamble flag: a signature block precedes the trailer

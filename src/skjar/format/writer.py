@@ -90,12 +90,15 @@ def write_jar(
     emit(MAGIC + struct.pack("<HHIQ", FORMAT_MAJOR, FORMAT_MINOR, flags, len(head)))
     emit(head)
     pos = PREAMBLE_SIZE + len(head)
+    structure = b""
     for data in payloads:
         pad = align(pos) - pos
         if pad:
             emit(_ZEROS[:pad])
         emit(data)
         pos = align(pos) + memoryview(data).nbytes
+        if not structure:  # the tree is the first payload
+            structure = hasher.copy().digest()
     if signer is not None:
         from ..signing import sign_digest
 
@@ -104,9 +107,10 @@ def write_jar(
         message = None  # the signature block is not part of the signed message
         emit(block)
     digest = hasher.digest()
+    write(structure)
     write(digest)
     write(END_MAGIC)
-    return written + len(digest) + len(END_MAGIC)
+    return written + len(structure) + len(digest) + len(END_MAGIC)
 
 
 def writer_for(stream: Any) -> Callable[[Any], None]:
@@ -158,7 +162,7 @@ def _umask() -> int:
     return mask
 
 
-def sign_existing(src: str, dst: str, data_end: int, signer: Any) -> None:
+def sign_existing(src: str, dst: str, tree_end: int, data_end: int, signer: Any) -> None:
     """Rewrite the verified jar ``src`` into ``dst`` with the signed flag and a new signature."""
     from ..signing import new_message_hasher, sign_digest
 
@@ -168,13 +172,19 @@ def sign_existing(src: str, dst: str, data_end: int, signer: Any) -> None:
 
         def writer(out: IO[bytes]) -> None:
             hasher, message = new_hasher(), new_message_hasher()
+            structure = new_hasher()
+            pos = 0
             for chunk in _chunks(f, bytes(head), data_end):
                 hasher.update(chunk)
                 message.update(chunk)
+                if pos < tree_end:
+                    structure.update(chunk[: tree_end - pos])
+                pos += len(chunk)
                 out.write(chunk)
             block = sign_digest(signer, message.digest())
             hasher.update(block)
             out.write(block)
+            out.write(structure.digest())
             out.write(hasher.digest())
             out.write(END_MAGIC)
 
