@@ -7,6 +7,7 @@ so that ``inspect`` can show it later without constructing anything.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import platform
@@ -262,9 +263,15 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
         ) from None
 
 
+@functools.lru_cache(maxsize=1)
+def _here_packages() -> dict[str, str]:
+    """This process's numpy/scipy/scikit-learn versions (fixed for its lifetime)."""
+    return dict(environment()["packages"])
+
+
 def version_skew(env: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """Packages whose version differs between the jar and this process: name -> (jar, here)."""
-    here = environment()["packages"]
+    here = _here_packages()
     theirs = env.get("packages", {}) if isinstance(env.get("packages"), dict) else {}
     return {
         pkg: (str(theirs[pkg]), here[pkg])

@@ -10,6 +10,7 @@ from ..errors import CorruptFileError, InvalidArgumentError, ReadError
 from .spec import MAX_RATIO, RATIO_SLACK
 
 DEFAULT_LEVELS = {"zstd": 3, "lz4": 0}
+MT_THRESHOLD = 4 << 20
 LEVEL_RANGES = {"zstd": (-7, 22), "lz4": (0, 16)}
 
 
@@ -68,7 +69,10 @@ def compress_bytes(data: memoryview, codec: str, level: int) -> bytes:
     """Compress ``data`` with ``codec``; the result carries no size prefix."""
     mod = _require(codec)
     if codec == "zstd":
-        cctx = mod.ZstdCompressor(level=level, write_content_size=True)
+        # Large sections use every core; zstd's multi-threaded output is one frame
+        # with the content size, decodable like any other.
+        threads = -1 if data.nbytes >= MT_THRESHOLD else 0
+        cctx = mod.ZstdCompressor(level=level, write_content_size=True, threads=threads)
         return bytes(cctx.compress(data))
     mode = "high_compression" if level > 0 else "default"
     return bytes(mod.compress(data, mode=mode, compression=level, store_size=False))
