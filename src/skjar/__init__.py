@@ -22,11 +22,14 @@ from .errors import (
     SkjarError,
     SkjarWarning,
     TrustSpecError,
+    UnsafeLoadWarning,
     UnsupportedObjectError,
+    UnsupportedPickleError,
     UntrustedTypeError,
     VersionMismatchError,
     VersionSkewWarning,
 )
+from .legacy import convert, load_legacy
 from .signing import generate_key, load_private_key, load_public_key, save_key
 from .trust import is_trusted
 
@@ -42,19 +45,23 @@ __all__ = [
     "SkjarError",
     "SkjarWarning",
     "TrustSpecError",
+    "UnsafeLoadWarning",
     "UnsupportedObjectError",
+    "UnsupportedPickleError",
     "UntrustedTypeError",
     "Verified",
     "VersionMismatchError",
     "VersionSkewWarning",
     "__version__",
     "audit",
+    "convert",
     "dump",
     "dumps",
     "generate_key",
     "inspect",
     "is_trusted",
     "load",
+    "load_legacy",
     "load_private_key",
     "load_public_key",
     "loads",

@@ -11,11 +11,13 @@ The hierarchy::
     │   ├── FormatVersionError      a jar from a format version this reader does not know
     │   ├── CorruptFileError        damaged, truncated or inconsistent jar
     │   ├── SignatureError          a signature was required and is missing, invalid or by an unknown key
+    │   ├── UnsupportedPickleError  convert: a legacy pickle uses a feature the safe reader cannot reproduce
     │   └── UntrustedTypeError      the jar references names that are not trusted
     └── VersionMismatchError        load(strict_versions=True) on a jar made by other versions
 
     SkjarWarning (UserWarning)
-    └── VersionSkewWarning          load on a jar made by other library versions
+    ├── VersionSkewWarning          load on a jar made by other library versions
+    └── UnsafeLoadWarning           convert(unsafe=True) is about to run a pickle's code
 
 Callers can catch ``SkjarError`` for "anything skjar refused"; nothing else
 escapes a load, whatever the input bytes are.
@@ -35,7 +37,9 @@ __all__ = [
     "SkjarError",
     "SkjarWarning",
     "TrustSpecError",
+    "UnsafeLoadWarning",
     "UnsupportedObjectError",
+    "UnsupportedPickleError",
     "UntrustedTypeError",
     "VersionMismatchError",
     "VersionSkewWarning",
@@ -125,3 +129,24 @@ class SkjarWarning(UserWarning):
 
 class VersionSkewWarning(SkjarWarning):
     """The jar was made with other versions of scikit-learn/numpy/scipy than this process runs."""
+
+
+class UnsafeLoadWarning(SkjarWarning):
+    """``convert(..., unsafe=True)`` is about to run the file's pickle code for real.
+
+    >>> import warnings
+    >>> issubclass(UnsafeLoadWarning, UserWarning)
+    True
+    """
+
+
+class UnsupportedPickleError(ReadError):
+    """The file uses a pickle feature the safe reader cannot reproduce without running code.
+
+    Examples: persistent ids, out-of-band (protocol 5) buffers, an instance
+    whose class needs arguments to ``__new__``, structured arrays with object
+    fields, sidecar array files that are not next to the main file.
+
+    >>> str(UnsupportedPickleError("persistent ids are not supported"))
+    'persistent ids are not supported'
+    """
