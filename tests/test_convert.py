@@ -38,8 +38,8 @@ from sklearn.tree import DecisionTreeClassifier
 import skjar
 from conformance.cases import Case, all_estimator_cases, composite_cases, silenced
 from conformance.compare import assert_same_estimator, assert_same_outputs
-from skjar.legacy import UnsafeLoadWarning, UnsupportedPickleError, convert, load_legacy
 from skjar.errors import CorruptFileError, InvalidArgumentError, SkjarError, UntrustedTypeError
+from skjar.legacy import UnsafeLoadWarning, UnsupportedPickleError, convert, load_legacy
 
 CASES: list[Case] = all_estimator_cases()[0] + composite_cases()
 

@@ -18,7 +18,7 @@ Modules, one responsibility each:
 
 from __future__ import annotations
 
-from .api import convert, load_legacy
 from ..errors import UnsafeLoadWarning, UnsupportedPickleError
+from .api import convert, load_legacy
 
 __all__ = ["UnsafeLoadWarning", "UnsupportedPickleError", "convert", "load_legacy"]

@@ -22,9 +22,8 @@ from collections.abc import Iterable
 from typing import IO, Any
 
 from ..api import dump
-from ..errors import InvalidArgumentError, ReadError, SkjarError
+from ..errors import InvalidArgumentError, ReadError, SkjarError, UnsafeLoadWarning
 from ..trust import TrustedItem, TrustPolicy
-from ..errors import UnsafeLoadWarning
 from .source import open_legacy
 from .vm import run_vm
 

@@ -22,8 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..codec.numpy import MAX_NDIM, PLAIN_KINDS
-from ..errors import CorruptFileError
-from ..errors import UnsupportedPickleError
+from ..errors import CorruptFileError, UnsupportedPickleError
 
 __all__ = [
     "array_from_bytes",

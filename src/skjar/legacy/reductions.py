@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..codec.nodes import STATE_CYTHON, STATE_DEFAULT
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, UnsupportedPickleError
 from ..trust import OBJECT
 from .arrays import (
     array_from_bytes,
@@ -41,7 +41,6 @@ from .arrays import (
     ndarray_from_state,
     scalar_from_bytes,
 )
-from ..errors import UnsupportedPickleError
 from .names import ARG_ONLY, BIT_GENERATORS, SAFE_CALLS, pyx_class
 from .vm import NO_STATE, OPAQUE, Pending, PickleVM, Ref, guarded
 

@@ -44,9 +44,8 @@ from typing import Any
 from ..codec.nodes import STATE_DEFAULT
 from ..codec.objects import _apply_state
 from ..codec.registry import VALIDATORS
-from ..errors import CorruptFileError, SkjarError, UntrustedTypeError
+from ..errors import CorruptFileError, SkjarError, UnsupportedPickleError, UntrustedTypeError
 from ..trust import CALL, OBJECT, VALUE, TrustPolicy
-from ..errors import UnsupportedPickleError
 from .names import (
     ARG_ONLY,
     JOBLIB_WRAPPERS,

@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, UnsupportedPickleError
 from .arrays import check_shape, native_byte_order, ndarray_from_state
-from ..errors import UnsupportedPickleError
 from .source import MAX_EXPANSION, SLACK, ByteSource, DecompressingReader, _zfile_length
 from .vm import OPAQUE, Marker, PickleVM, Ref, WrapperShell
 
