@@ -59,6 +59,7 @@ __all__ = [
     "node_codes",
     "pack_tree",
     "preamble",
+    "redigest",
     "section_spans",
     "unpack_tree",
     "walk",
@@ -133,6 +134,21 @@ def section_spans(data: bytes) -> dict[str, list[tuple[int, int]]]:
         pos += length
     assert pos == len(data) - TRAILER_SIZE, "not a well-formed jar"
     return spans
+
+
+def redigest(data: bytes | bytearray) -> bytes:
+    """An unsigned jar edited byte by byte, with its trailer's digests made valid again.
+
+    The layout must still describe the file (same section lengths): this is for
+    damage the digest alone would otherwise catch, e.g. non-zero padding.
+    """
+    data = bytes(data)
+    header_length = struct.unpack_from("<Q", data, len(MAGIC) + 8)[0]
+    header = json.loads(data[PREAMBLE_SIZE : PREAMBLE_SIZE + header_length])
+    tree_end = align(PREAMBLE_SIZE + header_length) + header["layout"]["tree"]["length"]
+    body = data[:-TRAILER_SIZE]
+    structure = xxhash.xxh3_128(body[:tree_end]).digest()
+    return body + structure + xxhash.xxh3_128(body).digest() + END_MAGIC
 
 
 # -- the object tree -------------------------------------------------------------

@@ -23,7 +23,6 @@ import pytest
 
 import jarcraft
 import skjar
-from skjar.format.spec import PREAMBLE_SIZE
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +65,7 @@ def test_dump_to_a_directory(tmp_path: Path) -> None:
 
 def test_dump_to_text_mode_file(tmp_path: Path) -> None:
     with open(tmp_path / "x.txt", "w") as f, pytest.raises(
-        skjar.InvalidArgumentError, match="text mode.*'wb'"
+        skjar.InvalidArgumentError, match=r"text mode.*'wb'"
     ):
         skjar.dump([1], f)
     with pytest.raises(skjar.InvalidArgumentError, match="text mode"):
@@ -207,7 +206,7 @@ def test_load_missing_file(tmp_path: Path) -> None:
 
 def test_load_a_directory(tmp_path: Path) -> None:
     for fn in (skjar.load, skjar.inspect, skjar.audit):
-        with pytest.raises(skjar.InvalidArgumentError, match="directory|Is a directory"):
+        with pytest.raises(skjar.InvalidArgumentError, match=r"directory|Is a directory"):
             fn(tmp_path)
 
 
@@ -215,7 +214,7 @@ def test_load_text_mode_file(tmp_path: Path, jar: bytes) -> None:
     (tmp_path / "m.skjar").write_bytes(jar)
     for fn in (skjar.load, skjar.inspect, skjar.audit):
         with open(tmp_path / "m.skjar", encoding="latin-1") as f, pytest.raises(
-            skjar.InvalidArgumentError, match="text mode.*'rb'"
+            skjar.InvalidArgumentError, match=r"text mode.*'rb'"
         ):
             fn(f)
 
@@ -334,7 +333,7 @@ def test_every_flipped_byte_is_refused(jar: bytes, mask: int) -> None:
             load_quietly(bytes(damaged))
         except expected:
             continue
-        except BaseException as exc:  # noqa: BLE001 - any other outcome is a finding
+        except BaseException as exc:  # any other outcome is a finding
             wrong.append((i, f"{type(exc).__name__}: {exc}"))
         else:
             wrong.append((i, "loaded"))
@@ -370,7 +369,7 @@ def test_mmap_checks_the_structure_and_leaves_array_bytes_unread(jar: bytes, tmp
         path.write_bytes(damaged)
         with pytest.raises(skjar.SkjarError):
             load_quietly(path, mmap=True)
-    buf_start, buf_end = spans["buffer"][0]
+    buf_start, _ = spans["buffer"][0]
     damaged = bytearray(jar)
     damaged[buf_start] ^= 0x10
     path.write_bytes(damaged)

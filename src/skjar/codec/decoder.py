@@ -22,6 +22,11 @@ from .nodes import SHARED_DEF, SHARED_REF
 from .registry import DECODERS
 
 
+# Typed-node depth up to which payloads are unpacked with msgpack.unpackb (fast,
+# but ~40 KiB of C stack per level); deeper ones use a heap-allocated Unpacker.
+_STACK_DEPTH = 8
+
+
 class Decoder:
     """Per-load decoding state: buffers, declared names, trust, shared objects."""
 
@@ -66,14 +71,38 @@ class Decoder:
         return obj
 
     def unpack(self, data: bytes | memoryview) -> Any:
-        return msgpack.unpackb(
-            data,
+        if self._depth < _STACK_DEPTH:
+            return msgpack.unpackb(
+                data,
+                ext_hook=self._ext_hook,
+                object_pairs_hook=safe_dict,
+                strict_map_key=False,
+                raw=False,
+                use_list=True,
+            )
+        # Deeper payloads: msgpack.unpackb keeps its parse stack (~40 KiB) on the
+        # C stack, and each typed node's payload is unpacked by a nested call, so
+        # MAX_NESTING levels took ~4.5 MiB of C stack: a 600-byte jar nesting 100
+        # TUPLE nodes crashed the interpreter (SIGSEGV) in a thread with a 4 MiB
+        # stack, 50 levels with 1 MiB (found by fuzzing). An Unpacker keeps that
+        # stack on the heap; it is slower to set up, so it is used past a few levels.
+        n = len(data)
+        unpacker = msgpack.Unpacker(
             ext_hook=self._ext_hook,
             object_pairs_hook=safe_dict,
             strict_map_key=False,
             raw=False,
             use_list=True,
+            max_buffer_size=max(n, 1),  # as unpackb: no str/bin/array longer than the data
         )
+        unpacker.feed(data)
+        try:
+            obj = unpacker.unpack()
+        except msgpack.OutOfData:
+            raise ValueError("incomplete msgpack document") from None
+        if unpacker.tell() != n:
+            raise msgpack.ExtraData(obj, b"")
+        return obj
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
         self._nodes += 1

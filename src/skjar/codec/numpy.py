@@ -361,6 +361,13 @@ def _dec_generator(dec: Decoder, payload: Any) -> np.random.Generator:
 
 
 # -- masked arrays (e.g. GridSearchCV.cv_results_) ---------------------------
+def _fill_scalar(value: Any) -> Any:
+    # Once read, numpy keeps the fill value as a 0-d array: store its scalar.
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value[()]
+    return value
+
+
 @encodes(np.ma.MaskedArray, memoize=True)
 def _enc_masked(enc: Encoder, obj: np.ma.MaskedArray, path: Path) -> Node:
     enc.declare("numpy.ma.core", "MaskedArray", OBJECT)
@@ -370,7 +377,7 @@ def _enc_masked(enc: Encoder, obj: np.ma.MaskedArray, path: Path) -> Node:
         [
             enc.encode(np.asarray(obj.data), (path, "data")),
             False if mask is np.ma.nomask else enc.encode(np.asarray(mask), (path, "mask")),
-            enc.encode(obj._fill_value, (path, "fill_value")),  # type: ignore[attr-defined]
+            enc.encode(_fill_scalar(obj._fill_value), (path, "fill_value")),  # type: ignore[attr-defined]
             bool(obj._hardmask),  # type: ignore[attr-defined]
         ],
     )
@@ -381,6 +388,7 @@ def _enc_masked(enc: Encoder, obj: np.ma.MaskedArray, path: Path) -> Node:
     lambda: [
         np.ma.MaskedArray([1.0, 2.0], mask=[True, False]),
         np.ma.MaskedArray(["a", "b"], dtype=object),
+        np.ma.MaskedArray(np.zeros(2, [("a", "<i4")]), mask=[(True,), (False,)]),
     ],
 )
 def _dec_masked(dec: Decoder, payload: Any) -> np.ma.MaskedArray:
@@ -389,7 +397,9 @@ def _dec_masked(dec: Decoder, payload: Any) -> np.ma.MaskedArray:
     if not isinstance(data, np.ndarray) or type(hard) is not bool:
         raise CorruptFileError("malformed masked array node")
     if mask is not False and (
-        not isinstance(mask, np.ndarray) or mask.shape != data.shape or mask.dtype != np.bool_
+        not isinstance(mask, np.ndarray)
+        or mask.shape != data.shape
+        or mask.dtype != np.ma.make_mask_descr(data.dtype)  # bool, or bool fields
     ):
         raise CorruptFileError("masked array: the mask must be a bool array shaped like the data")
     if fill_value is not None and not isinstance(

@@ -80,10 +80,9 @@ def check_tree(args: Any, state: Any) -> None:
         raise _fail(what, f"a split uses a feature outside [0, {n_features})")
 
 
-def _tree_features(estimator: Any, what: str) -> int:
+def _tree_features(tree: Any, what: str) -> int:
     from sklearn.tree._tree import Tree
 
-    tree = getattr(estimator, "tree_", None)
     if type(tree) is not Tree:
         raise _fail(what, "tree_ is not a fitted sklearn Tree")
     return int(tree.n_features)
@@ -105,8 +104,9 @@ def check_tree_estimator(args: Any, state: Any) -> None:
     if type(state) is not dict or "tree_" not in state:
         return  # unfitted
     n_features = _int(state.get("n_features_in_"), f"{what} n_features_in_", 1)
-    if _tree_features(state, what) != n_features:
-        raise _fail(what, f"its Tree splits on {_tree_features(state, what)} features, "
+    tree_features = _tree_features(state["tree_"], what)
+    if tree_features != n_features:
+        raise _fail(what, f"its Tree splits on {tree_features} features, "
                     f"not n_features_in_={n_features}")
 
 
@@ -133,7 +133,7 @@ def check_gradient_boosting(args: Any, state: Any) -> None:
     for estimator in estimators.flat:
         if type(estimator).__name__ != "DecisionTreeRegressor":
             raise _fail(what, "estimators_ must hold DecisionTreeRegressor objects")
-        if _tree_features(estimator, what) != n_features:
+        if _tree_features(getattr(estimator, "tree_", None), what) != n_features:
             raise _fail(what, f"a tree splits on features other than the {n_features} inputs")
 
 
@@ -189,6 +189,14 @@ def check_hist_gradient_boosting(args: Any, state: Any) -> None:
     is_cat = getattr(mapper, "is_categorical_", None)
     if is_cat is not None and (not isinstance(is_cat, np.ndarray) or is_cat.shape != (n_features,)):
         raise _fail(what, "the bin mapper's is_categorical_ does not match n_features_in_")
+    # A categorical split on a feature the bin mapper does not know as categorical
+    # makes prediction read a row of known-category bitsets that does not exist.
+    for row in predictors:
+        for predictor in row:
+            nodes = predictor.nodes
+            split = (nodes["is_leaf"] == 0) & (nodes["is_categorical"] != 0)
+            if split.any() and (is_cat is None or not is_cat[nodes["feature_idx"][split]].all()):
+                raise _fail(what, "a categorical split uses a feature that is not categorical")
     known = getattr(mapper, "known_categories", None)
     if isinstance(known, list) and len(known) != n_features:
         raise _fail(what, "the bin mapper's known categories do not match n_features_in_")

@@ -308,7 +308,7 @@ def open_source(
     if isinstance(source, (bytes, bytearray, memoryview)):
         if mmap:
             raise InvalidArgumentError("mmap=True needs a file path, not bytes")
-        view = memoryview(source).cast("B")
+        view = _byte_view(source)
         return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit, keys, verify)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
@@ -355,6 +355,15 @@ def open_source(
     return _read_all(_Reader(None, source, zero_copy=False), stream_size, admit, keys, verify)
 
 
+def _byte_view(source: bytes | bytearray | memoryview) -> memoryview:
+    view = memoryview(source)
+    if not view.c_contiguous:
+        raise InvalidArgumentError(
+            "the memoryview is not contiguous: pass bytes(view), or a contiguous view"
+        )
+    return view.cast("B")
+
+
 def _read_stream(f: IO[bytes]) -> bytes:
     chunks: list[bytes] = []
     while True:
@@ -382,7 +391,7 @@ class HeaderView:
 def read_header(source: Source) -> HeaderView:
     """Only the preamble and header (no data read, nothing verified beyond their shape)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        view = memoryview(source).cast("B")
+        view = _byte_view(source)
         version, flags, n = parse_preamble(bytes(view[:PREAMBLE_SIZE]))
         if PREAMBLE_SIZE + n > view.nbytes:
             raise CorruptFileError("the file is truncated inside the header")

@@ -1,0 +1,116 @@
+"""Write the golden jars of the current format version into ``tests/golden/v<major>.<minor>/``.
+
+Golden files are frozen once committed: ``tests/test_format.py`` checks that every
+version's files keep loading, forever, to the values recorded next to them in
+``expected.json``. So this script refuses to overwrite an existing folder; run it
+only when the format version changes (a new folder appears beside the old ones)::
+
+    python tests/golden/make_golden.py            # writes tests/golden/v1.0/ if absent
+    python tests/golden/make_golden.py --force    # rewrite (only before a version ships)
+
+The files:
+
+- ``builtins.skjar``: :func:`builtins_value`, a deterministic mix of builtin values
+  and arrays that touches most node codes (no scikit-learn, so its bytes do not
+  depend on the estimators' library version).
+- ``logreg.skjar``: a LogisticRegression fitted on iris.
+- ``tree.skjar``: a depth-3 DecisionTreeClassifier fitted on iris.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def builtins_value() -> dict[str, Any]:
+    """The deterministic object stored in ``builtins.skjar`` (never change it)."""
+    shared = [1, "shared"]
+    return {
+        "none": None,
+        "bools": [True, False],
+        "ints": [0, -1, 2**63 - 1, -(2**63), 2**64 - 1, 2**100, -(2**70)],
+        "floats": [0.0, -0.0, 1.5, float("inf"), float("-inf"), float("nan"), 5e-324],
+        "complex": [1 + 2j, complex(-0.0, float("nan"))],
+        "text": ["", "plain", "\u00e9\u2603\U0001f600", "nul\x00inside"],
+        "bytes": [b"", b"\x00\xff", bytearray(b"mutable")],
+        "tuple": (1, (2, (3,)), ()),
+        "set": {1, 2, 3},
+        # (no sets of str: their order, and so the bytes, changes with PYTHONHASHSEED)
+        "frozenset": frozenset({(1, 2), 3}),
+        "int keys": {1: "one", -2: "minus two", (3, 4): "tuple key"},
+        "ordered": OrderedDict([("z", 1), ("a", 2)]),
+        "slice/range": [slice(1, None, 2), range(10, 0, -3), Ellipsis],
+        "shared": [shared, shared],
+        "strings": [f"word {i} \u00e9" for i in range(300)],
+        "vocabulary": {f"token{i}": i for i in range(300)},
+        "small array": np.arange(6, dtype="<i4").reshape(2, 3),
+        "large array": np.linspace(0.0, 1.0, 200).reshape(20, 10),
+        "fortran": np.asfortranarray(np.arange(60.0).reshape(6, 10)),
+        "big-endian": np.arange(40, dtype=">u8"),
+        "strings array": np.array(["a", "bc", "\u2603"], dtype="<U2"),
+        "bytes array": np.array([b"x", b"yz"], dtype="S3"),
+        "datetime": np.array(["2020-01-02T03:04", "NaT"], dtype="M8[m]"),
+        "structured": np.array(
+            [(1, 2.5, b"ab"), (-3, np.nan, b"")],
+            dtype=[("i", "<i2"), ("f", ">f8"), ("s", "S2")],
+        ),
+        "objects": np.array([1, "two", None, [3]], dtype=object),
+        "scalars": [np.float32(1.25), np.int8(-7), np.bool_(True), np.str_("s"), np.float64("nan")],
+        "dtype": np.dtype([("a", "<f4"), ("b", "u1", (2,))]),
+        "function": np.log1p,
+    }
+
+
+def _models() -> dict[str, Any]:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = load_iris(return_X_y=True)
+    return {
+        "logreg.skjar": LogisticRegression(max_iter=1000).fit(X, y),
+        "tree.skjar": DecisionTreeClassifier(max_depth=3, random_state=0).fit(X, y),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import skjar
+    from skjar.format.spec import FORMAT_MAJOR, FORMAT_MINOR
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="overwrite an existing version")
+    args = parser.parse_args(argv)
+    folder = HERE / f"v{FORMAT_MAJOR}.{FORMAT_MINOR}"
+    if folder.exists() and not args.force:
+        print(f"{folder} exists: golden files are frozen (use --force before a release only)")
+        return 1
+    folder.mkdir(exist_ok=True)
+
+    from sklearn.datasets import load_iris
+
+    X, _ = load_iris(return_X_y=True)
+    skjar.dump(builtins_value(), folder / "builtins.skjar")
+    expected: dict[str, Any] = {}
+    for name, model in _models().items():
+        skjar.dump(model, folder / name, metadata={"golden": name})
+        expected[name] = {
+            "type": f"{type(model).__module__}.{type(model).__qualname__}",
+            "predict": model.predict(X).tolist(),
+            "predict_proba": model.predict_proba(X).tolist(),
+        }
+    (folder / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    print(f"wrote {sorted(p.name for p in folder.iterdir())} to {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,576 @@
+"""The file itself: golden files, a deterministic writer, atomic writes, streams,
+memory mapping, compression, and the layout rules a reader enforces.
+
+Golden files (``tests/golden/v<major>.<minor>/``, written once by
+``tests/golden/make_golden.py``) must keep loading to the values recorded with
+them, whatever changes later. The writer check re-dumps the golden builtins value
+and compares it with ``builtins.skjar``: the object tree, buffers and padding must
+be byte-identical, and the header equal once its volatile parts are removed
+(``producer``: who wrote it and when; ``environment``: the versions installed;
+the trailer's digests cover the header, so they differ with it). A change to how
+a value is encoded therefore fails here: either it is a new format version (new
+golden folder) or the writer lost its determinism.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import io
+import json
+import mmap
+import os
+import struct
+import threading
+import tracemalloc
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import jarcraft
+import skjar
+from exact import assert_same
+from skjar.format import spec
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+VERSIONS = sorted(p.name for p in GOLDEN.glob("v*.*") if p.is_dir())
+
+
+def _make_golden() -> Any:
+    module_spec = importlib.util.spec_from_file_location("make_golden", GOLDEN / "make_golden.py")
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+MAKE_GOLDEN = _make_golden()
+
+
+def _same(a: Any, b: Any, where: str = "value") -> None:
+    """Exact equality (types, NaN, -0.0, dtypes), enough for the golden value."""
+    assert_same(a, b, where)
+
+
+def _load_golden(path: Path, **kwargs: Any) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", skjar.VersionSkewWarning)  # made by other versions, later
+        return skjar.load(path, **kwargs)
+
+
+# -- golden files ---------------------------------------------------------------------------
+def test_there_is_a_golden_folder_for_the_current_version() -> None:
+    assert f"v{spec.FORMAT_MAJOR}.{spec.FORMAT_MINOR}" in VERSIONS
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("mmap_", [False, True], ids=["read", "mmap"])
+def test_golden_builtins_keep_loading(version: str, mmap_: bool) -> None:
+    loaded = _load_golden(GOLDEN / version / "builtins.skjar", mmap=mmap_)
+    expected = MAKE_GOLDEN.builtins_value()
+    assert list(loaded) == list(expected)
+    for key in expected:
+        _same(expected[key], loaded[key], key)
+    assert loaded["shared"][0] is loaded["shared"][1]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("name", ["logreg.skjar", "tree.skjar"])
+def test_golden_models_keep_predicting(version: str, name: str) -> None:
+    from sklearn.datasets import load_iris
+
+    X, _ = load_iris(return_X_y=True)
+    expected = json.loads((GOLDEN / version / "expected.json").read_text())[name]
+    path = GOLDEN / version / name
+    model = _load_golden(path)
+    assert f"{type(model).__module__}.{type(model).__qualname__}" == expected["type"]
+    assert model.predict(X).tolist() == expected["predict"]
+    np.testing.assert_allclose(model.predict_proba(X), expected["predict_proba"], rtol=1e-10)
+    info = skjar.inspect(path)
+    assert info.format_version == version[1:]
+    assert info.metadata == {"golden": name}
+    assert info.type == expected["type"]
+
+
+def test_writer_is_deterministic_against_the_golden_file(tmp_path: Path) -> None:
+    version = f"v{spec.FORMAT_MAJOR}.{spec.FORMAT_MINOR}"
+    golden = (GOLDEN / version / "builtins.skjar").read_bytes()
+    path = tmp_path / "again.skjar"
+    skjar.dump(MAKE_GOLDEN.builtins_value(), path)
+    fresh = path.read_bytes()
+    old, new = jarcraft.decode(golden), jarcraft.decode(fresh)
+
+    def stable(header: dict[str, Any]) -> dict[str, Any]:
+        header = copy.deepcopy(header)
+        del header["producer"], header["environment"]
+        return header
+
+    assert stable(new.header) == stable(old.header)
+    assert new.header["producer"]["name"] == "skjar"
+    # Everything between the header and the trailer, padding included.
+    old_spans, new_spans = jarcraft.section_spans(golden), jarcraft.section_spans(fresh)
+    old_body = golden[old_spans["header"][0][1] : old_spans["trailer"][0][0]]
+    new_body = fresh[new_spans["header"][0][1] : new_spans["trailer"][0][0]]
+    # The header's length may differ (versions, timestamps): compare from the first
+    # aligned section on, which is where the tree starts in both.
+    old_tree_at = old_spans["tree"][0][0] - old_spans["header"][0][1]
+    new_tree_at = new_spans["tree"][0][0] - new_spans["header"][0][1]
+    assert new_body[new_tree_at:] == old_body[old_tree_at:]
+
+
+def test_dumping_twice_gives_the_same_bytes_but_the_header() -> None:
+    value = MAKE_GOLDEN.builtins_value()
+    a, b = jarcraft.decode(skjar.dumps(value)), jarcraft.decode(skjar.dumps(value))
+    assert a.tree == b.tree and a.buffers == b.buffers
+    a.header["producer"].pop("created")
+    b.header["producer"].pop("created")
+    assert a.header == b.header
+
+
+# -- atomic writes ----------------------------------------------------------------------------
+@pytest.fixture
+def old_file(tmp_path: Path) -> Path:
+    path = tmp_path / "model.skjar"
+    skjar.dump({"version": "old"}, path)
+    return path
+
+
+def _only(path: Path) -> None:
+    assert sorted(os.listdir(path.parent)) == [path.name], "a temporary file was left behind"
+
+
+@pytest.mark.parametrize("stage", ["replace", "fsync", "write"])
+def test_a_failed_dump_leaves_the_old_file(old_file: Path, stage: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    before = old_file.read_bytes()
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    if stage == "write":
+        real_open = os.fdopen
+
+        def fdopen(fd: int, *args: Any, **kwargs: Any) -> Any:
+            f = real_open(fd, *args, **kwargs)
+            calls = {"n": 0}
+            real_write = f.write
+
+            def write(data: Any) -> Any:
+                calls["n"] += 1
+                if calls["n"] > 2:  # some of the file is out: fail half-way
+                    boom()
+                return real_write(data)
+
+            f.write = write  # type: ignore[method-assign]
+            return f
+
+        monkeypatch.setattr(os, "fdopen", fdopen)
+    else:
+        monkeypatch.setattr(os, stage, boom)
+    with pytest.raises(OSError, match="No space left"):
+        skjar.dump({"version": "new", "data": np.zeros(1000)}, old_file)
+    monkeypatch.undo()
+    assert old_file.read_bytes() == before
+    assert skjar.load(old_file) == {"version": "old"}
+    _only(old_file)
+
+
+def test_an_interrupted_dump_leaves_the_old_file(old_file: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupt(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        skjar.dump({"version": "new"}, old_file)
+    monkeypatch.undo()
+    assert skjar.load(old_file) == {"version": "old"}
+    _only(old_file)
+
+
+def test_a_successful_dump_replaces_the_file(old_file: Path) -> None:
+    skjar.dump({"version": "new"}, old_file)
+    assert skjar.load(old_file) == {"version": "new"}
+    _only(old_file)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert old_file.stat().st_mode & 0o777 == 0o666 & ~mask  # like open(path, "wb")
+
+
+def test_a_mapped_model_survives_its_file_being_replaced(old_file: Path) -> None:
+    skjar.dump({"a": np.arange(1000.0)}, old_file)
+    loaded = skjar.load(old_file, mmap=True)
+    skjar.dump({"a": np.zeros(1000)}, old_file)
+    np.testing.assert_array_equal(loaded["a"], np.arange(1000.0))
+
+
+# -- streams and file objects -------------------------------------------------------------------
+@contextlib.contextmanager
+def pipe_reader() -> Iterator[tuple[Any, list[bytes]]]:
+    """A write end of a pipe, and the bytes a thread reads from the other end."""
+    r, w = os.pipe()
+    received: list[bytes] = []
+
+    def drain() -> None:
+        with open(r, "rb", buffering=0) as f:
+            while chunk := f.read(1 << 16):
+                received.append(chunk)
+
+    thread = threading.Thread(target=drain)
+    thread.start()
+    try:
+        with open(w, "wb", buffering=0) as out:
+            yield out, received
+    finally:
+        thread.join(timeout=30)
+
+
+def test_dump_to_a_pipe_and_load_from_a_pipe() -> None:
+    value = {"a": np.arange(100_000.0), "b": ["x"] * 300, "c": 1}
+    with pipe_reader() as (out, received):
+        assert not out.seekable()
+        skjar.dump(value, out, compress="zstd")
+    data = b"".join(received)
+    loaded = skjar.loads(data)
+    np.testing.assert_array_equal(loaded["a"], value["a"])
+    assert loaded["b"] == value["b"]
+
+    for buffering in (0, -1):
+        r, w = os.pipe()
+
+        def feed(fd: int = w) -> None:
+            with open(fd, "wb") as f:
+                f.write(data)
+
+        thread = threading.Thread(target=feed)
+        thread.start()
+        with open(r, "rb", buffering=buffering) as f:
+            again = skjar.load(f)
+        thread.join(timeout=30)
+        np.testing.assert_array_equal(again["a"], value["a"])
+
+
+def test_load_from_a_file_object_at_an_offset(tmp_path: Path) -> None:
+    value = {"a": np.arange(500), "b": "text"}
+    data = skjar.dumps(value)
+    path = tmp_path / "offset.bin"
+    path.write_bytes(b"JUNKJUNK" + data)
+    with open(path, "rb") as f:
+        f.seek(8)
+        loaded = skjar.load(f)
+        assert f.tell() == 8 + len(data)
+    np.testing.assert_array_equal(loaded["a"], value["a"])
+    stream = io.BytesIO(b"prefix" + data)
+    stream.seek(6)
+    assert skjar.load(stream)["b"] == "text"
+    with open(path, "rb") as f:
+        f.seek(8)
+        assert skjar.inspect(f).object["type"] == "builtins.dict"
+
+
+def test_dump_to_a_file_object_at_an_offset(tmp_path: Path) -> None:
+    path = tmp_path / "offset.bin"
+    with open(path, "wb") as f:
+        f.write(b"HEAD")
+        skjar.dump([1, 2], f)
+        f.write(b"TAIL")
+    raw = path.read_bytes()
+    assert raw.startswith(b"HEAD") and raw.endswith(b"TAIL")
+    assert skjar.loads(raw[4:-4]) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [bytes, bytearray, memoryview, lambda b: memoryview(bytearray(b)).toreadonly(),
+     lambda b: memoryview(b"xx" + b)[2:], lambda b: memoryview(np.frombuffer(b, np.uint8))],
+    ids=["bytes", "bytearray", "memoryview", "readonly-view", "sliced-view", "numpy-view"],
+)
+def test_loads_takes_any_bytes_like(wrap: Any) -> None:
+    data = skjar.dumps({"a": np.arange(50), "b": [1, 2]})
+    source = wrap(data)
+    loaded = skjar.loads(source)
+    np.testing.assert_array_equal(loaded["a"], np.arange(50))
+    assert loaded["b"] == [1, 2]
+
+
+def test_loaded_arrays_do_not_alias_the_input_bytes() -> None:
+    data = bytearray(skjar.dumps({"a": np.arange(100.0)}))
+    loaded = skjar.loads(data)
+    data[:] = bytes(len(data))  # the caller reuses its buffer
+    np.testing.assert_array_equal(loaded["a"], np.arange(100.0))
+
+
+# -- memory mapping -------------------------------------------------------------------------------
+def _base_chain(arr: np.ndarray) -> list[Any]:
+    chain: list[Any] = []
+    obj: Any = arr
+    while obj is not None and len(chain) < 20:
+        chain.append(obj)
+        obj = getattr(obj, "base", None) if not isinstance(obj, memoryview) else obj.obj
+    return chain
+
+
+def test_mmap_arrays_are_views_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "big.skjar"
+    value = {"a": np.arange(100_000.0), "b": np.ones((300, 7), dtype=">i4", order="F")}
+    skjar.dump(value, path)
+    before = path.read_bytes()
+    loaded = skjar.load(path, mmap=True)
+    for key in value:
+        arr = loaded[key]
+        assert any(isinstance(o, mmap.mmap) for o in _base_chain(arr)), f"{key} is a copy"
+        assert arr.flags.writeable
+        assert arr.ctypes.data % 64 == 0
+        np.testing.assert_array_equal(arr, value[key])
+    loaded["a"][:] = -1  # copy-on-write: the process sees it, the file does not
+    loaded["b"][0, 0] = 7
+    assert loaded["a"][5] == -1
+    assert path.read_bytes() == before
+    assert skjar.load(path, mmap=True)["a"][5] == 5.0
+
+
+def test_plain_loads_are_not_views_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "big.skjar"
+    skjar.dump({"a": np.arange(100_000.0)}, path)
+    loaded = skjar.load(path)
+    assert not any(isinstance(o, mmap.mmap) for o in _base_chain(loaded["a"]))
+
+
+def test_mmap_of_a_compressed_jar_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "z.skjar"
+    skjar.dump({"a": np.zeros(100_000)}, path, compress="zstd")
+    loaded = skjar.load(path, mmap=True)
+    np.testing.assert_array_equal(loaded["a"], np.zeros(100_000))
+    loaded["a"][0] = 1.0  # decompressed into private memory: writable
+
+
+# -- compression ------------------------------------------------------------------------------------
+COMPRESS = ["zstd", "lz4", ("zstd", 1), ("zstd", 19), ("zstd", -5), ("lz4", 0), ("lz4", 9), None]
+
+
+@pytest.mark.parametrize("compress", COMPRESS, ids=str)
+def test_compression_round_trips(compress: Any, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    value = {
+        "zeros": np.zeros(50_000),
+        "noise": rng.random(5_000),  # incompressible: stored raw
+        "small": np.arange(10),
+        "words": [f"w{i}" for i in range(1000)],
+        "vocab": {f"t{i}": i for i in range(2000)},
+    }
+    data = skjar.dumps(value, compress=compress)
+    info = skjar.inspect(data)
+    if compress is None:
+        assert info.compression is None
+    else:
+        name, level = compress if isinstance(compress, tuple) else (compress, None)
+        assert info.compression["codec"] == name
+        if level is not None:
+            assert info.compression["level"] == level
+        assert len(data) < 100_000
+    path = tmp_path / "c.skjar"
+    path.write_bytes(data)
+    for loaded in (skjar.loads(data), skjar.load(path, mmap=True), skjar.load(io.BytesIO(data))):
+        for key in ("zeros", "noise", "small"):
+            np.testing.assert_array_equal(loaded[key], value[key])
+        assert loaded["words"] == value["words"] and loaded["vocab"] == value["vocab"]
+
+
+def _compressed_section(data: bytes) -> tuple[int, int]:
+    """Start and end of the first stored section whose codec is not 'none'."""
+    spans = jarcraft.section_spans(data)
+    layout = json.loads(data[spec.PREAMBLE_SIZE : spans["header"][0][1]])["layout"]
+    codecs = [layout["tree"]["codec"]] + [codec for length, _, codec in layout["buffers"] if length]
+    for codec, span in zip(codecs, spans["tree"] + spans["buffer"]):
+        if codec != "none":
+            return span
+    raise AssertionError("no compressed section")
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_compressed_sections_are_digest_checked(codec: str) -> None:
+    data = skjar.dumps({"a": np.zeros(100_000)}, compress=codec)
+    start, end = _compressed_section(data)
+    for i in (start, (start + end) // 2, end - 1):
+        damaged = bytearray(data)
+        damaged[i] ^= 0x01
+        with pytest.raises(skjar.CorruptFileError, match="integrity"):
+            skjar.loads(bytes(damaged))
+
+
+def _respliced(data: bytes, edit: Any) -> bytes:
+    """Re-assemble ``data`` with its stored sections as they are, after ``edit(header)``."""
+    spans = jarcraft.section_spans(data)
+    header = json.loads(data[spec.PREAMBLE_SIZE : spans["header"][0][1]])
+    sections = [data[s:e] for s, e in spans["tree"] + spans["buffer"]]
+    # zero-length sections have no span: put them back by the layout's lengths
+    lengths = [header["layout"]["tree"]["length"]] + [b[0] for b in header["layout"]["buffers"]]
+    it = iter(sections)
+    stored = [next(it) if n else b"" for n in lengths]
+    edit(header)
+    return jarcraft.assemble(header, stored)
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+@pytest.mark.parametrize("claim", [10**15, 2**62, "ratio+1"])
+def test_decompression_bombs_are_refused_before_allocation(codec: str, claim: Any) -> None:
+    data = skjar.dumps({"a": np.zeros(1_000_000)}, compress=codec)
+
+    def lie(header: dict[str, Any]) -> None:
+        for entry in header["layout"]["buffers"]:
+            if entry[2] == codec:
+                size = entry[0] * spec.MAX_RATIO[codec] + spec.RATIO_SLACK + 1
+                entry[1] = size if claim == "ratio+1" else claim
+
+    bomb = _respliced(data, lie)
+    tracemalloc.start()
+    try:
+        with pytest.raises(skjar.CorruptFileError, match=r"bomb|claims"):
+            skjar.loads(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20, f"{peak} bytes allocated before refusing"
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+@pytest.mark.parametrize("delta", [1, -1, 4096])
+def test_a_wrong_decompressed_size_is_refused(codec: str, delta: int) -> None:
+    data = skjar.dumps({"a": np.zeros(1_000_000)}, compress=codec)
+
+    def lie(header: dict[str, Any]) -> None:
+        for entry in header["layout"]["buffers"]:
+            if entry[2] == codec:
+                entry[1] += delta
+
+    with pytest.raises(skjar.CorruptFileError):
+        skjar.loads(_respliced(data, lie))
+
+
+def test_resplicing_unchanged_is_faithful() -> None:
+    data = skjar.dumps({"a": np.zeros(1_000_000)}, compress="zstd")
+    assert _respliced(data, lambda header: None) == data
+
+
+# -- the layout a reader accepts ------------------------------------------------------------------
+def _jar() -> bytes:
+    return skjar.dumps({"a": np.arange(1000.0), "b": np.arange(300, dtype="i2"), "c": [1]})
+
+
+def test_nonzero_padding_is_refused() -> None:
+    data = _jar()
+    assert jarcraft.redigest(data) == data
+    for start, end in jarcraft.section_spans(data)["padding"]:
+        for i in (start, end - 1):
+            damaged = bytearray(data)
+            damaged[i] = 0x20
+            for verify in ("full", None):
+                with pytest.raises(skjar.CorruptFileError, match="padding"):
+                    skjar.load(jarcraft.redigest(damaged), verify=verify)
+
+
+@pytest.mark.parametrize("field", ["tree", "buffer"])
+@pytest.mark.parametrize("delta", [1, -1, 64])
+def test_sections_must_cover_the_data_exactly(field: str, delta: int) -> None:
+    data = _jar()
+
+    def lie(header: dict[str, Any]) -> None:
+        if field == "tree":
+            header["layout"]["tree"]["length"] += delta
+            header["layout"]["tree"]["size"] += delta
+        else:
+            header["layout"]["buffers"][0][0] += delta
+            header["layout"]["buffers"][0][1] += delta
+
+    with pytest.raises(skjar.CorruptFileError):
+        skjar.loads(_respliced(data, lie))
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"tree": {"length": -1, "size": -1, "codec": "none"}, "buffers": []},
+        {"tree": {"length": 1.5, "size": 1.5, "codec": "none"}, "buffers": []},
+        {"tree": {"length": True, "size": True, "codec": "none"}, "buffers": []},
+        {"tree": {"length": 10, "size": 10, "codec": "gzip"}, "buffers": []},
+        {"tree": {"length": 10, "size": 11, "codec": "none"}, "buffers": []},
+        {"tree": {"length": 10, "size": 10, "codec": "none"}, "buffers": [[1, 1]]},
+        {"tree": {"length": 10, "size": 10, "codec": "none"}, "buffers": {"0": [1, 1, "none"]}},
+        {"tree": [10, 10, "none"], "buffers": []},
+        [],
+    ],
+)
+def test_malformed_layouts_are_refused(layout: Any) -> None:
+    crafted = jarcraft.decode(_jar())
+    crafted.header["layout"] = layout
+    data = jarcraft.encode(crafted, layout=False)
+    for fn in (skjar.loads, skjar.inspect):
+        with pytest.raises(skjar.CorruptFileError):
+            fn(data)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"tree": {"length": 2**70, "size": 2**70, "codec": "none"}, "buffers": []},
+        {"tree": {"length": 10, "size": 10, "codec": "none"}, "buffers": [[2**40, 2**40, "none"]]},
+        {"tree": {"length": 0, "size": 0, "codec": "none"}, "buffers": []},
+    ],
+)
+def test_layouts_that_do_not_fit_the_file_are_refused(layout: Any) -> None:
+    """Well-formed, but describing another file: refused before anything is allocated."""
+    crafted = jarcraft.decode(_jar())
+    crafted.header["layout"] = layout
+    data = jarcraft.encode(crafted, layout=False)
+    tracemalloc.start()
+    try:
+        with pytest.raises(skjar.CorruptFileError, match="describes"):
+            skjar.loads(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2**20
+
+
+@pytest.mark.parametrize("length", [0, 1, spec.MAX_HEADER_SIZE + 1, 2**63])
+def test_header_length_is_bounded(length: int) -> None:
+    data = bytearray(_jar())
+    struct.pack_into("<Q", data, 16, length)
+    for fn in (skjar.loads, skjar.inspect):
+        with pytest.raises(skjar.CorruptFileError):
+            fn(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"", b"not json", b"[1, 2]", b"\xff\xfe{}", b'{"producer": {}}', b"{" * 100_000],
+    ids=["empty", "text", "list", "utf16", "incomplete", "deep"],
+)
+def test_malformed_headers_are_refused(header: bytes) -> None:
+    crafted = jarcraft.decode(_jar())
+    data = jarcraft.assemble(header, [crafted.tree, *crafted.buffers])
+    for fn in (skjar.loads, skjar.inspect):
+        with pytest.raises(skjar.CorruptFileError):
+            fn(data)
+
+
+def test_unknown_flags_are_refused() -> None:
+    crafted = jarcraft.decode(_jar())
+    crafted.flags = 1 << 7
+    with pytest.raises(skjar.CorruptFileError, match="flags"):
+        skjar.loads(jarcraft.encode(crafted))
+
+
+def test_the_layout_is_what_the_spec_says() -> None:
+    """Every section starts on a 64-byte boundary; the trailer ends with the end magic."""
+    data = _jar()
+    spans = jarcraft.section_spans(data)
+    for start, _ in spans["tree"] + spans["buffer"]:
+        assert start % spec.ALIGNMENT == 0
+    assert data.startswith(spec.MAGIC) and data.endswith(spec.END_MAGIC)
+    assert struct.unpack_from("<HHI", data, 8) == (spec.FORMAT_MAJOR, spec.FORMAT_MINOR, 0)
