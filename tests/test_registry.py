@@ -43,6 +43,21 @@ class Linked:
         self.items = [1, 2]
 
 
+class Chain:
+    """A linked list of instances: deep enough that the writer defers states (STATE, ROOT)."""
+
+    def __init__(self, value: int, next: Chain | None = None) -> None:  # noqa: A002
+        self.value = value
+        self.next = next
+
+
+def _chain_samples() -> list[Any]:
+    head = None
+    for i in range(80):
+        head = Chain(i, head)
+    return [head]
+
+
 def _instance_samples() -> list[Any]:
     from sklearn.preprocessing import StandardScaler
 
@@ -63,6 +78,8 @@ COVERED_HERE: dict[int, tuple[Any, list[Any]]] = {
     nodes.RECONSTRUCT: (_reconstruct_samples, []),
     nodes.NEWOBJ: (lambda: [Linked()], [Linked]),
     nodes.NAMEDTUPLE: (lambda: [Point(1, [2]), Point("a", None)], [Point]),
+    nodes.STATE: (_chain_samples, [Chain]),
+    nodes.ROOT: (_chain_samples, [Chain]),
 }
 # Codes that need no decoder of their own, with the reason.
 NO_SAMPLES = {
@@ -134,6 +151,11 @@ def same_sample(a: Any, b: Any) -> None:
         assert a is b
     elif isinstance(a, Linked):
         assert b.me is b and b.items == [1, 2]
+    elif isinstance(a, Chain):
+        while a is not None:
+            assert type(b) is Chain and b.value == a.value
+            a, b = a.next, b.next
+        assert b is None
     elif type(a).__module__.startswith("sklearn"):
         from conformance.compare import assert_same_estimator
 

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import CorruptFileError, SkjarError
 from ..format.spec import MAX_NESTING, MAX_NODES
 from ..trust import TrustPolicy
-from .nodes import SHARED_DEF, SHARED_REF
+from .nodes import ROOT, SHARED_DEF, SHARED_REF
 from .registry import DECODERS
 
 
@@ -43,7 +43,8 @@ class Decoder:
         # Empty instances awaiting their state: id -> (object, name); holding the
         # object keeps its id from being reused.
         self.shells: dict[int, tuple[Any, str]] = {}
-        self._depth = 0
+        self.depth = 0
+        self.in_root = False
         self._nodes = 0
 
     def decode_root(self, tree: bytes | memoryview) -> Any:
@@ -71,7 +72,7 @@ class Decoder:
         return obj
 
     def unpack(self, data: bytes | memoryview) -> Any:
-        if self._depth < _STACK_DEPTH:
+        if self.depth < _STACK_DEPTH:
             return msgpack.unpackb(
                 data,
                 ext_hook=self._ext_hook,
@@ -108,10 +109,16 @@ class Decoder:
         self._nodes += 1
         if self._nodes > MAX_NODES:
             raise CorruptFileError(f"the object tree has more than {MAX_NODES} typed nodes")
-        self._depth += 1
+        self.depth += 1
         try:
-            if self._depth > MAX_NESTING:
+            if self.depth > MAX_NESTING:
                 raise CorruptFileError(f"typed nodes nest more than {MAX_NESTING} levels deep")
+            if code == ROOT:
+                # Deferred states (STATE nodes) are only valid directly inside the
+                # outermost node.
+                if self.depth != 1 or self.in_root:
+                    raise CorruptFileError("a root node may only be the outermost node")
+                self.in_root = True
             payload = self.unpack(data)
             if code == SHARED_DEF:
                 ident, value = expect_list(payload, 2, "shared object")
@@ -130,7 +137,7 @@ class Decoder:
                 raise CorruptFileError(f"unknown node code {code}")
             return decode(self, payload)
         finally:
-            self._depth -= 1
+            self.depth -= 1
 
     # -- services for handlers ----------------------------------------------
     def take_buffer(self, index: Any) -> np.ndarray:

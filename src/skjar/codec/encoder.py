@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections import deque
 from typing import Any
 
 import msgpack
@@ -12,6 +13,7 @@ from ..errors import UnsupportedObjectError
 from ..format.spec import MAX_NESTING
 from .nodes import (
     BIGINT,
+    ROOT,
     SHARED_DEF,
     SHARED_REF,
     STRDICT,
@@ -27,6 +29,8 @@ Path = tuple[Any, Any] | None
 
 ATOMS = frozenset({str, float, bool, type(None), bytes})
 INT64_MIN, UINT64_MAX = -(1 << 63), (1 << 64) - 1
+# Walk depth beyond which instances are deferred to the top level (see Encoder).
+DEFER_DEPTH = 32
 # Containers at least this large with homogeneous str keys/items are stored
 # column-wise, so neither side takes a Python step per element.
 COLUMNAR_MIN = 256
@@ -71,13 +75,24 @@ class Encoder:
         self._in_progress: set[int] = set()
         self.shells: dict[int, Node] = {}  # instances being encoded, for cycles
         self._next_share = 0
-        self._depth = 0
+        self.depth = 0
         self._ext_depth = 0
         self._verified: dict[int, str] = {}
+        # Instances met deeper than DEFER_DEPTH are written as empty shells whose
+        # state follows at the top level (a linked list of 10,000 instances, as in
+        # Birch's leaves, would otherwise nest 10,000 levels deep).
+        self.deferred: deque[tuple[Any, Node, Any]] = deque()
 
     # -- entry points -------------------------------------------------------
     def encode_root(self, obj: Any) -> bytes:
         tree = self.encode(obj, None)
+        if self.deferred:
+            from .objects import encode_deferred
+
+            states = []
+            while self.deferred:  # encoding one state may defer more
+                states.append(encode_deferred(self, *self.deferred.popleft()))
+            tree = Node(ROOT, [tree, states])
         try:
             return msgpack.packb(
                 tree, default=self._pack_default, use_bin_type=True, strict_types=True
@@ -90,6 +105,12 @@ class Encoder:
             OverflowError,
         ) as exc:  # pragma: no cover - encoder bug guard
             raise UnsupportedObjectError(f"internal encoding error: {exc}") from exc
+
+    def share(self, node: Node | Shared) -> None:
+        """Give ``node`` a shared-object id, so later references can point to it."""
+        if node.share_id is None:
+            node.share_id = self._next_share
+            self._next_share += 1
 
     def _pack_default(self, obj: Any) -> Any:
         kind = type(obj)
@@ -163,9 +184,9 @@ class Encoder:
                 "skjar files hold acyclic object graphs",
                 render_path(path),
             )
-        self._depth += 1
-        if self._depth > MAX_NESTING:
-            self._depth -= 1
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            self.depth -= 1
             raise UnsupportedObjectError(
                 f"the model nests objects more than {MAX_NESTING} levels deep", render_path(path)
             )
@@ -180,7 +201,7 @@ class Encoder:
             out = fn(self, obj, path)
         finally:
             self._in_progress.discard(oid)
-            self._depth -= 1
+            self.depth -= 1
         if memoize:
             if type(out) is not Node:
                 out = Shared(out)

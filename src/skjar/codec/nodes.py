@@ -43,6 +43,9 @@ REF = 32  # name                                a trusted function/class as a va
 NAMEDTUPLE = 33  # [name, items]
 NEWOBJ = 34  # name                              an empty instance, given state by the
 #                                                  INSTANCE node that holds it (cycles)
+#                                                  or by a STATE node (deep chains)
+STATE = 35  # [shell, mode, state, kind, items]  state for an empty instance made deeper down
+ROOT = 36  # [value, [STATE...]]                 the outermost node when states were deferred
 
 # State modes for INSTANCE / RECONSTRUCT.
 STATE_NONE = 0

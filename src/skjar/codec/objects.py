@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import CorruptFileError, SkjarError, UnsupportedObjectError
 from ..trust import CALL, OBJECT, VALUE, name_of
 from .decoder import Decoder, expect_list
-from .encoder import Encoder, Path, render_path
+from .encoder import DEFER_DEPTH, Encoder, Path, render_path
 from .nodes import (
     INSTANCE,
     ITEMS_DICT,
@@ -29,11 +29,14 @@ from .nodes import (
     ITEMS_NONE,
     NAMEDTUPLE,
     NEWOBJ,
+    ROOT,
+    STATE,
     RECONSTRUCT,
     REF,
     STATE_CYTHON,
     STATE_DEFAULT,
     STATE_NONE,
+    SharedRef,
     TUPLE,
     Node,
 )
@@ -148,6 +151,11 @@ def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
     else:
         return _reconstruct_node(enc, obj, func, args, state, listitems, dictitems, path)
     name = _class_name(enc, cls, OBJECT, path)
+    if enc.depth > DEFER_DEPTH:
+        shell = Node(NEWOBJ, name)
+        enc.share(shell)
+        enc.deferred.append((obj, shell, (mode, state, listitems, dictitems, path)))
+        return shell
     shell = enc.shells[id(obj)] = Node(NEWOBJ, name)
     try:
         kind, items = _encode_items(enc, listitems, dictitems, path)
@@ -157,6 +165,20 @@ def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
     # Only an object its own state refers back to needs the two-step form.
     first = shell if shell.share_id is not None else name
     return Node(INSTANCE, [first, mode, enc_state, kind, items])
+
+
+def encode_deferred(enc: Encoder, obj: Any, shell: Node, rest: Any) -> Node:
+    """The STATE node giving a deferred instance its state, encoded from the top level."""
+    mode, state, listitems, dictitems, path = rest
+    saved, enc.depth = enc.depth, 0
+    enc.shells[id(obj)] = shell
+    try:
+        kind, items = _encode_items(enc, listitems, dictitems, path)
+        enc_state = None if mode == STATE_NONE else _encode_state(enc, state, path)
+    finally:
+        del enc.shells[id(obj)]
+        enc.depth = saved
+    return Node(STATE, [SharedRef(shell), mode, enc_state, kind, items])
 
 
 def _reconstruct_node(
@@ -203,21 +225,55 @@ def _apply_state(obj: Any, mode: Any, state: Any, name: str) -> None:
         raise CorruptFileError(f"{name}: unknown state mode {mode!r}")
     setstate = getattr(cls, "__setstate__", None)
     if setstate is not None:
+        if _updates_dict(setstate):
+            # BaseEstimator.__setstate__ ends in __dict__.update(state): hold its state
+            # to the same rule as the plain path below (a plain dict of attribute names).
+            _check_attribute_map(state, name)
         setstate(obj, state)
         return
     slots = None
     if type(state) is tuple and len(state) == 2:
         state, slots = state
-    for part in (state, slots):
-        if part is not None and (type(part) is not dict or any(type(k) is not str for k in part)):
-            raise CorruptFileError(f"{name}: state must map attribute names to values")
+    _check_attribute_map(state, name)
+    _check_attribute_map(slots, name)
     if state:
         try:
             obj.__dict__.update(state)
         except AttributeError:
             raise CorruptFileError(f"{name} instances have no __dict__ to hold state") from None
     for key, value in (slots or {}).items():
-        setattr(obj, key, value)
+        # Only the class's own __slots__ members. A plain setattr would also reach
+        # __class__ (turning the object into an instance of any compatible class, past
+        # that class's meaning check), __dict__, and property setters (trusted code
+        # run on file-chosen values): tests/security/test_state_tampering.py.
+        slot = _slot_descriptor(cls, key)
+        if slot is None:
+            raise CorruptFileError(f"{name} has no slot {key!r} to hold state")
+        slot.__set__(obj, value)
+
+
+def _check_attribute_map(part: Any, name: str) -> None:
+    if part is not None and (type(part) is not dict or any(type(k) is not str for k in part)):
+        raise CorruptFileError(f"{name}: state must map attribute names to values")
+
+
+def _updates_dict(setstate: Any) -> bool:
+    """Whether ``setstate`` is scikit-learn's BaseEstimator.__setstate__ (a __dict__ update)."""
+    return (
+        getattr(setstate, "__module__", None) == "sklearn.base"
+        and getattr(setstate, "__qualname__", None) == "BaseEstimator.__setstate__"
+    )
+
+
+def _slot_descriptor(cls: type, key: str) -> Any:
+    """The member descriptor (what ``__slots__`` creates) ``key`` of ``cls``, or None."""
+    if key.startswith("__") and key.endswith("__"):
+        return None
+    for klass in cls.__mro__:
+        if key in klass.__dict__:
+            descr = klass.__dict__[key]
+            return descr if isinstance(descr, types.MemberDescriptorType) else None
+    return None
 
 
 def _apply_items(obj: Any, kind: Any, items: Any, name: str) -> None:
@@ -257,15 +313,34 @@ def _dec_instance(dec: Decoder, payload: Any) -> Any:
         obj, name = dec.shells.pop(id(first), (None, ""))
         if obj is not first:
             raise CorruptFileError("state is given to an object that is not an empty instance")
-    validator = VALIDATORS.get(name)
-    if validator is not None:
-        validator((), state)
+    _validate(name, (), state)
     _guarded(name, "setting its state", _apply_state, obj, mode, state, name)
     _apply_items(obj, kind, items, name)
     return obj
 
 
+def _validate(name: str, args: Any, state: Any) -> None:
+    """Run the meaning check registered for ``name``, if any, on plain state only."""
+    validator = VALIDATORS.get(name)
+    if validator is None:
+        return
+    # Checks read state as a dict or tuple, and treat anything else as "unfitted"
+    # or refuse it. A dict subclass (OrderedDict, defaultdict, Bunch) would pass as
+    # "unfitted" yet still reach __dict__.update: tests/security/test_meaning_tampering.py.
+    if state is not None and type(state) not in (dict, tuple):
+        raise CorruptFileError(
+            f"{name}: state must be a plain dict or tuple, not {type(state).__name__}"
+        )
+    validator(args, state)
+
+
 def _new(cls: type, name: str) -> Any:
+    if cls in ENCODERS:
+        # Types with a node of their own (bit generators, RandomState, Generator,
+        # MaskedArray, partial) are only built by their handler, which checks its
+        # input. cls.__new__ alone leaves e.g. PCG64's C state unset: using it (or
+        # giving it state) segfaults. tests/security/test_state_tampering.py.
+        raise CorruptFileError(f"{name} is built by its own node, never as a generic instance")
     obj = _guarded(name, "creating the instance", cls.__new__, cls)
     if type(obj) is not cls:
         raise CorruptFileError(f"{name}.__new__ returned a {type(obj).__name__}")
@@ -279,15 +354,35 @@ def _dec_newobj(dec: Decoder, payload: Any) -> Any:
     return obj
 
 
+@decodes(STATE)
+def _dec_state(dec: Decoder, payload: Any) -> None:
+    shell, mode, state, kind, items = expect_list(payload, 5, "state")
+    obj, name = dec.shells.pop(id(shell), (None, ""))
+    if obj is not shell or not dec.in_root or dec.depth != 2:
+        raise CorruptFileError("state is given to an object that is not an empty instance")
+    validator = VALIDATORS.get(name)
+    if validator is not None:
+        validator((), state)
+    _guarded(name, "setting its state", _apply_state, obj, mode, state, name)
+    _apply_items(obj, kind, items, name)
+    return None
+
+
+@decodes(ROOT)
+def _dec_root(dec: Decoder, payload: Any) -> Any:
+    value, states = expect_list(payload, 2, "root")
+    if type(states) is not list or not states or any(s is not None for s in states):
+        raise CorruptFileError("malformed root node")
+    return value
+
+
 @decodes(RECONSTRUCT)
 def _dec_reconstruct(dec: Decoder, payload: Any) -> Any:
     name, args, mode, state, kind, items = expect_list(payload, 6, "reconstruct")
     fn = dec.require(name, CALL)
     if type(args) is not list:
         raise CorruptFileError(f"{name}: arguments must be a list")
-    validator = VALIDATORS.get(name)
-    if validator is not None:
-        validator(args, state)
+    _validate(name, args, state)
     obj = _guarded(name, "the call", fn, *args)
     _guarded(name, "setting its state", _apply_state, obj, mode, state, name)
     _apply_items(obj, kind, items, name)
