@@ -46,7 +46,7 @@ class Linked:
 class Chain:
     """A linked list of instances: deep enough that the writer defers states (STATE, ROOT)."""
 
-    def __init__(self, value: int, next: Chain | None = None) -> None:  # noqa: A002
+    def __init__(self, value: int, next: Chain | None = None) -> None:
         self.value = value
         self.next = next
 

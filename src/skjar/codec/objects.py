@@ -29,16 +29,16 @@ from .nodes import (
     ITEMS_NONE,
     NAMEDTUPLE,
     NEWOBJ,
-    ROOT,
-    STATE,
     RECONSTRUCT,
     REF,
+    ROOT,
+    STATE,
     STATE_CYTHON,
     STATE_DEFAULT,
     STATE_NONE,
-    SharedRef,
     TUPLE,
     Node,
+    SharedRef,
 )
 from .registry import ENCODERS, VALIDATORS, decodes
 
