@@ -32,8 +32,27 @@ _SIMPLE = frozenset({str, int, float, bool, type(None), bytes})
 
 
 # -- dtypes ----------------------------------------------------------------
+_DESCRS: dict[Any, Any] = {}
+
+
 def dtype_descr(dtype: np.dtype[Any], path: Path) -> Any:
-    """A JSON/msgpack-friendly description of ``dtype`` (numpy's .npy ``descr``)."""
+    """A JSON/msgpack-friendly description of ``dtype`` (numpy's .npy ``descr``).
+
+    Cached: numpy builds structured descrs slowly and a forest repeats one
+    node dtype hundreds of times. Plain dtypes are keyed by their exact
+    ``str`` (byte order included), structured ones by the dtype itself.
+    """
+    key = dtype.str if dtype.fields is None else dtype
+    cached = _DESCRS.get(key)
+    if cached is not None:
+        return cached
+    descr = _dtype_descr(dtype, path)
+    if len(_DESCRS) < 4096:
+        _DESCRS[key] = descr
+    return descr
+
+
+def _dtype_descr(dtype: np.dtype[Any], path: Path) -> Any:
     if dtype.kind not in PLAIN_KINDS and dtype != np.dtype(object):
         raise UnsupportedObjectError(f"numpy dtype {dtype} is not supported", render_path(path))
     if dtype.fields is None and dtype.subdtype is not None:
