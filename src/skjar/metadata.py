@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import importlib.metadata
 import json
 import math
 import platform
@@ -31,15 +32,27 @@ def _version_of(module_name: str) -> str | None:
     return version if isinstance(version, str) else None
 
 
+def _package_version(module: str, distribution: str) -> str:
+    """The running module's version if it is imported, else the installed one.
+
+    Reading the installed version avoids importing scikit-learn (seconds) just
+    to inspect a file or dump a plain dict.
+    """
+    loaded = _version_of(module)
+    if loaded:
+        return loaded
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def environment(names: dict[str, tuple[str, set[str]]] | None = None) -> dict[str, Any]:
     """The versions that made a jar: Python, platform, and every package it references."""
-    import scipy
-    import sklearn
-
     packages = {
         "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "scikit-learn": sklearn.__version__,
+        "scipy": _package_version("scipy", "scipy"),
+        "scikit-learn": _package_version("sklearn", "scikit-learn"),
     }
     for module, _ in (names or {}).values():
         top = module.split(".")[0]

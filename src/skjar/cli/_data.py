@@ -138,9 +138,11 @@ class Reader:
         if self.path == "-":
             # Parquet keeps its index at the end of the file: spool stdin to a
             # temporary file (on disk, so memory stays flat) and read that.
-            self._spool = tempfile.TemporaryFile(prefix="skjar-stdin-", suffix=".parquet")
+            self._spool = tempfile.TemporaryFile(  # noqa: SIM115 - closed by close()
+                prefix="skjar-stdin-", suffix=".parquet"
+            )
             stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
-            shutil.copyfileobj(stdin, self._spool, 1 << 20)  # type: ignore[misc]
+            shutil.copyfileobj(stdin, self._spool, 1 << 20)
             self._spool.seek(0)
             source = self._spool
         else:
@@ -205,7 +207,9 @@ class Reader:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise InputError(f"{self.name}, line {lineno}: not valid JSON ({exc})") from None
+                    raise InputError(
+                        f"{self.name}, line {lineno}: not valid JSON ({exc})"
+                    ) from None
                 if not isinstance(row, dict):
                     raise InputError(
                         f"{self.name}, line {lineno}: expected a JSON object per line "
@@ -216,7 +220,9 @@ class Reader:
                     yield self._frame(pd, rows)
                     rows = []
         except UnicodeDecodeError as exc:
-            raise InputError(f"{self.name}, near line {lineno + 1}: not UTF-8 text ({exc})") from None
+            raise InputError(
+                f"{self.name}, near line {lineno + 1}: not UTF-8 text ({exc})"
+            ) from None
         finally:
             stream.detach()
         if rows:
@@ -308,22 +314,28 @@ class Writer:
                 prefix=f".{os.path.basename(target)}.", suffix=".partial", dir=folder
             )
             self._file = os.fdopen(fd, "wb")
+        self._out: Any = self._file
+        if path.lower().endswith(".gz"):
+            if fmt == "parquet":
+                self.abort()
+                raise InputError("Parquet compresses itself: drop the .gz from the output name")
+            self._out = gzip.GzipFile(fileobj=self._file, mode="wb")
 
     def write(self, df: Any) -> None:
         if self.fmt == "csv":
             text = df.to_csv(index=False, header=self.rows == 0, lineterminator="\n")
-            self._file.write(text.encode("utf-8"))
+            self._out.write(text.encode("utf-8"))
         elif self.fmt == "jsonl":
             if len(df):
                 text = df.to_json(orient="records", lines=True, force_ascii=False)
-                self._file.write(text.encode("utf-8"))
+                self._out.write(text.encode("utf-8"))
                 if not text.endswith("\n"):
-                    self._file.write(b"\n")
+                    self._out.write(b"\n")
         else:
             self._write_parquet(df)
         self.rows += len(df)
         if self.path == "-":
-            self._file.flush()
+            self._out.flush()
 
     def _write_parquet(self, df: Any) -> None:
         import pyarrow as pa
@@ -344,6 +356,8 @@ class Writer:
         """Finish the file and move it into place."""
         if self._parquet is not None:
             self._parquet.close()
+        if self._out is not self._file:
+            self._out.close()  # the gzip trailer; the file itself stays open
         if self.path == "-":
             self._file.flush()
             return

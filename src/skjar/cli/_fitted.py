@@ -1,7 +1,8 @@
 """Summaries of a loaded model's fitted state, for ``skjar diff``.
 
-Every fitted attribute (sklearn's trailing-underscore convention) becomes one
-line of text — type, shape, dtype, a few statistics and a checksum — keyed by
+Every piece of fitted state — each instance attribute that is not a
+constructor parameter (``coef_``, ``classes_``, but also private state such as
+KNN's ``_fit_X``) — becomes one line of text — type, shape, dtype, a few statistics and a checksum — keyed by
 its path in the model (``logisticregression.coef_``,
 ``columntransformer.cat.categories_``). Nested estimators are walked
 recursively; long lists of estimators (a forest's trees) are summarised as one
@@ -21,7 +22,12 @@ import numpy as np
 import xxhash
 
 MAX_DEPTH = 8
-MAX_MEMBERS = 10  # estimators in a list shown one by one; longer lists are summarised
+MAX_MEMBERS = 10
+SKIP = {
+    "_sklearn_version",
+    "_sklearn_output_config",
+    "_metadata_request",
+}  # estimators in a list shown one by one; longer lists are summarised
 
 
 def is_estimator(value: Any) -> bool:
@@ -41,15 +47,18 @@ def fitted_summary(obj: Any, prefix: str = "", depth: int = 0) -> dict[str, str]
         return out
     out[f"{prefix}<type>"] = _type_name(obj)
     state = vars(obj) if hasattr(obj, "__dict__") else {}
+    try:
+        params = set(obj.get_params(deep=False))
+    except Exception:
+        params = set()
     for name in sorted(state):
         value = state[name]
-        fitted = name.endswith("_") and not name.startswith("_")
         if name == "steps" and isinstance(value, list):
             for item in value:
                 if isinstance(item, tuple) and len(item) >= 2 and is_estimator(item[1]):
                     out.update(fitted_summary(item[1], f"{prefix}{item[0]}.", depth + 1))
             continue
-        if not fitted:
+        if name in params or name.startswith("__") or name in SKIP:
             continue
         out.update(_summarize_attr(value, f"{prefix}{name}", depth))
     return out
@@ -112,7 +121,7 @@ def summarize_value(value: Any) -> str:
         text = repr(value)
         return text if len(text) <= 120 else text[:119] + "…"
     if isinstance(value, np.generic):
-        return f"{type(value).__name__} {value!r}"
+        return f"{type(value).__name__} {value.item()!r}"
     if isinstance(value, np.ndarray):
         return _array_summary(value)
     if _is_sparse(value):

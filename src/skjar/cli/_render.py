@@ -116,7 +116,7 @@ def table(
     """
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left", show_lines=False, title_style="bold")
+    t = Table(title=title or None, title_justify="left", show_lines=False, title_style="bold")
     for i, c in enumerate(columns):
         style = styles[i] if styles and i < len(styles) else None
         t.add_column(c, overflow="fold", style=style or "")
@@ -133,7 +133,9 @@ def note(message: str, *, style: str = "", err: bool = False) -> None:
 
 def warn(message: str) -> None:
     """``warning: message`` on stderr (yellow on a terminal)."""
-    prefix = click.style("warning:", fg="yellow", bold=True) if is_terminal(sys.stderr) else "warning:"
+    prefix = (
+        click.style("warning:", fg="yellow", bold=True) if is_terminal(sys.stderr) else "warning:"
+    )
     click.echo(f"{prefix} {message}", err=True)
 
 

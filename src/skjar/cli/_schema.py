@@ -200,7 +200,9 @@ class InputPlan:
         """An InputError explaining why the model rejected the chunk (text in numeric columns…)."""
         import pandas as pd
 
-        message = f"the model could not use data rows {first_row + 1}–{first_row + len(df)}: {exc}"
+        message = (
+            f"the model could not use data rows {first_row + 1} to {first_row + len(df)}: {exc}"
+        )
         hints = []
         for col in df.columns:
             if col in self.keep or col in self.skip or self.mode == "text":

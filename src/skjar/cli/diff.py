@@ -101,7 +101,7 @@ def _key_order(a: dict[str, str], b: dict[str, str]) -> Any:
     return lambda k: order[k]
 
 
-@click.command()
+@click.command(short_help="Show what differs between two jars, side by side.")
 @click.argument("a", type=click.Path(exists=True, dir_okay=False))
 @click.argument("b", type=click.Path(exists=True, dir_okay=False))
 @click.option("--header-only", is_flag=True, help="Compare headers only; do not load the models.")
@@ -178,8 +178,9 @@ def diff(
             if not rows:
                 note(f"{section}: no differences", style="dim")
                 continue
+            c.print(f"[bold]{section}[/bold]: {sum(va != vb for _, va, vb in rows)} difference(s)")
             table(
-                f"{section}: {sum(va != vb for _, va, vb in rows)} difference(s)",
+                "",
                 ["", "A", "B"],
                 [
                     [
@@ -193,6 +194,8 @@ def diff(
             )
         if header_only:
             note("fitted attributes not compared (--header-only)", style="dim")
-        note("the jars differ" if differs else "no differences", style="bold" if differs else "green")
+        note(
+            "the jars differ" if differs else "no differences", style="bold" if differs else "green"
+        )
     if exit_code and differs:
         raise click.exceptions.Exit(1)

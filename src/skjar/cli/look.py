@@ -48,8 +48,7 @@ def _is_estimator_ref(value: Any) -> bool:
         return set(value) == {"estimator"}
     if isinstance(value, list) and value:
         return all(
-            isinstance(item, list) and any(_is_estimator_ref(x) for x in item)
-            for item in value
+            isinstance(item, list) and any(_is_estimator_ref(x) for x in item) for item in value
         ) or all(_is_estimator_ref(item) for item in value)
     return False
 
@@ -87,7 +86,7 @@ def schema_rows(schema: dict[str, Any], all_rows: bool = False) -> list[list[str
     rows: list[list[str]] = []
     if isinstance(names, list):
         shown = names if all_rows else names[:MAX_LISTED]
-        rows = [[str(n), str(dtypes.get(str(n), "-"))] for n in shown]
+        rows = [[str(n), str(dtypes.get(str(n), "not recorded"))] for n in shown]
         if len(shown) < len(names):
             rows.append([f"… {len(names) - len(shown)} more (--all)", ""])
     return rows
@@ -108,7 +107,7 @@ def input_kind(schema: dict[str, Any]) -> str:
     return "one text column (or another 1-D input: no feature count recorded)"
 
 
-@click.command()
+@click.command(short_help="Show what a jar holds, from its header only (nothing is loaded).")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print everything the header says as JSON.")
 @click.option("--all", "all_rows", is_flag=True, help="List every feature and class.")
@@ -157,7 +156,7 @@ def inspect(model: str, as_json: bool, all_rows: bool, all_params: bool) -> None
 
     env = info.environment
     packages = env.get("packages", {})
-    here = _here_packages()
+    here = _here_packages(list(packages))
     import platform
     import sys
 
@@ -185,12 +184,16 @@ def inspect(model: str, as_json: bool, all_rows: bool, all_params: bool) -> None
             ["file", human_bytes(s["file"]), ""],
             ["header", human_bytes(s["header"]), ""],
             ["object tree", human_bytes(s["tree_stored"]), human_bytes(s["tree"])],
-            [f"{s['buffers']} array buffers", human_bytes(s["data_stored"]), human_bytes(s["data"])],
+            [
+                f"{s['buffers']} array buffers",
+                human_bytes(s["data_stored"]),
+                human_bytes(s["data"]),
+            ],
             ["compression", codec, ratio],
         ],
     )
     note(
-        "signature: signed (check it with `skjar verify`)" if signed else "signature: unsigned",
+        "signature: signed (inspect does not check it)" if signed else "signature: unsigned",
         style="green" if signed else "dim",
     )
     untrusted = [n.name for n in info.names if not n.trusted]
@@ -204,12 +207,18 @@ def inspect(model: str, as_json: bool, all_rows: bool, all_params: bool) -> None
         note(f"{len(info.names)} referenced names, all trusted", style="green")
 
 
-def _here_packages() -> dict[str, str]:
-    from .. import __version__
-    from ..metadata import environment
+def _here_packages(names: list[str]) -> dict[str, str]:
+    """Versions installed here, from package metadata (nothing is imported)."""
+    from importlib import metadata
 
-    out: dict[str, str] = dict(environment().get("packages", {}))
-    out["skjar"] = __version__
+    from .. import __version__
+
+    out = {"skjar": __version__}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
     return out
 
 
@@ -223,7 +232,9 @@ def _version_row(name: str, jar: Any, here: str | None) -> list[str]:
     return [escape(name), escape(jar if jar is not None else "-"), escape(here or "-"), status]
 
 
-@click.command()
+@click.command(
+    short_help="List the types and functions a jar references; exit 1 if any is untrusted."
+)
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--trust",

@@ -25,8 +25,10 @@ from .. import __version__
 from ..errors import InvalidArgumentError, SkjarError
 from ._render import EXIT_REFUSED, EXIT_USAGE, CliError, InputError, Refused, warn
 from .compare import compare
+from .convert import convert
 from .demo import demo
 from .diff import diff
+from .keys import keygen, sign
 from .look import audit, inspect
 from .predict import predict
 from .verify import verify
@@ -36,8 +38,9 @@ class SkjarGroup(click.Group):
     """A click group that turns skjar's exceptions into messages and exit codes.
 
     ``InvalidArgumentError`` (a bad path or option) exits 2; every other
-    ``SkjarError`` (untrusted, corrupt, not a jar, …) exits 1. Warnings are
-    printed as one ``warning:`` line each.
+    ``SkjarError`` (untrusted, corrupt, not a jar, …) and an operating-system
+    error (disk full, permission denied) exits 1. Warnings are printed as one
+    ``warning:`` line each.
     """
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -52,6 +55,11 @@ class SkjarGroup(click.Group):
                 raise InputError(str(exc)) from exc
             except SkjarError as exc:
                 raise Refused(str(exc)) from exc
+            except BrokenPipeError:
+                raise
+            except OSError as exc:  # disk full, permissions, … while reading or writing
+                where = f" ({exc.filename})" if exc.filename else ""
+                raise Refused(f"{exc.strerror or exc}{where}") from exc
 
 
 @click.group(
@@ -94,6 +102,9 @@ cli.add_command(diff)
 cli.add_command(predict)
 cli.add_command(compare)
 cli.add_command(demo)
+cli.add_command(convert)
+cli.add_command(keygen)
+cli.add_command(sign)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ renamed when every row has been scored, so a failure leaves no partial file.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from collections.abc import Iterator
@@ -50,9 +51,7 @@ def output_frame(model: Any, method: str, result: Any) -> Any:
         parts = []
         for j, proba in enumerate(result):
             labels = classes[j] if isinstance(classes, list) else range(proba.shape[1])
-            parts.append(
-                pd.DataFrame(proba, columns=[f"proba_{j}_{_label(c)}" for c in labels])
-            )
+            parts.append(pd.DataFrame(proba, columns=[f"proba_{j}_{_label(c)}" for c in labels]))
         return pd.concat(parts, axis=1)
     if hasattr(result, "toarray"):  # sparse output of transform
         result = result.toarray()
@@ -116,7 +115,7 @@ def progress_bar(reader: Reader, enabled: bool) -> Iterator[Any]:
             bar.update(task, completed=reader.total)
 
 
-@click.command()
+@click.command(short_help="Score a CSV, Parquet or JSON-lines file (or stdin), streamed in chunks.")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.argument("data", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option(
@@ -190,7 +189,7 @@ def predict(
     progress: bool | None,
     as_json: bool,
 ) -> None:
-    """Score DATA (CSV, Parquet or JSON lines; - for stdin) with MODEL, writing OUT.
+    """Score DATA (CSV, Parquet or JSON lines; - for stdin) with MODEL into -o OUT.
 
     DATA is streamed in chunks, so memory stays flat however large it is. Its
     columns are checked against the input schema in the jar's header: missing,
@@ -222,25 +221,28 @@ def predict(
     plan = InputPlan.from_schema(
         info.schema, text_column=text_column, keep=list(keep), ignore_extra=ignore_extra
     )
-    estimator = api.load(model, trusted=list(trust))
-    if not hasattr(estimator, method):
-        offered = ", ".join(methods_of(estimator)) or "none of " + ", ".join(METHODS)
-        raise InputError(
-            f"{type(estimator).__name__} has no {method}(); it offers: {offered} (--method)"
-        )
-    call = getattr(estimator, method)
-    load_s = time.perf_counter() - t0
-
-    reader = open_reader(
-        data, in_fmt, chunksize, plan.str_columns(), all_str=plan.mode == "text"
-    )
+    reader = open_reader(data, in_fmt, chunksize, plan.str_columns(), all_str=plan.mode == "text")
     writer = None
     rows = 0
     try:
+        chunks = reader.chunks()
+        # Check the first chunk against the schema before paying for the load.
+        first = next(chunks, None)
+        if first is None or not len(first):
+            raise InputError(f"{reader.name} has no rows: nothing to predict")
+        plan.prepare(first, 0)
+        estimator = api.load(model, trusted=list(trust))
+        if not hasattr(estimator, method):
+            offered = ", ".join(methods_of(estimator)) or "none of " + ", ".join(METHODS)
+            raise InputError(
+                f"{type(estimator).__name__} has no {method}(); it offers: {offered} (--method)"
+            )
+        call = getattr(estimator, method)
+        load_s = time.perf_counter() - t0
         writer = open_writer(output, out_fmt)
         show = progress if progress is not None else is_terminal(sys.stderr)
         with progress_bar(reader, bool(show)) as update:
-            for chunk in reader.chunks():
+            for chunk in itertools.chain([first], chunks):
                 if not len(chunk):
                     continue
                 X = plan.prepare(chunk, rows)
@@ -256,8 +258,6 @@ def predict(
                 writer.write(out)
                 rows += len(chunk)
                 update(rows)
-        if rows == 0:
-            raise InputError(f"{reader.name} has no rows: nothing to predict")
         writer.close()
     except BaseException:
         if writer is not None:

@@ -18,11 +18,10 @@ from typing import Any
 
 import click
 
-from .. import api
 from ..errors import InvalidArgumentError, SkjarError
 from ..format.header import declared_names
 from ..format.reader import open_source
-from ..format.spec import DIGEST_SIZE, END_MAGIC, TRAILER_SIZE
+from ..format.spec import DIGEST_SIZE, END_MAGIC, FLAG_SIGNED, TRAILER_SIZE
 from ._render import (
     EXIT_REFUSED,
     EXIT_USAGE,
@@ -35,7 +34,7 @@ from ._render import (
 )
 
 
-def check_jar(path: str) -> dict[str, Any]:
+def check_jar(path: str, keys: list[bytes] | None = None) -> dict[str, Any]:
     """Verify one jar's layout and digest; a dict with ``ok`` and the details or the error.
 
     >>> check_jar("model.skjar")["ok"]  # doctest: +SKIP
@@ -43,8 +42,9 @@ def check_jar(path: str) -> dict[str, Any]:
     """
     t0 = time.perf_counter()
     try:
-        open_source(path, mmap=False, admit=lambda header: declared_names(header))
-        info = api.inspect(path)
+        raw = open_source(
+            path, mmap=False, admit=lambda header: declared_names(header), keys=keys
+        )
     except InvalidArgumentError as exc:
         return {"path": path, "ok": False, "exit_code": EXIT_USAGE, "error": str(exc)}
     except SkjarError as exc:
@@ -60,39 +60,57 @@ def check_jar(path: str) -> dict[str, Any]:
     with open(path, "rb") as f:
         f.seek(size - TRAILER_SIZE)
         trailer = f.read(TRAILER_SIZE)
-    digest = trailer[:DIGEST_SIZE].hex() if trailer[DIGEST_SIZE:] == END_MAGIC else None
+    # The full-file digest sits just before the end magic (docs/format.md, trailer).
+    end = TRAILER_SIZE - len(END_MAGIC)
+    digest = trailer[end - DIGEST_SIZE : end].hex() if trailer[end:] == END_MAGIC else None
+    signed = bool(raw.flags & FLAG_SIGNED)
     return {
         "path": path,
         "ok": True,
         "exit_code": 0,
         "size": size,
-        "format_version": info.format_version,
+        "format_version": f"{raw.version[0]}.{raw.version[1]}",
         "digest": f"xxh3-128:{digest}" if digest else None,
-        "signature": "signed" if getattr(info, "signed", False) else "unsigned",
-        "type": info.type,
+        "signature": (
+            f"valid, by key {raw.signer}"
+            if raw.signer
+            else ("signed (not checked: pass --key)" if signed else "unsigned")
+        ),
+        "type": str(raw.header.get("object", {}).get("type", "")),
         "seconds": seconds,
         "throughput_mib_s": size / max(seconds, 1e-9) / 2**20,
     }
 
 
-@click.command()
+@click.command(short_help="Check jars' layout and digest without decoding or building anything.")
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Public key (PEM) the jar must be signed by; repeat to accept several.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def verify(models: tuple[str, ...], as_json: bool) -> None:
+def verify(models: tuple[str, ...], keys: tuple[str, ...], as_json: bool) -> None:
     """Check the integrity of one or more jars without building anything.
 
     Reads every byte, checks the layout and compares the XXH3-128 digest in
     the trailer. Exits 1 if any jar is damaged, truncated or not a jar, 2 if a
-    path cannot be read. (Signatures: the status is shown; checking them with a
-    public key comes with the signing commands.)
+    path cannot be read. With --key, the jar must also carry a valid Ed25519
+    signature by one of the given public keys (exit 1 otherwise).
 
     \b
     Examples:
       skjar verify model.skjar
+      skjar verify model.skjar --key ci-signer.pub.pem
       skjar verify models/*.skjar --json
       skjar verify model.skjar && skjar predict model.skjar data.csv -o out.csv
     """
-    results = [check_jar(m) for m in models]
+    from ..signing import verify_keys
+
+    wanted = verify_keys(list(keys)) if keys else None
+    results = [check_jar(m, wanted) for m in models]
     if as_json:
         emit_json(results)
     else:
