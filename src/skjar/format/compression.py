@@ -104,12 +104,21 @@ def decompress_section(data: memoryview, codec: str, size: int, what: str) -> np
                 raise CorruptFileError(
                     f"{what}: zstd frame declares {declared} bytes, the header {size}"
                 )
-            dobj = zstandard.ZstdDecompressor().decompressobj()
-            raw = dobj.decompress(data)
-            if not dobj.eof or dobj.unused_data:
-                raise CorruptFileError(
-                    f"{what}: the zstd frame is incomplete or followed by extra bytes"
-                )
+            # Straight into the final array: no intermediate copy of a large section.
+            out = aligned_empty(size)
+            reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
+            view, got = memoryview(out), 0  # type: ignore[arg-type]
+            while got < size:
+                n = reader.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+            if got != size:
+                raise CorruptFileError(f"{what}: decompressed to {got} bytes, expected {size}")
+            # One more byte must not exist: a second frame or junk after the first is refused.
+            if reader.read(1):
+                raise CorruptFileError(f"{what}: the zstd frame is followed by extra data")
+            return out
         else:
             import lz4.block
 
