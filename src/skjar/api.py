@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import warnings
@@ -187,7 +188,15 @@ def load(
     raw = open_source(source, mmap=mmap, admit=admit, keys=keys, verify=check)
     if skew:
         warnings.warn(skew[0], VersionSkewWarning, stacklevel=_stacklevel)
-    return Decoder(raw.buffers, raw.declared, policy).decode_root(raw.tree)
+    # Building millions of small objects (a vocabulary) makes the cyclic GC scan
+    # repeatedly for nothing: nothing decoded here is garbage yet.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return Decoder(raw.buffers, raw.declared, policy).decode_root(raw.tree)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def loads(
