@@ -21,7 +21,6 @@ from ..trust import TrustPolicy
 from .nodes import ROOT, SHARED_DEF, SHARED_REF
 from .registry import DECODERS
 
-
 # Typed-node depth up to which payloads are unpacked with msgpack.unpackb (fast,
 # but ~40 KiB of C stack per level); deeper ones use a heap-allocated Unpacker.
 _STACK_DEPTH = 8
