@@ -54,8 +54,12 @@ __all__ = [
     "StoredArray",
     "align",
     "assemble",
+    "build",
+    "compressed",
     "decode",
     "encode",
+    "minimal_header",
+    "name_entry",
     "node_codes",
     "pack_tree",
     "preamble",
@@ -390,3 +394,76 @@ def encode(jar: Jar, *, layout: bool = True) -> bytes:
             "buffers": [[len(b), len(b), "none"] for b in jar.buffers],
         }
     return assemble(header, [tree, *jar.buffers], version=jar.version, flags=jar.flags)
+
+
+# -- jars from scratch ---------------------------------------------------------------
+# Attack jars are written directly, not edited from a dumped model: the tree holds
+# whatever nodes the test builds (REF "os.system", INSTANCE of a bit generator ...)
+# and the header declares whatever names the test chooses, so the writer's refusals
+# play no part and the loader is the only line of defence.
+def name_entry(name: str, module: str | None = None, uses: Any = ("object",)) -> dict[str, Any]:
+    """A header ``names`` entry; the module split defaults to everything before the last dot."""
+    if module is None:
+        module = name.rpartition(".")[0]
+    return {"name": name, "module": module, "uses": sorted(uses) if not isinstance(uses, str) else [uses]}
+
+
+def minimal_header(names: Any = ()) -> dict[str, Any]:
+    """The smallest header the reader accepts (no environment: no version-skew warning)."""
+    return {
+        "producer": {"name": "jarcraft"},
+        "environment": {},
+        "object": {},
+        "metadata": {},
+        "names": [dict(n) for n in names],
+        "layout": {},
+    }
+
+
+def build(
+    root: Any,
+    names: Any = (),
+    buffers: Any = (),
+    *,
+    header: dict[str, Any] | None = None,
+) -> bytes:
+    """A jar whose tree is ``root`` (plain values and :class:`Ext` nodes), valid digests.
+
+    ``names`` are header entries (see :func:`name_entry`); ``header`` replaces the
+    minimal header (its layout is recomputed). Nothing is checked: the tree may use
+    undeclared names and the header may declare anything.
+    """
+    jar = Jar(header if header is not None else minimal_header(names), b"", list(buffers))
+    jar.root = root
+    return encode(jar)
+
+
+def compressed(
+    tree: bytes,
+    codec: str,
+    *,
+    stored: bytes | None = None,
+    size: int | None = None,
+    names: Any = (),
+) -> bytes:
+    """A jar whose object tree section is ``codec``-compressed (or ``stored`` as given).
+
+    ``size`` is the decompressed size the layout declares (default: ``len(tree)``), so a
+    test can make the header lie about what the compressed bytes produce.
+    """
+    if stored is None:
+        if codec == "zstd":
+            import zstandard
+
+            stored = zstandard.ZstdCompressor(write_content_size=True).compress(tree)
+        else:
+            import lz4.block
+
+            stored = lz4.block.compress(tree, store_size=False)
+    header = minimal_header(names)
+    header["layout"] = {
+        "tree": {"length": len(stored), "size": len(tree) if size is None else size, "codec": codec},
+        "buffers": [],
+    }
+    return assemble(header, [stored])
+

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import CorruptFileError
 from ..trust import OBJECT
-from .decoder import Decoder, check_hash_spread, expect_list
+from .decoder import Decoder, expect_list
 from .encoder import Encoder, Path
 from .nodes import (
     BIGINT,
@@ -51,7 +51,7 @@ def _enc_tuple(enc: Encoder, obj: tuple[Any, ...], path: Path) -> Node:
 def _dec_tuple(dec: Decoder, payload: Any) -> tuple[Any, ...]:
     if type(payload) is not list:
         raise CorruptFileError("malformed tuple node")
-    return tuple(payload)
+    return dec.track_tuple(tuple(payload))
 
 
 @encodes(set, memoize=True)
@@ -63,7 +63,7 @@ def _enc_set(enc: Encoder, obj: set[Any], path: Path) -> Node:
 def _dec_set(dec: Decoder, payload: Any) -> set[Any]:
     if type(payload) is not list:
         raise CorruptFileError("malformed set node")
-    check_hash_spread(payload, "a set")
+    dec.check_keys(payload, "a set")
     return set(payload)
 
 
@@ -76,7 +76,7 @@ def _enc_frozenset(enc: Encoder, obj: frozenset[Any], path: Path) -> Node:
 def _dec_frozenset(dec: Decoder, payload: Any) -> frozenset[Any]:
     if type(payload) is not list:
         raise CorruptFileError("malformed frozenset node")
-    check_hash_spread(payload, "a frozenset")
+    dec.check_keys(payload, "a frozenset")
     return frozenset(payload)
 
 
@@ -109,7 +109,7 @@ def _dec_complex(dec: Decoder, payload: Any) -> complex:
 def _dec_bigint(dec: Decoder, payload: Any) -> int:
     if type(payload) is not bytes or not payload:
         raise CorruptFileError("malformed big integer node")
-    return int.from_bytes(payload, "little", signed=True)
+    return dec.track_int(int.from_bytes(payload, "little", signed=True), len(payload))
 
 
 def _slice_part(v: Any) -> Any:
@@ -156,10 +156,10 @@ def _dec_ellipsis(dec: Decoder, payload: Any) -> Any:
     return Ellipsis
 
 
-def _pairs(payload: Any, what: str) -> list[Any]:
+def _pairs(dec: Decoder, payload: Any, what: str) -> list[Any]:
     if type(payload) is not list or any(type(p) is not list or len(p) != 2 for p in payload):
         raise CorruptFileError(f"malformed {what} node")
-    check_hash_spread([p[0] for p in payload], what)
+    dec.check_keys([p[0] for p in payload], what)
     return payload
 
 
@@ -171,7 +171,7 @@ def _enc_ordereddict(enc: Encoder, obj: OrderedDict[Any, Any], path: Path) -> No
 
 @decodes(ORDEREDDICT, lambda: [OrderedDict([("b", 1), ("a", [2])])])
 def _dec_ordereddict(dec: Decoder, payload: Any) -> OrderedDict[Any, Any]:
-    return OrderedDict((k, v) for k, v in _pairs(payload, "OrderedDict"))
+    return OrderedDict((k, v) for k, v in _pairs(dec, payload, "OrderedDict"))
 
 
 @encodes(defaultdict, memoize=True)
@@ -188,7 +188,7 @@ def _dec_defaultdict(dec: Decoder, payload: Any) -> defaultdict[Any, Any]:
     if factory is not None and not callable(factory):
         raise CorruptFileError("defaultdict factory is not callable")
     out: defaultdict[Any, Any] = defaultdict(factory)
-    for k, v in _pairs(items, "defaultdict"):
+    for k, v in _pairs(dec, items, "defaultdict"):
         out[k] = v
     return out
 

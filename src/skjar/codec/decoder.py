@@ -8,6 +8,9 @@ each node re-checks that its name and use are declared there.
 
 from __future__ import annotations
 
+import functools
+import re
+import reprlib
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -45,11 +48,16 @@ class Decoder:
         self.depth = 0
         self.in_root = False
         self._nodes = 0
+        # Values whose hash is costly (see track_tuple): id -> (value, depth, work).
+        self._costly: dict[int, tuple[Any, int, int]] = {}
+        self._hash_work = 0
+        self._hash_budget = _HASH_SLACK
 
     def decode_root(self, tree: bytes | memoryview) -> Any:
+        self._hash_budget = _HASH_SLACK + _HASH_PER_BYTE * len(tree)
         try:
             obj = self.unpack(tree)
-            if any(marker in tree for marker in _TIMESTAMP_MARKERS):
+            if _TIMESTAMP_MARKERS.search(tree):
                 _refuse_timestamps(obj)
         except SkjarError:
             raise
@@ -75,7 +83,7 @@ class Decoder:
             return msgpack.unpackb(
                 data,
                 ext_hook=self._ext_hook,
-                object_pairs_hook=safe_dict,
+                object_pairs_hook=self.safe_dict,
                 strict_map_key=False,
                 raw=False,
                 use_list=True,
@@ -89,7 +97,7 @@ class Decoder:
         n = len(data)
         unpacker = msgpack.Unpacker(
             ext_hook=self._ext_hook,
-            object_pairs_hook=safe_dict,
+            object_pairs_hook=self.safe_dict,
             strict_map_key=False,
             raw=False,
             use_list=True,
@@ -123,13 +131,13 @@ class Decoder:
                 ident, value = expect_list(payload, 2, "shared object")
                 if type(ident) is not int or ident in self._shared:
                     raise CorruptFileError(
-                        f"shared object id {ident!r} is invalid or defined twice"
+                        f"shared object id {brief(ident)} is invalid or defined twice"
                     )
                 self._shared[ident] = value
                 return value
             if code == SHARED_REF:
                 if type(payload) is not int or payload not in self._shared:
-                    raise CorruptFileError(f"reference to undefined shared object {payload!r}")
+                    raise CorruptFileError(f"reference to undefined shared object {brief(payload)}")
                 return self._shared[payload]
             decode = DECODERS.get(code)
             if decode is None:
@@ -142,7 +150,7 @@ class Decoder:
     def take_buffer(self, index: Any) -> np.ndarray:
         """The decoded uint8 buffer ``index``; each buffer may be used exactly once."""
         if type(index) is not int or not 0 <= index < len(self._buffers):
-            raise CorruptFileError(f"buffer index {index!r} is out of range")
+            raise CorruptFileError(f"buffer index {brief(index)} is out of range")
         buf = self._buffers[index]
         if buf is None:
             raise CorruptFileError(f"buffer {index} is used twice")
@@ -152,7 +160,7 @@ class Decoder:
     def require(self, name: Any, use: str) -> Any:
         """The trusted object behind ``name`` for ``use``, if the header declared it so."""
         if type(name) is not str:
-            raise CorruptFileError(f"a node names {name!r}, not a string")
+            raise CorruptFileError(f"a node names {brief(name)}, not a string")
         declared = self._declared.get(name)
         if declared is None or use not in declared[1]:
             raise CorruptFileError(
@@ -160,6 +168,60 @@ class Decoder:
                 "the file was tampered with"
             )
         return self._policy.resolve(name, declared[0], use)
+
+    # -- hashing costs ---------------------------------------------------------
+    def track_tuple(self, value: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Record a decoded tuple's nesting depth and hashing work; refuse deep ones."""
+        depth, work = 1, len(value)
+        for item in value:
+            info = self._costly.get(id(item))
+            if info is not None and info[0] is item:
+                depth = max(depth, info[1] + 1)
+                work += info[2]
+            elif isinstance(item, tuple):  # an untracked tuple is flat and short
+                depth = max(depth, 2)
+                work += len(item)
+        if depth > MAX_TUPLE_DEPTH:
+            raise CorruptFileError(f"tuples nest more than {MAX_TUPLE_DEPTH} levels deep")
+        # A tuple that expands to more items than the file holds is legitimate (the
+        # writer keeps shared tuples shared), so ``work`` is only charged if it is hashed.
+        if depth > 1 or work > _UNTRACKED_WORK:
+            self._costly[id(value)] = (value, depth, work)
+        return value
+
+    def track_int(self, value: int, nbytes: int) -> int:
+        """Record a big int (hashing it walks all its digits, every time)."""
+        if nbytes > 8 * _UNTRACKED_WORK:
+            self._costly[id(value)] = (value, 0, nbytes // 8)
+        return value
+
+    def check_keys(self, keys: list[Any], what: str) -> None:
+        """Charge hashing ``keys`` against the load's budget, then check their spread.
+
+        Called before a set, frozenset or dict is built from decoded keys.
+        """
+        if self._costly:
+            work = 0
+            for key in keys:
+                info = self._costly.get(id(key))
+                if info is not None and info[0] is key:
+                    work += info[2]
+            self._hash_work += work
+            if self._hash_work > self._hash_budget:
+                raise CorruptFileError(
+                    f"{what}: hashing its keys takes more work than the file could honestly "
+                    "ask for (shared references to large tuples or ints)"
+                )
+        check_hash_spread(keys, what)
+
+    def safe_dict(self, pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+        """msgpack's map builder: no duplicate keys, no hash flooding, bounded hashing."""
+        if self._costly or len(pairs) >= _COLLISION_CHECK_MIN:
+            self.check_keys([k for k, _ in pairs], "a map")
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            raise CorruptFileError("a map has duplicate keys")
+        return out
 
 
 def expect_list(payload: Any, length: int, what: str) -> list[Any]:
@@ -171,11 +233,51 @@ def expect_list(payload: Any, length: int, what: str) -> list[Any]:
 
 def expect(value: Any, check: Callable[[Any], bool], what: str) -> Any:
     if not check(value):
-        raise CorruptFileError(f"malformed {what}: {value!r:.80}")
+        raise CorruptFileError(f"malformed {what}: {brief(value)}")
     return value
 
 
+class _BriefRepr(reprlib.Repr):
+    """reprlib, but objects other than builtin containers and atoms show only their type."""
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        return f"<{type(x).__name__}>"
+
+
+_BRIEF = _BriefRepr()
+_BRIEF.maxlevel = 3
+_BRIEF.maxstring = 60
+_BRIEF.maxother = 40
+_ATOMS = (str, bytes, int, float, bool, type(None))
+
+
+def brief(value: Any) -> str:
+    """A short repr of a decoded value, for error messages, in bounded time.
+
+    ``repr`` of a decoded value can take forever: with shared references a
+    1 KB tree holds a list that expands to 2**40 items (l1 = [l0, l0], ...), and
+    an estimator's repr runs its pretty-printer over its parameters.
+    """
+    if type(value) in _ATOMS and not (type(value) is int and value.bit_length() > 256):
+        return repr(value)[:80]
+    return _BRIEF.repr(value)[:80]
+
+
 # -- inputs that would make building containers quadratic ----------------------
+# Hashing a tuple walks all of it, every time (tuples do not cache their hash), and
+# so does hashing a big int. Through shared references a few bytes make a tuple
+# exponentially large (t1 = (t0, t0), t2 = (t1, t1), ...: 40 levels in 836 bytes
+# hung the loader once put in a set), or so deep that hashing it overflows the C
+# stack (200 000 nested 1-tuples, 4 MB: SIGSEGV). So the decoder records each
+# tuple's depth and hashing work, refuses tuples deeper than MAX_TUPLE_DEPTH (the
+# writer cannot nest them past MAX_NESTING), and charges every hash it does on
+# decoded keys against a budget linear in the size of the tree.
+# (tests/security/test_resource_bombs.py)
+MAX_TUPLE_DEPTH = 1000
+_HASH_SLACK = 10_000_000
+_HASH_PER_BYTE = 16
+_UNTRACKED_WORK = 64
+
 # Only strings hash with a per-process secret; ints, floats and tuples hash
 # predictably, so a file could fill a dict or set with colliding keys and make
 # each insert walk all the others. Containers that large are refused when one
@@ -208,7 +310,10 @@ def safe_dict(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
 
 # msgpack decodes extension type -1 as a Timestamp by itself, without our hook.
 # skjar never writes one; these are its three encodings (fixext4/8, ext8).
-_TIMESTAMP_MARKERS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
+# (A regex, not ``marker in tree``: the tree is usually a memoryview, for which
+# ``in`` tests single bytes, so that check never fired on a real load:
+# tests/security/test_published_bypasses.py::test_msgpack_timestamps_are_not_nodes.)
+_TIMESTAMP_MARKERS = re.compile(b"\xd6\xff|\xd7\xff|\xc7\x0c\xff")
 
 
 def _refuse_timestamps(obj: Any) -> None:
@@ -225,6 +330,14 @@ def _refuse_timestamps(obj: Any) -> None:
             seen.add(id(item))
             stack.extend(item.keys())
             stack.extend(item.values())
+        elif isinstance(item, np.ndarray) and item.dtype.hasobject and id(item) not in seen:
+            # object arrays and partials hold decoded items too (found by
+            # tests/security/test_published_bypasses.py)
+            seen.add(id(item))
+            stack.extend(item.ravel(order="K").tolist() if item.dtype == object else [])
+        elif isinstance(item, functools.partial) and id(item) not in seen:
+            seen.add(id(item))
+            stack.extend((item.func, item.args, item.keywords, vars(item)))
         elif hasattr(item, "__dict__") and id(item) not in seen and not isinstance(item, type):
             seen.add(id(item))
             stack.extend(vars(item).values())

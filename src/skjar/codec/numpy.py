@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import CorruptFileError, UnsupportedObjectError
 from ..trust import OBJECT
-from .decoder import Decoder, expect_list
+from .decoder import Decoder, brief, expect_list
 from .encoder import Encoder, Path, render_path
 from .nodes import (
     BITGENERATOR,
@@ -78,7 +78,7 @@ def _tuplify(descr: Any, depth: int = 0) -> Any:
             raise CorruptFileError("dtype string too long")
         return descr
     if type(descr) is not list or not descr or len(descr) > 4096:
-        raise CorruptFileError(f"malformed dtype description {descr!r:.80}")
+        raise CorruptFileError(f"malformed dtype description {brief(descr)}")
     fields: list[tuple[Any, ...]] = []
     for field in descr:
         if type(field) is not list or len(field) not in (2, 3):
@@ -137,7 +137,7 @@ def _make_dtype(spec: Any, descr: Any) -> np.dtype[Any]:
     try:
         dtype = np.lib.format.descr_to_dtype(_numpy_descr(spec))
     except Exception as exc:
-        raise CorruptFileError(f"invalid dtype description {descr!r:.80}: {exc}") from None
+        raise CorruptFileError(f"invalid dtype description {brief(descr)}: {exc}") from None
     if dtype.kind not in PLAIN_KINDS and dtype != np.dtype(object):
         raise CorruptFileError(f"dtype {dtype} is not allowed")
     return dtype
@@ -194,10 +194,10 @@ def _enc_ndarray(enc: Encoder, arr: np.ndarray, path: Path) -> Node:
 
 def _shape(value: Any) -> tuple[int, ...]:
     if type(value) is not list or len(value) > MAX_NDIM:
-        raise CorruptFileError(f"malformed array shape {value!r:.80}")
+        raise CorruptFileError(f"malformed array shape {brief(value)}")
     for n in value:
         if type(n) is not int or n < 0:
-            raise CorruptFileError(f"malformed array shape {value!r:.80}")
+            raise CorruptFileError(f"malformed array shape {brief(value)}")
     return tuple(value)
 
 
@@ -332,9 +332,32 @@ def _dec_bitgen(dec: Decoder, payload: Any) -> Any:
     bitgen = cls()
     try:
         bitgen.state = state  # numpy validates names, types and sizes
+        _check_positions(bitgen.state)
+    except CorruptFileError:
+        raise
     except Exception as exc:
         raise CorruptFileError(f"invalid {name} state: {exc}") from None
     return bitgen
+
+
+# Positions numpy's state setters store without a range check, and its C code then
+# uses to index the generator's buffers: MT19937 ``pos`` (key[pos], 624 words) and
+# Philox ``buffer_pos`` (buffer[buffer_pos], 4 words). pos = 10**7 or buffer_pos =
+# -10**9 loaded and segfaulted on the first draw: tests/security/test_meaning_tampering.py.
+_POSITIONS = {"MT19937": (("state", "pos"), 624), "Philox": (("buffer_pos",), 4)}
+
+
+def _check_positions(state: dict[str, Any]) -> None:
+    name = state.get("bit_generator")
+    if state.get("has_uint32", 0) not in (0, 1):
+        raise CorruptFileError(f"{name} state: has_uint32 must be 0 or 1")
+    if name in _POSITIONS:
+        path, size = _POSITIONS[name]
+        value: Any = state
+        for key in path:
+            value = value[key]
+        if not 0 <= int(value) <= size:
+            raise CorruptFileError(f"{name} state: position {int(value)} is outside [0, {size}]")
 
 
 @encodes(np.random.RandomState, memoize=True)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import CorruptFileError, SkjarError, UnsupportedObjectError
 from ..trust import CALL, OBJECT, VALUE, name_of
-from .decoder import Decoder, expect_list
+from .decoder import Decoder, brief, expect_list
 from .encoder import DEFER_DEPTH, Encoder, Path, render_path
 from .nodes import (
     INSTANCE,
@@ -222,7 +222,7 @@ def _apply_state(obj: Any, mode: Any, state: Any, name: str) -> None:
         setter(obj, state)
         return
     if mode != STATE_DEFAULT:
-        raise CorruptFileError(f"{name}: unknown state mode {mode!r}")
+        raise CorruptFileError(f"{name}: unknown state mode {brief(mode)}")
     setstate = getattr(cls, "__setstate__", None)
     if setstate is not None:
         if _updates_dict(setstate):
@@ -276,22 +276,20 @@ def _slot_descriptor(cls: type, key: str) -> Any:
     return None
 
 
-def _apply_items(obj: Any, kind: Any, items: Any, name: str) -> None:
+def _apply_items(dec: Decoder, obj: Any, kind: Any, items: Any, name: str) -> None:
     if kind == ITEMS_NONE and items is None:
         return
     if kind == ITEMS_LIST and isinstance(obj, list) and type(items) is list:
         list.extend(obj, items)
         return
     if kind == ITEMS_DICT and isinstance(obj, dict) and type(items) is list:
-        from .decoder import check_hash_spread
-
-        check_hash_spread([p[0] if type(p) is list and p else None for p in items], name)
+        dec.check_keys([p[0] if type(p) is list and p else None for p in items], name)
         for pair in items:
             if type(pair) is not list or len(pair) != 2:
                 raise CorruptFileError(f"{name}: malformed dict items")
             dict.__setitem__(obj, pair[0], pair[1])
         return
-    raise CorruptFileError(f"{name}: items of kind {kind!r} do not fit a {type(obj).__name__}")
+    raise CorruptFileError(f"{name}: items of kind {brief(kind)} do not fit a {type(obj).__name__}")
 
 
 def _guarded(name: str, step: str, fn: Any, *args: Any) -> Any:
@@ -313,13 +311,13 @@ def _dec_instance(dec: Decoder, payload: Any) -> Any:
         obj, name = dec.shells.pop(id(first), (None, ""))
         if obj is not first:
             raise CorruptFileError("state is given to an object that is not an empty instance")
-    _validate(name, (), state)
+    _validate(dec, name, (), state)
     _guarded(name, "setting its state", _apply_state, obj, mode, state, name)
-    _apply_items(obj, kind, items, name)
+    _apply_items(dec, obj, kind, items, name)
     return obj
 
 
-def _validate(name: str, args: Any, state: Any) -> None:
+def _validate(dec: Decoder, name: str, args: Any, state: Any) -> None:
     """Run the meaning check registered for ``name``, if any, on plain state only."""
     validator = VALIDATORS.get(name)
     if validator is None:
@@ -331,7 +329,37 @@ def _validate(name: str, args: Any, state: Any) -> None:
         raise CorruptFileError(
             f"{name}: state must be a plain dict or tuple, not {type(state).__name__}"
         )
+    if dec.shells:
+        _refuse_pending(dec, name, (args, state))
     validator(args, state)
+
+
+def _refuse_pending(dec: Decoder, name: str, value: Any) -> None:
+    """A check must not judge an object that gets its state only later.
+
+    A check that reads another object (a KD/Ball tree its distance metric, HGB its
+    predictors) would see an empty NEWOBJ shell, which a later INSTANCE or STATE
+    node then fills unchecked: a BallTree passed with an empty Mahalanobis metric
+    that was then given a 0 x 0 matrix (docs/security.md 12.12). The walk covers
+    the containers in the state, not other instances' own state.
+    """
+    stack, seen = [value], set()
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if id(item) in dec.shells and dec.shells[id(item)][0] is item:
+            raise CorruptFileError(
+                f"{name}: its state refers to an instance that has not received its own "
+                "state yet, which its meaning check cannot judge"
+            )
+        if isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, np.ndarray) and item.dtype == object:
+            stack.extend(item.ravel(order="K").tolist())
 
 
 def _new(cls: type, name: str) -> Any:
@@ -360,11 +388,9 @@ def _dec_state(dec: Decoder, payload: Any) -> None:
     obj, name = dec.shells.pop(id(shell), (None, ""))
     if obj is not shell or not dec.in_root or dec.depth != 2:
         raise CorruptFileError("state is given to an object that is not an empty instance")
-    validator = VALIDATORS.get(name)
-    if validator is not None:
-        validator((), state)
+    _validate(dec, name, (), state)
     _guarded(name, "setting its state", _apply_state, obj, mode, state, name)
-    _apply_items(obj, kind, items, name)
+    _apply_items(dec, obj, kind, items, name)
     return None
 
 
@@ -382,10 +408,10 @@ def _dec_reconstruct(dec: Decoder, payload: Any) -> Any:
     fn = dec.require(name, CALL)
     if type(args) is not list:
         raise CorruptFileError(f"{name}: arguments must be a list")
-    _validate(name, args, state)
+    _validate(dec, name, args, state)
     obj = _guarded(name, "the call", fn, *args)
     _guarded(name, "setting its state", _apply_state, obj, mode, state, name)
-    _apply_items(obj, kind, items, name)
+    _apply_items(dec, obj, kind, items, name)
     return obj
 
 
@@ -403,4 +429,4 @@ def _dec_namedtuple(dec: Decoder, payload: Any) -> Any:
         raise CorruptFileError(f"{name} is not a named tuple")
     if type(items) is not list or len(items) != len(fields):
         raise CorruptFileError(f"{name}: expected {len(fields)} fields")
-    return tuple.__new__(cls, items)
+    return dec.track_tuple(tuple.__new__(cls, items))

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptFileError
+from .decoder import brief
 from .registry import validates
 
 _CACHED_FLAGS = ("_has_sorted_indices", "_has_canonical_format", "has_canonical_format")
@@ -30,7 +31,7 @@ def _shape(state: dict[str, Any], fmt: str) -> tuple[int, ...]:
         or not 1 <= len(shape) <= 2
         or any(not isinstance(n, (int, np.integer)) or n < 0 for n in shape)
     ):
-        raise _fail(fmt, f"invalid shape {shape!r:.40}")
+        raise _fail(fmt, f"invalid shape {brief(shape)}")
     return tuple(int(n) for n in shape)
 
 

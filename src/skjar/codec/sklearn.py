@@ -8,11 +8,13 @@ numpy so it costs a pass over the arrays, not a Python step per node.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
 from ..errors import CorruptFileError
+from .decoder import brief
 from .registry import validates
 
 
@@ -32,7 +34,7 @@ def _array(value: Any, what: str, ndim: int | None = None, kind: str | None = No
 
 def _int(value: Any, what: str, low: int = 0) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        raise _fail(what, f"expected an integer >= {low}, got {value!r:.40}")
+        raise _fail(what, f"expected an integer >= {low}, got {brief(value)}")
     return int(value)
 
 
@@ -66,7 +68,7 @@ def check_tree(args: Any, state: Any) -> None:
     nodes = _array(state.get("nodes"), f"{what} nodes", 1)
     values = _array(state.get("values"), f"{what} values", 3, "f")
     count = _int(state.get("node_count"), f"{what} node_count", 1)  # predict starts at node 0
-    _int(state.get("max_depth"), f"{what} max_depth")
+    max_depth = _int(state.get("max_depth"), f"{what} max_depth")
     if nodes.dtype != NODE_DTYPE or len(nodes) != count:
         raise _fail(what, "node array has the wrong layout or length")
     if values.shape != (count, n_outputs, int(n_classes.max())):
@@ -78,6 +80,37 @@ def check_tree(args: Any, state: Any) -> None:
     _children_ok(left, right, leaf, count, what)
     if (~leaf & ((feature < 0) | (feature >= n_features))).any():
         raise _fail(what, f"a split uses a feature outside [0, {n_features})")
+    _depth_ok(left, right, leaf, count, max_depth, what)
+
+
+def _depth_ok(
+    left: np.ndarray, right: np.ndarray, leaf: np.ndarray, n: int, max_depth: int, what: str
+) -> None:
+    """A tree (one parent per node) no deeper than ``max_depth``.
+
+    decision_path() allocates n_samples * (1 + max_depth) entries and writes one
+    per node on each path, and partial dependence ("recursion") pushes children on
+    a stack of node_count entries: a stored max_depth below the real depth, or a
+    node shared by two parents, made them write past their arrays (heap overflow;
+    found while fuzzing). Depths come from pointer jumping: O(n log depth), vectorised.
+    """
+    index = np.int32 if n < 2**31 else np.int64
+    inner = np.flatnonzero(~leaf).astype(index)
+    children = np.concatenate([left[inner], right[inner]]).astype(index)
+    if len(children) and np.bincount(children, minlength=n).max() > 1:
+        raise _fail(what, "a node has two parents: the nodes do not form a tree")
+    ids = np.arange(n, dtype=index)
+    jump = ids.copy()  # parent; a node without one is its own root (depth 0)
+    jump[children] = np.concatenate([inner, inner])
+    depth = (jump != ids).astype(index)  # distance to jump[i]
+    while True:
+        nxt = jump[jump]
+        if np.array_equal(nxt, jump):
+            break
+        depth += depth[jump]  # roots have depth 0: nodes already at theirs add nothing
+        jump = nxt
+    if depth.max() > max_depth:
+        raise _fail(what, f"max_depth {max_depth} is below the tree's depth {int(depth.max())}")
 
 
 def _tree_features(tree: Any, what: str) -> int:
@@ -208,8 +241,8 @@ _NODE_DATA = np.dtype(
 )
 
 
-@validates("sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree")
-def check_binary_tree(args: Any, state: Any) -> None:
+def check_binary_tree(args: Any, state: Any, planes: int | None = None) -> None:
+    """``planes``: node_bounds planes the tree's query code reads (see below)."""
     what = "KDTree/BallTree"
     if type(state) is not tuple or len(state) != 13:
         raise _fail(what, "state must be a 13-tuple")
@@ -235,7 +268,8 @@ def check_binary_tree(args: Any, state: Any) -> None:
     # Inner nodes i have children 2i+1, 2i+2: the last half of the array must be leaves.
     if not node_data["is_leaf"][(n_nodes - 1) // 2 :].all():
         raise _fail(what, "an inner node's children fall outside the node array")
-    if bounds.shape[1:] != (n_nodes, d) or bounds.shape[0] not in (1, 2):
+    if bounds.shape[1:] != (n_nodes, d) or bounds.shape[0] not in ((1, 2) if planes is None
+                                                                  else (planes,)):
         raise _fail(what, f"node_bounds shape {bounds.shape} does not fit {n_nodes} nodes x {d}")
     if leaf_size > max(n, 1) * 2 + 1_000_000:
         raise _fail(what, "leaf_size is implausible")
@@ -249,10 +283,25 @@ def check_binary_tree(args: Any, state: Any) -> None:
     _, vec, mat = getstate()[:3]
     kind = type(metric).__name__
     # Only these metrics index their own vector/matrix with the data's width.
-    if kind.startswith(("SEuclidean", "Minkowski")) and np.asarray(vec).shape[0] not in (0, d):
+    # (What their _validate_data demands, which a tree does not re-run on load:
+    # SEuclidean reads vec[j] for every j < d, even from an empty vec; Minkowski
+    # only when its vec is non-empty; Haversine reads x[0] and x[1]. Found while
+    # fuzzing (issue 3): both read out of bounds.)
+    if kind.startswith("SEuclidean") and np.asarray(vec).shape[0] != d:
         raise _fail(what, "the metric's weight vector does not match the data's width")
+    if kind.startswith("Minkowski") and np.asarray(vec).shape[0] not in (0, d):
+        raise _fail(what, "the metric's weight vector does not match the data's width")
+    if kind.startswith("Haversine") and d != 2:
+        raise _fail(what, "the haversine metric needs 2-d data")
     if kind.startswith("Mahalanobis") and np.asarray(mat).shape != (d, d):
         raise _fail(what, "the Mahalanobis matrix does not match the data's width")
+
+
+# A KDTree's query reads node_bounds[0] and node_bounds[1] (lower/upper corners),
+# a BallTree's node_bounds[0] (centroids): a KDTree given one plane read past
+# its end (found while fuzzing, issue 3: answers came from whatever memory followed).
+validates("sklearn.neighbors._kd_tree.KDTree")(functools.partial(check_binary_tree, planes=2))
+validates("sklearn.neighbors._ball_tree.BallTree")(functools.partial(check_binary_tree, planes=1))
 
 
 @validates(
@@ -325,7 +374,11 @@ def check_libsvm(args: Any, state: Any) -> None:
     else:
         sv_rows = _array(sv, f"{what} support_vectors_", 2, "f").shape[0]
         dual_shape = _array(dual, f"{what} _dual_coef_", 2, "f").shape
-    if sv_rows not in (0, n_sv):  # 0: precomputed kernel
+    # No rows only for a precomputed kernel (libsvm then indexes X by support_):
+    # an rbf SVC with 0 support-vector rows and n_sv > 0 loaded, and predict
+    # segfaulted reading the missing rows (found while fuzzing).
+    precomputed = state.get("kernel") == "precomputed"
+    if sv_rows not in ((0, n_sv) if precomputed else (n_sv,)):
         raise _fail(what, f"{sv_rows} support vectors but {n_sv} support indices")
     if dual_shape is None or dual_shape[1] != n_sv:
         raise _fail(what, "dual coefficients do not match the support vectors")
@@ -371,6 +424,16 @@ def check_kmeans(args: Any, state: Any) -> None:
     n_features = state.get("n_features_in_")
     if n_features is not None and centers.shape[1] != n_features:
         raise _fail("k-means", "cluster centers do not have n_features_in_ columns")
+    # predict/transform/score pass _n_threads to an OpenMP prange as is: a crafted
+    # value made libgomp end the process (-1, 2**31: "out of memory allocating
+    # 900 GB") or segfault (100000) (found while fuzzing). It is the training
+    # machine's thread count: at least 1, and capped at what this machine would use.
+    if "_n_threads" in state:
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+        limit = _openmp_effective_n_threads()
+        if _int(state["_n_threads"], "k-means _n_threads", 1) > limit:
+            state["_n_threads"] = limit
 
 
 # -- scipy splines (SplineTransformer) -----------------------------------------
@@ -397,3 +460,165 @@ def check_bspline(args: Any, state: Any) -> None:
         raise _fail(what, "knots, coefficients and degree are inconsistent")
     if state.get("extrapolate") not in (True, False, "periodic"):
         raise _fail(what, "extrapolate must be a bool or 'periodic'")
+
+
+# -- nearest neighbors (brute force) -------------------------------------------------
+# kneighbors/radius_neighbors check X against n_features_in_ only; the compiled
+# pairwise reductions then read n_features values from every row of _fit_X and
+# from the metric's weight vector / matrix. A KNeighborsClassifier whose _fit_X
+# had 1 column (or whose Mahalanobis VI was 1 x 1) for 2 000 000 input features
+# loaded and segfaulted on predict: tests/security/test_meaning_tampering.py.
+def _check_metric_width(metric: Any, params: Any, d: int, what: str) -> None:
+    from sklearn.metrics import DistanceMetric
+
+    if isinstance(metric, DistanceMetric):
+        kind = type(metric).__name__
+        _, vec, mat = metric.__getstate__()[:3]
+        vec, mat = np.asarray(vec), np.asarray(mat)
+        if (
+            (kind.startswith("SEuclidean") and vec.shape != (d,))
+            or (kind.startswith("Minkowski") and vec.shape[0] not in (0, d))
+            or (kind.startswith("Mahalanobis") and mat.shape != (d, d))
+        ):
+            raise _fail(what, "the distance metric does not match n_features_in_")
+        kind = kind.lower()
+    else:
+        kind = metric if isinstance(metric, str) else ""
+    if kind.startswith("haversine") and d != 2:
+        raise _fail(what, "the haversine metric needs exactly 2 features")
+    for value in (params or {}).values() if isinstance(params, dict) else ():
+        # V (seuclidean, mahalanobis), VI (mahalanobis), w (minkowski): d or d x d.
+        if isinstance(value, np.ndarray) and any(n != d for n in value.shape):
+            raise _fail(what, f"a metric parameter of shape {value.shape} does not fit {d} features")
+
+
+@validates(
+    "sklearn.neighbors._classification.KNeighborsClassifier",
+    "sklearn.neighbors._regression.KNeighborsRegressor",
+    "sklearn.neighbors._graph.KNeighborsTransformer",
+    "sklearn.neighbors._lof.LocalOutlierFactor",
+    "sklearn.neighbors._unsupervised.NearestNeighbors",
+    "sklearn.neighbors._classification.RadiusNeighborsClassifier",
+    "sklearn.neighbors._regression.RadiusNeighborsRegressor",
+    "sklearn.neighbors._graph.RadiusNeighborsTransformer",
+)
+def check_neighbors(args: Any, state: Any) -> None:
+    import scipy.sparse as sp
+
+    what = "nearest neighbors"
+    if type(state) is not dict or "_fit_X" not in state:
+        return  # unfitted
+    fit_x = state["_fit_X"]
+    if not (isinstance(fit_x, np.ndarray) or sp.issparse(fit_x)) or len(fit_x.shape) != 2:
+        raise _fail(what, "_fit_X must be a 2-d array or sparse matrix")
+    d = _int(state.get("n_features_in_"), f"{what} n_features_in_", 1)
+    if fit_x.shape[1] != d:
+        raise _fail(what, f"_fit_X has {fit_x.shape[1]} columns, n_features_in_ says {d}")
+    # kneighbors_graph sizes its sparse output by n_samples_fit_ and fills it with row
+    # indices into _fit_X: fewer columns than rows made toarray() write out of bounds.
+    if "n_samples_fit_" in state and _int(
+        state["n_samples_fit_"], f"{what} n_samples_fit_"
+    ) != fit_x.shape[0]:
+        raise _fail(what, "n_samples_fit_ is not the number of rows of _fit_X")
+    for metric, params in (
+        (state.get("effective_metric_"), state.get("effective_metric_params_")),
+        (state.get("metric"), state.get("metric_params")),
+    ):
+        _check_metric_width(metric, params, d, what)
+
+
+
+# -- encoders and vectorizers: column indices of the sparse matrices transform builds ----
+# transform builds a scipy sparse matrix whose column indices come from fitted state
+# and whose width comes from other fitted state; scipy's constructor does not check
+# the indices, and compiled code downstream (toarray, X @ coef) writes or reads at
+# them. A CountVectorizer or DictVectorizer with vocabulary_ indices past its size
+# segfaulted in Pipeline.predict; a OneHotEncoder with a short _n_features_outs
+# corrupted the heap in transform ("corrupted size vs. prev_size"):
+# tests/security/test_meaning_tampering.py.
+@validates(
+    "sklearn.feature_extraction.text.CountVectorizer",
+    "sklearn.feature_extraction.text.TfidfVectorizer",
+    "sklearn.feature_extraction._dict_vectorizer.DictVectorizer",
+)
+def check_vocabulary(args: Any, state: Any) -> None:
+    what = "vectorizer"
+    if type(state) is not dict or "vocabulary_" not in state:
+        return  # unfitted
+    vocabulary = state["vocabulary_"]
+    if type(vocabulary) is not dict:
+        raise _fail(what, "vocabulary_ must be a dict")
+    n = len(vocabulary)
+    try:
+        columns = np.fromiter(vocabulary.values(), dtype=np.int64, count=n)
+    except (TypeError, ValueError, OverflowError):
+        raise _fail(what, "vocabulary_ must map terms to integer columns") from None
+    if n and (columns.min() < 0 or columns.max() >= n or np.unique(columns).size != n):
+        raise _fail(what, f"vocabulary_ must number its {n} terms 0 to {n - 1}")
+
+
+def _sorted_categories(cats: np.ndarray) -> bool:
+    """Non-object categories are searched with np.searchsorted: they must be sorted."""
+    if cats.dtype == object or len(cats) < 2:
+        return True
+    values = cats
+    if cats.dtype.kind == "f":
+        nan = np.isnan(cats)
+        if nan.any() and (not nan[-1] or nan.sum() > 1):  # at most one NaN, last
+            return False
+        values = cats[~nan]
+    return bool(np.all(values[:-1] < values[1:]))
+
+
+@validates("sklearn.preprocessing._encoders.OneHotEncoder")
+def check_one_hot(args: Any, state: Any) -> None:
+    what = "OneHotEncoder"
+    if type(state) is not dict or "categories_" not in state:
+        return  # unfitted
+    categories = state["categories_"]
+    if type(categories) is not list or not all(
+        isinstance(c, np.ndarray) and c.ndim == 1 for c in categories
+    ):
+        raise _fail(what, "categories_ must be a list of 1-d arrays")
+    n = len(categories)
+    if "n_features_in_" in state and _int(state["n_features_in_"], f"{what} n_features_in_") != n:
+        raise _fail(what, "categories_ does not have one entry per feature")
+    if not all(_sorted_categories(c) for c in categories):
+        raise _fail(what, "categories must be sorted (transform searches them)")
+    sizes = [len(c) for c in categories]
+    grouped = list(sizes)  # categories per feature once infrequent ones are grouped
+    infrequent = state.get("_infrequent_indices") if state.get("_infrequent_enabled") else None
+    if infrequent is not None:
+        if type(infrequent) is not list or len(infrequent) != n:
+            raise _fail(what, "_infrequent_indices does not have one entry per feature")
+        for i, idx in enumerate(infrequent):
+            if idx is None:
+                continue
+            idx = _array(idx, f"{what} _infrequent_indices", 1, "iu")
+            if len(idx) == 0 or idx.min() < 0 or idx.max() >= sizes[i]:
+                raise _fail(what, "an infrequent category index is out of range")
+            grouped[i] -= len(idx) - 1
+        mappings = state.get("_default_to_infrequent_mappings")
+        if type(mappings) is not list or len(mappings) != n:
+            raise _fail(what, "_default_to_infrequent_mappings does not fit the features")
+        for i, mapping in enumerate(mappings):
+            if mapping is None:
+                continue
+            mapping = _array(mapping, f"{what} infrequent mapping", 1, "iu")
+            if len(mapping) != sizes[i] or (
+                len(mapping) and (mapping.min() < 0 or mapping.max() >= grouped[i])
+            ):
+                raise _fail(what, "an infrequent-category mapping is out of range")
+    outs = list(grouped)
+    drop = state.get("_drop_idx_after_grouping")
+    if drop is not None:
+        if not isinstance(drop, (list, np.ndarray)) or len(drop) != n:
+            raise _fail(what, "_drop_idx_after_grouping does not have one entry per feature")
+        for i, d in enumerate(drop):
+            if d is None:
+                continue
+            if not 0 <= _int(d, f"{what} dropped category") < grouped[i]:
+                raise _fail(what, "a dropped category is out of range")
+            outs[i] -= 1
+    if state.get("_n_features_outs") != outs:
+        raise _fail(what, f"_n_features_outs must be {outs} for these categories")

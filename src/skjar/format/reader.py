@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import mmap as _mmap
 import os
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,7 +78,18 @@ _FOREIGN = (
 )
 
 
+# Pickle protocols 0 and 1 have no header: a classic malicious pickle starts with
+# GLOBAL ("cos\nsystem\n", "cposix\n..."), a MARK or an empty list/dict. Without this
+# they were refused with a bare "starts with b'cposix\\ns'" instead of the pickle hint
+# (tests/security/test_foreign_input.py).
+_OLD_PICKLE = re.compile(
+    rb"\Ac[A-Za-z_][\w.]{0,13}\n|\A\((?:dp\d|lp\d|I\d|S'|V|c[A-Za-z_]|t|X|K|J|M)|\A[\]}](?:q\x00|\()"
+)
+
+
 def _not_a_jar(head: bytes) -> NotASkjarFileError:
+    if _OLD_PICKLE.match(head):
+        head = b"\x80"  # named as a pickle, below
     for prefix, what in _FOREIGN:
         if head.startswith(prefix):
             hint = ""

@@ -1,0 +1,308 @@
+"""Run the skjar fuzzers for a bounded time; exit non-zero on any finding.
+
+    python fuzz/run.py --seconds 60                    # CI: atheris if installed, else the loop
+    python fuzz/run.py --seconds 600 --engine both --keep-going   # a longer campaign
+
+Engines:
+
+- ``atheris``: coverage-guided libFuzzer over ``fuzz/fuzz_loads.py`` with the
+  structure-aware custom mutator (``fuzz/mutator.py``) and libFuzzer's byte
+  mutations as the fallback; hangs are ``-timeout``, memory ``-rss_limit_mb``.
+- ``loop``: ``fuzz/loop.py``, the same mutator in a plain Python loop,
+  supervised from here: a crash, a hang (no progress for ``--timeout``
+  seconds) or an RSS above the limit is a finding too.
+- ``auto`` (default): atheris if it can be imported, else loop.
+- ``both``: the two side by side, each for ``--seconds``.
+
+Seeds (valid jars of many models, ``fuzz/seeds.py``) are written to
+``fuzz/corpus/seeds`` when missing or when they no longer load; the growing
+corpus is kept in ``fuzz/corpus/<engine>``. Findings (the crashing input, and
+for the loop a ``.txt`` with the traceback) go to ``fuzz/findings/``. Prints
+executions and executions/second per engine; exit status 1 if anything was
+found, 2 on a usage or setup error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SEEDS = HERE / "corpus" / "seeds"
+FINDINGS = HERE / "findings"
+MAX_LEN = 1 << 18
+
+
+MALLOC_CHECK = False  # set by --malloc-check
+
+
+def _env(exercise: bool) -> dict[str, str]:
+    if MALLOC_CHECK:
+        sys.path.insert(0, str(HERE))
+        from replay import malloc_debug_env
+
+        env = malloc_debug_env()
+    else:
+        env = dict(os.environ)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, "1")
+    env.pop("SKJAR_VERIFY_KEYS", None)
+    # Fuzz the skjar of this checkout, whichever one is installed.
+    src = HERE.parent / "src"
+    if (src / "skjar").is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+    env["SKJAR_FUZZ_EXERCISE"] = "1" if exercise else "0"
+    env["SKJAR_FUZZ_SEEDS"] = str(SEEDS)
+    env["PYTHONWARNINGS"] = "ignore"
+    return env
+
+
+def ensure_seeds(regenerate: bool) -> None:
+    """Write the seed corpus unless it is there and every seed still loads."""
+    check = (
+        "import sys, warnings, pathlib, skjar\n"
+        "warnings.simplefilter('ignore')\n"
+        "files = sorted(pathlib.Path(sys.argv[1]).glob('*.skjar'))\n"
+        "assert files\n"
+        "for p in files: skjar.loads(p.read_bytes())\n"
+    )
+    env = _env(exercise=False)
+    if not regenerate and SEEDS.is_dir():
+        ok = subprocess.run([sys.executable, "-c", check, str(SEEDS)], capture_output=True,
+                            env=env)
+        if ok.returncode == 0:
+            return
+    shutil.rmtree(SEEDS, ignore_errors=True)
+    subprocess.run([sys.executable, str(HERE / "seeds.py"), str(SEEDS)], check=True, env=env)
+
+
+def have_atheris() -> bool:
+    try:
+        import atheris  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Result:
+    def __init__(self, engine: str) -> None:
+        self.engine = engine
+        self.executions = 0
+        self.seconds = 0.0
+        self.findings: list[str] = []
+
+    def line(self) -> str:
+        rate = self.executions / self.seconds if self.seconds else 0.0
+        return (f"{self.engine}: {self.executions} executions in {self.seconds:.0f} s "
+                f"({rate:.0f} exec/s), {len(self.findings)} finding(s)")
+
+
+# -- atheris -------------------------------------------------------------------------
+_STAT = re.compile(r"stat::(\w+):\s+(\d+)")
+_PROGRESS = re.compile(r"^#(\d+)\s", re.M)
+
+
+def run_atheris(seconds: float, args: argparse.Namespace, log: Path) -> Result:
+    result = Result("atheris")
+    work = HERE / "corpus" / "atheris"
+    work.mkdir(parents=True, exist_ok=True)
+    FINDINGS.mkdir(parents=True, exist_ok=True)
+    current = FINDINGS / f".current-atheris-{os.getpid()}"
+    deadline = time.monotonic() + seconds
+    attempt = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left < 5:
+            break
+        before = set(os.listdir(FINDINGS))
+        cmd = [
+            sys.executable, str(HERE / "fuzz_loads.py"),
+            f"-max_total_time={int(left)}", f"-timeout={args.timeout}",
+            f"-rss_limit_mb={args.rss_limit_mb}", f"-max_len={MAX_LEN}",
+            f"-artifact_prefix={FINDINGS}/atheris-", "-print_final_stats=1",
+            str(work), str(SEEDS),
+        ]
+        if args.seed is not None:
+            cmd.insert(2, f"-seed={args.seed + attempt}")
+        env = _env(not args.no_exercise)
+        env["SKJAR_FUZZ_CURRENT"] = str(current)
+        started = time.monotonic()
+        with open(log, "a") as out:
+            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        elapsed = time.monotonic() - started
+        text = log.read_text(errors="replace")
+        run_text = text[text.rfind("INFO: Seed:"):] if "INFO: Seed:" in text else text
+        stats = {k: int(v) for k, v in _STAT.findall(run_text)}
+        progress = [int(n) for n in _PROGRESS.findall(run_text)]
+        result.executions += stats.get("number_of_executed_units", max(progress, default=0))
+        result.seconds += elapsed
+        new = sorted(n for n in set(os.listdir(FINDINGS)) - before if n.startswith("atheris-"))
+        if proc.returncode != 0 and not new and current.exists():
+            # Killed in a way libFuzzer could not report (e.g. a C stack overflow).
+            data = current.read_bytes()
+            name = f"atheris-crash-{hashlib.sha1(data).hexdigest()}"
+            (FINDINGS / name).write_bytes(data)
+            new = [name]
+        result.findings += [str(FINDINGS / n) for n in new]
+        if proc.returncode == 0 or not args.keep_going:
+            break
+        attempt += 1
+    current.unlink(missing_ok=True)
+    return result
+
+
+# -- the loop -------------------------------------------------------------------------
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+def run_loop(seconds: float, args: argparse.Namespace, log: Path) -> Result:
+    import json
+
+    result = Result("loop")
+    FINDINGS.mkdir(parents=True, exist_ok=True)
+    current = FINDINGS / f".current-loop-{os.getpid()}"
+    deadline = time.monotonic() + seconds
+    attempt = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left < 5:
+            break
+        cmd = [
+            sys.executable, str(HERE / "loop.py"), "--seconds", str(left),
+            "--seeds", str(SEEDS), "--findings", str(FINDINGS), "--current", str(current),
+        ]
+        if args.seed is not None:
+            cmd += ["--seed", str(args.seed + attempt)]
+        if args.no_exercise:
+            cmd.append("--no-exercise")
+        started = time.monotonic()
+        current.unlink(missing_ok=True)
+        with open(log, "a") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                    env=_env(not args.no_exercise), start_new_session=True)
+            kind = None
+            last_change = time.monotonic()
+            last_mtime = 0.0
+            while proc.poll() is None:
+                time.sleep(0.5)
+                try:
+                    mtime = current.stat().st_mtime
+                except FileNotFoundError:
+                    mtime = 0.0
+                now = time.monotonic()
+                if mtime != last_mtime:
+                    last_mtime, last_change = mtime, now
+                elif mtime and now - last_change > args.timeout:
+                    kind = "timeout"
+                elif _rss_mb(proc.pid) > args.rss_limit_mb:
+                    kind = "oom"
+                if kind:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    break
+        elapsed = time.monotonic() - started
+        result.seconds += elapsed
+        text = log.read_text(errors="replace").strip().splitlines()[-200:]
+        summary = next((json.loads(x) for x in reversed(text) if x.startswith('{"executions"')),
+                       None)
+        count = Path(str(current) + ".count")
+        if summary and kind is None and proc.returncode in (0, 3):
+            result.executions += summary["executions"]
+        elif count.exists():  # killed (crash, hang, memory): its last progress note
+            result.executions += int(count.read_text() or 0)
+        count.unlink(missing_ok=True)
+        if proc.returncode == 3:
+            found = [x.split(" ", 1)[1] for x in text if x.startswith("FINDING ")]
+            result.findings.append(found[-1] if found else "finding (see log)")
+        elif kind or proc.returncode != 0:
+            kind = kind or ("crash" if proc.returncode < 0 else "error")
+            data = current.read_bytes() if current.exists() else b""
+            path = FINDINGS / f"loop-{kind}-{hashlib.sha1(data).hexdigest()}.skjar"
+            path.write_bytes(data)
+            recent = Path(str(current) + ".recent")
+            if recent.is_dir():  # the inputs before it (heap damage shows up late)
+                shutil.copytree(recent, str(path)[: -len(".skjar")] + ".recent",
+                                dirs_exist_ok=True)
+            result.findings.append(str(path))
+        else:
+            break
+        if not args.keep_going:
+            break
+        attempt += 1
+    current.unlink(missing_ok=True)
+    shutil.rmtree(str(current) + ".recent", ignore_errors=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Fuzz skjar.loads for a bounded time.")
+    ap.add_argument("--seconds", type=float, default=60, help="fuzzing time per engine")
+    ap.add_argument("--engine", choices=("auto", "atheris", "loop", "both"), default="auto")
+    ap.add_argument("--timeout", type=int, default=20, help="seconds per input before a hang")
+    ap.add_argument("--rss-limit-mb", type=int, default=3072)
+    ap.add_argument("--keep-going", action="store_true",
+                    help="restart after a finding instead of stopping")
+    ap.add_argument("--no-exercise", action="store_true",
+                    help="only load, do not call predict/transform on loaded models")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--malloc-check", action="store_true",
+                    help="glibc's checking allocator: heap damage aborts at the input that did it")
+    ap.add_argument("--fresh-seeds", action="store_true", help="rewrite the seed corpus")
+    args = ap.parse_args(argv)
+
+    global MALLOC_CHECK
+    MALLOC_CHECK = args.malloc_check
+    began = time.monotonic()
+    engines = {"auto": ["atheris" if have_atheris() else "loop"], "both": ["atheris", "loop"]}.get(
+        args.engine, [args.engine])
+    if "atheris" in engines and not have_atheris():
+        print("atheris is not installed: pip install atheris (or use --engine loop)")
+        return 2
+    ensure_seeds(args.fresh_seeds)
+    FINDINGS.mkdir(parents=True, exist_ok=True)
+    logs = {e: FINDINGS.parent / f"{e}.log" for e in engines}
+    for path in logs.values():
+        path.write_text("")
+    print(f"fuzzing skjar.loads with {', '.join(engines)} for {args.seconds:.0f} s"
+          f" (logs: {', '.join(str(p) for p in logs.values())})", flush=True)
+
+    results: list[Result] = []
+    if len(engines) == 2:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(run_atheris, args.seconds, args, logs["atheris"]),
+                       pool.submit(run_loop, args.seconds, args, logs["loop"])]
+            results = [f.result() for f in futures]
+    elif engines == ["atheris"]:
+        results = [run_atheris(args.seconds, args, logs["atheris"])]
+    else:
+        results = [run_loop(args.seconds, args, logs["loop"])]
+
+    for r in results:
+        print(r.line())
+        for path in r.findings:
+            print(f"  FINDING: {path}")
+    total = sum(r.executions for r in results)
+    print(f"total: {total} executions, wall time {time.monotonic() - began:.0f} s")
+    return 1 if any(r.findings for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

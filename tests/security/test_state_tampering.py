@@ -1,0 +1,324 @@
+"""State tampering: state handed to what must never take it, or in a shape it must not have.
+
+The loader creates instances only by ``cls.__new__(cls)`` and gives them state only by
+``__setstate__`` / ``__dict__.update`` / real ``__slots__`` members, never to a class,
+a function or a module (monkey-patching), and never twice. Types that have a node of
+their own (bit generators, RandomState, Generator, MaskedArray, partial) are built only
+by that node's checked handler.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import jarcraft
+import skjar
+from jarcraft import Ext, name_entry
+from skjar.codec import nodes
+
+LR = "sklearn.linear_model._base.LinearRegression"
+RBF = "sklearn.gaussian_process.kernels.RBF"
+SCORER = "sklearn.metrics._scorer._Scorer"
+BUNCH = "sklearn.utils._bunch.Bunch"
+LR_STATE = {"fit_intercept": True, "copy_X": True, "tol": 1e-6, "n_jobs": None,
+            "positive": False, "_sklearn_version": __import__("sklearn").__version__}
+
+
+def _ref(name: str) -> Ext:
+    return Ext(nodes.REF, name)
+
+
+def _inst(first: Any, state: Any = None, mode: int = 1, kind: int = 0, items: Any = None) -> Ext:
+    return Ext(nodes.INSTANCE, [first, mode, state, kind, items])
+
+
+def _def(i: int, value: Any) -> Ext:
+    return Ext(nodes.SHARED_DEF, [i, value])
+
+
+def _use(i: int) -> Ext:
+    return Ext(nodes.SHARED_REF, i)
+
+
+OBJ = ("object",)
+VAL = ("value",)
+
+# -- state given to something that is not a fresh instance ------------------------------------
+NOT_INSTANCES: dict[str, tuple[Any, list[dict[str, Any]]]] = {
+    "a trusted class (REF)": (_inst(_ref(LR), {"predict": 1}), [name_entry(LR, uses=VAL)]),
+    "a ufunc (REF numpy.log1p)": (_inst(_ref("numpy.log1p"), {"__call__": 1}),
+                                  [name_entry("numpy.log1p", "numpy", VAL)]),
+    "a builtin function (REF builtins.len)": (_inst(_ref("builtins.len"), {"x": 1}),
+                                              [name_entry("builtins.len", "builtins", VAL)]),
+    "a shared class (SHARED_DEF of a REF)": (
+        [_def(0, _ref(LR)), _inst(_use(0), {"fit": None})], [name_entry(LR, uses=VAL)]),
+    "a finished instance (state twice)": (
+        [_def(0, _inst(LR, dict(LR_STATE))), _inst(_use(0), {"coef_": 1})],
+        [name_entry(LR, uses=OBJ)]),
+    "a shell completed twice": (
+        [_inst(_def(0, Ext(nodes.NEWOBJ, LR)), dict(LR_STATE)), _inst(_use(0), {"x": 1})],
+        [name_entry(LR, uses=OBJ)]),
+    "a plain list": (_inst([1, 2], {"x": 1}), []),
+    "a dict": (_inst({"a": 1}, {"x": 1}), []),
+    "a number": (_inst(12, {"x": 1}), []),
+    "a dtype": (_inst(Ext(nodes.DTYPE, "<f8"), {"x": 1}), []),
+    "an ndarray": (_inst(Ext(nodes.NDARRAY, ["<f8", [1], False, bytes(8)]), {"x": 1}), []),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_INSTANCES))
+def test_state_is_never_applied_to_a_non_instance(case: str, refused: Any) -> None:
+    tree, names = NOT_INSTANCES[case]
+    data = jarcraft.build(tree, names)
+    refused(lambda: skjar.loads(data), "state only on instances")
+
+
+def test_an_instance_left_without_its_state(refused: Any) -> None:
+    """A NEWOBJ shell nobody completes: an object whose invariants were never set up."""
+    data = jarcraft.build([_def(0, Ext(nodes.NEWOBJ, LR))], [name_entry(LR, uses=OBJ)])
+    refused(lambda: skjar.loads(data), "instances must be completed")
+
+
+@pytest.mark.parametrize("returns", ["make_class", "make_function", "make_module"])
+@pytest.mark.parametrize("mode", [1, 2])
+def test_a_reconstructor_returning_a_class_function_or_module_gets_no_state(
+    returns: str, mode: int, package: Any, refused: Any
+) -> None:
+    """Even a reconstructor the caller trusts cannot be used to monkey-patch what it returns:
+    ``make_class()`` returns the package's class (whose __setstate__ writes the canary)."""
+    name = package.qualified(returns)
+    tree = Ext(nodes.RECONSTRUCT, [name, [], mode, {"__setstate__": None, "x": 1}, 0, None])
+    data = jarcraft.build(tree, [name_entry(name, package.name, ("call",))])
+    refused(lambda: skjar.loads(data, trusted=[(name, "call")]), "state only on instances")
+    assert package.module().Model.__dict__.get("x") is None
+
+
+@pytest.mark.parametrize("node", ["INSTANCE", "NEWOBJ", "NAMEDTUPLE"])
+def test_a_function_trusted_by_string_is_not_a_class(
+    node: str, package: Any, refused: Any
+) -> None:
+    """A string in trusted= grants object+value; a function still cannot be instantiated."""
+    name = package.qualified("boom")
+    tree = {
+        "INSTANCE": _inst(name, {"x": 1}),
+        "NEWOBJ": _inst(_def(0, Ext(nodes.NEWOBJ, name)), {"x": 1}),
+        "NAMEDTUPLE": Ext(nodes.NAMEDTUPLE, [name, []]),
+    }[node]
+    data = jarcraft.build(tree, [name_entry(name, package.name, OBJ)])
+    refused(lambda: skjar.loads(data, trusted=[name]),
+            "per-use resolution (not a class / a module / not callable)")
+
+
+@pytest.mark.parametrize("use", ["value", "object"])
+def test_a_module_reached_through_an_attribute_is_refused(
+    use: str, package: Any, refused: Any
+) -> None:
+    """``pkg.module_alias`` is an attribute bound to a module (find_spec cannot see it)."""
+    name = package.qualified("module_alias")
+    tree = _ref(name) if use == "value" else _inst(name, {"write_text": 1})
+    data = jarcraft.build(tree, [name_entry(name, package.name, (use,))])
+    refused(lambda: skjar.loads(data, trusted=[name]),
+            "per-use resolution (not a class / a module / not callable)")
+
+
+# -- state of the wrong shape --------------------------------------------------------------------
+def _tuple(*items: Any) -> Ext:
+    return Ext(nodes.TUPLE, list(items))
+
+
+WRONG_STATE: dict[str, tuple[str, Any, str]] = {
+    # (class, state, defence)
+    "estimator: a list": (LR, [1, 2], "state must map attribute names"),
+    "estimator: a tuple": (LR, _tuple({"x": 1}, None), "state must map attribute names"),
+    "estimator: an int": (LR, 7, "state must map attribute names"),
+    "estimator: a string": (LR, "coef_", "state must map attribute names"),
+    "estimator: nil with mode 1": (LR, None, "trusted code failure becomes CorruptFileError"),
+    "estimator: int keys": (LR, {1: 2, "fit_intercept": True}, "state must map attribute names"),
+    "estimator: tuple keys": (LR, {_tuple("a", 1): 2}, "state must map attribute names"),
+    "estimator: numpy str keys": (
+        LR, {Ext(nodes.NPSCALAR, ["<U4", "fit_".encode("utf-32-le")]): 2},
+        "state must map attribute names"),
+    "estimator: an OrderedDict": (
+        LR, Ext(nodes.ORDEREDDICT, [["coef_", 1]]), "state must map attribute names"),
+    "estimator: a defaultdict": (
+        LR, Ext(nodes.DEFAULTDICT, [None, [["coef_", 1]]]), "state must map attribute names"),
+    "plain class: a list": (RBF, [1], "state must map attribute names"),
+    "plain class: a 3-tuple": (RBF, _tuple({}, {}, {}), "state must map attribute names"),
+    "plain class: int keys": (RBF, {3: 1}, "state must map attribute names"),
+    "slots: __class__ (swap the object's class)": (
+        RBF, _tuple({"length_scale": 1.0}, {"__class__": _ref(LR)}),
+        "slots: only real __slots__ members"),
+    "slots: __dict__ (replace the namespace)": (
+        RBF, _tuple(None, {"__dict__": {"k1": 1}}), "slots: only real __slots__ members"),
+    "slots: a property setter (theta)": (
+        RBF, _tuple({"length_scale": 1.0, "length_scale_bounds": "fixed"},
+                    {"theta": Ext(nodes.NDARRAY, ["<f8", [1], False, bytes(8)])}),
+        "slots: only real __slots__ members"),
+    "slots: an ordinary attribute": (
+        RBF, _tuple(None, {"length_scale": 1.0}), "slots: only real __slots__ members"),
+    "slots: a non-str key": (RBF, _tuple(None, {1: 1}), "state must map attribute names"),
+    "slots: a list": (RBF, _tuple(None, [1]), "state must map attribute names"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_STATE))
+def test_state_of_the_wrong_shape_is_refused(case: str, refused: Any) -> None:
+    cls, state, defence = WRONG_STATE[case]
+    names = [name_entry(cls, uses=OBJ), name_entry(LR, uses=("object", "value"))]
+    data = jarcraft.build(_inst(cls, state), jarcraft_merge(names))
+    refused(lambda: skjar.loads(data), defence)
+
+
+def jarcraft_merge(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from .hostile import merge
+
+    return merge(entries)
+
+
+def test_class_swap_through_slots_would_have_changed_the_type() -> None:
+    """Control for the __class__ case: a plain setattr (what the loader used to do)
+    turns the scorer into a LinearRegression, bypassing any check keyed by class."""
+    from sklearn.linear_model import LinearRegression
+    from sklearn.metrics._scorer import _Scorer
+
+    obj = _Scorer.__new__(_Scorer)
+    obj.__dict__.update(LR_STATE)
+    obj.__class__ = LinearRegression
+    assert type(obj) is LinearRegression
+
+
+PAYLOAD_SHAPES: dict[str, tuple[Any, list[dict[str, Any]]]] = {
+    "mode 2 on a class without a Cython setter": (
+        _inst(LR, {"x": 1}, mode=2), [name_entry(LR, uses=OBJ)]),
+    "unknown mode": (_inst(LR, {"x": 1}, mode=7), [name_entry(LR, uses=OBJ)]),
+    "mode 'none' with state": (_inst(LR, {"x": 1}, mode=0), [name_entry(LR, uses=OBJ)]),
+    "list items for a non-list": (_inst(LR, dict(LR_STATE), kind=1, items=[1, 2]),
+                                  [name_entry(LR, uses=OBJ)]),
+    "dict items for a non-dict": (_inst(LR, dict(LR_STATE), kind=2, items=[["a", 1]]),
+                                  [name_entry(LR, uses=OBJ)]),
+    "dict items malformed": (_inst(BUNCH, None, mode=0, kind=2, items=[["a", 1, 2]]),
+                             [name_entry(BUNCH, uses=OBJ)]),
+    "named tuple of a class that is not one": (
+        Ext(nodes.NAMEDTUPLE, [LR, [1]]), [name_entry(LR, uses=OBJ)]),
+    "named tuple with the wrong field count": (
+        Ext(nodes.NAMEDTUPLE, ["sklearn.gaussian_process.kernels.Hyperparameter", [1]]),
+        [name_entry("sklearn.gaussian_process.kernels.Hyperparameter", uses=OBJ)]),
+    "instance payload too short": (Ext(nodes.INSTANCE, [LR, 1, {}]), [name_entry(LR, uses=OBJ)]),
+    "a node naming a numpy string": (
+        Ext(nodes.REF, Ext(nodes.NPSCALAR, ["<U1", "a".encode("utf-32-le")])), []),
+}
+
+
+@pytest.mark.parametrize("case", list(PAYLOAD_SHAPES))
+def test_malformed_instance_payloads_are_refused(case: str, refused: Any) -> None:
+    tree, names = PAYLOAD_SHAPES[case]
+    data = jarcraft.build(tree, names)
+    refused(lambda: skjar.loads(data), "node payload shape check")
+
+
+# -- types only their own node may build ------------------------------------------------------
+HANDLER_BUILT = [
+    "numpy.random._pcg64.PCG64",
+    "numpy.random._pcg64.PCG64DXSM",
+    "numpy.random._philox.Philox",
+    "numpy.random._mt19937.MT19937",
+    "numpy.random._sfc64.SFC64",
+    "numpy.random.mtrand.RandomState",
+    "numpy.random._generator.Generator",
+    "numpy.ma.core.MaskedArray",
+    "functools.partial",
+]
+
+
+@pytest.mark.parametrize("form", ["INSTANCE", "NEWOBJ"])
+@pytest.mark.parametrize("name", HANDLER_BUILT)
+def test_types_with_their_own_node_are_not_generic_instances(
+    name: str, form: str, refused: Any
+) -> None:
+    """``cls.__new__(cls)`` alone leaves e.g. PCG64's C state unset: reading it segfaults
+    (mode 0), and so does giving it state (test_meaning_tampering runs those in a
+    subprocess). Only the node's handler, which checks its input, builds these."""
+    tree = _inst(name, None, mode=0) if form == "INSTANCE" else _inst(
+        _def(0, Ext(nodes.NEWOBJ, name)), None, mode=0)
+    data = jarcraft.build(tree, [name_entry(name, uses=OBJ)])
+    refused(lambda: skjar.loads(data), "handler-built types only by their node")
+
+
+def test_masked_array_state_would_bypass_the_array_checks() -> None:
+    """Control: through MaskedArray.__setstate__ (the generic path), numpy builds an array
+    of 2**33 zero-size elements from 0 bytes, which the NDARRAY node refuses."""
+    m = np.ma.MaskedArray.__new__(np.ma.MaskedArray)
+    m.__setstate__((1, (2**33,), np.dtype("S0"), False, b"", b"", None))
+    assert m.shape == (2**33,)
+
+
+def test_generic_instances_of_trusted_classes_still_load(canary: Path) -> None:
+    """Control: the rules above leave honest state alone."""
+    data = jarcraft.build(
+        [_inst(LR, dict(LR_STATE)), _inst(RBF, {"length_scale": 2.0,
+                                                "length_scale_bounds": "fixed"}),
+         _inst(BUNCH, None, mode=0, kind=2, items=[["a", 1]])],
+        [name_entry(LR, uses=OBJ), name_entry(RBF, uses=OBJ), name_entry(BUNCH, uses=OBJ)],
+    )
+    lr, rbf, bunch = skjar.loads(data)
+    assert lr.fit_intercept is True and rbf.length_scale == 2.0 and bunch.a == 1
+
+
+# -- deferred states (STATE nodes inside the ROOT node) --------------------------------------------
+def _root(value: Any, *states: Any) -> Ext:
+    return Ext(nodes.ROOT, [value, list(states)])
+
+
+def _state(shell: Any, state: Any, mode: int = 1) -> Ext:
+    return Ext(nodes.STATE, [shell, mode, state, 0, None])
+
+
+SVC = "sklearn.svm._classes.SVC"
+DEFERRED: dict[str, tuple[Any, list[dict[str, Any]], str]] = {
+    "a STATE node outside a ROOT": (
+        [_def(0, Ext(nodes.NEWOBJ, LR)), _state(_use(0), dict(LR_STATE))],
+        [name_entry(LR)], "state only on instances"),
+    "a STATE node for a class": (
+        _root(_def(0, _ref(LR)), _state(_use(0), {"fit": None})),
+        [name_entry(LR, uses=VAL)], "state only on instances"),
+    "a STATE node for a finished instance": (
+        _root(_def(0, _inst(LR, dict(LR_STATE))), _state(_use(0), {"coef_": 1})),
+        [name_entry(LR)], "state only on instances"),
+    "two STATE nodes for one shell": (
+        _root(_def(0, Ext(nodes.NEWOBJ, LR)), _state(_use(0), dict(LR_STATE)),
+              _state(_use(0), {"coef_": 1})),
+        [name_entry(LR)], "state only on instances"),
+    "a STATE node nested in the value": (
+        _root(Ext(nodes.TUPLE, [_def(0, Ext(nodes.NEWOBJ, LR)), _state(_use(0), dict(LR_STATE))]),
+              _state(_use(0), dict(LR_STATE))),
+        [name_entry(LR)], "state only on instances"),
+    "a ROOT node that is not outermost": (
+        Ext(nodes.TUPLE, [_root(1, _state(1, {}))]), [], "deferred states only at the root"),
+    "a ROOT node inside a ROOT node": (
+        _root(_root(1, _state(1, {})), _state(1, {})), [], "deferred states only at the root"),
+    "a ROOT node with something other than STATE nodes": (
+        _root(1, 2), [], "deferred states only at the root"),
+    "a deferred SVC state as an OrderedDict": (
+        _root(_def(0, Ext(nodes.NEWOBJ, SVC)),
+              _state(_use(0), Ext(nodes.ORDEREDDICT, [["support_", 1]]))),
+        [name_entry(SVC)], "meaning checks need plain state"),
+    "a deferred bit generator shell": (
+        _root(_def(0, Ext(nodes.NEWOBJ, "numpy.random._pcg64.PCG64")), _state(_use(0), {})),
+        [name_entry("numpy.random._pcg64.PCG64")], "handler-built types only by their node"),
+    "a deferred state left out": (
+        _root(_def(0, Ext(nodes.NEWOBJ, LR)), None), [name_entry(LR)],
+        "instances must be completed"),
+}
+
+
+@pytest.mark.parametrize("case", list(DEFERRED))
+def test_deferred_states_follow_the_same_rules(case: str, refused: Any) -> None:
+    """The writer gives deep instances their state at the top level (ROOT/STATE); the
+    same rules hold there: once, only to empty instances, only plain state for checks."""
+    tree, names, defence = DEFERRED[case]
+    data = jarcraft.build(tree, names)
+    refused(lambda: skjar.loads(data), defence)
