@@ -74,7 +74,10 @@ DEFENCES: dict[str, tuple[type[BaseException], str]] = {
     "meaning check: sparse indices/indptr": (skjar.CorruptFileError, "sparse .* matrix: .*crafted"),
     "meaning check: BSpline knots": (skjar.CorruptFileError, "scipy BSpline: .*crafted"),
     "meaning check: k-means centers": (skjar.CorruptFileError, "k-means: .*crafted"),
-    "meaning check: vectorizer vocabulary": (skjar.CorruptFileError, "vectorizer: .*crafted"),
+    "meaning check: vocabulary / class-column maps": (
+        skjar.CorruptFileError,
+        "(vectorizer|MultiLabelBinarizer): .*crafted",
+    ),
     "meaning check: one-hot encoder categories": (skjar.CorruptFileError, "OneHotEncoder.*crafted"),
     "meaning check: nearest neighbors data and metric": (
         skjar.CorruptFileError,

@@ -104,6 +104,14 @@ def one_hot(**params: Any) -> Callable[[], Any]:
     return make
 
 
+def multilabel() -> Any:
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    model = MultiLabelBinarizer().fit([["a", "b"], ["c"]])
+    model.transform([["a"]])  # fills the cache that transform trusts
+    return model
+
+
 def one_hot_numbers() -> Any:
     from sklearn.preprocessing import OneHotEncoder
 
@@ -351,7 +359,7 @@ SVM_CHECK = "meaning check: SVC support counts"
 SPARSE_CHECK = "meaning check: sparse indices/indptr"
 SPLINE_CHECK = "meaning check: BSpline knots"
 NEIGHBORS_CHECK = "meaning check: nearest neighbors data and metric"
-VOCABULARY_CHECK = "meaning check: vectorizer vocabulary"
+VOCABULARY_CHECK = "meaning check: vocabulary / class-column maps"
 ONE_HOT_CHECK = "meaning check: one-hot encoder categories"
 BITGEN_CHECK = "meaning check: bit generator positions"
 PLAIN = "meaning checks need plain state"
@@ -457,6 +465,9 @@ CASES = [
          edited(text_pipeline("tfidf"), TFIDF, vocabulary_negative), use="text"),
     Case("dict-vectorizer-vocabulary-past-the-end", VOCABULARY_CHECK,
          edited(text_pipeline("dict"), DICTVEC, vocabulary_past_the_end), use="dicts"),
+    Case("multilabel-cache-past-the-end", VOCABULARY_CHECK,
+         edited(multilabel, "sklearn.preprocessing._label.MultiLabelBinarizer",
+                set_state("_cached_dict", {"a": 10**9, "b": 2, "c": 1})), use="labels"),
     Case("one-hot-outputs-too-few", ONE_HOT_CHECK,
          edited(one_hot(), ONE_HOT, set_state("_n_features_outs", [1, 1])), use="onehot"),
     Case("one-hot-categories-unsorted", ONE_HOT_CHECK,
@@ -547,6 +558,8 @@ RUNNER = textwrap.dedent(
         if how == "onehot":
             return model.transform(np.array([["a", "x"], ["b", "y"], ["c", "z"]] * 50,
                                             dtype=object))
+        if how == "labels":
+            return model.transform([["a", "b"], ["c"], ["a"]])
         if how == "onehot-numbers":
             return model.transform(np.array([[0, 10], [1, 20], [2, 30]] * 50))
         if how == "graph":

@@ -533,28 +533,38 @@ def check_neighbors(args: Any, state: Any) -> None:
 # and whose width comes from other fitted state; scipy's constructor does not check
 # the indices, and compiled code downstream (toarray, X @ coef) writes or reads at
 # them. A CountVectorizer or DictVectorizer with vocabulary_ indices past its size
-# segfaulted in Pipeline.predict; a OneHotEncoder with a short _n_features_outs
-# corrupted the heap in transform ("corrupted size vs. prev_size"):
+# segfaulted in Pipeline.predict, and so did a MultiLabelBinarizer with such a
+# cached class map; a OneHotEncoder with a short _n_features_outs corrupted the
+# heap in transform ("corrupted size vs. prev_size"):
 # tests/security/test_meaning_tampering.py.
+def _check_columns(mapping: Any, key: str, what: str) -> None:
+    """``mapping`` (a dict) must number its n keys 0 to n - 1: the output's columns."""
+    if type(mapping) is not dict:
+        raise _fail(what, f"{key} must be a dict")
+    n = len(mapping)
+    try:
+        columns = np.fromiter(mapping.values(), dtype=np.int64, count=n)
+    except (TypeError, ValueError, OverflowError):
+        raise _fail(what, f"{key} must map to integer columns") from None
+    if n and (columns.min() < 0 or columns.max() >= n or np.unique(columns).size != n):
+        raise _fail(what, f"{key} must number its {n} entries 0 to {n - 1}")
+
+
 @validates(
     "sklearn.feature_extraction.text.CountVectorizer",
     "sklearn.feature_extraction.text.TfidfVectorizer",
     "sklearn.feature_extraction._dict_vectorizer.DictVectorizer",
 )
 def check_vocabulary(args: Any, state: Any) -> None:
-    what = "vectorizer"
-    if type(state) is not dict or "vocabulary_" not in state:
-        return  # unfitted
-    vocabulary = state["vocabulary_"]
-    if type(vocabulary) is not dict:
-        raise _fail(what, "vocabulary_ must be a dict")
-    n = len(vocabulary)
-    try:
-        columns = np.fromiter(vocabulary.values(), dtype=np.int64, count=n)
-    except (TypeError, ValueError, OverflowError):
-        raise _fail(what, "vocabulary_ must map terms to integer columns") from None
-    if n and (columns.min() < 0 or columns.max() >= n or np.unique(columns).size != n):
-        raise _fail(what, f"vocabulary_ must number its {n} terms 0 to {n - 1}")
+    if type(state) is dict and "vocabulary_" in state:  # else unfitted
+        _check_columns(state["vocabulary_"], "vocabulary_", "vectorizer")
+
+
+@validates("sklearn.preprocessing._label.MultiLabelBinarizer")
+def check_label_cache(args: Any, state: Any) -> None:
+    """transform builds its output from the cached class -> column map, as wide as the map."""
+    if type(state) is dict and state.get("_cached_dict") is not None:
+        _check_columns(state["_cached_dict"], "_cached_dict", "MultiLabelBinarizer")
 
 
 def _sorted_categories(cats: np.ndarray) -> bool:
