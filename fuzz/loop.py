@@ -40,7 +40,8 @@ import mutator  # noqa: E402
 import target  # noqa: E402
 
 FINDING_STATUS = 3
-RING = 64  # recent inputs kept in CURRENT.recent/ for triage after a crash
+# Recent inputs kept in CURRENT.recent/ for triage after a crash.
+RING = int(os.environ.get("SKJAR_FUZZ_RING", "64"))
 
 
 def save_finding(findings: str, data: bytes, kind: str, text: str) -> str:
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             f.write(data)
         if ring:
             # Heap damage may be detected (abort) only inputs later: keep the recent ones.
-            with open(os.path.join(ring, f"{execs % RING:03d}"), "wb") as f:
+            with open(os.path.join(ring, f"{execs % RING:05d}"), "wb") as f:
                 f.write(data)
         execs += 1
         if execs % 50 == 0:  # progress, for run.py's count if this process is killed

@@ -1000,6 +1000,30 @@ class Mutator:
             return
         n.payload = self.edit_value(n.payload)
 
+    def op_state_attr(self) -> None:
+        """Edit one attribute in an instance's state dict (where meaning bugs live:
+        thread counts, depths, sizes, flags that compiled code trusts)."""
+        r = self.rng
+        states = []
+        for n in _nodes(self.box[0]):
+            if n.code in (INSTANCE, RECONSTRUCT) and isinstance(n.payload, list):
+                i = 2 if n.code == INSTANCE else 3
+                if len(n.payload) > i:
+                    st = n.payload[i]
+                    if isinstance(st, Ext) and st.code == TUPLE and isinstance(st.payload, list):
+                        st = st.payload[0] if st.payload else None
+                    if isinstance(st, dict) and st:
+                        states.append(st)
+        if not states:
+            return self.op_tree_value()
+        st = r.choice(states)
+        scalars = [k for k, v in st.items() if isinstance(v, (int, float, str, bool))
+                   or v is None]
+        key = r.choice(scalars) if scalars and r.random() < 0.7 else r.choice(list(st))
+        st[key] = self.edit_value(st[key])
+        self.log.append(f"state-{key}")
+        return None
+
     def op_transplant(self) -> None:
         """Replace a subtree by another subtree (same jar or a donor)."""
         slots = _slots(self.box)
@@ -1271,6 +1295,7 @@ def _set_boundary_ints(buf: bytearray, r: random.Random) -> bytearray:
 OPS: tuple[tuple[str, float], ...] = (
     ("op_node", 5.0),
     ("op_tree_value", 3.0),
+    ("op_state_attr", 2.5),
     ("op_transplant", 1.0),
     ("op_tree_raw", 1.5),
     ("op_buffer", 1.5),
