@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import CorruptFileError
 from .decoder import brief
+from .numpy import indices_below
 from .registry import validates
 
 _CACHED_FLAGS = ("_has_sorted_indices", "_has_canonical_format", "has_canonical_format")
@@ -60,7 +61,7 @@ def _check_compressed(
         or data.shape[1:] != (block if fmt == "bsr" else ())
     ):
         raise _fail(fmt, "indptr, indices and data disagree on the number of entries")
-    if nnz and (indices.min() < 0 or indices.max() >= minor):
+    if not indices_below(indices, minor):
         raise _fail(fmt, f"column/row indices must lie in [0, {minor})")
 
 
@@ -97,7 +98,7 @@ def _check(fmt: str) -> Any:
                 idx = _index_array(idx, fmt, f"coords[{axis}]")
                 if idx.shape != data.shape:
                     raise _fail(fmt, "coords and data differ in length")
-                if len(idx) and (idx.min() < 0 or idx.max() >= size):
+                if not indices_below(idx, size):
                     raise _fail(fmt, f"coords[{axis}] must lie in [0, {size})")
 
     return check

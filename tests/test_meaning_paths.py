@@ -1,0 +1,135 @@
+"""The two implementations of the tree meaning checks make the same decisions.
+
+Small trees are checked by a Python loop over the node lists, large ones by
+vectorised numpy passes (src/skjar/codec/sklearn.py, ``SMALL_TREE``). Loads of
+real models exercise mostly one or the other, so here both run side by side on
+random trees, honest and damaged: each input must be accepted by both or
+refused by both, with the same message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+
+from skjar.codec import sklearn as checks
+from skjar.errors import CorruptFileError
+
+
+def random_tree(draw: Any, n_inner: int, order: str) -> tuple[list[int], list[int]]:
+    """A random full binary tree with ``n_inner`` splits, numbered in ``order``."""
+    children: dict[int, tuple[int, int]] = {}
+    leaves, next_id = [0], 1
+    for _ in range(n_inner):
+        node = leaves.pop(draw(st.integers(0, len(leaves) - 1)))
+        children[node] = (next_id, next_id + 1)
+        leaves += [next_id, next_id + 1]
+        next_id += 2
+    # Renumber so that children always come after their parent.
+    seq, stack = [], [0]
+    while stack:
+        node = stack.pop(0 if order == "breadth" else -1)
+        seq.append(node)
+        if node in children:
+            lc, rc = children[node]
+            stack += [lc, rc] if order == "breadth" else [rc, lc]
+    new = {old: i for i, old in enumerate(seq)}
+    left, right = [-1] * next_id, [-1] * next_id
+    for old, (lc, rc) in children.items():
+        left[new[old]], right[new[old]] = new[lc], new[rc]
+    return left, right
+
+
+@st.composite
+def damaged_trees(draw: Any) -> tuple[list[int], list[int], list[int], int, int]:
+    n_inner = draw(st.integers(0, 40))
+    left, right = random_tree(draw, n_inner, draw(st.sampled_from(["depth", "breadth"])))
+    n = len(left)
+    n_features = draw(st.integers(1, 6))
+    feature = [draw(st.integers(0, n_features - 1)) if lc != -1 else -2 for lc in left]
+    true_depth = _reference_depth(left, right)
+    max_depth = true_depth + draw(st.sampled_from([0, 0, 0, 1, -1, -3]))
+    for _ in range(draw(st.integers(0, 2))):
+        target = draw(st.sampled_from(["left", "right", "feature"]))
+        i = draw(st.integers(0, n - 1))
+        value = draw(st.integers(-3, n + 2))
+        {"left": left, "right": right, "feature": feature}[target][i] = value
+    return left, right, feature, n_features, max(max_depth, 0)
+
+
+def _reference_depth(left: list[int], right: list[int]) -> int:
+    depth = [0] * len(left)
+    for i in range(len(left)):
+        if left[i] != -1:
+            depth[left[i]] = depth[right[i]] = depth[i] + 1
+    return max(depth)
+
+
+def _outcome(check: Any, *args: Any) -> str:
+    try:
+        check(*args)
+    except CorruptFileError as exc:
+        return str(exc)
+    return "accepted"
+
+
+@settings(max_examples=400, deadline=None)
+@given(damaged_trees())
+def test_tree_checks_agree(case: tuple[list[int], list[int], list[int], int, int]) -> None:
+    left, right, feature, n_features, max_depth = case
+    small = _outcome(checks._small_tree_ok, left, right, feature, n_features, max_depth, "t")
+    arrays = [np.array(v, dtype=np.intp) for v in (left, right, feature)]
+    vectorised = _outcome(checks._vectorised_tree_ok, *arrays, n_features, max_depth, "t")
+    # Both must accept or refuse; a refusal may name a different first fault.
+    assert (small == "accepted") == (vectorised == "accepted"), (small, vectorised)
+
+
+@settings(max_examples=400, deadline=None)
+@given(damaged_trees(), st.integers(0, 3), st.lists(st.booleans(), max_size=90))
+def test_predictor_checks_agree(case: Any, n_bitsets: int, categorical: list[bool]) -> None:
+    left, right, feature, _, _ = case
+    nodes = np.zeros(len(left), dtype=PREDICTOR_RECORD_DTYPE)
+    nodes["is_leaf"] = [lc == -1 for lc in left]
+    # Predictor children are unsigned: a negative index wraps to a huge one.
+    nodes["left"] = np.array(left, dtype=np.int64).astype(np.uint32)
+    nodes["right"] = np.array(right, dtype=np.int64).astype(np.uint32)
+    nodes["feature_idx"] = feature
+    nodes["is_categorical"] = (categorical + [False] * len(left))[: len(left)]
+    nodes["bitset_idx"] = [i % 5 for i in range(len(left))]
+    small = _outcome(checks._small_predictor_ok, nodes, n_bitsets, "p")
+    vectorised = _outcome(checks._vectorised_predictor_ok, nodes, n_bitsets, "p")
+    assert (small == "accepted") == (vectorised == "accepted"), (small, vectorised)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda lc, rc, f: lc.__setitem__(0, 0), "outside"),
+        (lambda lc, rc, f: rc.__setitem__(0, -1), "exactly one child"),
+        (lambda lc, rc, f: f.__setitem__(0, 99), "feature outside"),
+        (lambda lc, rc, f: rc.__setitem__(0, lc[0]), "two parents"),
+    ],
+)
+def test_each_fault_is_named_by_both(edit: Any, message: str) -> None:
+    left, right = [1, 3, -1, -1, -1], [2, 4, -1, -1, -1]
+    feature = [0, 1, -2, -2, -2]
+    edit(left, right, feature)
+    small = _outcome(checks._small_tree_ok, left, right, feature, 2, 5, "t")
+    arrays = [np.array(v, dtype=np.intp) for v in (left, right, feature)]
+    vectorised = _outcome(checks._vectorised_tree_ok, *arrays, 2, 5, "t")
+    assert message in small and message in vectorised, (small, vectorised)
+
+
+def test_depth_is_checked_by_both() -> None:
+    left, right = [1, 3, -1, -1, -1], [2, 4, -1, -1, -1]  # depth 2
+    feature = [0, 0, -2, -2, -2]
+    arrays = [np.array(v, dtype=np.intp) for v in (left, right, feature)]
+    for max_depth, ok in ((2, True), (1, False)):
+        small = _outcome(checks._small_tree_ok, left, right, feature, 1, max_depth, "t")
+        vectorised = _outcome(checks._vectorised_tree_ok, *arrays, 1, max_depth, "t")
+        assert (small == "accepted") == ok == (vectorised == "accepted"), (small, vectorised)
