@@ -129,8 +129,8 @@ FIGURES: dict[str, tuple[str, Callable[[float], str], str]] = {
     "save_s": (
         "Save time (parent process)",
         fmt_seconds,
-        "pickle/cloudpickle write a temp file + fsync + os.replace; joblib and skops use their "
-        "own dump (no fsync).",
+        "pickle/cloudpickle write a temp file + fsync + os.replace + directory fsync, as skjar "
+        "does; joblib and skops use their own dump (no fsync).",
     ),
     "size_bytes": ("File size", fmt_bytes, ""),
     "load_s": (

@@ -267,12 +267,23 @@ class Jar:
     def nodes(self, code: int | None = None) -> list[Ext]:
         return [v for v in walk(self.root) if isinstance(v, Ext) and code in (None, v.code)]
 
+    def resolve(self, value: Any) -> Any:
+        """The value behind a shared definition or reference (the writer stores a repeated
+        class name or structured dtype description once and refers to it after)."""
+        if isinstance(value, Ext) and value.code == nodes.SHARED_DEF:
+            return value.payload[1]
+        if isinstance(value, Ext) and value.code == nodes.SHARED_REF:
+            for node in self.nodes(nodes.SHARED_DEF):
+                if node.payload[0] == value.payload:
+                    return node.payload[1]
+        return value
+
     def arrays(self, where: Callable[[StoredArray], bool] = lambda a: True) -> list[StoredArray]:
         """Out-of-line arrays (NDARRAY nodes), in tree order, filtered by ``where``."""
         out = []
         for node in self.nodes(nodes.NDARRAY):
             descr, shape, fortran, index = node.payload
-            dtype = np.lib.format.descr_to_dtype(_tuplify(descr))
+            dtype = np.lib.format.descr_to_dtype(_tuplify(self.resolve(descr)))
             found = StoredArray(node, index, dtype, tuple(shape), fortran)
             if where(found):
                 out.append(found)
@@ -288,7 +299,7 @@ class Jar:
         """INSTANCE and RECONSTRUCT nodes of the class/callable ``name``, in tree order."""
         return [
             n for n in self.nodes()
-            if n.code in (nodes.INSTANCE, nodes.RECONSTRUCT) and n.payload[0] == name
+            if n.code in (nodes.INSTANCE, nodes.RECONSTRUCT) and self.resolve(n.payload[0]) == name
         ]
 
     @staticmethod
@@ -303,7 +314,7 @@ class Jar:
             value = value.payload[1]
         assert isinstance(value, Ext) and value.code == nodes.NDARRAY, f"not an array: {value!r}"
         descr, shape, fortran, index = value.payload
-        dtype = np.lib.format.descr_to_dtype(_tuplify(descr))
+        dtype = np.lib.format.descr_to_dtype(_tuplify(self.resolve(descr)))
         return StoredArray(value, index, dtype, tuple(shape), fortran)
 
     def edit(self, value: Any, change: Callable[[np.ndarray], np.ndarray | None]) -> None:

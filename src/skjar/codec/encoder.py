@@ -78,6 +78,7 @@ class Encoder:
         self.depth = 0
         self._ext_depth = 0
         self._verified: dict[int, str] = {}
+        self._interned: dict[Any, Shared] = {}
         # Instances met deeper than DEFER_DEPTH are written as empty shells whose
         # state follows at the top level (a linked list of 10,000 instances, as in
         # Birch's leaves, would otherwise nest 10,000 levels deep).
@@ -105,6 +106,23 @@ class Encoder:
             OverflowError,
         ) as exc:  # pragma: no cover - encoder bug guard
             raise UnsupportedObjectError(f"internal encoding error: {exc}") from exc
+
+    def intern(self, value: Any) -> Any:
+        """``value`` - a class name, a structured dtype's description - written once.
+
+        Later occurrences refer to the first (SHARED_REF), as pickle's memo does: a
+        100-tree ensemble otherwise spells out each class name and its 8-field node
+        dtype 100 times (a quarter of a small model's file). Strings are matched by
+        value, descriptions by identity (dtype_descr returns one cached list per dtype).
+        """
+        key = value if type(value) is str else id(value)
+        seen = self._interned.get(key)
+        if seen is None:
+            self._interned[key] = Shared(value)
+            self._keepalive.append(value)
+            return self._interned[key]
+        self.share(seen)
+        return SharedRef(seen)
 
     def share(self, node: Node | Shared) -> None:
         """Give ``node`` a shared-object id, so later references can point to it."""

@@ -199,6 +199,8 @@ def array_node(enc: Encoder, arr: np.ndarray, path: Path = None) -> Node:
     """NDARRAY node for a non-object array: data out of line in a buffer, or inline if tiny."""
     fortran = bool(arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous)
     descr = dtype_descr(arr.dtype, path)
+    if type(descr) is list:  # structured: repeats across a forest's trees
+        descr = enc.intern(descr)
     raw = _raw_bytes(arr)
     data: Any = raw.tobytes() if raw.nbytes <= INLINE_MAX else enc.add_buffer(raw)
     return Node(NDARRAY, [descr, list(arr.shape), fortran, data])
@@ -339,7 +341,7 @@ BIT_GENERATORS = {
 
 def _enc_bitgen(enc: Encoder, obj: Any, path: Path) -> Node:
     cls = type(obj)
-    name = enc.declare(cls.__module__, cls.__qualname__, OBJECT)
+    name = enc.intern(enc.declare(cls.__module__, cls.__qualname__, OBJECT))
     return Node(BITGENERATOR, [name, enc.encode(obj.state, (path, "state"))])
 
 

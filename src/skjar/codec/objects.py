@@ -60,14 +60,14 @@ def _is_function_like(obj: Any) -> bool:
     )
 
 
-def _class_name(enc: Encoder, cls: type, use: str, path: Path) -> str:
+def _class_name(enc: Encoder, cls: type, use: str, path: Path) -> Any:
     named = name_of(cls)
     if named is None:
         raise UnsupportedObjectError(
             f"class {cls!r} has no importable name (defined in a function?)", render_path(path)
         )
     enc.verify_importable(cls, *named, path)
-    return enc.declare(*named, use)
+    return enc.intern(enc.declare(*named, use))
 
 
 def ref_node(enc: Encoder, obj: Any, path: Path) -> Node:
@@ -80,7 +80,7 @@ def ref_node(enc: Encoder, obj: Any, path: Path) -> Node:
             render_path(path),
         )
     enc.verify_importable(obj, *named, path)
-    return Node(REF, enc.declare(*named, VALUE))
+    return Node(REF, enc.intern(enc.declare(*named, VALUE)))
 
 
 def _encode_state(enc: Encoder, state: Any, path: Path) -> Any:
@@ -198,7 +198,7 @@ def _reconstruct_node(
             render_path(path),
         )
     enc.verify_importable(func, *named, path)
-    name = enc.declare(*named, CALL)
+    name = enc.intern(enc.declare(*named, CALL))
     enc_args = [enc.encode(a, (path, f"<arg {i}>")) for i, a in enumerate(args)]
     kind, items = _encode_items(enc, listitems, dictitems, path)
     mode = STATE_NONE if state is None else STATE_DEFAULT

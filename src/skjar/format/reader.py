@@ -8,6 +8,7 @@ any section is decompressed or decoded.
 from __future__ import annotations
 
 import io
+import itertools
 import mmap as _mmap
 import os
 import re
@@ -166,17 +167,36 @@ class _Reader:
         self.pos += n
         return data
 
-    def read_body(self, n: int) -> np.ndarray:
-        """The next ``n`` bytes as a uint8 array aligned like the file."""
-        if self.view is not None:
+    def read_body(self, n: int, cuts: list[tuple[int, int]]) -> Body:
+        """The next ``n`` bytes, aligned like the file, as pieces split at ``cuts``.
+
+        ``cuts`` are (start, end) file ranges of large sections: each gets an
+        allocation of its own, so that memory is returned as soon as the objects
+        using it are gone (a vocabulary's string buffer right after its dict is
+        built), and a kept array does not pin its neighbours. The bytes between
+        them share one allocation per run. mmap: one view of the mapping.
+        """
+        start = self.pos
+        if self.view is not None and self.zero_copy:
             data = self.read(n, "the file")
-            if self.zero_copy:
-                return np.frombuffer(data, dtype=np.uint8) if n else np.empty(0, np.uint8)
-            out = aligned_empty(n, self.pos - n)
-            out[:] = np.frombuffer(data, dtype=np.uint8)
+            one = np.frombuffer(data, dtype=np.uint8) if n else np.empty(0, np.uint8)
+            return Body([(start, one)])
+        bounds = [start]
+        for a, b in cuts:
+            bounds += [a, b]
+        bounds.append(start + n)
+        pieces: list[tuple[int, np.ndarray]] = []
+        for a, b in itertools.pairwise(bounds):
+            if b > a or not pieces:
+                pieces.append((a, self._read_aligned(b - a)))
+        return Body(pieces)
+
+    def _read_aligned(self, n: int) -> np.ndarray:
+        out = aligned_empty(n, self.pos)
+        if self.view is not None:
+            out[:] = np.frombuffer(self.read(n, "the file"), dtype=np.uint8)
             return out
         assert self.file is not None
-        out = aligned_empty(n, self.pos)
         view = memoryview(out)  # type: ignore[arg-type]
         got = 0
         while got < n:
@@ -185,6 +205,34 @@ class _Reader:
                 raise CorruptFileError("the file is truncated")
             got += k
         self.pos += n
+        return out
+
+
+# Sections at least this large are read into an allocation of their own (see read_body).
+OWN_ALLOCATION = 1 << 20
+
+
+class Body:
+    """The file after its header: consecutive pieces, addressed by file offset."""
+
+    def __init__(self, pieces: list[tuple[int, np.ndarray]]) -> None:
+        self.pieces = pieces
+        self.end = pieces[-1][0] + len(pieces[-1][1])
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        """Bytes [start, end) of the file; the range lies within one piece by construction."""
+        for first, data in self.pieces:
+            if first <= start and end <= first + len(data):
+                return data[start - first : end - first]
+        raise AssertionError(f"range {start}-{end} straddles pieces")  # pragma: no cover
+
+    def chunks(self, start: int, end: int) -> list[np.ndarray]:
+        """Bytes [start, end) as views of the pieces that hold them, in order."""
+        out = []
+        for first, data in self.pieces:
+            a, b = max(start, first), min(end, first + len(data))
+            if a < b:
+                out.append(data[a - first : b - first])
         return out
 
 
@@ -250,22 +298,29 @@ def _read_all(
             + (": truncated" if size < expected_size else ": trailing bytes")
         )
     base = r.pos
-    body = r.read_body(expected_size - base)
+    cuts = [
+        (section.offset, section.offset + section.length)
+        for section in (layout.tree, *layout.buffers)
+        if section.length >= OWN_ALLOCATION
+    ]
+    body = r.read_body(expected_size - base, cuts)
     if r.file is not None and size is None and r.file.read(1):
         raise CorruptFileError("trailing bytes after the trailer")
-    signed_end = layout.data_end - base  # body offsets
+    signed_end = layout.data_end  # file offsets from here on
     hashed_end = signed_end + (SIGNATURE_SIZE if signed else 0)
-    trailer = bytes(body[hashed_end:])
+    trailer = bytes(body.slice(hashed_end, body.end)) if hashed_end <= body.end else b""
     if len(trailer) != TRAILER_SIZE or trailer[2 * DIGEST_SIZE :] != END_MAGIC:
         raise CorruptFileError("the trailer is missing or damaged: the file is truncated")
-    tree_end = layout.tree.offset + layout.tree.length - base
+    tree_end = layout.tree.offset + layout.tree.length
     hasher = new_hasher()
     hasher.update(pre)
     hasher.update(raw_header)
-    hasher.update(body[:tree_end])  # type: ignore[arg-type]
+    for chunk in body.chunks(base, tree_end):
+        hasher.update(chunk)  # type: ignore[arg-type]
     damaged = trailer[:DIGEST_SIZE] != hasher.digest()
     if verify == "full" and not damaged:
-        hasher.update(body[tree_end:hashed_end])  # type: ignore[arg-type]
+        for chunk in body.chunks(tree_end, hashed_end):
+            hasher.update(chunk)  # type: ignore[arg-type]
         damaged = trailer[DIGEST_SIZE : 2 * DIGEST_SIZE] != hasher.digest()
     if damaged:
         raise CorruptFileError(
@@ -279,15 +334,17 @@ def _read_all(
         message = new_message_hasher()
         message.update(pre)
         message.update(raw_header)
-        message.update(body[:signed_end])
-        signer = check_signature(bytes(body[signed_end:hashed_end]), message.digest(), keys)
+        for chunk in body.chunks(base, signed_end):
+            message.update(chunk)
+        signer = check_signature(
+            bytes(body.slice(signed_end, hashed_end)), message.digest(), keys
+        )
     # Padding must be zero: the layout leaves no byte unaccounted for.
     pos = base
-    raw = memoryview(body)  # type: ignore[arg-type]
     # A structure-only check leaves data pages untouched, padding between them included.
     for section in (layout.tree, *layout.buffers) if verify == "full" else (layout.tree,):
         gap = section.offset - pos
-        if gap and raw[pos - base : section.offset - base] != _ZEROS[:gap]:
+        if gap and body.slice(pos, section.offset).tobytes() != _ZEROS[:gap]:
             raise CorruptFileError(f"non-zero padding before offset {section.offset}")
         pos = section.offset + section.length
     # Trust and versions are judged on a verified header only: a damaged name or
@@ -295,16 +352,17 @@ def _read_all(
     declared = admit(header)
     buffers: list[np.ndarray] = []
     for i, section in enumerate(layout.buffers):
-        data = body[section.offset - base : section.offset - base + section.length]
+        data = body.slice(section.offset, section.offset + section.length)
         if section.codec == "none":
             buffers.append(data)
         else:
             view = memoryview(data)  # type: ignore[arg-type]
             buffers.append(decompress_section(view, section.codec, section.size, f"buffer {i}"))
     t = layout.tree
-    tree: Any = memoryview(body[t.offset - base : t.offset - base + t.length])  # type: ignore[arg-type]
+    tree: Any = memoryview(body.slice(t.offset, t.offset + t.length))  # type: ignore[arg-type]
     if t.codec != "none":
         tree = memoryview(decompress_section(tree, t.codec, t.size, "the object tree"))  # type: ignore[arg-type]
+    del body  # sections hold what they need; a large unused piece is freed now
     return RawJar(version, header, layout, tree, buffers, declared, signer, flags)
 
 
