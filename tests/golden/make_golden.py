@@ -7,6 +7,14 @@ only when the format version changes (a new folder appears beside the old ones):
 
     python tests/golden/make_golden.py            # writes tests/golden/v1.0/ if absent
     python tests/golden/make_golden.py --force    # rewrite (only before a version ships)
+    python tests/golden/make_golden.py --writer   # new writer reference, same format version
+
+A writer may improve how it encodes a value without changing the format (the
+files stay readable by every reader of that version: say, storing a
+vocabulary's column numbers in 4 bytes instead of 8). Such a change is made on
+purpose with ``--writer``, which writes ``v<version>/writer/builtins.skjar``: the
+bytes the current writer must produce (tests/test_format.py). The frozen
+``builtins.skjar`` beside it, from the version's first writer, keeps loading.
 
 The files:
 
@@ -88,8 +96,16 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="overwrite an existing version")
+    parser.add_argument(
+        "--writer", action="store_true", help="only write the current writer's reference"
+    )
     args = parser.parse_args(argv)
     folder = HERE / f"v{FORMAT_MAJOR}.{FORMAT_MINOR}"
+    if args.writer:
+        (folder / "writer").mkdir(parents=True, exist_ok=True)
+        skjar.dump(builtins_value(), folder / "writer" / "builtins.skjar")
+        print(f"wrote {folder / 'writer' / 'builtins.skjar'}")
+        return 0
     if folder.exists() and not args.force:
         print(f"{folder} exists: golden files are frozen (use --force before a release only)")
         return 1

@@ -64,6 +64,22 @@ def _atoms_only(values: Any) -> bool:
     return False
 
 
+def _narrowest(values: np.ndarray) -> np.ndarray:
+    """``values`` (int64) in the narrowest integer dtype that holds them all.
+
+    A vocabulary's column numbers fit in 4 bytes: storing them in 8 made a
+    1.1M-term TF-IDF model 3% larger than its pickle.
+    """
+    if not len(values):
+        return values
+    low, high = int(values.min()), int(values.max())
+    for dtype in (np.uint8, np.uint16, np.uint32) if low >= 0 else (np.int8, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return values.astype(dtype)
+    return values
+
+
 class Encoder:
     """Walks an object graph once, producing the tree, the buffers and the names used."""
 
@@ -266,6 +282,7 @@ class Encoder:
                 values = np.fromiter(d.values(), dtype=np.int64, count=len(d))
             except OverflowError:
                 return None
+            values = _narrowest(values)  # they come back as Python ints whatever the width
             kind = 0
         elif len(value_types) == 1 and issubclass(next(iter(value_types)), np.integer):
             values = np.fromiter(d.values(), dtype=next(iter(value_types)), count=len(d))
