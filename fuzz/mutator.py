@@ -57,6 +57,7 @@ SHARED_DEF, SHARED_REF, TUPLE, SET, FROZENSET, BYTEARRAY, COMPLEX, BIGINT = 1, 2
 SLICE, ELLIPSIS, STRLIST, STRDICT, ORDEREDDICT, DEFAULTDICT, RANGE, PARTIAL = (
     9, 10, 11, 12, 13, 14, 15, 16,
 )
+ZIPDICT = 17
 NDARRAY, OBJARRAY, DTYPE, NPSCALAR = 20, 21, 22, 23
 RANDOMSTATE, BITGENERATOR, GENERATOR, MASKEDARRAY = 24, 25, 26, 27
 INSTANCE, RECONSTRUCT, REF, NAMEDTUPLE, NEWOBJ = 30, 31, 32, 33, 34
@@ -1012,15 +1013,22 @@ class Mutator:
                     st = n.payload[i]
                     if isinstance(st, Ext) and st.code == TUPLE and isinstance(st.payload, list):
                         st = st.payload[0] if st.payload else None
+                    if isinstance(st, Ext) and st.code == ZIPDICT and isinstance(st.payload, list):
+                        # [keys, values]: edit by position (the keys may be a shared ref)
+                        values = st.payload[1] if len(st.payload) == 2 else None
+                        st = dict(enumerate(values)) if isinstance(values, list) else None
+                        if st:
+                            states.append((values, st))
+                        continue
                     if isinstance(st, dict) and st:
-                        states.append(st)
+                        states.append((st, st))
         if not states:
             return self.op_tree_value()
-        st = r.choice(states)
+        target, st = r.choice(states)
         scalars = [k for k, v in st.items() if isinstance(v, (int, float, str, bool))
                    or v is None]
         key = r.choice(scalars) if scalars and r.random() < 0.7 else r.choice(list(st))
-        st[key] = self.edit_value(st[key])
+        target[key] = self.edit_value(st[key])
         self.log.append(f"state-{key}")
         return None
 

@@ -172,14 +172,35 @@ class Ext:
         return f"Ext({self.code}, {self.payload!r:.200})"
 
 
-def unpack_tree(data: bytes | memoryview) -> Any:
-    """msgpack -> Python values, every extension value an :class:`Ext` (recursively)."""
+def unpack_tree(data: bytes | memoryview, plain_dicts: bool = False) -> Any:
+    """msgpack -> Python values, every extension value an :class:`Ext` (recursively).
 
-    def hook(code: int, payload: bytes) -> Ext:
-        return Ext(code, unpack_tree(payload))
+    ``plain_dicts``: give ``ZIPDICT`` nodes back as plain maps (their key lists
+    resolved), so a test can edit a state dict by key; written back, they are
+    native maps, which every reader accepts just as well.
+    """
+    key_lists: dict[int, Any] = {}  # SHARED_DEF id -> key list, in document order
 
-    return msgpack.unpackb(bytes(data), ext_hook=hook, raw=False, strict_map_key=False,
-                           use_list=True)
+    def hook(code: int, payload: bytes) -> Any:
+        value = _unpack(payload)
+        if not plain_dicts:
+            return Ext(code, value)
+        if code == nodes.SHARED_DEF and isinstance(value, list) and len(value) == 2:
+            key_lists[value[0]] = value[1]
+        if code == nodes.ZIPDICT and isinstance(value, list) and len(value) == 2:
+            keys = value[0]
+            if isinstance(keys, Ext) and keys.code == nodes.SHARED_DEF:
+                keys = keys.payload[1]
+            elif isinstance(keys, Ext) and keys.code == nodes.SHARED_REF:
+                keys = key_lists[keys.payload]
+            return dict(zip(keys, value[1]))
+        return Ext(code, value)
+
+    def _unpack(payload: bytes | memoryview) -> Any:
+        return msgpack.unpackb(bytes(payload), ext_hook=hook, raw=False, strict_map_key=False,
+                               use_list=True)
+
+    return _unpack(data)
 
 
 def pack_tree(value: Any) -> bytes:
@@ -257,7 +278,7 @@ class Jar:
     @property
     def root(self) -> Any:
         if self._unpacked is None:
-            self._unpacked = unpack_tree(self.tree)
+            self._unpacked = unpack_tree(self.tree, plain_dicts=True)
         return self._unpacked
 
     @root.setter

@@ -428,7 +428,7 @@ def test_inspect_describes_a_model() -> None:
     assert info.schema["feature_names_in"] == ["height", "width"]
     assert info.schema["classes"] == ["no", "yes"]
     assert info.metadata == {"auc": 0.9}
-    assert info.format_version == "1.0"
+    assert info.format_version == "1.1"
     assert info.environment["packages"]["scikit-learn"] == sklearn.__version__
     assert info.environment["packages"]["numpy"] == np.__version__
     assert info.producer["name"] == "skjar" and info.producer["version"] == skjar.__version__

@@ -322,3 +322,44 @@ def test_deferred_states_follow_the_same_rules(case: str, refused: Any) -> None:
     tree, names, defence = DEFERRED[case]
     data = jarcraft.build(tree, names)
     refused(lambda: skjar.loads(data), defence)
+
+
+# -- ZIPDICT: state as a key list (often shared) and a value list -----------------------------
+def _zip(keys: Any, values: Any) -> Ext:
+    return Ext(nodes.ZIPDICT, [keys, values])
+
+
+LR_KEYS, LR_VALUES = list(LR_STATE), list(LR_STATE.values())
+ZIPDICT_ATTACKS: dict[str, tuple[Any, str, str | None]] = {
+    # what the state is, the defence, and a message it must name
+    "keys not a list": (_zip("fit_intercept", LR_VALUES), "node payload shape check", "keyed"),
+    "values not a list": (_zip(LR_KEYS, {"a": 1}), "node payload shape check", "keyed"),
+    "fewer values than keys": (_zip(LR_KEYS, LR_VALUES[:-1]), "node payload shape check",
+                               "one length"),
+    "a non-string key": (_zip([*LR_KEYS[:-1], 7], LR_VALUES), "node payload shape check",
+                         "strings"),
+    "a tuple key (unhashable list inside)": (
+        _zip([*LR_KEYS[:-1], Ext(nodes.TUPLE, [[1]])], LR_VALUES), "node payload shape check",
+        "strings"),
+    "a key twice (last one would win)": (_zip([*LR_KEYS[:-1], LR_KEYS[0]], LR_VALUES),
+                                         "node payload shape check", "distinct"),
+    "keys shared before they are defined": (_zip(_use(5), LR_VALUES), "shared ids defined once, used after",
+                                            "undefined shared object"),
+}
+
+
+@pytest.mark.parametrize("attack", list(ZIPDICT_ATTACKS))
+def test_malformed_keyed_state_is_refused(attack: str, refused: Any) -> None:
+    state, defence, match = ZIPDICT_ATTACKS[attack]
+    data = jarcraft.build(_inst(LR, state), [name_entry(LR)])
+    refused(lambda: skjar.loads(data), defence, match)
+
+
+def test_keyed_state_with_a_shared_key_list_loads() -> None:
+    """The control: the writer's own shape (a key list defined once, then referenced)."""
+    keys = _def(0, LR_KEYS)
+    data = jarcraft.build([_inst(LR, _zip(keys, LR_VALUES)), _inst(LR, _zip(_use(0), LR_VALUES))],
+                          [name_entry(LR)])
+    first, second = skjar.loads(data)
+    expected = {k: v for k, v in LR_STATE.items() if k != "_sklearn_version"}  # setstate pops it
+    assert vars(first) == vars(second) == expected

@@ -27,6 +27,7 @@ from .nodes import (
     STRDICT,
     STRLIST,
     TUPLE,
+    ZIPDICT,
     Node,
 )
 from .registry import decodes, encodes
@@ -172,6 +173,25 @@ def _enc_ordereddict(enc: Encoder, obj: OrderedDict[Any, Any], path: Path) -> No
 @decodes(ORDEREDDICT, lambda: [OrderedDict([("b", 1), ("a", [2])])])
 def _dec_ordereddict(dec: Decoder, payload: Any) -> OrderedDict[Any, Any]:
     return OrderedDict((k, v) for k, v in _pairs(dec, payload, "OrderedDict"))
+
+
+@decodes(
+    ZIPDICT,
+    lambda: [
+        {"alpha": 1, "beta": [2.5], "gamma": None, "delta": "d"},
+        [{"w": 1, "x": 2, "y": 3, "z": i} for i in range(3)],  # one shared key list
+    ],
+)
+def _dec_zipdict(dec: Decoder, payload: Any) -> dict[str, Any]:
+    keys, values = expect_list(payload, 2, "keyed dict")
+    if type(keys) is not list or type(values) is not list or len(keys) != len(values):
+        raise CorruptFileError("keyed dict: keys and values must be lists of one length")
+    if keys and set(map(type, keys)) != {str}:
+        raise CorruptFileError("keyed dict: keys must be strings")
+    out = dict(zip(keys, values))
+    if len(out) != len(keys):
+        raise CorruptFileError("keyed dict: keys must be distinct (duplicate keys)")
+    return out
 
 
 @encodes(defaultdict, memoize=True)

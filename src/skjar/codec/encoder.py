@@ -18,6 +18,7 @@ from .nodes import (
     SHARED_REF,
     STRDICT,
     STRLIST,
+    ZIPDICT,
     Node,
     Shared,
     SharedRef,
@@ -34,6 +35,9 @@ DEFER_DEPTH = 32
 # Containers at least this large with homogeneous str keys/items are stored
 # column-wise, so neither side takes a Python step per element.
 COLUMNAR_MIN = 256
+# str-keyed dicts with at least this many keys are written as ZIPDICT (below
+# that, a shared key list saves too little to pay for its node).
+ZIPDICT_MIN = 4
 
 
 def render_path(path: Path) -> str:
@@ -123,15 +127,18 @@ class Encoder:
         ) as exc:  # pragma: no cover - encoder bug guard
             raise UnsupportedObjectError(f"internal encoding error: {exc}") from exc
 
-    def intern(self, value: Any) -> Any:
-        """``value`` - a class name, a structured dtype's description - written once.
+    def intern(self, value: Any, key: Any = None) -> Any:
+        """``value`` - a class name, a structured dtype's description, a dict's key
+        list - written once.
 
         Later occurrences refer to the first (SHARED_REF), as pickle's memo does: a
         100-tree ensemble otherwise spells out each class name and its 8-field node
         dtype 100 times (a quarter of a small model's file). Strings are matched by
-        value, descriptions by identity (dtype_descr returns one cached list per dtype).
+        value, descriptions by identity (dtype_descr returns one cached list per
+        dtype), key lists by ``key`` (their tuple).
         """
-        key = value if type(value) is str else id(value)
+        if key is None:
+            key = value if type(value) is str else id(value)
         seen = self._interned.get(key)
         if seen is None:
             self._interned[key] = Shared(value)
@@ -257,7 +264,18 @@ class Encoder:
             columnar = self.strdict(d)
             if columnar is not None:
                 return columnar
-        if set(map(type, d)) <= {str} and _atoms_only(d.values()):
+        str_keys = set(map(type, d)) <= {str}
+        if str_keys and len(d) >= ZIPDICT_MIN:
+            # Keys apart from values, the key list written once per distinct list:
+            # a 100-tree ensemble has 100 state dicts with the same 20 keys.
+            # (Keys before values: a nested dict with the same keys must refer to
+            # these, which come first in the file.)
+            keys = self.intern(list(d), key=tuple(d))
+            values = list(d.values())
+            if not _atoms_only(values):
+                values = [self.encode(v, (path, k)) for k, v in d.items()]
+            return Node(ZIPDICT, [keys, values])
+        if str_keys and _atoms_only(d.values()):
             return d
         return {self.encode(k, (path, "<key>")): self.encode(v, (path, k)) for k, v in d.items()}
 

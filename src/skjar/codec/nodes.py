@@ -27,6 +27,7 @@ ORDEREDDICT = 13  # [[key, value]...]
 DEFAULTDICT = 14  # [factory, [[key, value]...]]
 RANGE = 15  # [start, stop, step]
 PARTIAL = 16  # [func, args, keywords]           functools.partial of a trusted value
+ZIPDICT = 17  # [keys, values]  dict(zip(keys, values)): str keys apart, shared when they repeat (1.1)
 
 NDARRAY = 20  # [descr, shape, fortran, buffer]   array data out of line
 OBJARRAY = 21  # [shape, fortran, items]          object arrays, items inline

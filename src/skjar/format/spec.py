@@ -1,11 +1,11 @@
-"""Constants of the skjar file format, version 1.0 (see docs/format.md)."""
+"""Constants of the skjar file format, version 1.1 (see docs/format.md)."""
 
 from __future__ import annotations
 
 MAGIC = b"\x89SKJAR\r\n"
 END_MAGIC = b"SKJAREND"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1
 ALIGNMENT = 64
 
 PREAMBLE_SIZE = 24  # magic(8) + major(2) + minor(2) + flags(4) + header_length(8)
