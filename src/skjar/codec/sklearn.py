@@ -143,7 +143,7 @@ def _depth_ok(
 # Up to this many nodes a Python loop over the node lists beats the vectorised
 # checks, whose ~30 numpy calls cost ~100 us whatever the size (a 100-tree
 # gradient boosting of depth 3 spent 40% of its load there). Both paths make the
-# same decision: tests/test_meaning.py runs them side by side on random trees.
+# same decision: tests/test_meaning_paths.py runs them side by side on random trees.
 SMALL_TREE = 256
 
 
@@ -151,7 +151,7 @@ def _small_tree_ok(
     left: list[int], right: list[int], feature: list[int], n_features: int, max_depth: int,
     what: str,
 ) -> None:
-    """The checks of ``check_tree`` in one forward pass (see ``_children_ok``, ``_depth_ok``)."""
+    """The checks of ``_vectorised_tree_ok`` in one forward pass over the node lists."""
     n = len(left)
     depth = [0] * n  # a node without a parent is a root of its own, at depth 0
     has_parent = [False] * n
