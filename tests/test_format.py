@@ -320,6 +320,34 @@ def test_loaded_arrays_do_not_alias_the_input_bytes() -> None:
     np.testing.assert_array_equal(loaded["a"], np.arange(100.0))
 
 
+# -- what a load keeps ------------------------------------------------------------------------------
+def _allocation(arr: np.ndarray) -> np.ndarray:
+    """The array that owns ``arr``'s memory."""
+    while isinstance(arr.base, np.ndarray):
+        arr = arr.base
+    return arr
+
+
+@pytest.mark.parametrize("source", ["bytes", "path"])
+def test_a_kept_large_array_does_not_pin_the_rest_of_the_file(source: str, tmp_path: Path) -> None:
+    """Sections of 1 MiB or more get allocations of their own: what the model keeps is
+    what it holds, not the whole file (the string buffer of a vocabulary, 2 MiB here,
+    is freed once its dict is built)."""
+    value = {
+        "vocabulary": {f"term {i}": i for i in range(300_000)},
+        "coef": np.arange(300_000.0),
+        "small": np.arange(10.0),
+    }
+    data = skjar.dumps(value)
+    if source == "path":
+        (tmp_path / "v.skjar").write_bytes(data)
+    loaded = skjar.load(tmp_path / "v.skjar" if source == "path" else data)
+    assert loaded["vocabulary"] == value["vocabulary"]
+    owner = _allocation(loaded["coef"])
+    assert owner.nbytes <= loaded["coef"].nbytes + 64
+    assert _allocation(loaded["small"]).nbytes < 1 << 20  # the small sections' run
+
+
 # -- memory mapping -------------------------------------------------------------------------------
 def _base_chain(arr: np.ndarray) -> list[Any]:
     chain: list[Any] = []
