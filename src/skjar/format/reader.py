@@ -136,9 +136,35 @@ def aligned_empty(n: int, offset: int = 0) -> np.ndarray:
     With ``offset`` = the file offset of its first byte, every 64-aligned
     section of the file lands on a 64-byte boundary in memory.
     """
-    raw = np.empty(n + 64, dtype=np.uint8)
+    raw = _populated(n + 64) if n >= POPULATE_MIN else None
+    if raw is None:
+        raw = np.empty(n + 64, dtype=np.uint8)
     start = (offset - raw.ctypes.data) % 64
     return raw[start : start + n]
+
+
+# Large buffers are filled right away by a read, so they are mapped with their pages
+# already in place (MAP_POPULATE: one kernel call instead of a page fault per 4 KiB).
+# np.empty would also ask for transparent huge pages, which on a loaded machine made
+# reading knn-big's 587 MB take 0.8-2.5 s instead of 0.3 s (benchmarks/RESULTS.md).
+POPULATE_MIN = 1 << 20
+_POPULATE_FLAGS = (
+    getattr(_mmap, "MAP_PRIVATE", 0) | getattr(_mmap, "MAP_ANONYMOUS", 0)
+    | getattr(_mmap, "MAP_POPULATE", 0)
+)
+
+
+def _populated(n: int) -> np.ndarray | None:
+    """``n`` writable bytes of fresh anonymous memory with its pages mapped, or None
+    where the platform has no MAP_POPULATE (macOS, Windows: np.empty is used)."""
+    if not hasattr(_mmap, "MAP_POPULATE"):
+        return None
+    try:
+        mapping = _mmap.mmap(-1, n, flags=_POPULATE_FLAGS)
+    except (OSError, ValueError, OverflowError):
+        return None  # e.g. a strict overcommit policy: let numpy try (and raise MemoryError)
+    # The array keeps the mapping alive; it is unmapped when the last view goes.
+    return np.frombuffer(mapping, dtype=np.uint8)
 
 
 class _Reader:
