@@ -121,6 +121,7 @@ DEFENCES: dict[str, tuple[type[BaseException], str]] = {
     "msgpack native depth limit": (skjar.CorruptFileError, "StackError|nested too deeply"),
     "tuple depth cap": (skjar.CorruptFileError, "tuples nest more than"),
     "hash-work budget": (skjar.CorruptFileError, "hashing its keys takes more work"),
+    "container-building budget": (skjar.CorruptFileError, "builds more container items than"),
     "hash-flooding check": (skjar.CorruptFileError, "share one hash value"),
     "shared ids defined once, used after": (
         skjar.CorruptFileError,

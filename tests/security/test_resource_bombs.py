@@ -587,3 +587,48 @@ def test_error_messages_do_not_print_a_bomb(site: str, refused: Any, held: Any) 
     exc = quickly(refused, lambda: skjar.loads(data), defence)
     assert len(str(exc)) < 1000
     held("bounded error messages")
+
+
+# -- one shared value expanded by many nodes ---------------------------------------------------
+# A SHARED_REF costs a few bytes whatever it refers to; a node that *builds* a container
+# from its payload (tuple, set, keyed dict, object array, instance state, ...) copies
+# every item. 100 TUPLE nodes over one shared 200,000-item list (a 0.9 MB file) kept
+# the loader busy 25 s before the building budget (found while adding ZIPDICT).
+_BIG = list(range(50_000))
+_LR = "sklearn.linear_model._base.LinearRegression"
+
+
+def _expanders() -> dict[str, tuple[Any, Any]]:
+    ref, keys = Ext(nodes.SHARED_REF, 0), [f"k{i}" for i in range(len(_BIG))]
+    return {
+        "tuple": (_BIG, Ext(nodes.TUPLE, ref)),
+        "set": (_BIG, Ext(nodes.SET, ref)),
+        "frozenset": (_BIG, Ext(nodes.FROZENSET, ref)),
+        "object array": (_BIG, Ext(nodes.OBJARRAY, [[len(_BIG)], False, ref])),
+        "keyed dict": (keys, Ext(nodes.ZIPDICT, [ref, list(range(4))])),  # keys shared
+        "instance state": (dict(zip(keys, _BIG)), Ext(nodes.INSTANCE, [_LR, 1, ref, 0, None])),
+        "dict items": ([[k, 1] for k in keys], Ext(nodes.INSTANCE, [
+            "sklearn.utils._bunch.Bunch", 0, None, 2, ref])),
+    }
+
+
+@pytest.mark.parametrize("case", list(_expanders()))
+def test_a_shared_value_expanded_by_many_nodes(case: str, refused: Any) -> None:
+    shared, node = _expanders()[case]
+    if case == "keyed dict":  # values must match the shared keys' length to get that far
+        node = Ext(nodes.ZIPDICT, [node.payload[0], Ext(nodes.SHARED_REF, 1)])
+        items = [Ext(nodes.SHARED_DEF, [0, shared]), Ext(nodes.SHARED_DEF, [1, _BIG])]
+    else:
+        items = [Ext(nodes.SHARED_DEF, [0, shared])]
+    names = [name_entry(_LR), name_entry("sklearn.utils._bunch.Bunch")]
+    data = jarcraft.build(items + [node] * 200, names)
+    start = time.perf_counter()
+    refused(lambda: skjar.loads(data), "container-building budget")
+    # Refused after a bounded amount of building: linear in the file, not in 200 x 50,000.
+    assert time.perf_counter() - start < 30
+
+
+def test_honest_large_containers_stay_within_the_budget() -> None:
+    value = {"tuple": tuple(range(300_000)), "set": set(range(300_000)),
+             "states": [{f"a{j}": j for j in range(20)} for _ in range(20_000)]}
+    assert skjar.loads(skjar.dumps(value)) == value

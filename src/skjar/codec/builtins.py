@@ -52,6 +52,7 @@ def _enc_tuple(enc: Encoder, obj: tuple[Any, ...], path: Path) -> Node:
 def _dec_tuple(dec: Decoder, payload: Any) -> tuple[Any, ...]:
     if type(payload) is not list:
         raise CorruptFileError("malformed tuple node")
+    dec.expand(payload, "a tuple")
     return dec.track_tuple(tuple(payload))
 
 
@@ -64,6 +65,7 @@ def _enc_set(enc: Encoder, obj: set[Any], path: Path) -> Node:
 def _dec_set(dec: Decoder, payload: Any) -> set[Any]:
     if type(payload) is not list:
         raise CorruptFileError("malformed set node")
+    dec.expand(payload, "a set")
     dec.check_keys(payload, "a set")
     return set(payload)
 
@@ -77,6 +79,7 @@ def _enc_frozenset(enc: Encoder, obj: frozenset[Any], path: Path) -> Node:
 def _dec_frozenset(dec: Decoder, payload: Any) -> frozenset[Any]:
     if type(payload) is not list:
         raise CorruptFileError("malformed frozenset node")
+    dec.expand(payload, "a frozenset")
     dec.check_keys(payload, "a frozenset")
     return frozenset(payload)
 
@@ -158,7 +161,10 @@ def _dec_ellipsis(dec: Decoder, payload: Any) -> Any:
 
 
 def _pairs(dec: Decoder, payload: Any, what: str) -> list[Any]:
-    if type(payload) is not list or any(type(p) is not list or len(p) != 2 for p in payload):
+    if type(payload) is not list:
+        raise CorruptFileError(f"malformed {what} node")
+    dec.expand(payload, what)
+    if any(type(p) is not list or len(p) != 2 for p in payload):
         raise CorruptFileError(f"malformed {what} node")
     dec.check_keys([p[0] for p in payload], what)
     return payload
@@ -186,6 +192,7 @@ def _dec_zipdict(dec: Decoder, payload: Any) -> dict[str, Any]:
     keys, values = expect_list(payload, 2, "keyed dict")
     if type(keys) is not list or type(values) is not list or len(keys) != len(values):
         raise CorruptFileError("keyed dict: keys and values must be lists of one length")
+    dec.expand(keys, "a keyed dict")
     if keys and set(map(type, keys)) != {str}:
         raise CorruptFileError("keyed dict: keys must be strings")
     out = dict(zip(keys, values))
@@ -277,6 +284,8 @@ def _dec_partial(dec: Decoder, payload: Any) -> functools.partial[Any]:
     cls = dec.require("functools.partial", OBJECT)
     if not callable(func) or type(args) is not list or type(keywords) is not dict:
         raise CorruptFileError("malformed partial node")
+    dec.expand(args, "a partial's arguments")
+    dec.expand(keywords, "a partial's keywords")
     if any(type(k) is not str for k in keywords):
         raise CorruptFileError("partial keywords must be strings")
     return cls(func, *args, **keywords)

@@ -52,9 +52,12 @@ class Decoder:
         self._costly: dict[int, tuple[Any, int, int]] = {}
         self._hash_work = 0
         self._hash_budget = _HASH_SLACK
+        self._expanded = 0
+        self._expand_budget = _EXPAND_SLACK
 
     def decode_root(self, tree: bytes | memoryview) -> Any:
         self._hash_budget = _HASH_SLACK + _HASH_PER_BYTE * len(tree)
+        self._expand_budget = _EXPAND_SLACK + _EXPAND_PER_BYTE * len(tree)
         try:
             obj = self.unpack(tree)
             if _TIMESTAMP_MARKERS.search(tree):
@@ -169,6 +172,25 @@ class Decoder:
             )
         return self._policy.resolve(name, declared[0], use)
 
+    # -- building costs ----------------------------------------------------------
+    def expand(self, items: Any, what: str) -> None:
+        """Charge building a container from ``items`` (a decoded payload) to the load.
+
+        A payload decoded from the bytes cost the file at least a byte per item, but
+        a SHARED_REF costs a few bytes whatever it refers to: a 0.9 MB tree that fed
+        one shared 200,000-item list to 100 TUPLE nodes kept the loader busy 25 s,
+        and the next 6 KB of references would have made it 250 s. So the items of
+        every container built from a payload count against a budget linear in the
+        size of the tree, which an honest tree never comes near.
+        (tests/security/test_resource_bombs.py)
+        """
+        self._expanded += len(items)
+        if self._expanded > self._expand_budget:
+            raise CorruptFileError(
+                f"{what}: the tree builds more container items than its size allows "
+                "(one shared value expanded again and again)"
+            )
+
     # -- hashing costs ---------------------------------------------------------
     def track_tuple(self, value: tuple[Any, ...]) -> tuple[Any, ...]:
         """Record a decoded tuple's nesting depth and hashing work; refuse deep ones."""
@@ -275,6 +297,8 @@ def brief(value: Any) -> str:
 # (tests/security/test_resource_bombs.py)
 MAX_TUPLE_DEPTH = 1000
 _HASH_SLACK = 10_000_000
+_EXPAND_SLACK = 1_000_000
+_EXPAND_PER_BYTE = 4
 _HASH_PER_BYTE = 16
 _UNTRACKED_WORK = 64
 

@@ -276,6 +276,7 @@ def _dec_objarray(dec: Decoder, payload: Any) -> np.ndarray:
     shape = _shape(shape_)
     if type(items) is not list or len(items) != math.prod(shape) or type(fortran) is not bool:
         raise CorruptFileError("object array: item count does not match its shape")
+    dec.expand(items, "an object array")
     flat = np.empty(len(items), dtype=object)
     if set(map(type, items)) <= _SIMPLE:
         flat[:] = items  # one C-level copy; sequences would be broadcast, so they take the loop

@@ -279,6 +279,8 @@ def _slot_descriptor(cls: type, key: str) -> Any:
 def _apply_items(dec: Decoder, obj: Any, kind: Any, items: Any, name: str) -> None:
     if kind == ITEMS_NONE and items is None:
         return
+    if type(items) is list:
+        dec.expand(items, name)
     if kind == ITEMS_LIST and isinstance(obj, list) and type(items) is list:
         list.extend(obj, items)
         return
@@ -318,7 +320,16 @@ def _dec_instance(dec: Decoder, payload: Any) -> Any:
 
 
 def _validate(dec: Decoder, name: str, args: Any, state: Any) -> None:
-    """Run the meaning check registered for ``name``, if any, on plain state only."""
+    """Run the meaning check registered for ``name``, if any, on plain state only.
+
+    (First, the state is charged to the load: setting it copies every entry.)
+    """
+    if type(state) is dict:
+        dec.expand(state, name)
+    elif type(state) is tuple:
+        for part in state:
+            if type(part) is dict:
+                dec.expand(part, name)
     validator = VALIDATORS.get(name)
     if validator is None:
         return
