@@ -405,6 +405,7 @@ def _iterable(vm: PickleVM, args: Any, what: str) -> list[Any]:
     items = values[0]
     if type(items) not in (list, tuple, set, frozenset):
         raise CorruptFileError(f"{what}: expected a list of items")
+    vm.expand(len(items), what)
     return list(items)
 
 

@@ -59,6 +59,8 @@ __all__ = ["NO_STATE", "Context", "Pending", "PickleVM", "Ref", "run_vm"]
 
 HIGHEST_PROTOCOL = 5
 MAX_NAME = 1024
+_EXPAND_SLACK = 1_000_000
+_EXPAND_PER_BYTE = 4
 
 
 class _NoState:
@@ -206,10 +208,27 @@ class PickleVM:
         self.metastack: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
         self._raw: dict[int, list[Any]] = {}  # tuples holding unresolved items: id -> [t, built]
+        self._expanded = 0
         self._op = ""
         self._ops: dict[int, Callable[[], bool | None]] = {
             code: getattr(self, "op_" + name) for code, name in _OPCODES.items()
         }
+
+    # -- costs -----------------------------------------------------------
+    def expand(self, items: int, what: str) -> None:
+        """Charge building a container of ``items`` items from an existing value.
+
+        A memo reference (BINGET) costs two bytes whatever it names: 7 bytes of
+        ``frozenset(<the same 50,000-item list>)`` repeated would build 50,000 items
+        each. Building counts against a budget linear in the bytes read so far,
+        as in the jar decoder (tests/security/test_resource_bombs.py).
+        """
+        self._expanded += items
+        if self._expanded > _EXPAND_SLACK + _EXPAND_PER_BYTE * self.src.tell():
+            raise CorruptFileError(
+                f"{what}: the pickle builds more container items than its size allows "
+                "(one memoized value expanded again and again)"
+            )
 
     # -- driving ---------------------------------------------------------
     def run(self) -> Any:
