@@ -178,8 +178,8 @@ class Decoder:
 
         A payload decoded from the bytes cost the file at least a byte per item, but
         a SHARED_REF costs a few bytes whatever it refers to: a 0.9 MB tree that fed
-        one shared 200,000-item list to 100 TUPLE nodes kept the loader busy 25 s,
-        and the next 6 KB of references would have made it 250 s. So the items of
+        one shared 200,000-item list to 100 TUPLE nodes kept the loader busy 25 s
+        (with 1,000 references it did not finish in 120 s). So the items of
         every container built from a payload count against a budget linear in the
         size of the tree, which an honest tree never comes near.
         (tests/security/test_resource_bombs.py)
