@@ -145,8 +145,10 @@ def aligned_empty(n: int, offset: int = 0) -> np.ndarray:
 
 # Large buffers are filled right away by a read, so they are mapped with their pages
 # already in place (MAP_POPULATE: one kernel call instead of a page fault per 4 KiB).
-# np.empty would also ask for transparent huge pages, which on a loaded machine made
-# reading knn-big's 587 MB take 0.8-2.5 s instead of 0.3 s (benchmarks/RESULTS.md).
+# np.empty asks for transparent huge pages instead: when the kernel has them at hand
+# that is faster (knn-big's 587 MB body: 0.17 s), when it does not it stalls (0.8-2.7 s,
+# forked children on this machine, same hour); populated 4 KiB pages took 0.39-0.49 s
+# every time. A steady load time was chosen over a sometimes faster one.
 POPULATE_MIN = 1 << 20
 _POPULATE_FLAGS = (
     getattr(_mmap, "MAP_PRIVATE", 0) | getattr(_mmap, "MAP_ANONYMOUS", 0)
