@@ -19,7 +19,7 @@ import msgpack
 import numpy as np
 
 from ..errors import CorruptFileError, SkjarError
-from ..format.spec import MAX_NESTING, MAX_NODES
+from ..format.spec import EXPAND_PER_BYTE, EXPAND_SLACK, MAX_NESTING, MAX_NODES
 from ..trust import TrustPolicy
 from .nodes import ROOT, SHARED_DEF, SHARED_REF
 from .registry import DECODERS
@@ -53,11 +53,11 @@ class Decoder:
         self._hash_work = 0
         self._hash_budget = _HASH_SLACK
         self._expanded = 0
-        self._expand_budget = _EXPAND_SLACK
+        self._expand_budget = EXPAND_SLACK
 
     def decode_root(self, tree: bytes | memoryview) -> Any:
         self._hash_budget = _HASH_SLACK + _HASH_PER_BYTE * len(tree)
-        self._expand_budget = _EXPAND_SLACK + _EXPAND_PER_BYTE * len(tree)
+        self._expand_budget = EXPAND_SLACK + EXPAND_PER_BYTE * len(tree)
         try:
             obj = self.unpack(tree)
             if _TIMESTAMP_MARKERS.search(tree):
@@ -297,8 +297,6 @@ def brief(value: Any) -> str:
 # (tests/security/test_resource_bombs.py)
 MAX_TUPLE_DEPTH = 1000
 _HASH_SLACK = 10_000_000
-_EXPAND_SLACK = 1_000_000
-_EXPAND_PER_BYTE = 4
 _HASH_PER_BYTE = 16
 _UNTRACKED_WORK = 64
 

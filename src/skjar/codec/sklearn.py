@@ -39,16 +39,19 @@ def _int(value: Any, what: str, low: int = 0) -> int:
     return int(value)
 
 
-def _children_ok(left: np.ndarray, right: np.ndarray, leaf: np.ndarray, n: int, what: str) -> None:
-    """Internal nodes point strictly forward and inside the array: no cycles, no escape."""
-    idx = np.arange(n)
-    inner = ~leaf
-    for child, side in ((left, "left"), (right, "right")):
-        c = child.astype(np.int64, copy=False)
-        bad = inner & ((c <= idx) | (c >= n))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise _fail(what, f"node {i} has {side} child {int(c[i])} outside ({i}, {n})")
+def _child_outside(i: int, left: int, right: int, n: int, what: str) -> CorruptFileError:
+    """The error for split ``i`` whose children are not both in (i, n) (left named first)."""
+    side, child = ("left", left) if not i < left < n else ("right", right)
+    return _fail(what, f"node {i} has {side} child {child} outside ({i}, {n})")
+
+
+def _children_ok(inner: np.ndarray, lc: np.ndarray, rc: np.ndarray, n: int, what: str) -> None:
+    """Splits ``inner`` (ascending) point strictly forward and inside the array: no cycles,
+    no escape. ``lc``/``rc`` are their children."""
+    bad = (lc <= inner) | (lc >= n) | (rc <= inner) | (rc >= n)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise _child_outside(int(inner[k]), int(lc[k]), int(rc[k]), n, what)
 
 
 # -- decision trees ---------------------------------------------------------
@@ -92,13 +95,7 @@ def _vectorised_tree_ok(
         raise _fail(what, "a node has exactly one child")
     inner = np.flatnonzero(is_inner)
     lc, rc = left[inner], right[inner]
-    bad = (lc <= inner) | (lc >= n) | (rc <= inner) | (rc >= n)
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        i, side, child = int(inner[k]), "left", int(lc[k])
-        if i < child < n:
-            side, child = "right", int(rc[k])
-        raise _fail(what, f"node {i} has {side} child {child} outside ({i}, {n})")
+    _children_ok(inner, lc, rc, n, what)
     if not indices_below(feature[inner], n_features):
         raise _fail(what, f"a split uses a feature outside [0, {n_features})")
     children = np.concatenate((lc, rc))
@@ -162,9 +159,8 @@ def _small_tree_ok(
             if lc != rc:
                 raise _fail(what, "a node has exactly one child")
             continue
-        for child, side in ((lc, "left"), (rc, "right")):
-            if not i < child < n:
-                raise _fail(what, f"node {i} has {side} child {child} outside ({i}, {n})")
+        if not (i < lc < n and i < rc < n):
+            raise _child_outside(i, lc, rc, n, what)
         if not 0 <= feature[i] < n_features:
             raise _fail(what, f"a split uses a feature outside [0, {n_features})")
         if has_parent[lc] or has_parent[rc] or lc == rc:
@@ -257,13 +253,13 @@ def check_predictor(args: Any, state: Any) -> None:
 
 
 def _vectorised_predictor_ok(nodes: np.ndarray, n_bitsets: int, what: str) -> None:
-    leaf = nodes["is_leaf"] != 0
-    _children_ok(nodes["left"], nodes["right"], leaf, len(nodes), what)
-    inner = ~leaf
-    if (inner & (nodes["feature_idx"] < 0)).any():
+    inner = np.flatnonzero(nodes["is_leaf"] == 0)
+    # (Children are unsigned here: a negative index wraps to a huge one.)
+    _children_ok(inner, nodes["left"][inner], nodes["right"][inner], len(nodes), what)
+    if (nodes["feature_idx"][inner] < 0).any():
         raise _fail(what, "a split uses a negative feature index")
-    cat = inner & (nodes["is_categorical"] != 0)
-    if (cat & (nodes["bitset_idx"] >= n_bitsets)).any():
+    cat = inner[nodes["is_categorical"][inner] != 0]
+    if (nodes["bitset_idx"][cat] >= n_bitsets).any():
         raise _fail(what, "a categorical split points past the bitsets")
 
 
@@ -276,9 +272,8 @@ def _small_predictor_ok(nodes: np.ndarray, n_bitsets: int, what: str) -> None:
     for i in range(n):
         if is_leaf[i]:
             continue
-        for child, side in ((left[i], "left"), (right[i], "right")):
-            if not i < child < n:
-                raise _fail(what, f"node {i} has {side} child {child} outside ({i}, {n})")
+        if not (i < left[i] < n and i < right[i] < n):
+            raise _child_outside(i, left[i], right[i], n, what)
         if feature[i] < 0:
             raise _fail(what, "a split uses a negative feature index")
         if is_cat[i] and bitset[i] >= n_bitsets:

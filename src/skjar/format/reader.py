@@ -7,6 +7,7 @@ any section is decompressed or decoded.
 
 from __future__ import annotations
 
+import bisect
 import io
 import itertools
 import mmap as _mmap
@@ -245,14 +246,15 @@ class Body:
 
     def __init__(self, pieces: list[tuple[int, np.ndarray]]) -> None:
         self.pieces = pieces
+        self.starts = [first for first, _ in pieces]
         self.end = pieces[-1][0] + len(pieces[-1][1])
 
     def slice(self, start: int, end: int) -> np.ndarray:
         """Bytes [start, end) of the file; the range lies within one piece by construction."""
-        for first, data in self.pieces:
-            if first <= start and end <= first + len(data):
-                return data[start - first : end - first]
-        raise AssertionError(f"range {start}-{end} straddles pieces")  # pragma: no cover
+        first, data = self.pieces[max(bisect.bisect_right(self.starts, start) - 1, 0)]
+        if not (first <= start and end <= first + len(data)):  # pragma: no cover
+            raise AssertionError(f"range {start}-{end} straddles pieces")
+        return data[start - first : end - first]
 
     def chunks(self, start: int, end: int) -> list[np.ndarray]:
         """Bytes [start, end) as views of the pieces that hold them, in order."""

@@ -28,6 +28,11 @@ MAX_HEADER_SIZE = 16 * 1024 * 1024
 MAX_BUFFERS = 10_000_000
 MAX_NESTING = 100  # typed-node nesting depth in the object tree
 MAX_NODES = 50_000_000  # typed nodes in one tree
+# Container items a load may build from values it already has (a shared list fed to
+# many tuples, a memoized one to many frozensets): 1,000,000 + 4 per input byte, which
+# an honest file never comes near (each item it stores costs it at least a byte).
+EXPAND_SLACK = 1_000_000
+EXPAND_PER_BYTE = 4
 # Decompression may only produce what the codec could legitimately produce from
 # the stored bytes; anything claiming more is a bomb, refused before allocating.
 MAX_RATIO = {"zstd": 1 << 16, "lz4": 256}

@@ -45,6 +45,7 @@ from ..codec.nodes import STATE_DEFAULT
 from ..codec.objects import _apply_state
 from ..codec.registry import VALIDATORS
 from ..errors import CorruptFileError, SkjarError, UnsupportedPickleError, UntrustedTypeError
+from ..format.spec import EXPAND_PER_BYTE, EXPAND_SLACK
 from ..trust import CALL, OBJECT, VALUE, TrustPolicy
 from .names import (
     ARG_ONLY,
@@ -59,8 +60,6 @@ __all__ = ["NO_STATE", "Context", "Pending", "PickleVM", "Ref", "run_vm"]
 
 HIGHEST_PROTOCOL = 5
 MAX_NAME = 1024
-_EXPAND_SLACK = 1_000_000
-_EXPAND_PER_BYTE = 4
 
 
 class _NoState:
@@ -224,7 +223,7 @@ class PickleVM:
         as in the jar decoder (tests/security/test_resource_bombs.py).
         """
         self._expanded += items
-        if self._expanded > _EXPAND_SLACK + _EXPAND_PER_BYTE * self.src.tell():
+        if self._expanded > EXPAND_SLACK + EXPAND_PER_BYTE * self.src.tell():
             raise CorruptFileError(
                 f"{what}: the pickle builds more container items than its size allows "
                 "(one memoized value expanded again and again)"
