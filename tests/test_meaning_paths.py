@@ -1,10 +1,10 @@
-"""The two implementations of the tree meaning checks make the same decisions.
+"""The implementations of the tree meaning checks make the same decisions.
 
 Small trees are checked by a Python loop over the node lists, large ones by
-vectorised numpy passes (src/skjar/codec/sklearn.py, ``SMALL_TREE``). Loads of
-real models exercise mostly one or the other, so here both run side by side on
-random trees, honest and damaged: each input must be accepted by both or
-refused by both, with the same message.
+vectorised numpy passes (src/skjar/codec/sklearn.py, ``SMALL_TREE``), and both
+by the compiled ``tree_ok`` when it is built. Loads of real models exercise
+mostly one of them, so here all run side by side on random trees, honest and
+damaged: each input must be accepted by all or refused by all.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+from sklearn.tree._tree import NODE_DTYPE
 
+from skjar._compiled import speedups
 from skjar.codec import sklearn as checks
 from skjar.errors import CorruptFileError
 
@@ -70,6 +72,19 @@ def _reference_depth(left: list[int], right: list[int]) -> int:
     return max(depth)
 
 
+def _compiled_outcome(
+    left: list[int], right: list[int], feature: list[int], n_features: int, max_depth: int
+) -> str:
+    """What the compiled twin says ("accepted" or "refused"); the Python path when not built."""
+    if speedups is None:
+        return _outcome(checks._small_tree_ok, left, right, feature, n_features, max_depth, "t")
+    nodes = np.zeros(len(left), dtype=NODE_DTYPE)
+    nodes["left_child"], nodes["right_child"], nodes["feature"] = left, right, feature
+    offsets = [NODE_DTYPE.fields[f][1] for f in ("left_child", "right_child", "feature")]
+    ok = speedups.tree_ok(nodes, NODE_DTYPE.itemsize, *offsets, n_features, max_depth)
+    return "accepted" if ok else "refused"
+
+
 def _outcome(check: Any, *args: Any) -> str:
     try:
         check(*args)
@@ -85,8 +100,10 @@ def test_tree_checks_agree(case: tuple[list[int], list[int], list[int], int, int
     small = _outcome(checks._small_tree_ok, left, right, feature, n_features, max_depth, "t")
     arrays = [np.array(v, dtype=np.intp) for v in (left, right, feature)]
     vectorised = _outcome(checks._vectorised_tree_ok, *arrays, n_features, max_depth, "t")
-    # Both must accept or refuse; a refusal may name a different first fault.
+    compiled = _compiled_outcome(left, right, feature, n_features, max_depth)
+    # All must accept or refuse; a refusal may name a different first fault.
     assert (small == "accepted") == (vectorised == "accepted"), (small, vectorised)
+    assert (compiled == "accepted") == (small == "accepted"), (compiled, small)
 
 
 @settings(max_examples=400, deadline=None)
@@ -133,3 +150,5 @@ def test_depth_is_checked_by_both() -> None:
         small = _outcome(checks._small_tree_ok, left, right, feature, 1, max_depth, "t")
         vectorised = _outcome(checks._vectorised_tree_ok, *arrays, 1, max_depth, "t")
         assert (small == "accepted") == ok == (vectorised == "accepted"), (small, vectorised)
+        compiled = _compiled_outcome(left, right, feature, 1, max_depth)
+        assert (compiled == "accepted") == ok, compiled

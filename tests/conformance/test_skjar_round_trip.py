@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import skjar
+from skjar import _compiled
 
 from .cases import Case
 from .compare import assert_same_estimator, assert_same_outputs
@@ -38,7 +39,22 @@ def _via_file_object(est: Any, tmp_path: Path) -> Any:
     return skjar.load(buf)
 
 
-MODES = {"bytes": _via_bytes, "file": _via_file, "fileobj-zstd": _via_file_object}
+def _via_bytes_pure_python(est: Any, tmp_path: Path) -> Any:
+    """Loaded with the compiled helpers switched off: their Python twins must do as well."""
+    data = skjar.dumps(est)
+    kept, _compiled.speedups = _compiled.speedups, None
+    try:
+        return skjar.loads(data)
+    finally:
+        _compiled.speedups = kept
+
+
+MODES = {
+    "bytes": _via_bytes,
+    "file": _via_file,
+    "fileobj-zstd": _via_file_object,
+    "bytes-pure-python": _via_bytes_pure_python,
+}
 
 
 @pytest.mark.parametrize("mode", list(MODES))

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _compiled
 from ..errors import CorruptFileError
 from .decoder import brief
 from .numpy import indices_below
@@ -77,11 +78,19 @@ def check_tree(args: Any, state: Any) -> None:
         raise _fail(what, "node array has the wrong layout or length")
     if values.shape != (count, n_outputs, max(classes)):
         raise _fail(what, f"values shape {values.shape} does not fit {count} nodes")
+    fast = _compiled.speedups
+    if fast is not None and nodes.flags.c_contiguous:
+        offsets = [NODE_DTYPE.fields[name][1] for name in ("left_child", "right_child", "feature")]
+        if fast.tree_ok(nodes, NODE_DTYPE.itemsize, *offsets, n_features, max_depth):
+            return
+        # Not fine: the Python twin below finds what is wrong and says so.
     left, right, feature = nodes["left_child"], nodes["right_child"], nodes["feature"]
     if count <= SMALL_TREE:
         _small_tree_ok(left.tolist(), right.tolist(), feature.tolist(), n_features, max_depth, what)
     else:
         _vectorised_tree_ok(left, right, feature, n_features, max_depth, what)
+    if fast is not None and nodes.flags.c_contiguous:
+        raise _fail(what, "the compiled tree check rejected it")  # the twins disagree: a bug
 
 
 def _vectorised_tree_ok(

@@ -1,0 +1,206 @@
+/* Compiled twins of a few hot loops in skjar's loader.
+ *
+ * Every function here has a pure-Python twin that stays the reference: these
+ * only say "fine" (or return the built object) or "not fine", and on "not
+ * fine" the caller runs the Python twin, which raises the precise error. So a
+ * damaged file gets the same message with or without this module, and
+ * tests/test_speedups.py runs both twins on the same random inputs.
+ *
+ * Nothing here trusts its arguments: buffer lengths, field offsets and counts
+ * are checked before a byte is read, and reads of record fields go through
+ * memcpy (records need not be aligned).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+static int64_t
+read_i64(const char *p)
+{
+    int64_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static int
+field_fits(Py_ssize_t offset, Py_ssize_t size, Py_ssize_t itemsize)
+{
+    return offset >= 0 && itemsize >= size && offset <= itemsize - size;
+}
+
+/* tree_ok(nodes, itemsize, left, right, feature, n_features, max_depth) -> bool
+ *
+ * `nodes` is the bytes of a contiguous record array of `itemsize`-byte records
+ * whose int64 fields left child / right child / feature sit at the given byte
+ * offsets (sklearn's NODE_DTYPE). True when, in one forward pass: every node
+ * has two children or none (-1, -1); a split's children lie in (i, n), so
+ * depths are final when reached and there are no cycles; no node has two
+ * parents; split features lie in [0, n_features); and no node is deeper than
+ * max_depth. The twin is sklearn._small_tree_ok.
+ */
+static PyObject *
+tree_ok(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t itemsize, off_left, off_right, off_feature, n_features, max_depth;
+    if (!PyArg_ParseTuple(args, "y*nnnnnn", &buf, &itemsize, &off_left, &off_right,
+                          &off_feature, &n_features, &max_depth)) {
+        return NULL;
+    }
+    if (itemsize <= 0 || buf.len % itemsize != 0 || !field_fits(off_left, 8, itemsize) ||
+        !field_fits(off_right, 8, itemsize) || !field_fits(off_feature, 8, itemsize)) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "tree_ok: the buffer does not hold whole records "
+                                          "with the given fields");
+        return NULL;
+    }
+    const Py_ssize_t n = buf.len / itemsize;
+    if (n > INT32_MAX) {
+        PyBuffer_Release(&buf);
+        Py_RETURN_FALSE; /* the Python twin decides */
+    }
+    /* depth[i] > 0 exactly when node i already has a parent (a child is at least 1 deep). */
+    int32_t *depth = PyMem_RawCalloc(n ? (size_t)n : 1, sizeof(int32_t));
+    if (depth == NULL) {
+        PyBuffer_Release(&buf);
+        return PyErr_NoMemory();
+    }
+    const char *base = buf.buf;
+    int ok = 1;
+    int32_t deepest = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *rec = base + i * itemsize;
+        const int64_t lc = read_i64(rec + off_left);
+        const int64_t rc = read_i64(rec + off_right);
+        if (lc == -1 || rc == -1) {
+            if (lc != rc) {
+                ok = 0;
+                break;
+            }
+            continue;
+        }
+        if (!(i < lc && lc < n && i < rc && rc < n)) {
+            ok = 0;
+            break;
+        }
+        const int64_t f = read_i64(rec + off_feature);
+        if (f < 0 || f >= n_features || depth[lc] || depth[rc] || lc == rc) {
+            ok = 0;
+            break;
+        }
+        const int32_t d = depth[i] + 1;
+        depth[lc] = depth[rc] = d;
+        if (d > deepest) {
+            deepest = d;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(depth);
+    PyBuffer_Release(&buf);
+    if (ok && deepest <= max_depth) {
+        Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+}
+
+/* strdict(text, count, values) -> dict | None
+ *
+ * `text` holds `count` UTF-8 keys (surrogates allowed) separated by NUL bytes;
+ * `values` holds `count` native int64. Returns {key_i: values[i]} built straight
+ * from the buffers, or None when they do not make exactly `count` distinct valid
+ * keys. The twin is builtins._dec_strdict's Python path. A NUL byte is never part
+ * of a multi-byte UTF-8 sequence, so splitting the bytes at NULs and decoding each
+ * piece accepts and yields exactly what decoding the whole and splitting at "\0" does.
+ */
+static PyObject *
+strdict(PyObject *self, PyObject *args)
+{
+    Py_buffer text, values;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "y*ny*", &text, &count, &values)) {
+        return NULL;
+    }
+    PyObject *out = NULL;
+    if (count < 0 || values.len != count * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "strdict: values must hold count int64");
+        goto done;
+    }
+    if (count == 0) {
+        out = text.len == 0 ? PyDict_New() : Py_NewRef(Py_None);
+        goto done;
+    }
+#if PY_VERSION_HEX < 0x030D0000
+    /* Sized once: growing by doubling re-hashes and re-faults the table ~20 times. */
+    out = _PyDict_NewPresized(count);
+#else
+    out = PyDict_New();
+#endif
+    if (out == NULL) {
+        goto done;
+    }
+    const char *s = text.buf;
+    const char *end = s + text.len;
+    const char *vals = values.buf;
+    Py_ssize_t k = 0;
+    for (;;) {
+        const char *stop = memchr(s, '\0', (size_t)(end - s));
+        if (stop == NULL) {
+            stop = end;
+        }
+        if (k == count) {
+            goto reject; /* more keys than declared */
+        }
+        PyObject *key = PyUnicode_DecodeUTF8(s, stop - s, "surrogatepass");
+        if (key == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                Py_CLEAR(out);
+                goto done;
+            }
+            PyErr_Clear();
+            goto reject;
+        }
+        PyObject *value = PyLong_FromLongLong(read_i64(vals + k * (Py_ssize_t)sizeof(int64_t)));
+        int failed = value == NULL || PyDict_SetItem(out, key, value) < 0;
+        Py_DECREF(key);
+        Py_XDECREF(value);
+        if (failed) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        k++;
+        if (stop == end) {
+            break;
+        }
+        s = stop + 1;
+    }
+    if (k == count && PyDict_GET_SIZE(out) == count) {
+        goto done;
+    }
+reject:
+    Py_SETREF(out, Py_NewRef(Py_None));
+done:
+    PyBuffer_Release(&text);
+    PyBuffer_Release(&values);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"tree_ok", tree_ok, METH_VARARGS,
+     "tree_ok(nodes, itemsize, left, right, feature, n_features, max_depth) -> bool"},
+    {"strdict", strdict, METH_VARARGS, "strdict(text, count, values) -> dict | None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "skjar._speedups",
+    "Compiled twins of skjar's hot loader loops (see _speedups.c).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,8 @@
+# Types of the compiled helpers in _speedups.c (see there and _compiled.py).
+from typing import Any
+
+def tree_ok(
+    nodes: Any, itemsize: int, left: int, right: int, feature: int, n_features: int,
+    max_depth: int,
+) -> bool: ...
+def strdict(text: Any, count: int, values: Any) -> dict[str, int] | None: ...

@@ -1,0 +1,130 @@
+"""The compiled helpers (src/skjar/_speedups.c): built, equal to their Python twins, robust.
+
+Each helper answers "fine" (or returns what it built) or "not fine"; on "not
+fine" the loader runs the Python twin, which names the fault. The tree check's
+twin comparison lives in test_meaning_paths.py; the string dict's is here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jarcraft
+import skjar
+from skjar import _compiled
+from skjar.codec.builtins import _strings
+from skjar.errors import CorruptFileError
+
+speedups = _compiled.speedups
+needs_speedups = pytest.mark.skipif(
+    speedups is None and os.environ.get("SKJAR_ALLOW_PURE_PYTHON") == "1",
+    reason="SKJAR_ALLOW_PURE_PYTHON=1: the compiled helpers are not built here",
+)
+
+
+def test_the_compiled_helpers_are_built() -> None:
+    """`pip install` builds them where a C compiler exists (CI has one); without them
+    loads are correct but slower. SKJAR_ALLOW_PURE_PYTHON=1 accepts their absence."""
+    if os.environ.get("SKJAR_ALLOW_PURE_PYTHON") == "1":
+        return
+    assert speedups is not None, (
+        "skjar._speedups is not built: reinstall with a C compiler and Python headers "
+        "(pip install -e .), or set SKJAR_ALLOW_PURE_PYTHON=1"
+    )
+
+
+def _python_strdict(text: bytes, count: int, values: list[int]) -> dict[str, int] | None:
+    try:
+        keys = _strings(np.frombuffer(text, np.uint8), count, "t")
+    except CorruptFileError:
+        return None
+    out = dict(zip(keys, values))
+    return out if len(out) == count else None
+
+
+keys = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=6)
+
+
+@needs_speedups
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(keys, max_size=20),
+    st.integers(-2, 2),
+    st.sampled_from(["", "\x00", "\xff", "\xed\xa0\x80", "\xc3", "a\x00\x00"]),
+)
+def test_strdict_equals_its_python_twin(words: list[str], skew: int, tail: str) -> None:
+    """Honest and damaged inputs: wrong counts, stray separators, invalid or
+    truncated UTF-8, lone surrogates (allowed, as in the Python path), duplicates."""
+    text = "\x00".join(words).encode("utf-8", "surrogatepass") + tail.encode("latin-1")
+    count = max(len(words) + skew, 0)
+    values = list(range(-count, count * 3, 3))[:count]
+    compiled = speedups.strdict(text, count, np.array(values, dtype=np.int64))  # type: ignore[union-attr]
+    assert compiled == _python_strdict(text, count, values)
+    if compiled is not None:
+        assert list(compiled) == list(_python_strdict(text, count, values) or {})  # same order
+
+
+@needs_speedups
+def test_strdict_keeps_values_exact() -> None:
+    values = np.array([0, -1, 2**63 - 1, -(2**63)], dtype=np.int64)
+    assert speedups.strdict(b"a\x00b\x00c\x00d", 4, values) == {  # type: ignore[union-attr]
+        "a": 0, "b": -1, "c": 2**63 - 1, "d": -(2**63)
+    }
+
+
+@needs_speedups
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.strdict(b"a\x00b", 2, np.zeros(3, np.int64)),  # values too long
+        lambda s: s.strdict(b"a", -1, np.zeros(0, np.int64)),
+        lambda s: s.tree_ok(b"\x00" * 64, 0, 0, 8, 16, 1, 1),  # itemsize 0
+        lambda s: s.tree_ok(b"\x00" * 65, 64, 0, 8, 16, 1, 1),  # not whole records
+        lambda s: s.tree_ok(b"\x00" * 64, 64, 0, 8, 57, 1, 1),  # field past the record
+        lambda s: s.tree_ok(b"\x00" * 64, 64, -8, 8, 16, 1, 1),
+    ],
+)
+def test_bad_arguments_are_refused_not_read(call: Any) -> None:
+    with pytest.raises(ValueError):
+        call(speedups)
+
+
+@needs_speedups
+def test_a_damaged_vocabulary_gets_the_python_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A duplicate key: the compiled path says "not fine", the Python twin names it."""
+    vocab = {f"w{i:03}": i for i in range(300)}
+    jar = jarcraft.decode(skjar.dumps(vocab))
+    (index,) = [i for i, b in enumerate(jar.buffers) if b.startswith(b"w000\x00")]
+    jar.buffers[index] = jar.buffers[index].replace(b"w001", b"w000")  # same length
+    data = jarcraft.encode(jar)
+    messages = []
+    for mode in ("compiled", "python"):
+        if mode == "python":
+            monkeypatch.setattr(_compiled, "speedups", None)
+        with pytest.raises(CorruptFileError) as info:
+            skjar.loads(data)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1] and "duplicate keys" in messages[0]
+
+
+def test_large_models_load_the_same_with_and_without(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.RandomState(0)
+    X, y = rng.rand(2000, 5), rng.randint(0, 3, 2000)
+    forest = RandomForestClassifier(3, random_state=0).fit(X, y)  # trees > SMALL_TREE nodes
+    assert forest.estimators_[0].tree_.node_count > 256
+    vocab = {f"w{i}\u00e9": i for i in range(5000)}
+    data = skjar.dumps({"forest": forest, "vocab": vocab})
+    compiled = skjar.loads(data)
+    monkeypatch.setattr(_compiled, "speedups", None)
+    python = skjar.loads(data)
+    for got in (compiled, python):
+        assert got["vocab"] == vocab and list(got["vocab"]) == list(vocab)
+        assert (got["forest"].predict_proba(X) == forest.predict_proba(X)).all()
