@@ -9,6 +9,7 @@ damaged: each input must be accepted by all or refused by all.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -121,6 +122,40 @@ def test_predictor_checks_agree(case: Any, n_bitsets: int, categorical: list[boo
     small = _outcome(checks._small_predictor_ok, nodes, n_bitsets, "p")
     vectorised = _outcome(checks._vectorised_predictor_ok, nodes, n_bitsets, "p")
     assert (small == "accepted") == (vectorised == "accepted"), (small, vectorised)
+    if speedups is not None:
+        compiled = speedups.predictor_ok(nodes, *checks._predictor_layout(), n_bitsets, -1, b"")
+        assert compiled == (small == "accepted"), (compiled, small)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.integers(-1, 6), st.booleans()), min_size=1, max_size=30
+    ),
+    st.integers(1, 5),
+    st.one_of(st.none(), st.lists(st.booleans(), min_size=5, max_size=5)),
+)
+def test_estimator_feature_checks_agree(
+    rows: list[tuple[bool, int, bool]], n_features: int, mask: list[bool] | None
+) -> None:
+    """HistGradientBoosting's split-feature checks, with the compiled twin and without."""
+    nodes = np.zeros(len(rows), dtype=PREDICTOR_RECORD_DTYPE)
+    nodes["is_leaf"] = [leaf for leaf, _, _ in rows]
+    nodes["feature_idx"] = [f for _, f, _ in rows]
+    nodes["is_categorical"] = [cat for _, _, cat in rows]
+    is_cat = None if mask is None else np.array(mask[:n_features], dtype=bool)
+    state = {
+        "n_features_in_": n_features,
+        "_predictors": [[SimpleNamespace(nodes=nodes)]],
+        "_bin_mapper": SimpleNamespace(is_categorical_=is_cat),
+    }
+    with_twin = _outcome(checks.check_hist_gradient_boosting, None, state)
+    kept, checks._compiled.speedups = checks._compiled.speedups, None
+    try:
+        python = _outcome(checks.check_hist_gradient_boosting, None, state)
+    finally:
+        checks._compiled.speedups = kept
+    assert with_twin == python
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,9 @@ def test_strdict_keeps_values_exact() -> None:
         lambda s: s.tree_ok(b"\x00" * 65, 64, 0, 8, 16, 1, 1),  # not whole records
         lambda s: s.tree_ok(b"\x00" * 64, 64, 0, 8, 57, 1, 1),  # field past the record
         lambda s: s.tree_ok(b"\x00" * 64, 64, -8, 8, 16, 1, 1),
+        lambda s: s.predictor_ok(b"\x00" * 56, 56, 0, 4, 52, 12, 13, 14, 1, -1, b""),
+        lambda s: s.predictor_ok(b"\x00" * 56, 56, 0, 4, 8, 55, 13, 53, 1, -1, b""),
+        lambda s: s.predictor_ok(b"\x00" * 56, 56, 0, 4, 8, 12, 13, 14, 1, 3, b"\x01"),
     ],
 )
 def test_bad_arguments_are_refused_not_read(call: Any) -> None:

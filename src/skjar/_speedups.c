@@ -105,6 +105,77 @@ tree_ok(PyObject *self, PyObject *args)
     Py_RETURN_FALSE;
 }
 
+static uint64_t
+read_unsigned(const char *p, int size)
+{
+    if (size == 1) {
+        return (uint8_t)*p;
+    }
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* predictor_ok(nodes, itemsize, left, right, feature, is_leaf, is_categorical,
+ *              bitset_idx, n_bitsets, n_features, categorical_features) -> bool
+ *
+ * HistGradientBoosting's PREDICTOR_RECORD_DTYPE: left/right/bitset_idx uint32,
+ * feature_idx int64, is_leaf/is_categorical uint8, at the given byte offsets.
+ * With n_features < 0 (the predictor's check): true when every split's children lie
+ * in (i, n), its feature is >= 0, and a categorical split's bitset_idx is below
+ * n_bitsets. With n_features >= 0 (the estimator's check): true when every split's
+ * feature lies in [0, n_features), and a categorical split is only on a feature
+ * whose byte in categorical_features (n_features bytes, or empty for "none is") is
+ * non-zero. Twins: sklearn._small_predictor_ok and check_hist_gradient_boosting.
+ */
+static PyObject *
+predictor_ok(PyObject *self, PyObject *args)
+{
+    Py_buffer buf, cats;
+    Py_ssize_t itemsize, off_left, off_right, off_feature, off_leaf, off_cat, off_bitset;
+    Py_ssize_t n_bitsets, n_features;
+    if (!PyArg_ParseTuple(args, "y*nnnnnnnnny*", &buf, &itemsize, &off_left, &off_right,
+                          &off_feature, &off_leaf, &off_cat, &off_bitset, &n_bitsets,
+                          &n_features, &cats)) {
+        return NULL;
+    }
+    if (itemsize <= 0 || buf.len % itemsize != 0 || !field_fits(off_left, 4, itemsize) ||
+        !field_fits(off_right, 4, itemsize) || !field_fits(off_feature, 8, itemsize) ||
+        !field_fits(off_leaf, 1, itemsize) || !field_fits(off_cat, 1, itemsize) ||
+        !field_fits(off_bitset, 4, itemsize) ||
+        (cats.len != 0 && cats.len != n_features)) {
+        PyBuffer_Release(&buf);
+        PyBuffer_Release(&cats);
+        PyErr_SetString(PyExc_ValueError, "predictor_ok: the buffers do not hold whole records "
+                                          "with the given fields");
+        return NULL;
+    }
+    const Py_ssize_t n = buf.len / itemsize;
+    const char *base = buf.buf;
+    const unsigned char *cat_mask = cats.buf;
+    int ok = 1;
+    for (Py_ssize_t i = 0; i < n && ok; i++) {
+        const char *rec = base + i * itemsize;
+        if (read_unsigned(rec + off_leaf, 1)) {
+            continue;
+        }
+        const int64_t f = read_i64(rec + off_feature);
+        const int categorical = read_unsigned(rec + off_cat, 1) != 0;
+        if (n_features >= 0) { /* the estimator's check: features only */
+            ok = f >= 0 && f < n_features && !(categorical && (cats.len == 0 || !cat_mask[f]));
+            continue;
+        }
+        const uint64_t lc = read_unsigned(rec + off_left, 4);
+        const uint64_t rc = read_unsigned(rec + off_right, 4);
+        ok = (uint64_t)i < lc && lc < (uint64_t)n && (uint64_t)i < rc && rc < (uint64_t)n &&
+             f >= 0 &&
+             !(categorical && read_unsigned(rec + off_bitset, 4) >= (uint64_t)n_bitsets);
+    }
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&cats);
+    return PyBool_FromLong(ok);
+}
+
 /* strdict(text, count, values) -> dict | None
  *
  * `text` holds `count` UTF-8 keys (surrogates allowed) separated by NUL bytes;
@@ -189,6 +260,9 @@ done:
 static PyMethodDef methods[] = {
     {"tree_ok", tree_ok, METH_VARARGS,
      "tree_ok(nodes, itemsize, left, right, feature, n_features, max_depth) -> bool"},
+    {"predictor_ok", predictor_ok, METH_VARARGS,
+     "predictor_ok(nodes, itemsize, left, right, feature, is_leaf, is_categorical, "
+     "bitset_idx, n_bitsets, n_features, categorical_features) -> bool"},
     {"strdict", strdict, METH_VARARGS, "strdict(text, count, values) -> dict | None"},
     {NULL, NULL, 0, NULL},
 };

@@ -9,6 +9,7 @@ numpy so it costs a pass over the arrays, not a Python step per node.
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any
 
 import numpy as np
@@ -255,10 +256,24 @@ def check_predictor(args: Any, state: Any) -> None:
     binned = _array(state.get("binned_left_cat_bitsets"), f"{what} bitsets", 2, "u")
     if raw.shape[1:] != (8,) or binned.shape != raw.shape:
         raise _fail(what, "category bitsets have the wrong shape")
+    fast = _compiled.speedups if nodes.flags.c_contiguous else None
+    if fast is not None and fast.predictor_ok(nodes, *_predictor_layout(), len(raw), -1, b""):
+        return
     if len(nodes) <= SMALL_TREE:
         _small_predictor_ok(nodes, len(raw), what)
     else:
         _vectorised_predictor_ok(nodes, len(raw), what)
+    if fast is not None:
+        raise _fail(what, "the compiled predictor check rejected it")  # twins disagree: a bug
+
+
+@functools.cache
+def _predictor_layout() -> tuple[int, ...]:
+    """PREDICTOR_RECORD_DTYPE's itemsize and field offsets, as ``predictor_ok`` takes them."""
+    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE as dtype
+
+    fields = ("left", "right", "feature_idx", "is_leaf", "is_categorical", "bitset_idx")
+    return (dtype.itemsize, *(dtype.fields[name][1] for name in fields))
 
 
 def _vectorised_predictor_ok(nodes: np.ndarray, n_bitsets: int, what: str) -> None:
@@ -313,26 +328,50 @@ def check_hist_gradient_boosting(args: Any, state: Any) -> None:
                 for field in ("feature_idx", "is_leaf", "is_categorical")
             ):
                 raise _fail(what, "a predictor has no node array")
-            node_arrays.append(nodes[["feature_idx", "is_leaf", "is_categorical"]])
+            node_arrays.append(nodes)
     mapper = state.get("_bin_mapper")
     is_cat = getattr(mapper, "is_categorical_", None)
     if is_cat is not None and (not isinstance(is_cat, np.ndarray) or is_cat.shape != (n_features,)):
         raise _fail(what, "the bin mapper's is_categorical_ does not match n_features_in_")
+    compiled = _compiled_features_ok(node_arrays, n_features, is_cat) if node_arrays else None
+    if compiled:
+        node_arrays = []
     if node_arrays:
         # All predictors at once: a few numpy calls instead of a few per tree.
-        nodes = np.concatenate(node_arrays)
+        fields = ["feature_idx", "is_leaf", "is_categorical"]
+        nodes = np.concatenate([a[fields] for a in node_arrays])
         inner = nodes["is_leaf"] == 0
         features = nodes["feature_idx"][inner]
-        if len(features) and features.max() >= n_features:
+        if len(features) and (features.max() >= n_features or features.min() < 0):
             raise _fail(what, f"a split uses a feature outside [0, {n_features})")
         # A categorical split on a feature the bin mapper does not know as categorical
         # makes prediction read a row of known-category bitsets that does not exist.
         split = nodes["is_categorical"][inner] != 0
         if split.any() and (is_cat is None or not is_cat[features[split]].all()):
             raise _fail(what, "a categorical split uses a feature that is not categorical")
+        if compiled is False:  # the compiled twin said "not fine", the Python one did not
+            raise _fail(what, "the compiled feature check rejected it")  # a bug
     known = getattr(mapper, "known_categories", None)
     if isinstance(known, list) and len(known) != n_features:
         raise _fail(what, "the bin mapper's known categories do not match n_features_in_")
+
+
+def _compiled_features_ok(
+    node_arrays: list[np.ndarray], n_features: int, is_cat: Any
+) -> bool | None:
+    """``check_hist_gradient_boosting``'s feature checks by the compiled twin: its
+    verdict, or None where it does not apply (not built, other layouts)."""
+    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+
+    fast = _compiled.speedups
+    if fast is None or (is_cat is not None and is_cat.dtype != np.bool_):
+        return None
+    if any(a.dtype != PREDICTOR_RECORD_DTYPE or not a.flags.c_contiguous for a in node_arrays):
+        return None
+    mask = b"" if is_cat is None else np.ascontiguousarray(is_cat)
+    layout = _predictor_layout()
+    # (Children and bitsets were checked with each predictor: no bitset limit here.)
+    return all(fast.predictor_ok(a, *layout, sys.maxsize, n_features, mask) for a in node_arrays)
 
 
 # -- neighbors: KDTree / BallTree ------------------------------------------
