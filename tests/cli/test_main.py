@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from skjar import _compiled
 from skjar.cli.main import cli as cli_group
 from skjar.cli.main import main
 
@@ -60,6 +61,8 @@ def test_version(cli: Runner) -> None:
     out = cli("--version")
     assert out.exit_code == 0
     assert "skjar" in out.stdout
+    # Says whether the compiled helpers are in use (a slow load's first suspect).
+    assert "compiled helpers: " + ("on" if _compiled.speedups else "off") in out.stdout
 
 
 def test_unknown_command_is_a_usage_error(cli: Runner) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from .. import __version__
+from .. import __version__, _compiled
 from ..errors import InvalidArgumentError, SkjarError
 from ._render import EXIT_REFUSED, EXIT_USAGE, CliError, InputError, Refused, warn
 from .compare import compare
@@ -66,7 +66,13 @@ class SkjarGroup(click.Group):
     cls=SkjarGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(__version__, prog_name="skjar")
+@click.version_option(
+    __version__,
+    prog_name="skjar",
+    message="%(prog)s %(version)s (compiled helpers: "
+    + ("on" if _compiled.speedups is not None else "off: loads use the slower Python twins")
+    + ")",
+)
 def cli() -> None:
     """Save scikit-learn models safely and load them anywhere.
 
