@@ -79,19 +79,25 @@ def check_tree(args: Any, state: Any) -> None:
         raise _fail(what, "node array has the wrong layout or length")
     if values.shape != (count, n_outputs, max(classes)):
         raise _fail(what, f"values shape {values.shape} does not fit {count} nodes")
-    fast = _compiled.speedups
-    if fast is not None and nodes.flags.c_contiguous:
-        offsets = [NODE_DTYPE.fields[name][1] for name in ("left_child", "right_child", "feature")]
-        if fast.tree_ok(nodes, NODE_DTYPE.itemsize, *offsets, n_features, max_depth):
-            return
-        # Not fine: the Python twin below finds what is wrong and says so.
+    fast = _compiled.speedups if nodes.flags.c_contiguous else None
+    layout = _record_layout(NODE_DTYPE, ("left_child", "right_child", "feature"))
+    if fast is not None and fast.tree_ok(nodes, *layout, n_features, max_depth):
+        return
+    # Not fine (or no compiled twin): the Python twin finds what is wrong and says so.
     left, right, feature = nodes["left_child"], nodes["right_child"], nodes["feature"]
     if count <= SMALL_TREE:
         _small_tree_ok(left.tolist(), right.tolist(), feature.tolist(), n_features, max_depth, what)
     else:
         _vectorised_tree_ok(left, right, feature, n_features, max_depth, what)
-    if fast is not None and nodes.flags.c_contiguous:
+    if fast is not None:
         raise _fail(what, "the compiled tree check rejected it")  # the twins disagree: a bug
+
+
+@functools.cache
+def _record_layout(dtype: np.dtype[Any], fields: tuple[str, ...]) -> tuple[int, ...]:
+    """A record dtype's itemsize and the byte offsets of ``fields``, as the compiled
+    checks take them."""
+    return (dtype.itemsize, *(dtype.fields[name][1] for name in fields))  # type: ignore[index]
 
 
 def _vectorised_tree_ok(
@@ -267,13 +273,12 @@ def check_predictor(args: Any, state: Any) -> None:
         raise _fail(what, "the compiled predictor check rejected it")  # twins disagree: a bug
 
 
-@functools.cache
 def _predictor_layout() -> tuple[int, ...]:
-    """PREDICTOR_RECORD_DTYPE's itemsize and field offsets, as ``predictor_ok`` takes them."""
-    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE as dtype
+    """PREDICTOR_RECORD_DTYPE's layout, as ``predictor_ok`` takes it."""
+    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
 
     fields = ("left", "right", "feature_idx", "is_leaf", "is_categorical", "bitset_idx")
-    return (dtype.itemsize, *(dtype.fields[name][1] for name in fields))
+    return _record_layout(PREDICTOR_RECORD_DTYPE, fields)
 
 
 def _vectorised_predictor_ok(nodes: np.ndarray, n_bitsets: int, what: str) -> None:
