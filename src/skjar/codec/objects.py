@@ -259,10 +259,17 @@ def _check_attribute_map(part: Any, name: str) -> None:
 
 def _updates_dict(setstate: Any) -> bool:
     """Whether ``setstate`` is scikit-learn's BaseEstimator.__setstate__ (a __dict__ update)."""
-    return (
-        getattr(setstate, "__module__", None) == "sklearn.base"
-        and getattr(setstate, "__qualname__", None) == "BaseEstimator.__setstate__"
-    )
+    known = _UPDATES_DICT.get(setstate)
+    if known is None:
+        known = _UPDATES_DICT[setstate] = (
+            getattr(setstate, "__module__", None) == "sklearn.base"
+            and getattr(setstate, "__qualname__", None) == "BaseEstimator.__setstate__"
+        )
+    return known
+
+
+# setstate function -> _updates_dict's answer (asked once per instance loaded).
+_UPDATES_DICT: dict[Any, bool] = {}
 
 
 def _slot_descriptor(cls: type, key: str) -> Any:

@@ -9,6 +9,7 @@ numpy so it costs a pass over the arrays, not a Python step per node.
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from typing import Any
 
@@ -19,6 +20,17 @@ from ..errors import CorruptFileError
 from .decoder import brief
 from .numpy import indices_below
 from .registry import validates
+
+
+@functools.cache
+def _imported(module: str, name: str) -> Any:
+    """``module.name``, imported on first use (skjar does not import scikit-learn
+    until a model needs it). A checked load calls these checks per tree, where an
+    ``import`` statement in the function body cost ~1.7 us each time."""
+    return getattr(importlib.import_module(module), name)
+
+
+_HGB_COMMON = "sklearn.ensemble._hist_gradient_boosting.common"
 
 
 def _fail(what: str, why: str) -> CorruptFileError:
@@ -59,8 +71,7 @@ def _children_ok(inner: np.ndarray, lc: np.ndarray, rc: np.ndarray, n: int, what
 # -- decision trees ---------------------------------------------------------
 @validates("sklearn.tree._tree.Tree")
 def check_tree(args: Any, state: Any) -> None:
-    from sklearn.tree._tree import NODE_DTYPE
-
+    NODE_DTYPE = _imported("sklearn.tree._tree", "NODE_DTYPE")
     what = "sklearn Tree"
     if type(args) is not list or len(args) != 3:
         raise _fail(what, "expected (n_features, n_classes, n_outputs)")
@@ -191,9 +202,7 @@ def _small_tree_ok(
 
 
 def _tree_features(tree: Any, what: str) -> int:
-    from sklearn.tree._tree import Tree
-
-    if type(tree) is not Tree:
+    if type(tree) is not _imported("sklearn.tree._tree", "Tree"):
         raise _fail(what, "tree_ is not a fitted sklearn Tree")
     return int(tree.n_features)
 
@@ -250,8 +259,7 @@ def check_gradient_boosting(args: Any, state: Any) -> None:
 # -- histogram gradient boosting ---------------------------------------------
 @validates("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor")
 def check_predictor(args: Any, state: Any) -> None:
-    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
-
+    PREDICTOR_RECORD_DTYPE = _imported(_HGB_COMMON, "PREDICTOR_RECORD_DTYPE")
     what = "HistGradientBoosting TreePredictor"
     if type(state) is not dict:
         raise _fail(what, "state must be a dict")
@@ -275,7 +283,7 @@ def check_predictor(args: Any, state: Any) -> None:
 
 def _predictor_layout() -> tuple[int, ...]:
     """PREDICTOR_RECORD_DTYPE's layout, as ``predictor_ok`` takes it."""
-    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+    PREDICTOR_RECORD_DTYPE = _imported(_HGB_COMMON, "PREDICTOR_RECORD_DTYPE")
 
     fields = ("left", "right", "feature_idx", "is_leaf", "is_categorical", "bitset_idx")
     return _record_layout(PREDICTOR_RECORD_DTYPE, fields)
@@ -366,8 +374,7 @@ def _compiled_features_ok(
 ) -> bool | None:
     """``check_hist_gradient_boosting``'s feature checks by the compiled twin: its
     verdict, or None where it does not apply (not built, other layouts)."""
-    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
-
+    PREDICTOR_RECORD_DTYPE = _imported(_HGB_COMMON, "PREDICTOR_RECORD_DTYPE")
     fast = _compiled.speedups
     if fast is None or (is_cat is not None and is_cat.dtype != np.bool_):
         return None
