@@ -133,17 +133,21 @@ def test_predictor_checks_agree(case: Any, n_bitsets: int, categorical: list[boo
         st.tuples(st.booleans(), st.integers(-1, 6), st.booleans()), min_size=1, max_size=30
     ),
     st.integers(1, 5),
-    st.one_of(st.none(), st.lists(st.booleans(), min_size=5, max_size=5)),
+    st.one_of(st.none(), st.lists(st.integers(0, 2), min_size=5, max_size=5)),
+    st.sampled_from([np.bool_, np.uint8, np.int8]),
 )
 def test_estimator_feature_checks_agree(
-    rows: list[tuple[bool, int, bool]], n_features: int, mask: list[bool] | None
+    rows: list[tuple[bool, int, bool]], n_features: int, mask: list[int] | None, mask_dtype: Any
 ) -> None:
-    """HistGradientBoosting's split-feature checks, with the compiled twin and without."""
+    """HistGradientBoosting's split-feature checks, with the compiled twin and without
+    (is_categorical_ as scikit-learn keeps it, uint8, and as bool or int8)."""
     nodes = np.zeros(len(rows), dtype=PREDICTOR_RECORD_DTYPE)
     nodes["is_leaf"] = [leaf for leaf, _, _ in rows]
     nodes["feature_idx"] = [f for _, f, _ in rows]
     nodes["is_categorical"] = [cat for _, _, cat in rows]
-    is_cat = None if mask is None else np.array(mask[:n_features], dtype=bool)
+    is_cat = None if mask is None else np.array(mask[:n_features]).astype(mask_dtype)
+    if speedups is not None:  # the twin must actually take part, not quietly step aside
+        assert checks._compiled_features_ok([nodes], n_features, is_cat) is not None
     state = {
         "n_features_in_": n_features,
         "_predictors": [[SimpleNamespace(nodes=nodes)]],

@@ -131,3 +131,52 @@ def test_large_models_load_the_same_with_and_without(monkeypatch: pytest.MonkeyP
     for got in (compiled, python):
         assert got["vocab"] == vocab and list(got["vocab"]) == list(vocab)
         assert (got["forest"].predict_proba(X) == forest.predict_proba(X)).all()
+
+
+class _Counting:
+    """The compiled helpers, counting each call (to see which ones a real load uses)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        helper = getattr(self.real, name)
+
+        def counted(*args: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return helper(*args)
+
+        return counted
+
+
+@needs_speedups
+@pytest.mark.parametrize("categorical", [False, True])
+def test_real_models_take_every_compiled_path(
+    monkeypatch: pytest.MonkeyPatch, categorical: bool
+) -> None:
+    """A twin that quietly steps aside costs only speed, so no other test notices: a
+    dtype test once sent every real HistGradientBoosting model (scikit-learn keeps
+    is_categorical_ as uint8) down the Python path. Real fits, real loads, every twin."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 4, size=(300, 3)).astype(float)
+    y = (X[:, 0] + rng.random(300) > 2).astype(int)
+    words = [f"w{i} w{i + 1}" for i in range(400)]
+    models = [
+        RandomForestClassifier(n_estimators=2, random_state=0).fit(X, y),
+        HistGradientBoostingClassifier(
+            max_iter=3, categorical_features=[0] if categorical else None
+        ).fit(X, y),
+        TfidfVectorizer().fit(words),  # a vocabulary large enough to be stored column-wise
+    ]
+    counting = _Counting(speedups)
+    monkeypatch.setattr(_compiled, "speedups", counting)
+    for model in models:
+        skjar.loads(skjar.dumps(model))
+    # predictor_ok runs once per predictor and once per estimator (the feature check)
+    assert counting.calls.get("tree_ok", 0) >= 2
+    assert counting.calls.get("predictor_ok", 0) >= 3 + 1
+    assert counting.calls.get("strdict", 0) == 1

@@ -336,12 +336,14 @@ def check_hist_gradient_boosting(args: Any, state: Any) -> None:
             raise _fail(what, "_predictors must be a list of lists")
         for predictor in row:
             nodes = getattr(predictor, "nodes", None)
-            if not isinstance(nodes, np.ndarray) or nodes.dtype.names is None or any(
-                field not in nodes.dtype.names
-                for field in ("feature_idx", "is_leaf", "is_categorical")
-            ):
+            if not isinstance(nodes, np.ndarray):
                 raise _fail(what, "a predictor has no node array")
             node_arrays.append(nodes)
+    for dtype in {nodes.dtype for nodes in node_arrays}:  # one layout, not one per tree
+        if dtype.names is None or any(
+            field not in dtype.names for field in ("feature_idx", "is_leaf", "is_categorical")
+        ):
+            raise _fail(what, "a predictor has no node array")
     mapper = state.get("_bin_mapper")
     is_cat = getattr(mapper, "is_categorical_", None)
     if is_cat is not None and (not isinstance(is_cat, np.ndarray) or is_cat.shape != (n_features,)):
@@ -376,9 +378,14 @@ def _compiled_features_ok(
     verdict, or None where it does not apply (not built, other layouts)."""
     PREDICTOR_RECORD_DTYPE = _imported(_HGB_COMMON, "PREDICTOR_RECORD_DTYPE")
     fast = _compiled.speedups
-    if fast is None or (is_cat is not None and is_cat.dtype != np.bool_):
+    # The twin reads one byte per feature, non-zero meaning categorical, as numpy's
+    # truthiness does; scikit-learn keeps is_categorical_ as uint8 (an earlier bool-only
+    # test here sent every real model down the Python path: ~1 ms per 100-tree load).
+    if fast is None or (is_cat is not None and (is_cat.itemsize != 1 or is_cat.dtype.kind not in "biu")):
         return None
-    if any(a.dtype != PREDICTOR_RECORD_DTYPE or not a.flags.c_contiguous for a in node_arrays):
+    if {a.dtype for a in node_arrays} != {PREDICTOR_RECORD_DTYPE} or not all(
+        a.flags.c_contiguous for a in node_arrays
+    ):
         return None
     mask = b"" if is_cat is None else np.ascontiguousarray(is_cat)
     layout = _predictor_layout()
