@@ -331,7 +331,7 @@ def test_array_kinds_and_layouts_round_trip(folder: Path) -> None:
 
 
 def test_arrays_come_back_writeable_and_aligned(folder: Path) -> None:
-    small = [np.arange(3.0), np.zeros((3, 4), ">i2")]  # inline in the tree
+    small = [np.arange(3.0), np.zeros((3, 4), ">i2"), np.array([1 + 2j], np.clongdouble)]  # inline
     large = [np.arange(1000.0), np.zeros((30, 40), ">i2"), np.ones((7, 9), "c16")]  # buffers
     for loaded in round_trips([*small, *large], folder):
         for arr in loaded:

@@ -249,21 +249,24 @@ def _dec_ndarray(dec: Decoder, payload: Any) -> np.ndarray:
     shape = _shape(shape_)
     if dtype.hasobject or type(fortran) is not bool:
         raise CorruptFileError("malformed array node (object dtype out of line)")
+    buf: np.ndarray | bytearray
     if type(index) is bytes:
         if len(index) > INLINE_MAX:
             raise CorruptFileError("an inline array is larger than inline arrays may be")
-        buf = np.frombuffer(index, dtype=np.uint8).copy()  # writable, owned
+        buf = bytearray(index)  # a writable copy the array owns (via its base)
+        size = len(buf)
     else:
         buf = dec.take_buffer(index)
+        size = buf.nbytes
     count = math.prod(shape)
     if dtype.itemsize == 0 and count:
         # numpy would silently widen a zero-size dtype and allocate count bytes.
         raise CorruptFileError(f"array of {count} elements of the zero-size dtype {dtype}")
     nbytes = count * dtype.itemsize
-    if nbytes != buf.nbytes:
+    if nbytes != size:
         raise CorruptFileError(
             f"array of shape {shape} and dtype {dtype} needs {nbytes} bytes, "
-            f"its buffer holds {buf.nbytes}"
+            f"its buffer holds {size}"
         )
     if nbytes == 0:
         return np.empty(shape, dtype=dtype, order="F" if fortran else "C")
