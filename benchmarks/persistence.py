@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -187,6 +188,19 @@ def compare_predictions(pred: list[Any], ref: np.ndarray) -> int:
     return int(np.sum(got != ref))
 
 
+
+def settle() -> None:
+    """Untimed, before every save and load: write back every dirty page and collect.
+
+    Serializers that do not fsync (joblib, skops) leave up to a gigabyte of dirty
+    pages (knn-big) that the kernel writes back while the next serializer is timed:
+    skjar's knn-big save, run after joblib's, measured 1.1-1.5 s in full runs and
+    0.41 s when run right after pickle's. Every figure now starts from a quiet disk.
+    """
+    if hasattr(os, "sync"):
+        os.sync()
+    gc.collect()
+
 def run_cell(
     cm: CachedModel,
     model: Any,
@@ -208,7 +222,7 @@ def run_cell(
         # --- save ---------------------------------------------------------------------------
         for _ in range(repeat):
             remove_artifact()
-            gc.collect()
+            settle()
             t0 = time.perf_counter()
             ser.save(model, str(path))
             cell["save_s"].append(time.perf_counter() - t0)
@@ -222,6 +236,7 @@ def run_cell(
     ref = cm.meta["y_ref"]
     matches: list[bool] = []
     for _ in range(repeat):
+        settle()
         res = runner.run(
             {
                 "serializer": ser.name,
