@@ -193,9 +193,8 @@ def settle() -> None:
     """Untimed, before every save and load: write back every dirty page and collect.
 
     Serializers that do not fsync (joblib, skops) leave up to a gigabyte of dirty
-    pages (knn-big) that the kernel writes back while the next serializer is timed:
-    skjar's knn-big save, run after joblib's, measured 1.1-1.5 s in full runs and
-    0.41 s when run right after pickle's. Every figure now starts from a quiet disk.
+    pages (knn-big) that the kernel would otherwise write back while the next
+    serializer is timed. Every figure starts from a quiet disk.
     """
     if hasattr(os, "sync"):
         os.sync()
