@@ -63,7 +63,7 @@ def _table() -> dict[str, TrustEntry]:
 
 
 DEFAULT_TRUST: dict[str, TrustEntry] = _table()
-_DEFAULT_RESOLVED: dict[str, Any] = {}
+_DEFAULT_RESOLVED: dict[tuple[str, str, str], Any] = {}
 
 
 def name_of(obj: Any) -> tuple[str, str] | None:
@@ -150,7 +150,7 @@ class TrustPolicy:
             if old is not None:
                 entry = TrustEntry(entry.name, entry.module, entry.uses | old.uses, entry.obj)
             self.extra[entry.name] = entry
-        self._resolved: dict[str, Any] = {}
+        self._resolved: dict[tuple[str, str, str], Any] = {}
 
     def lookup(self, name: str, module: str, use: str) -> TrustEntry | None:
         """The entry trusting ``name`` (declared in ``module``) for ``use``, or None."""
@@ -177,9 +177,10 @@ class TrustPolicy:
 
     def resolve(self, name: str, module: str, use: str) -> Any:
         """Import and return the object behind a trusted name (after ``check``)."""
-        key = f"{use}:{module}:{name}"
-        if key in self._resolved:
-            return self._resolved[key]
+        key = (use, module, name)
+        found = self._resolved.get(key)
+        if found is not None:  # asked once per node: the hit path stays short
+            return found
         entry = self.lookup(name, module, use)
         if entry is None:
             raise UntrustedTypeError([name])

@@ -42,7 +42,6 @@ class Decoder:
         self._declared = declared
         self._policy = policy
         self._shared: dict[int, Any] = {}
-        self._required: dict[tuple[str, str], Any] = {}  # (name, use) -> resolved object
         # Empty instances awaiting their state: id -> (object, name); holding the
         # object keeps its id from being reused.
         self.shells: dict[int, tuple[Any, str]] = {}
@@ -165,17 +164,13 @@ class Decoder:
         """The trusted object behind ``name`` for ``use``, if the header declared it so."""
         if type(name) is not str:
             raise CorruptFileError(f"a node names {brief(name)}, not a string")
-        found = self._required.get((name, use))
-        if found is not None:
-            return found
         declared = self._declared.get(name)
         if declared is None or use not in declared[1]:
             raise CorruptFileError(
                 f"the tree uses {name!r} as {use!r} but the header does not declare it: "
                 "the file was tampered with"
             )
-        found = self._required[name, use] = self._policy.resolve(name, declared[0], use)
-        return found
+        return self._policy.resolve(name, declared[0], use)
 
     # -- building costs ----------------------------------------------------------
     def expand(self, items: Any, what: str) -> None:

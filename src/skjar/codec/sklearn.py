@@ -284,7 +284,6 @@ def check_predictor(args: Any, state: Any) -> None:
 def _predictor_layout() -> tuple[int, ...]:
     """PREDICTOR_RECORD_DTYPE's layout, as ``predictor_ok`` takes it."""
     PREDICTOR_RECORD_DTYPE = _imported(_HGB_COMMON, "PREDICTOR_RECORD_DTYPE")
-
     fields = ("left", "right", "feature_idx", "is_leaf", "is_categorical", "bitset_idx")
     return _record_layout(PREDICTOR_RECORD_DTYPE, fields)
 
@@ -349,9 +348,7 @@ def check_hist_gradient_boosting(args: Any, state: Any) -> None:
     if is_cat is not None and (not isinstance(is_cat, np.ndarray) or is_cat.shape != (n_features,)):
         raise _fail(what, "the bin mapper's is_categorical_ does not match n_features_in_")
     compiled = _compiled_features_ok(node_arrays, n_features, is_cat) if node_arrays else None
-    if compiled:
-        node_arrays = []
-    if node_arrays:
+    if node_arrays and not compiled:
         # All predictors at once: a few numpy calls instead of a few per tree.
         fields = ["feature_idx", "is_leaf", "is_categorical"]
         nodes = np.concatenate([a[fields] for a in node_arrays])
@@ -381,7 +378,9 @@ def _compiled_features_ok(
     # The twin reads one byte per feature, non-zero meaning categorical, as numpy's
     # truthiness does; scikit-learn keeps is_categorical_ as uint8 (an earlier bool-only
     # test here sent every real model down the Python path: ~1 ms per 100-tree load).
-    if fast is None or (is_cat is not None and (is_cat.itemsize != 1 or is_cat.dtype.kind not in "biu")):
+    if fast is None or (
+        is_cat is not None and (is_cat.itemsize != 1 or is_cat.dtype.kind not in "biu")
+    ):
         return None
     if {a.dtype for a in node_arrays} != {PREDICTOR_RECORD_DTYPE} or not all(
         a.flags.c_contiguous for a in node_arrays
