@@ -330,7 +330,7 @@ def _allocation(arr: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("source", ["bytes", "path"])
 def test_a_kept_large_array_does_not_pin_the_rest_of_the_file(source: str, tmp_path: Path) -> None:
-    """Sections of 1 MiB or more get allocations of their own: what the model keeps is
+    """Sections of 256 KiB or more get allocations of their own: what the model keeps is
     what it holds, not the whole file (the string buffer of a vocabulary, 2 MiB here,
     is freed once its dict is built)."""
     value = {
@@ -346,6 +346,34 @@ def test_a_kept_large_array_does_not_pin_the_rest_of_the_file(source: str, tmp_p
     owner = _allocation(loaded["coef"])
     assert owner.nbytes <= loaded["coef"].nbytes + 64
     assert _allocation(loaded["small"]).nbytes < 1 << 20  # the small sections' run
+
+
+@pytest.mark.parametrize("source", ["bytes", "path", "file"])
+def test_large_sections_are_read_apart_and_the_rest_together(source: str, tmp_path: Path) -> None:
+    """Like a forest: large sections (a tree's nodes, which its Tree copies and drops)
+    alternate with small ones. Each large one is an allocation of its own, freed on its
+    own; all the small ones share one; every array is aligned as in the file."""
+    rng = np.random.default_rng(0)
+    value = [
+        (rng.random(40_000 + i), rng.integers(0, 9, 500 + i), np.arange(20.0 + i))
+        for i in range(6)
+    ]
+    data = skjar.dumps(value)
+    path = tmp_path / "v.skjar"
+    path.write_bytes(data)
+    if source == "file":
+        with open(path, "rb") as f:
+            loaded = skjar.load(f)
+    else:
+        loaded = skjar.load(path if source == "path" else data)
+    small_owners = set()
+    for (big, small, inline), (big0, small0, inline0) in zip(loaded, value, strict=True):
+        for got, want in ((big, big0), (small, small0), (inline, inline0)):
+            np.testing.assert_array_equal(got, want)
+        assert big.ctypes.data % 64 == 0 and small.ctypes.data % 64 == 0
+        assert _allocation(big).nbytes <= big.nbytes + 64
+        small_owners.add(id(_allocation(small)))
+    assert len(small_owners) == 1
 
 
 # -- memory mapping -------------------------------------------------------------------------------

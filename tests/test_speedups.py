@@ -171,6 +171,7 @@ def test_real_models_take_every_compiled_path(
             max_iter=3, categorical_features=[0] if categorical else None
         ).fit(X, y),
         TfidfVectorizer().fit(words),  # a vocabulary large enough to be stored column-wise
+        np.arange(20_000.0),  # a body large enough to be prefaulted
     ]
     counting = _Counting(speedups)
     monkeypatch.setattr(_compiled, "speedups", counting)
@@ -180,3 +181,15 @@ def test_real_models_take_every_compiled_path(
     assert counting.calls.get("tree_ok", 0) >= 2
     assert counting.calls.get("predictor_ok", 0) >= 3 + 1
     assert counting.calls.get("strdict", 0) == 1
+    assert counting.calls.get("prefault", 0) == 1
+
+
+@needs_speedups
+def test_prefault_maps_pages_without_changing_bytes() -> None:
+    data = np.random.default_rng(0).integers(0, 256, 3 << 20, dtype=np.uint8)
+    before = data.copy()
+    done = speedups.prefault(data[1:])  # an unaligned start: only whole pages inside
+    assert done is (os.uname().sysname == "Linux")  # CI's kernels have MADV_POPULATE_WRITE
+    np.testing.assert_array_equal(data, before)
+    with pytest.raises(TypeError):
+        speedups.prefault(b"read-only bytes")

@@ -14,6 +14,13 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14; an older kernel answers EINVAL */
+#endif
+#endif
 
 static int64_t
 read_i64(const char *p)
@@ -257,6 +264,40 @@ done:
     return out;
 }
 
+/* prefault(buffer) -> bool
+ *
+ * Map in the whole pages of a writable buffer now, in one system call
+ * (MADV_POPULATE_WRITE), instead of one page fault per 4 KiB while a read
+ * fills it. The bytes are not changed. False where the platform or kernel
+ * cannot: the pages then fault in as they are written, which is the
+ * pure-Python behaviour (slower, same result).
+ */
+static PyObject *
+prefault(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    int done = 0;
+    if (!PyArg_ParseTuple(args, "w*", &view))
+        return NULL;
+#if defined(__linux__)
+    {
+        long page = sysconf(_SC_PAGESIZE);
+        if (page > 0) {
+            uintptr_t mask = (uintptr_t)page - 1;
+            uintptr_t a = ((uintptr_t)view.buf + mask) & ~mask;
+            uintptr_t b = ((uintptr_t)view.buf + (uintptr_t)view.len) & ~mask;
+            if (b > a) {
+                Py_BEGIN_ALLOW_THREADS
+                done = madvise((void *)a, (size_t)(b - a), MADV_POPULATE_WRITE) == 0;
+                Py_END_ALLOW_THREADS
+            }
+        }
+    }
+#endif
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(done);
+}
+
 static PyMethodDef methods[] = {
     {"tree_ok", tree_ok, METH_VARARGS,
      "tree_ok(nodes, itemsize, left, right, feature, n_features, max_depth) -> bool"},
@@ -264,6 +305,7 @@ static PyMethodDef methods[] = {
      "predictor_ok(nodes, itemsize, left, right, feature, is_leaf, is_categorical, "
      "bitset_idx, n_bitsets, n_features, categorical_features) -> bool"},
     {"strdict", strdict, METH_VARARGS, "strdict(text, count, values) -> dict | None"},
+    {"prefault", prefault, METH_VARARGS, "prefault(buffer) -> bool"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from .. import _compiled
 from ..errors import CorruptFileError, FormatVersionError, InvalidArgumentError, NotASkjarFileError
 from .compression import decompress_section
 from .digest import new_hasher
@@ -140,17 +141,30 @@ def aligned_empty(n: int, offset: int = 0) -> np.ndarray:
     raw = _populated(n + 64) if n >= POPULATE_MIN else None
     if raw is None:
         raw = np.empty(n + 64, dtype=np.uint8)
+        fast = _compiled.speedups
+        if n >= PREFAULT_MIN and fast is not None:
+            fast.prefault(raw)
     start = (offset - raw.ctypes.data) % 64
     return raw[start : start + n]
 
 
-# Large buffers are filled right away by a read, so they are mapped with their pages
-# already in place (MAP_POPULATE: one kernel call instead of a page fault per 4 KiB).
-# np.empty asks for transparent huge pages instead: when the kernel has them at hand
-# that is faster (knn-big's 587 MB body: 0.17 s), when it does not it stalls (0.8-2.7 s,
-# forked children on this machine, same hour); populated 4 KiB pages took 0.39-0.49 s
-# every time. A steady load time was chosen over a sometimes faster one.
-POPULATE_MIN = 1 << 20
+# A buffer is filled right away by a read, so its pages are mapped in before, in one
+# kernel call, not one page fault per 4 KiB during the read (forked children: mlp's
+# 2.5 MB body 4.4 -> 4.1 ms, forest's 92 MB 76 -> 70 ms).
+#
+# Below POPULATE_MIN the memory comes from malloc (np.empty) and is prefaulted with
+# MADV_POPULATE_WRITE. Malloc matters: a section freed once its consumer has copied it
+# (every sklearn Tree copies its nodes) is reused by the next consumer's own allocation.
+# Each of forest's 200 node arrays in one populated mapping instead: 117 vs 78 ms,
+# twice the page faults, since every Tree's copy then lands in fresh memory.
+#
+# From POPULATE_MIN up, an anonymous mapping with MAP_POPULATE: numpy asks for
+# transparent huge pages on allocations of 4 MiB and more, which is faster when the
+# kernel has them at hand (knn-big's 587 MB body: 0.17 s) and stalls when it does not
+# (0.8-2.7 s, forked children on this machine, same hour); populated 4 KiB pages took
+# 0.39-0.49 s every time. A steady load time was chosen over a sometimes faster one.
+POPULATE_MIN = 4 << 20
+PREFAULT_MIN = 64 << 10
 _POPULATE_FLAGS = (
     getattr(_mmap, "MAP_PRIVATE", 0) | getattr(_mmap, "MAP_ANONYMOUS", 0)
     | getattr(_mmap, "MAP_POPULATE", 0)
@@ -200,10 +214,12 @@ class _Reader:
         """The next ``n`` bytes, aligned like the file, as pieces split at ``cuts``.
 
         ``cuts`` are (start, end) file ranges of large sections: each gets an
-        allocation of its own, so that memory is returned as soon as the objects
-        using it are gone (a vocabulary's string buffer right after its dict is
-        built), and a kept array does not pin its neighbours. The bytes between
-        them share one allocation per run. mmap: one view of the mapping.
+        allocation of its own, so that memory is returned (or reused) as soon as
+        the objects using it are gone - a vocabulary's string buffer right after
+        its dict is built, a tree's nodes once the Tree has copied them - and a
+        kept array does not pin its neighbours. The runs of bytes between them
+        share one allocation: one page-fault pass instead of one per run. mmap:
+        one view of the mapping.
         """
         start = self.pos
         if self.view is not None and self.zero_copy:
@@ -214,17 +230,29 @@ class _Reader:
         for a, b in cuts:
             bounds += [a, b]
         bounds.append(start + n)
+        ranges = list(itertools.pairwise(bounds))  # run, cut, run, ..., cut, run
+        shared = aligned_empty(sum(b - a + 63 for a, b in ranges[::2]))
+        used = 0
         pieces: list[tuple[int, np.ndarray]] = []
-        for a, b in itertools.pairwise(bounds):
-            if b > a or not pieces:
-                pieces.append((a, self._read_aligned(b - a)))
+        for i, (a, b) in enumerate(ranges):
+            if b == a and pieces:
+                continue
+            if i % 2:
+                out = aligned_empty(b - a, a)
+            else:  # a run: the next part of `shared` whose address is `a` mod 64
+                used += (a - used) % 64
+                out = shared[used : used + b - a]
+                used += b - a
+            self._fill(out)
+            pieces.append((a, out))
         return Body(pieces)
 
-    def _read_aligned(self, n: int) -> np.ndarray:
-        out = aligned_empty(n, self.pos)
+    def _fill(self, out: np.ndarray) -> None:
+        """Read the next ``len(out)`` bytes into ``out``."""
+        n = len(out)
         if self.view is not None:
             out[:] = np.frombuffer(self.read(n, "the file"), dtype=np.uint8)
-            return out
+            return
         assert self.file is not None
         view = memoryview(out)  # type: ignore[arg-type]
         got = 0
@@ -234,11 +262,12 @@ class _Reader:
                 raise CorruptFileError("the file is truncated")
             got += k
         self.pos += n
-        return out
 
 
-# Sections at least this large are read into an allocation of their own (see read_body).
-OWN_ALLOCATION = 1 << 20
+# Sections at least this large are read into an allocation of their own (see read_body
+# and aligned_empty: forest's 390-415 KB node arrays are freed, one by one, as their
+# trees copy them).
+OWN_ALLOCATION = 256 << 10
 
 
 class Body:
