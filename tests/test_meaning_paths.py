@@ -127,6 +127,52 @@ def test_predictor_checks_agree(case: Any, n_bitsets: int, categorical: list[boo
         assert compiled == (small == "accepted"), (compiled, small)
 
 
+@st.composite
+def binary_tree_indexes(draw: Any) -> tuple[np.ndarray, int, np.ndarray]:
+    """A KD/Ball tree's idx_array and node_data: honest (split like sklearn's), or
+    with one value pushed just past a bound."""
+    n = draw(st.integers(0, 40))
+    n_levels = draw(st.integers(1, 5))
+    n_nodes = 2**n_levels - 1
+    idx = np.array(draw(st.permutations(range(n))), dtype=np.intp)
+    node_data = np.zeros(n_nodes, dtype=checks._NODE_DATA)
+    for i in range(n_nodes):  # node i covers [start, end); children split it in two
+        start, end = (0, n) if i == 0 else node_data[["idx_start", "idx_end"]][i]
+        if i == 0:
+            node_data[i] = (start, end, 0, 0.0)
+        if 2 * i + 2 < n_nodes:
+            mid = (int(start) + int(end)) // 2
+            node_data[2 * i + 1] = (start, mid, 0, 0.0)
+            node_data[2 * i + 2] = (mid, end, 0, 0.0)
+        else:
+            node_data["is_leaf"][i] = 1
+    damage = draw(st.sampled_from(["none", "idx", "start", "end", "swap", "leaf"]))
+    if damage == "idx" and n:
+        idx[draw(st.integers(0, n - 1))] = draw(st.sampled_from([n, -1, n + 7, -(2**62)]))
+    elif damage in ("start", "end", "swap", "leaf"):
+        i = draw(st.integers(0, n_nodes - 1))
+        if damage == "start":
+            node_data["idx_start"][i] = -1
+        elif damage == "end":
+            node_data["idx_end"][i] = n + 1
+        elif damage == "swap":
+            node_data["idx_start"][i] = node_data["idx_end"][i] + 1
+        else:
+            node_data["is_leaf"][i] = 0
+    return idx, n, node_data
+
+
+@settings(max_examples=400, deadline=None)
+@given(binary_tree_indexes())
+def test_binary_tree_index_checks_agree(case: tuple[np.ndarray, int, np.ndarray]) -> None:
+    idx, n, node_data = case
+    python = _outcome(checks._binary_tree_ranges_ok, idx, n, node_data, len(node_data), "t")
+    if speedups is not None:
+        layout = checks._record_layout(checks._NODE_DATA, ("idx_start", "idx_end", "is_leaf"))
+        compiled = speedups.binary_tree_ok(idx, n, node_data, *layout)
+        assert compiled == (python == "accepted"), (compiled, python)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(

@@ -88,6 +88,10 @@ def test_strdict_keeps_values_exact() -> None:
         lambda s: s.tree_ok(b"\x00" * 65, 64, 0, 8, 16, 1, 1),  # not whole records
         lambda s: s.tree_ok(b"\x00" * 64, 64, 0, 8, 57, 1, 1),  # field past the record
         lambda s: s.tree_ok(b"\x00" * 64, 64, -8, 8, 16, 1, 1),
+        lambda s: s.binary_tree_ok(b"\x00" * 12, 1, b"\x00" * 32, 32, 0, 8, 16),  # 1.5 ints
+        lambda s: s.binary_tree_ok(b"\x00" * 8, 1, b"\x00" * 33, 32, 0, 8, 16),  # records
+        lambda s: s.binary_tree_ok(b"\x00" * 8, 1, b"\x00" * 32, 32, 0, 8, 25),  # field past
+        lambda s: s.binary_tree_ok(b"\x00" * 8, -1, b"\x00" * 32, 32, 0, 8, 16),
         lambda s: s.predictor_ok(b"\x00" * 56, 56, 0, 4, 52, 12, 13, 14, 1, -1, b""),
         lambda s: s.predictor_ok(b"\x00" * 56, 56, 0, 4, 8, 55, 13, 53, 1, -1, b""),
         lambda s: s.predictor_ok(b"\x00" * 56, 56, 0, 4, 8, 12, 13, 14, 1, 3, b"\x01"),
@@ -160,6 +164,7 @@ def test_real_models_take_every_compiled_path(
     is_categorical_ as uint8) down the Python path. Real fits, real loads, every twin."""
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.neighbors import KNeighborsClassifier
 
     rng = np.random.default_rng(0)
     X = rng.integers(0, 4, size=(300, 3)).astype(float)
@@ -172,6 +177,8 @@ def test_real_models_take_every_compiled_path(
         ).fit(X, y),
         TfidfVectorizer().fit(words),  # a vocabulary large enough to be stored column-wise
         np.arange(20_000.0),  # a body large enough to be prefaulted
+        KNeighborsClassifier(algorithm="kd_tree").fit(X, y),
+        KNeighborsClassifier(algorithm="ball_tree").fit(X, y),
     ]
     counting = _Counting(speedups)
     monkeypatch.setattr(_compiled, "speedups", counting)
@@ -182,6 +189,7 @@ def test_real_models_take_every_compiled_path(
     assert counting.calls.get("predictor_ok", 0) >= 3 + 1
     assert counting.calls.get("strdict", 0) == 1
     assert counting.calls.get("prefault", 0) == 1
+    assert counting.calls.get("binary_tree_ok", 0) == 2
 
 
 @needs_speedups

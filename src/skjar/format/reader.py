@@ -144,7 +144,7 @@ def aligned_empty(n: int, offset: int = 0) -> np.ndarray:
         fast = _compiled.speedups
         if n >= PREFAULT_MIN and fast is not None:
             fast.prefault(raw)
-    start = (offset - raw.ctypes.data) % 64
+    start = (offset - raw.__array_interface__["data"][0]) % 64
     return raw[start : start + n]
 
 
