@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import CorruptFileError
 from .compression import check_ratio
-from .spec import CODECS, MAX_BUFFERS, PREAMBLE_SIZE, TRAILER_SIZE, align
+from .spec import ALIGNMENT, CODECS, MAX_BUFFERS, PREAMBLE_SIZE, TRAILER_SIZE, align
 
 USES = ("object", "value", "call")
 
 
-@dataclass(frozen=True)
-class Section:
-    """One stored section: where it is, how long, how it is coded, its decoded size."""
+class Section(NamedTuple):
+    """One stored section: where it is, how long, how it is coded, its decoded size.
+
+    (A tuple, not a frozen dataclass: a forest's layout builds 400 of them per load.)
+    """
 
     offset: int
     length: int
@@ -128,8 +130,14 @@ def plan_layout(header_length: int, layout: Any) -> Layout:
     for i, entry in enumerate(buffers):
         if type(entry) is not list or len(entry) != 3:
             raise CorruptFileError(f"header: malformed buffer entry {i}")
-        pos = align(pos)
-        section = _section(pos, entry[0], entry[1], entry[2], f"buffer {i}")
+        pos = -(-pos // ALIGNMENT) * ALIGNMENT
+        length, size, codec = entry
+        if codec == "none" and type(length) is int and length >= 0 and size == length and (
+            type(size) is int
+        ):
+            section = Section(pos, length, "none", length)  # the common case, as _section does
+        else:
+            section = _section(pos, length, size, codec, f"buffer {i}")
         sections.append(section)
         pos += section.length
     return Layout(tree, tuple(sections), pos)

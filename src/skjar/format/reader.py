@@ -277,12 +277,17 @@ class Body:
         self.pieces = pieces
         self.starts = [first for first, _ in pieces]
         self.end = pieces[-1][0] + len(pieces[-1][1])
+        self._last = (pieces[0][0], pieces[0][0] + len(pieces[0][1]), pieces[0][1])
 
     def slice(self, start: int, end: int) -> np.ndarray:
         """Bytes [start, end) of the file; the range lies within one piece by construction."""
-        first, data = self.pieces[max(bisect.bisect_right(self.starts, start) - 1, 0)]
-        if not (first <= start and end <= first + len(data)):  # pragma: no cover
-            raise AssertionError(f"range {start}-{end} straddles pieces")
+        first, last, data = self._last  # sections are asked for in order: mostly this piece
+        if not (first <= start and end <= last):
+            first, data = self.pieces[max(bisect.bisect_right(self.starts, start) - 1, 0)]
+            last = first + len(data)
+            if not (first <= start and end <= last):  # pragma: no cover
+                raise AssertionError(f"range {start}-{end} straddles pieces")
+            self._last = (first, last, data)
         return data[start - first : end - first]
 
     def chunks(self, start: int, end: int) -> list[np.ndarray]:
