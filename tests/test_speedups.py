@@ -88,6 +88,9 @@ def test_strdict_keeps_values_exact() -> None:
         lambda s: s.tree_ok(b"\x00" * 65, 64, 0, 8, 16, 1, 1),  # not whole records
         lambda s: s.tree_ok(b"\x00" * 64, 64, 0, 8, 57, 1, 1),  # field past the record
         lambda s: s.tree_ok(b"\x00" * 64, 64, -8, 8, 16, 1, 1),
+        lambda s: s.below(b"\x00" * 6, 4, True, 1),  # 1.5 values
+        lambda s: s.below(b"\x00" * 6, 3, True, 1),  # no such width
+        lambda s: s.below(b"\x00" * 8, 8, True, -1),
         lambda s: s.binary_tree_ok(b"\x00" * 12, 1, b"\x00" * 32, 32, 0, 8, 16),  # 1.5 ints
         lambda s: s.binary_tree_ok(b"\x00" * 8, 1, b"\x00" * 33, 32, 0, 8, 16),  # records
         lambda s: s.binary_tree_ok(b"\x00" * 8, 1, b"\x00" * 32, 32, 0, 8, 25),  # field past
@@ -190,6 +193,25 @@ def test_real_models_take_every_compiled_path(
     assert counting.calls.get("strdict", 0) == 1
     assert counting.calls.get("prefault", 0) == 1
     assert counting.calls.get("binary_tree_ok", 0) == 2
+
+
+@needs_speedups
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(["i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8"]),
+    st.lists(st.integers(-(2**63), 2**64 - 1), max_size=40),
+    st.integers(0, 2**63 - 1) | st.integers(0, 300),
+)
+def test_below_equals_its_numpy_twin(dtype: str, values: list[int], n: int) -> None:
+    info = np.iinfo(dtype)
+    arr = np.array([min(max(v, info.min), info.max) for v in values], dtype=dtype)
+    from skjar.codec.numpy import indices_below
+
+    want = bool(len(arr) == 0 or (arr.astype(object).min() >= 0 and arr.astype(object).max() < n))
+    assert speedups.below(arr, arr.itemsize, dtype[0] == "i", n) is want
+    assert indices_below(arr, n) is want
+    swapped = arr.astype(arr.dtype.newbyteorder())  # not native: numpy's path
+    assert indices_below(swapped, n) is want
 
 
 @needs_speedups

@@ -318,6 +318,55 @@ binary_tree_ok(PyObject *self, PyObject *args)
     return PyBool_FromLong(ok && !above);
 }
 
+/* below(values, itemsize, is_signed, n) -> bool
+ *
+ * Every value of a contiguous native-endian integer array (`itemsize` 1, 2, 4
+ * or 8 bytes, signed or not) lies in [0, n). The twin is numpy.indices_below,
+ * whose numpy reduction costs ~0.3 ms the first time a process runs it.
+ */
+static PyObject *
+below(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t itemsize, n;
+    int is_signed;
+    if (!PyArg_ParseTuple(args, "y*npn", &buf, &itemsize, &is_signed, &n)) {
+        return NULL;
+    }
+    if (!(itemsize == 1 || itemsize == 2 || itemsize == 4 || itemsize == 8) ||
+        buf.len % itemsize != 0 || n < 0) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "below: itemsize must be 1, 2, 4 or 8 and divide "
+                                          "the buffer, n must be >= 0");
+        return NULL;
+    }
+    const char *p = buf.buf;
+    const Py_ssize_t count = buf.len / itemsize;
+    const uint64_t limit = (uint64_t)n;
+    uint64_t above = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const char *q = p + i * itemsize;
+        int64_t v;
+        if (itemsize == 8) {
+            memcpy(&v, q, 8); /* a uint64 past INT64_MAX turns negative: huge below */
+        } else if (itemsize == 4) {
+            if (is_signed) { int32_t x; memcpy(&x, q, 4); v = x; }
+            else { uint32_t x; memcpy(&x, q, 4); v = x; }
+        } else if (itemsize == 2) {
+            if (is_signed) { int16_t x; memcpy(&x, q, 2); v = x; }
+            else { uint16_t x; memcpy(&x, q, 2); v = x; }
+        } else {
+            v = is_signed ? (int64_t)(int8_t)*q : (int64_t)(uint8_t)*q;
+        }
+        /* Unsigned: a negative value becomes huge. */
+        above |= (uint64_t)((uint64_t)v >= limit);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    return PyBool_FromLong(!above);
+}
+
 /* prefault(buffer) -> bool
  *
  * Map in the whole pages of a writable buffer now, in one system call
@@ -360,6 +409,7 @@ static PyMethodDef methods[] = {
      "bitset_idx, n_bitsets, n_features, categorical_features) -> bool"},
     {"strdict", strdict, METH_VARARGS, "strdict(text, count, values) -> dict | None"},
     {"prefault", prefault, METH_VARARGS, "prefault(buffer) -> bool"},
+    {"below", below, METH_VARARGS, "below(values, itemsize, is_signed, n) -> bool"},
     {"binary_tree_ok", binary_tree_ok, METH_VARARGS,
      "binary_tree_ok(idx, n, node_data, itemsize, start, end, is_leaf) -> bool"},
     {NULL, NULL, 0, NULL},

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -188,7 +189,9 @@ class TrustPolicy:
         if obj is None:
             obj = _DEFAULT_RESOLVED.get(key) if entry.module is not None else None
         if obj is None:
-            obj = importlib.import_module(module)
+            # sys.modules first: import_module would return the same module, through
+            # ~10 Python-level importlib steps (most of a cold first lookup).
+            obj = sys.modules.get(module) or importlib.import_module(module)
             for part in name[len(module) + 1 :].split("."):
                 obj = getattr(obj, part)
         if isinstance(obj, types.ModuleType):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from typing import Any
 
 import numpy as np
 
+from .. import _compiled
 from ..errors import CorruptFileError, UnsupportedObjectError
 from ..trust import OBJECT
 from .decoder import Decoder, brief, expect_list
@@ -176,7 +178,22 @@ def indices_below(arr: np.ndarray, n: int) -> bool:
     """
     if not arr.size:
         return True
+    fast = _compiled.speedups
+    if (
+        fast is not None
+        and 0 <= n <= sys.maxsize
+        and arr.flags.c_contiguous
+        and arr.dtype.isnative
+        and arr.dtype.kind in "iu"
+        and fast.below(arr, arr.itemsize, arr.dtype.kind == "i", n)
+    ):
+        return True
+    # Not fine (or no compiled twin): numpy's answer is the reference.
     if arr.dtype.kind == "i":
+        if n > np.iinfo(arr.dtype).max:
+            # Every non-negative value is below n, and viewed as unsigned a negative one
+            # may be too (int8 -1 is 255 < 256: the compiled twin's test found it).
+            return int(arr.min()) >= 0
         arr = arr.view(arr.dtype.str.replace("i", "u"))
     return int(arr.max()) < n
 
