@@ -47,13 +47,17 @@ def _package_version(module: str, distribution: str) -> str:
         return "not installed"
 
 
-def environment(names: dict[str, tuple[str, set[str]]] | None = None) -> dict[str, Any]:
-    """The versions that made a jar: Python, platform, and every package it references."""
-    packages = {
+def _core_packages() -> dict[str, str]:
+    return {
         "numpy": np.__version__,
         "scipy": _package_version("scipy", "scipy"),
         "scikit-learn": _package_version("sklearn", "scikit-learn"),
     }
+
+
+def environment(names: dict[str, tuple[str, set[str]]] | None = None) -> dict[str, Any]:
+    """The versions that made a jar: Python, platform, and every package it references."""
+    packages = _core_packages()
     for module, _ in (names or {}).values():
         top = module.split(".")[0]
         if top in ("numpy", "scipy", "sklearn", "builtins", "collections"):
@@ -279,7 +283,7 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
 @functools.lru_cache(maxsize=1)
 def _here_packages() -> dict[str, str]:
     """This process's numpy/scipy/scikit-learn versions (fixed for its lifetime)."""
-    return dict(environment()["packages"])
+    return _core_packages()
 
 
 def version_skew(env: dict[str, Any]) -> dict[str, tuple[str, str]]:

@@ -69,12 +69,15 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every header (json.loads with hooks builds a decoder and its scanner
+# per call).
+_HEADER_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+
+
 def parse_header(raw: bytes | memoryview) -> dict[str, Any]:
     """Decode and check the header's shape (not yet its layout)."""
     try:
-        header = json.loads(
-            bytes(raw).decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant
-        )
+        header = _HEADER_JSON.decode(bytes(raw).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CorruptFileError(f"the header is not valid UTF-8 JSON: {exc}") from None
     if type(header) is not dict:
