@@ -215,6 +215,15 @@ def test_below_equals_its_numpy_twin(dtype: str, values: list[int], n: int) -> N
 
 
 @needs_speedups
+def test_address_is_numpys() -> None:
+    arr = np.arange(100, dtype=np.uint8)
+    for view in (arr, arr[7:], arr[::1][3:50]):
+        assert speedups.address(view) == view.__array_interface__["data"][0]
+    with pytest.raises((BufferError, ValueError)):
+        speedups.address(arr[::2])  # not contiguous: no single address to give
+
+
+@needs_speedups
 def test_prefault_maps_pages_without_changing_bytes() -> None:
     data = np.random.default_rng(0).integers(0, 256, 3 << 20, dtype=np.uint8)
     before = data.copy()

@@ -127,12 +127,15 @@ class TrustPolicy:
     """The defaults plus a caller's explicit extensions, for one load."""
 
     def __init__(self, extra: Iterable[TrustedItem] = ()) -> None:
+        self._resolved: dict[tuple[str, str, str], Any] = {}
+        self.extra: dict[str, TrustEntry] = {}
+        if type(extra) is tuple and not extra:
+            return  # the default, every load: no ABC check needed
         if isinstance(extra, (str, bytes)) or not isinstance(extra, Iterable):
             raise TrustSpecError(
                 "trusted= must be a list (or tuple) of classes, functions or "
                 f"'module.qualname' strings, got {type(extra).__name__}"
             )
-        self.extra: dict[str, TrustEntry] = {}
         for item in extra:
             uses = None
             if isinstance(item, tuple):
@@ -151,7 +154,6 @@ class TrustPolicy:
             if old is not None:
                 entry = TrustEntry(entry.name, entry.module, entry.uses | old.uses, entry.obj)
             self.extra[entry.name] = entry
-        self._resolved: dict[tuple[str, str, str], Any] = {}
 
     def lookup(self, name: str, module: str, use: str) -> TrustEntry | None:
         """The entry trusting ``name`` (declared in ``module``) for ``use``, or None."""

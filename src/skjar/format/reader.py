@@ -138,13 +138,14 @@ def aligned_empty(n: int, offset: int = 0) -> np.ndarray:
     With ``offset`` = the file offset of its first byte, every 64-aligned
     section of the file lands on a 64-byte boundary in memory.
     """
+    fast = _compiled.speedups
     raw = _populated(n + 64) if n >= POPULATE_MIN else None
     if raw is None:
         raw = np.empty(n + 64, dtype=np.uint8)
-        fast = _compiled.speedups
         if n >= PREFAULT_MIN and fast is not None:
             fast.prefault(raw)
-    start = (offset - raw.__array_interface__["data"][0]) % 64
+    here = fast.address(raw) if fast is not None else raw.__array_interface__["data"][0]
+    start = (offset - here) % 64
     return raw[start : start + n]
 
 
