@@ -150,7 +150,10 @@ def _numpy_descr(spec: Any) -> Any:
 
 def _make_dtype(spec: Any, descr: Any) -> np.dtype[Any]:
     try:
-        dtype = np.lib.format.descr_to_dtype(_numpy_descr(spec))
+        # (A plain type string is what descr_to_dtype itself hands to np.dtype.)
+        dtype = np.dtype(spec) if type(spec) is str else np.lib.format.descr_to_dtype(
+            _numpy_descr(spec)
+        )
     except Exception as exc:
         raise CorruptFileError(f"invalid dtype description {brief(descr)}: {exc}") from None
     if dtype.kind not in PLAIN_KINDS and dtype != np.dtype(object):
