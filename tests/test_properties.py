@@ -9,6 +9,7 @@ shape and memory order for arrays, same dict order.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import tempfile
@@ -463,6 +464,30 @@ def test_masked_arrays_round_trip_after_their_fill_value_was_read(folder: Path) 
                 assert_same(np.asarray(original.data), np.asarray(loaded.data))
                 assert_same(np.ma.getmaskarray(original), np.ma.getmaskarray(loaded))
                 assert loaded.fill_value == original.fill_value
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [5, np.uint64(5), [1, 2, 3], np.array([7, 8], dtype=np.uint32), None, 2**200],
+    ids=["int", "numpy-int", "list", "array", "os-entropy", "big-int"],
+)
+def test_bit_generators_keep_their_seed_sequence(folder: Path, seed: Any) -> None:
+    """As pickle does: after a load, spawn() gives the original's children and
+    .seed_seq its entropy, spawn key and count of children spawned."""
+    for cls in (np.random.MT19937, np.random.PCG64, np.random.PCG64DXSM, np.random.Philox,
+                np.random.SFC64):
+        original = np.random.Generator(cls(seed))
+        original.spawn(2)  # children already spawned must be counted
+        for loaded in round_trips(original, folder):
+            a, b = original.bit_generator.seed_seq, loaded.bit_generator.seed_seq
+            assert (a.spawn_key, a.pool_size, a.n_children_spawned) == (
+                b.spawn_key, b.pool_size, b.n_children_spawned)
+            assert np.array_equal(np.asarray(a.entropy, dtype=object),
+                                  np.asarray(b.entropy, dtype=object))
+            assert [g.integers(10**9) for g in loaded.spawn(3)] == [
+                g.integers(10**9) for g in copy.deepcopy(original).spawn(3)]
+            assert loaded.integers(10**9, size=4).tolist() == copy.deepcopy(original).integers(
+                10**9, size=4).tolist()
 
 
 def test_long_chains_of_instances_round_trip(folder: Path) -> None:

@@ -84,6 +84,10 @@ DEFENCES: dict[str, tuple[type[BaseException], str]] = {
         "nearest neighbors.*crafted",
     ),
     "meaning check: bit generator positions": (skjar.CorruptFileError, "position .* is outside|has_uint32"),
+    "meaning check: bit generator seed sequence": (
+        skjar.CorruptFileError,
+        "malformed seed sequence",
+    ),
     "size check before allocation": (
         skjar.CorruptFileError,
         "needs \\d+ bytes|zero-size dtype|item count does not match|strings, the buffer holds"

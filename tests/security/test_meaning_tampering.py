@@ -362,6 +362,7 @@ NEIGHBORS_CHECK = "meaning check: nearest neighbors data and metric"
 VOCABULARY_CHECK = "meaning check: vocabulary / class-column maps"
 ONE_HOT_CHECK = "meaning check: one-hot encoder categories"
 BITGEN_CHECK = "meaning check: bit generator positions"
+SEED_CHECK = "meaning check: bit generator seed sequence"
 PLAIN = "meaning checks need plain state"
 PENDING = "meaning checks see no pending shells"
 SLOTS = "slots: only real __slots__ members"
@@ -501,6 +502,22 @@ CASES = [
          use="random"),
     Case("pcg64-has-uint32-garbage", BITGEN_CHECK,
          lambda: bit_generator(np.random.PCG64, _pos(("has_uint32",), 7)), use="random"),
+    # the seed sequence stored with a bit generator (pool_size sizes numpy's allocation)
+    Case("seed-sequence-pool-of-a-billion-words", SEED_CHECK,
+         lambda: bit_generator(np.random.PCG64, _pos(("seed_seq",), [1, [], 10**9, 0])),
+         use="random"),
+    Case("seed-sequence-negative-entropy", SEED_CHECK,
+         lambda: bit_generator(np.random.MT19937, _pos(("seed_seq",), [-5, [], 4, 0])),
+         use="random"),
+    Case("seed-sequence-spawn-key-of-strings", SEED_CHECK,
+         lambda: bit_generator(np.random.Philox, _pos(("seed_seq",), [1, ["x"], 4, 0])),
+         use="random"),
+    Case("seed-sequence-children-negative", SEED_CHECK,
+         lambda: bit_generator(np.random.SFC64, _pos(("seed_seq",), [1, [], 4, -1]), "Generator"),
+         use="random"),
+    Case("seed-sequence-not-four-fields", SEED_CHECK,
+         lambda: bit_generator(np.random.MT19937, _pos(("seed_seq",), [1, []]), "RandomState"),
+         use="random"),
     # bypasses: the same bad state as a dict subclass (checks read plain dicts) ...
     Case("svc-state-as-ordereddict", PLAIN, edited(models.svc, SVC, then(bad_svc,
                                                                          as_container("OrderedDict")))),

@@ -366,7 +366,39 @@ BIT_GENERATORS = {
 def _enc_bitgen(enc: Encoder, obj: Any, path: Path) -> Node:
     cls = type(obj)
     name = enc.intern(enc.declare(cls.__module__, cls.__qualname__, OBJECT))
-    return Node(BITGENERATOR, [name, enc.encode(obj.state, (path, "state"))])
+    state = obj.state
+    seed_seq = getattr(obj, "seed_seq", None)
+    entropy = getattr(seed_seq, "entropy", None)
+    if isinstance(entropy, (int, np.integer)):
+        entropy = int(entropy)
+    elif isinstance(entropy, (np.ndarray, list, tuple)):
+        entropy = [int(x) for x in np.asarray(entropy).ravel()]
+    if (
+        type(seed_seq) is np.random.SeedSequence
+        and (entropy is None or type(entropy) is int or (
+            isinstance(entropy, list) and len(entropy) <= _MAX_SEED_WORDS
+        ))
+        and len(seed_seq.spawn_key) <= _MAX_SEED_WORDS
+        and 4 <= seed_seq.pool_size <= _MAX_POOL
+    ):  # (anything a reader would refuse is left out: the load then reseeds, as before)
+        # Kept, as pickle keeps it: spawn() and .seed_seq after a load are the original's.
+        state = {
+            **state,
+            SEED_SEQ: [
+                entropy,
+                [int(x) for x in seed_seq.spawn_key],
+                int(seed_seq.pool_size),
+                int(seed_seq.n_children_spawned),
+            ],
+        }
+    return Node(BITGENERATOR, [name, enc.encode(state, (path, "state"))])
+
+
+# The state map's extra entry for the bit generator's SeedSequence (numpy's own state
+# has no such key; readers that predate it pass it to numpy, which ignores it).
+SEED_SEQ = "seed_seq"
+_MAX_SEED_WORDS = 1 << 16
+_MAX_POOL = 256
 
 
 for _cls in BIT_GENERATORS:
@@ -382,7 +414,12 @@ def _dec_bitgen(dec: Decoder, payload: Any) -> Any:
         raise CorruptFileError(f"{name} is not a numpy bit generator")
     if type(state) is not dict:
         raise CorruptFileError("bit generator state must be a dict")
-    bitgen = cls()
+    if SEED_SEQ in state:
+        seed_seq = _seed_sequence(state[SEED_SEQ], name)
+        state = {k: v for k, v in state.items() if k != SEED_SEQ}
+        bitgen = _guarded_new(cls, seed_seq, name)  # seeded from it: no OS entropy read
+    else:
+        bitgen = cls()  # seeded from OS entropy, as pickle's loader does
     try:
         _check_positions(state)
         bitgen.state = state  # numpy validates names, types and sizes
@@ -391,6 +428,46 @@ def _dec_bitgen(dec: Decoder, payload: Any) -> Any:
     except Exception as exc:
         raise CorruptFileError(f"invalid {name} state: {exc}") from None
     return bitgen
+
+
+def _seed_sequence(fields: Any, name: str) -> np.random.SeedSequence:
+    """The SeedSequence stored with a bit generator: [entropy, spawn_key, pool_size,
+    n_children_spawned], each checked before numpy sees it (pool_size sizes an
+    allocation: a huge one would be a memory bomb)."""
+
+    def words(value: Any) -> bool:
+        return (
+            type(value) is list
+            and len(value) <= _MAX_SEED_WORDS
+            and all(type(x) is int and x >= 0 for x in value)
+        )
+
+    if type(fields) is not list or len(fields) != 4:
+        raise CorruptFileError(f"{name}: malformed seed sequence")
+    entropy, spawn_key, pool_size, n_children = fields
+    if not (
+        (entropy is None or (type(entropy) is int and entropy >= 0) or words(entropy))
+        and words(spawn_key)
+        and type(pool_size) is int
+        and 4 <= pool_size <= _MAX_POOL
+        and type(n_children) is int
+        and 0 <= n_children < 1 << 63
+    ):
+        raise CorruptFileError(f"{name}: malformed seed sequence {brief(fields)}")
+    try:
+        return np.random.SeedSequence(
+            entropy, spawn_key=tuple(spawn_key), pool_size=pool_size,
+            n_children_spawned=n_children,
+        )
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise CorruptFileError(f"{name}: invalid seed sequence: {exc}") from None
+
+
+def _guarded_new(cls: type, seed_seq: np.random.SeedSequence, name: str) -> Any:
+    try:
+        return cls(seed_seq)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise CorruptFileError(f"{name}: cannot seed from its seed sequence: {exc}") from None
 
 
 # Positions numpy's state setters store without a range check, and its C code then
