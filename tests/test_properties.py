@@ -508,3 +508,28 @@ def test_long_chains_of_instances_round_trip(folder: Path) -> None:
     assert n_leaves > 100
     for loaded in round_trips(model, folder):
         np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_header_parameters_are_get_params() -> None:
+    """The header's estimator summary reads parameter names once per class (sklearn's
+    get_params reads the __init__ signature per call): it must give what get_params does,
+    for every default-constructible estimator, and defer to any get_params of its own."""
+    from sklearn.utils import all_estimators
+
+    from skjar.metadata import _shallow_params
+
+    checked = 0
+    for _, cls in all_estimators():
+        try:
+            est = cls()
+        except TypeError:  # needs arguments (meta-estimators): covered by the duck below
+            continue
+        assert repr(_shallow_params(est)) == repr(est.get_params(deep=False)), cls
+        checked += 1
+    assert checked > 150
+
+    class Duck:
+        def get_params(self, deep: bool = True) -> dict[str, Any]:
+            return {"deep": deep}
+
+    assert _shallow_params(Duck()) == {"deep": False}

@@ -205,7 +205,7 @@ def summarize(obj: Any, depth: int = 0) -> dict[str, Any]:
             out["length"] = len(obj)
         return out
     try:
-        params = obj.get_params(deep=False)
+        params = _shallow_params(obj)
     except Exception:
         params = {}
     out["params"] = {k: jsonable(v) for k, v in params.items()}
@@ -218,6 +218,32 @@ def summarize(obj: Any, depth: int = 0) -> dict[str, Any]:
         if children:
             out["children"] = {k: summarize(v, depth + 1) for k, v in children.items()}
     return out
+
+
+def _shallow_params(obj: Any) -> dict[str, Any]:
+    """``obj.get_params(deep=False)``. For scikit-learn's own implementation, the
+    parameter names are looked up once per class: it reads them from the
+    ``__init__`` signature on every call (~0.2 ms per estimator, per dump)."""
+    cls: Any = type(obj)
+    names = _param_names(cls) if _plain_get_params(cls) else None
+    if names is None:
+        return dict(obj.get_params(deep=False))
+    return {name: getattr(obj, name) for name in names}
+
+
+@functools.lru_cache(maxsize=1024)
+def _param_names(cls: type) -> tuple[str, ...]:
+    return tuple(cls._get_param_names())  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_get_params(cls: type) -> bool:
+    """Whether ``cls`` uses BaseEstimator's get_params and _get_param_names as they are."""
+    estimator = getattr(sys.modules.get("sklearn.base"), "BaseEstimator", None)
+    if estimator is None or getattr(cls, "get_params", None) is not estimator.get_params:
+        return False
+    names = getattr(cls, "_get_param_names", None)
+    return getattr(names, "__func__", None) is estimator._get_param_names.__func__
 
 
 def _children(obj: Any) -> dict[str, Any]:
