@@ -39,6 +39,28 @@ def test_the_compiled_helpers_are_built() -> None:
     )
 
 
+def test_every_compiled_helper_is_listed_and_built() -> None:
+    """_compiled.HELPERS is what the loader calls: a build lacking one is not used."""
+    import re
+    from pathlib import Path
+
+    source = (Path(_compiled.__file__).parent / "_speedups.c").read_text()
+    defined = set(re.findall(r'\{"(\w+)", \w+, METH_', source))
+    assert defined == set(_compiled.HELPERS)
+
+
+def test_a_stale_build_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    stale = types.ModuleType("skjar._speedups")
+    stale.tree_ok = lambda *args: True  # type: ignore[attr-defined]  # the rest is missing
+    monkeypatch.setitem(sys.modules, "skjar._speedups", stale)
+    monkeypatch.setattr(skjar, "_speedups", stale, raising=False)
+    monkeypatch.delenv("SKJAR_PURE_PYTHON", raising=False)
+    assert _compiled._load() is None
+
+
 def _python_strdict(text: bytes, count: int, values: list[int]) -> dict[str, int] | None:
     try:
         keys = _strings(np.frombuffer(text, np.uint8), count, "t")

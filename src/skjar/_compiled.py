@@ -12,6 +12,11 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
+# Every helper the loader calls. A build from an older checkout (an editable install
+# not rebuilt after a pull) lacks some: it is then not used at all, rather than failing
+# loads with an AttributeError (`skjar --version` says "off"; reinstall to rebuild).
+HELPERS = ("tree_ok", "predictor_ok", "strdict", "prefault", "address", "below", "binary_tree_ok")
+
 
 def _load() -> ModuleType | None:
     if os.environ.get("SKJAR_PURE_PYTHON", "") not in ("", "0"):
@@ -19,6 +24,8 @@ def _load() -> ModuleType | None:
     try:
         from . import _speedups
     except ImportError:
+        return None
+    if not all(hasattr(_speedups, name) for name in HELPERS):
         return None
     return _speedups
 
