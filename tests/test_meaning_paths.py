@@ -166,10 +166,13 @@ def binary_tree_indexes(draw: Any) -> tuple[np.ndarray, int, np.ndarray]:
 @given(binary_tree_indexes())
 def test_binary_tree_index_checks_agree(case: tuple[np.ndarray, int, np.ndarray]) -> None:
     idx, n, node_data = case
-    python = _outcome(checks._binary_tree_ranges_ok, idx, n, node_data, len(node_data), "t")
+    python = _outcome(checks._binary_tree_ranges_ok, n, node_data, len(node_data), "t")
+    values = idx.tolist()
+    python_idx = min(values, default=0) >= 0 and max(values, default=-1) < n
+    assert checks.indices_below(idx, n) is python_idx  # the compiled `below` when built
     if speedups is not None:
         layout = checks._record_layout(checks._NODE_DATA, ("idx_start", "idx_end", "is_leaf"))
-        compiled = speedups.binary_tree_ok(idx, n, node_data, *layout)
+        compiled = speedups.binary_tree_ok(node_data, n, *layout)
         assert compiled == (python == "accepted"), (compiled, python)
 
 

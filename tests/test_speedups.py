@@ -113,10 +113,10 @@ def test_strdict_keeps_values_exact() -> None:
         lambda s: s.below(b"\x00" * 6, 4, True, 1),  # 1.5 values
         lambda s: s.below(b"\x00" * 6, 3, True, 1),  # no such width
         lambda s: s.below(b"\x00" * 8, 8, True, -1),
-        lambda s: s.binary_tree_ok(b"\x00" * 12, 1, b"\x00" * 32, 32, 0, 8, 16),  # 1.5 ints
-        lambda s: s.binary_tree_ok(b"\x00" * 8, 1, b"\x00" * 33, 32, 0, 8, 16),  # records
-        lambda s: s.binary_tree_ok(b"\x00" * 8, 1, b"\x00" * 32, 32, 0, 8, 25),  # field past
-        lambda s: s.binary_tree_ok(b"\x00" * 8, -1, b"\x00" * 32, 32, 0, 8, 16),
+        lambda s: s.binary_tree_ok(b"\x00" * 32, 1, 0, 0, 8, 16),  # itemsize 0
+        lambda s: s.binary_tree_ok(b"\x00" * 33, 1, 32, 0, 8, 16),  # not whole records
+        lambda s: s.binary_tree_ok(b"\x00" * 32, 1, 32, 0, 8, 25),  # field past the record
+        lambda s: s.binary_tree_ok(b"\x00" * 32, -1, 32, 0, 8, 16),
         lambda s: s.predictor_ok(b"\x00" * 56, 56, 0, 4, 52, 12, 13, 14, 1, -1, b""),
         lambda s: s.predictor_ok(b"\x00" * 56, 56, 0, 4, 8, 55, 13, 53, 1, -1, b""),
         lambda s: s.predictor_ok(b"\x00" * 56, 56, 0, 4, 8, 12, 13, 14, 1, 3, b"\x01"),

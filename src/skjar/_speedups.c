@@ -264,47 +264,37 @@ done:
     return out;
 }
 
-/* binary_tree_ok(idx, n, node_data, itemsize, start, end, is_leaf) -> bool
+/* binary_tree_ok(node_data, n, itemsize, start, end, is_leaf) -> bool
  *
- * A KDTree/BallTree's index arrays, which its query code reads unchecked:
- * `idx` is the contiguous int64 idx_array; `node_data` the bytes of its
- * records (NodeData: int64 idx_start / idx_end / is_leaf at the given byte
- * offsets). True when every idx value lies in [0, n), every node's range
- * satisfies 0 <= start <= end <= n, and the last half of the nodes (whose
- * children would fall outside the array) are leaves. One pass over each
- * array, where the numpy twin in sklearn.check_binary_tree takes five.
+ * A KDTree/BallTree's node records, which its query code follows unchecked:
+ * `node_data` is the bytes of its NodeData records (int64 idx_start / idx_end
+ * / is_leaf at the given byte offsets). True when every node's range
+ * satisfies 0 <= start <= end <= n and the last half of the nodes (whose
+ * children would fall outside the array) are leaves: one pass where the numpy
+ * twin, sklearn._binary_tree_ranges_ok, takes four. (The idx_array itself is
+ * checked by `below`.)
  */
 static PyObject *
 binary_tree_ok(PyObject *self, PyObject *args)
 {
-    Py_buffer idx, nodes;
+    Py_buffer nodes;
     Py_ssize_t n, itemsize, off_start, off_end, off_leaf;
-    if (!PyArg_ParseTuple(args, "y*ny*nnnn", &idx, &n, &nodes, &itemsize, &off_start,
-                          &off_end, &off_leaf)) {
+    if (!PyArg_ParseTuple(args, "y*nnnnn", &nodes, &n, &itemsize, &off_start, &off_end,
+                          &off_leaf)) {
         return NULL;
     }
-    if (idx.len % 8 != 0 || n < 0 || itemsize <= 0 || nodes.len % itemsize != 0 ||
+    if (n < 0 || itemsize <= 0 || nodes.len % itemsize != 0 ||
         !field_fits(off_start, 8, itemsize) || !field_fits(off_end, 8, itemsize) ||
         !field_fits(off_leaf, 8, itemsize)) {
-        PyBuffer_Release(&idx);
         PyBuffer_Release(&nodes);
-        PyErr_SetString(PyExc_ValueError, "binary_tree_ok: the buffers do not hold whole "
-                                          "values and records with the given fields");
+        PyErr_SetString(PyExc_ValueError, "binary_tree_ok: the buffer does not hold whole "
+                                          "records with the given fields");
         return NULL;
     }
-    const char *ip = idx.buf;
-    const Py_ssize_t count = idx.len / 8;
     const char *base = nodes.buf;
     const Py_ssize_t n_nodes = nodes.len / itemsize;
-    uint64_t above = 0;
     int ok = 1;
     Py_BEGIN_ALLOW_THREADS
-    /* Unsigned: a negative index becomes huge. No early exit, so the loop vectorises. */
-    for (Py_ssize_t i = 0; i < count; i++) {
-        uint64_t v;
-        memcpy(&v, ip + 8 * i, sizeof v);
-        above |= (uint64_t)(v >= (uint64_t)n);
-    }
     for (Py_ssize_t i = 0; ok && i < n_nodes; i++) {
         const char *rec = base + i * itemsize;
         const int64_t start = read_i64(rec + off_start);
@@ -313,9 +303,8 @@ binary_tree_ok(PyObject *self, PyObject *args)
              (i < (n_nodes - 1) / 2 || read_i64(rec + off_leaf) != 0);
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&idx);
     PyBuffer_Release(&nodes);
-    return PyBool_FromLong(ok && !above);
+    return PyBool_FromLong(ok);
 }
 
 /* below(values, itemsize, is_signed, n) -> bool
@@ -425,7 +414,7 @@ static PyMethodDef methods[] = {
     {"address", address, METH_VARARGS, "address(buffer) -> int"},
     {"below", below, METH_VARARGS, "below(values, itemsize, is_signed, n) -> bool"},
     {"binary_tree_ok", binary_tree_ok, METH_VARARGS,
-     "binary_tree_ok(idx, n, node_data, itemsize, start, end, is_leaf) -> bool"},
+     "binary_tree_ok(node_data, n, itemsize, start, end, is_leaf) -> bool"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -367,30 +367,10 @@ def _enc_bitgen(enc: Encoder, obj: Any, path: Path) -> Node:
     cls = type(obj)
     name = enc.intern(enc.declare(cls.__module__, cls.__qualname__, OBJECT))
     state = obj.state
-    seed_seq = getattr(obj, "seed_seq", None)
-    entropy = getattr(seed_seq, "entropy", None)
-    if isinstance(entropy, (int, np.integer)):
-        entropy = int(entropy)
-    elif isinstance(entropy, (np.ndarray, list, tuple)):
-        entropy = [int(x) for x in np.asarray(entropy).ravel()]
-    if (
-        type(seed_seq) is np.random.SeedSequence
-        and (entropy is None or type(entropy) is int or (
-            isinstance(entropy, list) and len(entropy) <= _MAX_SEED_WORDS
-        ))
-        and len(seed_seq.spawn_key) <= _MAX_SEED_WORDS
-        and 4 <= seed_seq.pool_size <= _MAX_POOL
-    ):  # (anything a reader would refuse is left out: the load then reseeds, as before)
+    fields = _seed_fields(getattr(obj, "seed_seq", None))
+    if fields is not None:
         # Kept, as pickle keeps it: spawn() and .seed_seq after a load are the original's.
-        state = {
-            **state,
-            SEED_SEQ: [
-                entropy,
-                [int(x) for x in seed_seq.spawn_key],
-                int(seed_seq.pool_size),
-                int(seed_seq.n_children_spawned),
-            ],
-        }
+        state = {**state, SEED_SEQ: fields}
     return Node(BITGENERATOR, [name, enc.encode(state, (path, "state"))])
 
 
@@ -430,9 +410,28 @@ def _dec_bitgen(dec: Decoder, payload: Any) -> Any:
     return bitgen
 
 
-def _seed_sequence(fields: Any, name: str) -> np.random.SeedSequence:
-    """The SeedSequence stored with a bit generator: [entropy, spawn_key, pool_size,
-    n_children_spawned], each checked before numpy sees it (pool_size sizes an
+def _seed_fields(seed_seq: Any) -> list[Any] | None:
+    """A SeedSequence as stored: [entropy, spawn_key, pool_size, n_children_spawned], or
+    None when it is not a plain SeedSequence or a reader would refuse it (the load then
+    reseeds from the OS, as before)."""
+    if type(seed_seq) is not np.random.SeedSequence:
+        return None
+    entropy = seed_seq.entropy
+    if isinstance(entropy, (np.ndarray, list, tuple)):
+        entropy = [int(x) for x in np.asarray(entropy).ravel()]
+    elif isinstance(entropy, np.integer):
+        entropy = int(entropy)
+    fields = [
+        entropy,
+        [int(x) for x in seed_seq.spawn_key],
+        seed_seq.pool_size,
+        seed_seq.n_children_spawned,
+    ]
+    return fields if _seed_fields_ok(fields) else None
+
+
+def _seed_fields_ok(fields: Any) -> bool:
+    """The stored fields' rules, for the writer and the reader alike (pool_size sizes an
     allocation: a huge one would be a memory bomb)."""
 
     def words(value: Any) -> bool:
@@ -443,17 +442,23 @@ def _seed_sequence(fields: Any, name: str) -> np.random.SeedSequence:
         )
 
     if type(fields) is not list or len(fields) != 4:
-        raise CorruptFileError(f"{name}: malformed seed sequence")
+        return False
     entropy, spawn_key, pool_size, n_children = fields
-    if not (
+    return (
         (entropy is None or (type(entropy) is int and entropy >= 0) or words(entropy))
         and words(spawn_key)
         and type(pool_size) is int
         and 4 <= pool_size <= _MAX_POOL
         and type(n_children) is int
         and 0 <= n_children < 1 << 63
-    ):
+    )
+
+
+def _seed_sequence(fields: Any, name: str) -> np.random.SeedSequence:
+    """The SeedSequence stored with a bit generator, checked before numpy sees it."""
+    if not _seed_fields_ok(fields):
         raise CorruptFileError(f"{name}: malformed seed sequence {brief(fields)}")
+    entropy, spawn_key, pool_size, n_children = fields
     try:
         return np.random.SeedSequence(
             entropy, spawn_key=tuple(spawn_key), pool_size=pool_size,

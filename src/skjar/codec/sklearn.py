@@ -398,13 +398,9 @@ _NODE_DATA = np.dtype(
 )
 
 
-def _binary_tree_ranges_ok(
-    idx: np.ndarray, n: int, node_data: np.ndarray, n_nodes: int, what: str
-) -> None:
-    """The twin of the compiled ``binary_tree_ok``: every index below ``n``, every
-    node's range inside the data, the last half of the nodes leaves."""
-    if not indices_below(idx, n):
-        raise _fail(what, f"idx_array must index the {n} data rows")
+def _binary_tree_ranges_ok(n: int, node_data: np.ndarray, n_nodes: int, what: str) -> None:
+    """The twin of the compiled ``binary_tree_ok``: every node's range inside the data,
+    the last half of the nodes leaves."""
     start, end = node_data["idx_start"], node_data["idx_end"]
     if start.min() < 0 or end.max() > n or (end - start).min() < 0:
         raise _fail(what, "a node's index range falls outside the data")
@@ -428,21 +424,19 @@ def check_binary_tree(args: Any, state: Any, planes: int | None = None) -> None:
     n, d = data.shape
     if data.dtype != np.float64 or idx.dtype != np.intp:
         raise _fail(what, "data must be float64 and idx_array intp")
-    if len(idx) != n:
+    if len(idx) != n or not indices_below(idx, n):
         raise _fail(what, f"idx_array must index the {n} data rows")
     if n_levels > 64 or n_nodes != 2**n_levels - 1 or len(node_data) != n_nodes:
         raise _fail(what, "n_nodes, n_levels and node_data disagree")
     if node_data.dtype != _NODE_DATA:
         raise _fail(what, "node_data has the wrong layout")
-    fast = _compiled.speedups
-    if not (idx.itemsize == 8 and idx.flags.c_contiguous and node_data.flags.c_contiguous):
-        fast = None
+    fast = _compiled.speedups if node_data.flags.c_contiguous else None
     layout = _record_layout(_NODE_DATA, ("idx_start", "idx_end", "is_leaf"))
-    if fast is None or not fast.binary_tree_ok(idx, n, node_data, *layout):
+    if fast is None or not fast.binary_tree_ok(node_data, n, *layout):
         # Not fine (or no compiled twin): the numpy twin finds what is wrong and says so.
-        _binary_tree_ranges_ok(idx, n, node_data, n_nodes, what)
+        _binary_tree_ranges_ok(n, node_data, n_nodes, what)
         if fast is not None:
-            raise _fail(what, "the compiled index check rejected it")  # the twins disagree
+            raise _fail(what, "the compiled node check rejected it")  # the twins disagree
     if bounds.shape[1:] != (n_nodes, d) or bounds.shape[0] not in ((1, 2) if planes is None
                                                                   else (planes,)):
         raise _fail(what, f"node_bounds shape {bounds.shape} does not fit {n_nodes} nodes x {d}")

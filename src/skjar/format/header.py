@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from ..errors import CorruptFileError
 from .compression import check_ratio
-from .spec import ALIGNMENT, CODECS, MAX_BUFFERS, PREAMBLE_SIZE, TRAILER_SIZE, align
+from .spec import CODECS, MAX_BUFFERS, PREAMBLE_SIZE, TRAILER_SIZE, align
 
 USES = ("object", "value", "call")
 
@@ -46,15 +46,21 @@ def _int(value: Any, what: str) -> int:
     return value
 
 
-def _section(offset: int, length: Any, size: Any, codec: Any, what: str) -> Section:
-    length = _int(length, f"{what} length")
-    size = _int(size, f"{what} size")
+def _section(offset: int, length: Any, size: Any, codec: Any, what: str | int) -> Section:
+    """``what``: the section's name for errors, or a buffer's index."""
+    if codec == "none" and type(length) is int and length >= 0 and size == length and (
+        type(size) is int
+    ):
+        return Section(offset, length, "none", length)  # the common case, checked at once
+    name = f"buffer {what}" if type(what) is int else str(what)
+    length = _int(length, f"{name} length")
+    size = _int(size, f"{name} size")
     if codec not in CODECS:
-        raise CorruptFileError(f"header: {what} uses unknown codec {codec!r:.40}")
+        raise CorruptFileError(f"header: {name} uses unknown codec {codec!r:.40}")
     if codec == "none" and size != length:
-        raise CorruptFileError(f"header: uncompressed {what} has length {length} but size {size}")
+        raise CorruptFileError(f"header: uncompressed {name} has length {length} but size {size}")
     if codec != "none":
-        check_ratio(codec, length, size, what)
+        check_ratio(codec, length, size, name)
     return Section(offset, length, codec, size)
 
 
@@ -133,14 +139,8 @@ def plan_layout(header_length: int, layout: Any) -> Layout:
     for i, entry in enumerate(buffers):
         if type(entry) is not list or len(entry) != 3:
             raise CorruptFileError(f"header: malformed buffer entry {i}")
-        pos = -(-pos // ALIGNMENT) * ALIGNMENT
-        length, size, codec = entry
-        if codec == "none" and type(length) is int and length >= 0 and size == length and (
-            type(size) is int
-        ):
-            section = Section(pos, length, "none", length)  # the common case, as _section does
-        else:
-            section = _section(pos, length, size, codec, f"buffer {i}")
+        pos = align(pos)
+        section = _section(pos, entry[0], entry[1], entry[2], i)
         sections.append(section)
         pos += section.length
     return Layout(tree, tuple(sections), pos)
