@@ -156,6 +156,9 @@ class Jar:
     buffers: list[bytes]
     tree_codec: str = "none"
     buffer_codecs: list[str] = field(default_factory=list)
+    # Per buffer: the pack it was stored in (format 1.2), or -1. Consecutive buffers of
+    # one pack id and one codec are written as one pack again.
+    packs: list[int] = field(default_factory=list)
     version: tuple[int, int] = (1, 0)
     flags: int = 0
     signature: bytes = b""
@@ -188,32 +191,79 @@ def parse(data: bytes) -> Jar | None:
         layout = header["layout"]
         t = layout["tree"]
         pos = align(PREAMBLE_SIZE + hlen)
-        sections = [(t["length"], t["size"], t["codec"])] + [tuple(b) for b in layout["buffers"]]
+        sections = [(t["length"], t["size"], t["codec"])] + [
+            (b[0], b[1], b[2]) for b in layout["buffers"]
+        ]
+        members = [None] + [b[3] if len(b) == 4 else None for b in layout["buffers"]]
         if len(sections) > 100_000:
             return None
-        raw = []
+        tree, buffers, codecs, packs = b"", [], [], []
         for i, (length, size, codec) in enumerate(sections):
             if i:
                 pos = align(pos)
             if pos + length > len(data) or size > 64 << 20:
                 return None
-            raw.append(_decompress(data[pos : pos + length], codec, size))
+            out = _decompress(data[pos : pos + length], codec, size)
             pos += length
+            if i == 0:
+                tree = out
+                continue
+            sizes = members[i]
+            parts = [out] if sizes is None else [
+                out[at : at + n] for at, n in zip(_pack_offsets(sizes), sizes)
+            ]
+            buffers += parts
+            codecs += [codec] * len(parts)
+            packs += [-1 if sizes is None else i] * len(parts)
         signature = b""
         if flags & FLAG_SIGNED:
             signature = data[pos : pos + SIGNATURE_SIZE].ljust(SIGNATURE_SIZE, b"\0")
         return Jar(
             header=header,
-            tree=raw[0],
-            buffers=raw[1:],
+            tree=tree,
+            buffers=buffers,
             tree_codec=sections[0][2],
-            buffer_codecs=[s[2] for s in sections[1:]],
+            buffer_codecs=codecs,
+            packs=packs,
             version=(major, minor),
             flags=flags,
             signature=signature,
         )
     except Exception:
         return None
+
+
+def _pack_offsets(sizes: list[int]) -> list[int]:
+    offsets, pos = [], 0
+    for n in sizes:
+        pos = align(pos)
+        offsets.append(pos)
+        pos += n
+    return offsets
+
+
+def _sections(jar: Jar) -> list[tuple[bytes, str, list[int] | None]]:
+    """The jar's buffers grouped as they will be stored: (data, codec, pack member sizes)."""
+    n = len(jar.buffers)
+    codecs = (jar.buffer_codecs + ["none"] * n)[:n]
+    packs = (jar.packs + [-1] * n)[:n]
+    out: list[tuple[bytes, str, list[int] | None]] = []
+    i = 0
+    while i < n:
+        j = i + 1
+        if packs[i] >= 0 and codecs[i] in ("zstd", "lz4"):
+            while j < n and packs[j] == packs[i] and codecs[j] == codecs[i]:
+                j += 1
+        if j - i >= 2:
+            sizes = [len(b) for b in jar.buffers[i:j]]
+            joined = bytearray(_pack_offsets(sizes)[-1] + sizes[-1])
+            for at, b in zip(_pack_offsets(sizes), jar.buffers[i:j]):
+                joined[at : at + len(b)] = b
+            out.append((bytes(joined), codecs[i], sizes))
+        else:
+            out.append((jar.buffers[i], codecs[i], None))
+        i = j
+    return out
 
 
 def _compress(data: bytes, codec: str, rng: random.Random | None = None) -> bytes:
@@ -238,16 +288,16 @@ def encode(jar: Jar, rng: random.Random | None = None) -> bytes:
     the sections), so the file still passes the size and digest checks.
     """
     stored: list[tuple[bytes, int, str]] = []
-    for data, codec in [(jar.tree, jar.tree_codec)] + list(
-        zip(jar.buffers, jar.buffer_codecs + ["none"] * (len(jar.buffers) - len(jar.buffer_codecs)))
-    ):
+    entries: list[list[Any]] = []
+    for data, codec, sizes in [(jar.tree, jar.tree_codec, None), *_sections(jar)]:
         if codec not in ("zstd", "lz4") or not data:
             codec = "none"
         packed = _compress(data, codec, rng)
         stored.append((packed, len(data), codec))
+        entries.append([len(packed), len(data), codec] + ([sizes] if sizes else []))
     layout: dict[str, Any] = {
         "tree": {"length": len(stored[0][0]), "size": stored[0][1], "codec": stored[0][2]},
-        "buffers": [[len(p), size, codec] for p, size, codec in stored[1:]],
+        "buffers": entries[1:],
     }
     for kind, lie in jar.lies:
         _apply_lie(layout, stored, kind, lie)
@@ -311,6 +361,11 @@ def _apply_lie(layout: dict[str, Any], stored: list[Any], kind: str, lie: Any) -
             entry.append(lie[2])
     elif kind == "type":
         put(lie[1], lie[2])
+    elif kind == "members" and i:
+        if len(entry) == 4:
+            entry[3] = lie[1](entry[3])
+        else:
+            entry.append(lie[1]([entry[1]]))
 
 
 def repair(data: bytes) -> bytes | None:
@@ -1052,14 +1107,15 @@ class Mutator:
         op = r.randrange(8)
         self.log.append(f"buffer-{op}")
         if not b or op == 0:
+            self._align_lists()
             b.append(bytes(r.choice((0, 1, 8, 64, 1000))))  # an unused buffer
             self.jar.buffer_codecs.append(r.choice(("none", "zstd", "lz4")))
+            self.jar.packs.append(r.choice((-1, self.jar.packs[-1] if self.jar.packs else -1)))
             return
         i = r.randrange(len(b))
         if op == 1:
-            del b[i]
-            if i < len(self.jar.buffer_codecs):
-                del self.jar.buffer_codecs[i]
+            self._align_lists()
+            del b[i], self.jar.buffer_codecs[i], self.jar.packs[i]
         elif op == 2:
             b[i] = b[i][: r.randrange(len(b[i]) + 1)]
         elif op == 3:
@@ -1069,6 +1125,10 @@ class Mutator:
         elif op == 5:
             j = r.randrange(len(b))
             b[i], b[j] = b[j], b[i]
+            if r.random() < 0.5:  # the pack ids stay: buffers change packs
+                self._align_lists()
+                packs = self.jar.packs
+                packs[i], packs[j] = packs[j], packs[i]
         elif op == 6:
             b[i] = self.raw_bytes(b[i], len(b[i]) + 256)
         else:
@@ -1163,7 +1223,7 @@ class Mutator:
         elif op == 9:
             self.jar.lies.append(self.random_lie())
         elif op == 10:
-            self.jar.version = r.choice(((1, 0), (1, 1), (0, 9), (2, 0), (1, 65535)))
+            self.jar.version = r.choice(((1, 0), (1, 1), (1, 2), (0, 9), (2, 0), (1, 65535)))
             self.jar.flags = r.choice((0, 1, 2, 0x80000000, self.jar.flags))
         else:
             h["compression"] = r.choice((None, {"codec": "zstd", "level": 99}, "lz4", []))
@@ -1171,7 +1231,7 @@ class Mutator:
     def random_lie(self) -> tuple[str, Any]:
         r = self.rng
         i = r.randrange(len(self.jar.buffers) + 1)
-        kind = r.choice(("size", "size", "codec", "extra_key", "type"))
+        kind = r.choice(("size", "size", "codec", "extra_key", "type", "members"))
         if kind == "size":
             fn = r.choice((
                 lambda s, n: s + 1, lambda s, n: max(s - 1, 0), lambda s, n: s * 2,
@@ -1183,8 +1243,22 @@ class Mutator:
             return ("codec", (i, r.choice(("none", "zstd", "lz4", "gzip", "", None))))
         if kind == "extra_key":
             return ("extra_key", (i, "offset", r.choice((0, 64, 2**40))))
+        if kind == "members":  # a pack's member sizes that do not fill it, or a plain one split
+            fn = r.choice((
+                lambda m: m[:-1], lambda m: m + [0], lambda m: [m[0] + 1] + m[1:],
+                lambda m: [m[0] - 64] + m[1:] + [64], lambda m: [0] * len(m),
+                lambda m: [1] + m[1:], lambda m: [2**63] + m[1:], lambda m: [-1] + m[1:],
+                lambda m: m + [1.5], lambda m: "m", lambda m: [m[0] // 2, m[0] - m[0] // 2],
+            ))
+            return ("members", (i, fn))
         return ("type", (i, r.choice(("length", "size")),
                          r.choice((1.0, True, "8", None, -1, [8]))))
+
+    def _align_lists(self) -> None:
+        """Codecs and pack ids: one per buffer."""
+        n = len(self.jar.buffers)
+        self.jar.buffer_codecs = (self.jar.buffer_codecs + ["none"] * n)[:n]
+        self.jar.packs = (self.jar.packs + [-1] * n)[:n]
 
     def op_codec(self) -> None:
         """Store sections compressed (or not), sometimes with a frame that lies."""
@@ -1192,6 +1266,15 @@ class Mutator:
         n = len(self.jar.buffers) + 1
         i = r.randrange(n)
         codec = r.choice(("zstd", "lz4", "none"))
+        if i and r.random() < 0.3:  # pack a run of buffers together, or unpack one
+            self._align_lists()
+            j = r.randrange(i - 1, n - 1) + 1
+            pack = r.choice((-1, 10**6 + i))
+            for k in range(i - 1, j):
+                self.jar.packs[k] = pack
+                self.jar.buffer_codecs[k] = codec
+            self.log.append(f"pack-{i}-{j}-{pack}")
+            return
         if i == 0:
             self.jar.tree_codec = codec
         else:

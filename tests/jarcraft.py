@@ -65,6 +65,7 @@ __all__ = [
     "preamble",
     "redigest",
     "section_spans",
+    "stored_sections",
     "unpack_tree",
     "walk",
 ]
@@ -402,12 +403,34 @@ def decode(data: bytes | bytearray | memoryview) -> Jar:
     tree = _decompress(data[pos : pos + t["length"]], t["codec"], t["size"])
     pos += t["length"]
     buffers = []
-    for length, size, codec in layout["buffers"]:
+    for length, size, codec, *members in layout["buffers"]:
         pos = align(pos)
-        buffers.append(_decompress(data[pos : pos + length], codec, size))
+        section = _decompress(data[pos : pos + length], codec, size)
         pos += length
+        if not members:
+            buffers.append(section)
+            continue
+        at = 0  # a pack (format 1.2): its buffers, each starting at a multiple of 64
+        for n in members[0]:
+            at = align(at)
+            buffers.append(section[at : at + n])
+            at += n
+        assert at == size, "the pack's members do not fill it"
     assert pos + TRAILER_SIZE == len(data), "sections do not cover the file"
     return Jar(header, tree, buffers, (major, minor), flags)
+
+
+def stored_sections(data: bytes) -> list[bytes]:
+    """The stored bytes of every section of a well-formed jar, the tree first: with
+    :func:`assemble`, a jar whose header was edited can be rebuilt around them."""
+    header_length = struct.unpack_from("<Q", data, len(MAGIC) + 8)[0]
+    layout = json.loads(data[PREAMBLE_SIZE : PREAMBLE_SIZE + header_length])["layout"]
+    pos, out = PREAMBLE_SIZE + header_length, []
+    for length in [layout["tree"]["length"]] + [entry[0] for entry in layout["buffers"]]:
+        pos = align(pos)
+        out.append(data[pos : pos + length])
+        pos += length
+    return out
 
 
 def encode(jar: Jar, *, layout: bool = True) -> bytes:

@@ -72,15 +72,22 @@ def test_there_is_a_golden_folder_for_the_current_version() -> None:
 BUILTINS = [
     p.relative_to(GOLDEN).as_posix()
     for version in VERSIONS
-    for p in (GOLDEN / version / "builtins.skjar", GOLDEN / version / "writer" / "builtins.skjar")
-    if p.exists()
+    for p in sorted([*(GOLDEN / version).glob("builtins*.skjar"),
+                     *(GOLDEN / version).glob("writer/builtins*.skjar")])
+]
+MODELS = [
+    (version, name)
+    for version in VERSIONS
+    for name in json.loads((GOLDEN / version / "expected.json").read_text())
 ]
 
 
-def _writer_reference(version: str) -> Path:
-    """What the current writer must produce: the newest writer revision of ``version``."""
-    newer = GOLDEN / version / "writer" / "builtins.skjar"
-    return newer if newer.exists() else GOLDEN / version / "builtins.skjar"
+def _writer_reference() -> Path:
+    """What the current plain writer must produce: the newest writer revision of the
+    version a jar without packs is stamped with."""
+    folder = GOLDEN / "v{}.{}".format(*spec.WITHOUT_PACKS)
+    newer = folder / "writer" / "builtins.skjar"
+    return newer if newer.exists() else folder / "builtins.skjar"
 
 
 @pytest.mark.parametrize("golden", BUILTINS)
@@ -94,8 +101,13 @@ def test_golden_builtins_keep_loading(golden: str, mmap_: bool) -> None:
     assert loaded["shared"][0] is loaded["shared"][1]
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("name", ["logreg.skjar", "tree.skjar"])
+def test_every_golden_folder_has_builtins_and_models() -> None:
+    for version in VERSIONS:
+        assert any(b.startswith(f"{version}/builtins") for b in BUILTINS), version
+        assert any(v == version for v, _ in MODELS), version
+
+
+@pytest.mark.parametrize(("version", "name"), MODELS)
 def test_golden_models_keep_predicting(version: str, name: str) -> None:
     from sklearn.datasets import load_iris
 
@@ -113,8 +125,7 @@ def test_golden_models_keep_predicting(version: str, name: str) -> None:
 
 
 def test_writer_is_deterministic_against_the_golden_file(tmp_path: Path) -> None:
-    version = f"v{spec.FORMAT_MAJOR}.{spec.FORMAT_MINOR}"
-    golden = _writer_reference(version).read_bytes()
+    golden = _writer_reference().read_bytes()
     path = tmp_path / "again.skjar"
     skjar.dump(MAKE_GOLDEN.builtins_value(), path)
     fresh = path.read_bytes()
@@ -136,6 +147,22 @@ def test_writer_is_deterministic_against_the_golden_file(tmp_path: Path) -> None
     old_tree_at = old_spans["tree"][0][0] - old_spans["header"][0][1]
     new_tree_at = new_spans["tree"][0][0] - new_spans["header"][0][1]
     assert new_body[new_tree_at:] == old_body[old_tree_at:]
+    assert (new.version, old.version) == (spec.WITHOUT_PACKS, spec.WITHOUT_PACKS)
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_the_compressed_writer_packs_as_the_golden_file_does(codec: str) -> None:
+    """Compressed bytes depend on the codec library's version, so what is compared is
+    what they hold: the same buffers, grouped into the same packs, with the same sizes."""
+    golden = jarcraft.decode((GOLDEN / "v1.2" / f"builtins-{codec}.skjar").read_bytes())
+    fresh = jarcraft.decode(skjar.dumps(MAKE_GOLDEN.builtins_value(), compress=codec))
+
+    def shape(layout: dict[str, Any]) -> list[Any]:
+        return [[size, codec, *members] for _, size, codec, *members in layout["buffers"]]
+
+    assert shape(fresh.header["layout"]) == shape(golden.header["layout"])
+    assert fresh.tree == golden.tree and fresh.buffers == golden.buffers
+    assert fresh.version == golden.version == (1, 2)
 
 
 def test_dumping_twice_gives_the_same_bytes_but_the_header() -> None:
@@ -474,17 +501,14 @@ def test_compressed_sections_are_digest_checked(codec: str) -> None:
             skjar.loads(bytes(damaged))
 
 
-def _respliced(data: bytes, edit: Any) -> bytes:
-    """Re-assemble ``data`` with its stored sections as they are, after ``edit(header)``."""
+def _respliced(data: bytes, edit: Any, stored: list[bytes] | None = None) -> bytes:
+    """Re-assemble ``data`` with its stored sections as they are (or ``stored``), after
+    ``edit(header)``."""
     spans = jarcraft.section_spans(data)
     header = json.loads(data[spec.PREAMBLE_SIZE : spans["header"][0][1]])
-    sections = [data[s:e] for s, e in spans["tree"] + spans["buffer"]]
-    # zero-length sections have no span: put them back by the layout's lengths
-    lengths = [header["layout"]["tree"]["length"]] + [b[0] for b in header["layout"]["buffers"]]
-    it = iter(sections)
-    stored = [next(it) if n else b"" for n in lengths]
+    version = struct.unpack_from("<HH", data, len(spec.MAGIC))
     edit(header)
-    return jarcraft.assemble(header, stored)
+    return jarcraft.assemble(header, stored or jarcraft.stored_sections(data), version=version)
 
 
 @pytest.mark.parametrize("codec", ["zstd", "lz4"])
@@ -526,6 +550,141 @@ def test_a_wrong_decompressed_size_is_refused(codec: str, delta: int) -> None:
 def test_resplicing_unchanged_is_faithful() -> None:
     data = skjar.dumps({"a": np.zeros(1_000_000)}, compress="zstd")
     assert _respliced(data, lambda header: None) == data
+
+
+# -- packs: small buffers compressed together (1.2) ------------------------------------------
+def _many_small(n: int = 40) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    return {
+        "small": [rng.integers(0, 5, size=int(rng.integers(20, 3000))).astype("i2") for _ in range(n)],
+        "odd": np.arange(333).astype("u1"),  # not a multiple of 64 long
+        "empty": np.zeros(0),
+        "big": np.zeros(400_000),  # >= PACK_MEMBER_MAX: a section of its own
+        "tail": np.arange(500.0),
+    }
+
+
+def _pack_entries(data: bytes) -> list[list[Any]]:
+    return [e for e in jarcraft.decode(data).header["layout"]["buffers"] if len(e) == 4]
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_small_buffers_are_packed_and_come_back_aligned(tmp_path: Path, codec: str) -> None:
+    from skjar.format import writer
+
+    value = _many_small()
+    data = skjar.dumps(value, compress=codec)
+    packs = _pack_entries(data)
+    assert packs and skjar.inspect(data).format_version == "1.2"
+    assert all(max(e[3]) < writer.PACK_MEMBER_MAX and e[1] <= writer.PACK_MAX for e in packs)
+    sizes = [e[1] for e in jarcraft.decode(data).header["layout"]["buffers"]]
+    assert 400_000 * 8 in sizes  # the big array stands alone
+    assert skjar.inspect(data).sizes["buffers"] == len(jarcraft.decode(data).buffers)
+    path = tmp_path / "packed.skjar"
+    path.write_bytes(data)
+    for loaded in (skjar.loads(data), skjar.load(path, mmap=True), skjar.load(io.BytesIO(data))):
+        assert_same(loaded, value)
+        for arr in [*loaded["small"], loaded["odd"], loaded["tail"]]:
+            assert arr.ctypes.data % spec.ALIGNMENT == 0
+
+
+def test_a_pack_is_capped_and_an_incompressible_run_stays_plain() -> None:
+    from skjar.format import writer
+
+    # 40 x 200 KB of zeros: two packs, neither above PACK_MAX
+    data = skjar.dumps([np.zeros(25_000) for _ in range(40)], compress="zstd")
+    packs = _pack_entries(data)
+    assert len(packs) >= 2 and all(e[1] <= writer.PACK_MAX for e in packs)
+    noise = [np.random.default_rng(i).bytes(5000) for i in range(5)]
+    plain = skjar.dumps([np.frombuffer(b, dtype="u1") for b in noise], compress="zstd")
+    assert _pack_entries(plain) == []
+    assert skjar.inspect(plain).format_version == "1.1"  # no pack: readable by 1.1 readers
+    assert all(e[2] == "none" for e in jarcraft.decode(plain).header["layout"]["buffers"])
+
+
+def _packed_jar() -> bytes:
+    return skjar.dumps([np.arange(100.0), np.arange(7, dtype="u1"), np.ones(50)], compress="zstd")
+
+
+def _pack_lie(edit: Any) -> bytes:
+    data = _packed_jar()
+    assert len(_pack_entries(data)) == 1
+
+    def lie(header: dict[str, Any]) -> None:
+        (entry,) = [e for e in header["layout"]["buffers"] if len(e) == 4]
+        edit(entry)
+
+    return _respliced(data, lie)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda e: e[3].append(0),  # members no longer fill the pack
+        lambda e: e[3].pop(),
+        lambda e: e[3].__setitem__(0, e[3][0] + 64),
+        lambda e: e[3].__setitem__(0, e[3][0] - 64),
+        lambda e: e[3].__setitem__(0, -1),
+        lambda e: e[3].__setitem__(0, 800.0),
+        lambda e: e[3].__setitem__(0, True),
+        lambda e: e[3].__setitem__(0, 2**64),
+        lambda e: e.__setitem__(3, [e[1]]),  # one member: not a pack
+        lambda e: e.__setitem__(3, []),
+        lambda e: e.__setitem__(3, {"0": 800}),
+        lambda e: e.__setitem__(3, "800,7,400"),
+        lambda e: e.append([1]),  # five items
+        lambda e: e.__setitem__(2, "none"),  # a pack must be compressed
+    ],
+    ids=["extra member", "member missing", "member +64", "member -64", "negative", "float",
+         "bool", "2**64", "one member", "no members", "dict", "string", "five items",
+         "uncompressed"],
+)
+def test_malformed_packs_are_refused(edit: Any) -> None:
+    bad = _pack_lie(edit)
+    for fn in (skjar.loads, skjar.inspect):
+        with pytest.raises(skjar.CorruptFileError, match="buffer"):
+            fn(bad)
+
+
+@pytest.mark.parametrize(
+    ("delta", "message"),
+    [(1, "needs 800 bytes"), (32, "needs 800 bytes"), (-1, "padding inside the pack")],
+)
+def test_a_member_size_that_still_fills_the_pack_is_caught_on_load(delta: int, message: str) -> None:
+    """Within the padding the header alone cannot tell: a longer member is caught by its
+    array's size check, a shorter one by the padding check (its last byte is not zero)."""
+    bad = _pack_lie(lambda e: e[3].__setitem__(0, e[3][0] + delta))
+    skjar.inspect(bad)  # the layout itself is consistent
+    with pytest.raises(skjar.CorruptFileError, match=message):
+        skjar.loads(bad)
+
+
+def test_a_pack_in_a_version_1_1_file_is_refused() -> None:
+    data = _packed_jar()
+    for old in ((1, 1), (1, 0)):
+        crafted = bytearray(data)
+        struct.pack_into("<HH", crafted, len(spec.MAGIC), *old)
+        with pytest.raises(skjar.CorruptFileError, match="malformed buffer entry"):
+            skjar.loads(jarcraft.redigest(bytes(crafted)))
+
+
+def test_nonzero_padding_inside_a_pack_is_refused() -> None:
+    import zstandard
+
+    data = _packed_jar()
+    stored = jarcraft.stored_sections(data)
+    entries = jarcraft.decode(data).header["layout"]["buffers"]
+    (i,) = [k for k, e in enumerate(entries) if len(e) == 4]
+    pack = bytearray(zstandard.ZstdDecompressor().decompress(stored[1 + i]))
+    assert pack[807] == 0  # 800 bytes of the first member, then padding up to 832
+    pack[807] = 1
+    stored[1 + i] = zstandard.ZstdCompressor(write_content_size=True).compress(bytes(pack))
+
+    def relength(header: dict[str, Any]) -> None:
+        header["layout"]["buffers"][i][0] = len(stored[1 + i])
+
+    with pytest.raises(skjar.CorruptFileError, match="padding inside the pack"):
+        skjar.loads(_respliced(data, relength, stored))
 
 
 # -- the layout a reader accepts ------------------------------------------------------------------
@@ -644,4 +803,4 @@ def test_the_layout_is_what_the_spec_says() -> None:
     for start, _ in spans["tree"] + spans["buffer"]:
         assert start % spec.ALIGNMENT == 0
     assert data.startswith(spec.MAGIC) and data.endswith(spec.END_MAGIC)
-    assert struct.unpack_from("<HHI", data, 8) == (spec.FORMAT_MAJOR, spec.FORMAT_MINOR, 0)
+    assert struct.unpack_from("<HHI", data, 8) == (*spec.WITHOUT_PACKS, 0)

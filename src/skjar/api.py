@@ -304,7 +304,7 @@ def inspect(source: Source) -> Info:
         "header": layout.tree.offset,
         "tree_stored": layout.tree.length,
         "tree": layout.tree.size,
-        "buffers": len(layout.buffers),
+        "buffers": sum(b.buffer_count for b in layout.buffers),
         "data_stored": sum(b.length for b in layout.buffers),
         "data": sum(b.size for b in layout.buffers),
     }

@@ -5,9 +5,15 @@ version's files keep loading, forever, to the values recorded next to them in
 ``expected.json``. So this script refuses to overwrite an existing folder; run it
 only when the format version changes (a new folder appears beside the old ones)::
 
-    python tests/golden/make_golden.py            # writes tests/golden/v1.0/ if absent
+    python tests/golden/make_golden.py            # writes tests/golden/v1.2/ if absent
     python tests/golden/make_golden.py --force    # rewrite (only before a version ships)
     python tests/golden/make_golden.py --writer   # new writer reference, same format version
+
+A jar is stamped with the oldest version that can hold it (docs/format.md 2.1), so a
+version's folder holds the files that use what it added: 1.0 and 1.1 plain files,
+1.2 compressed ones (packs, which only compressed files have), written ``name-zstd``
+and ``name-lz4``. A file that the writer stamps with an older version is not kept
+there (``logreg-zstd.skjar``: its one small array makes no pack).
 
 A writer may improve how it encodes a value without changing the format (the
 files stay readable by every reader of that version: say, storing a
@@ -18,11 +24,11 @@ bytes the current writer must produce (tests/test_format.py). The frozen
 
 The files:
 
-- ``builtins.skjar``: :func:`builtins_value`, a deterministic mix of builtin values
+- ``builtins[-codec].skjar``: :func:`builtins_value`, a deterministic mix of builtin values
   and arrays that touches most node codes (no scikit-learn, so its bytes do not
   depend on the estimators' library version).
-- ``logreg.skjar``: a LogisticRegression fitted on iris.
-- ``tree.skjar``: a depth-3 DecisionTreeClassifier fitted on iris.
+- ``logreg[-codec].skjar``: a LogisticRegression fitted on iris.
+- ``tree[-codec].skjar``: a depth-3 DecisionTreeClassifier fitted on iris.
 """
 
 from __future__ import annotations
@@ -85,14 +91,18 @@ def _models() -> dict[str, Any]:
 
     X, y = load_iris(return_X_y=True)
     return {
-        "logreg.skjar": LogisticRegression(max_iter=1000).fit(X, y),
-        "tree.skjar": DecisionTreeClassifier(max_depth=3, random_state=0).fit(X, y),
+        "logreg": LogisticRegression(max_iter=1000).fit(X, y),
+        "tree": DecisionTreeClassifier(max_depth=3, random_state=0).fit(X, y),
     }
+
+
+# What each version's folder holds: (file suffix, compress=) pairs.
+VARIANTS = {(1, 0): [("", None)], (1, 1): [("", None)], (1, 2): [("-zstd", "zstd"), ("-lz4", "lz4")]}
 
 
 def main(argv: list[str] | None = None) -> int:
     import skjar
-    from skjar.format.spec import FORMAT_MAJOR, FORMAT_MINOR
+    from skjar.format.spec import FORMAT_MAJOR, FORMAT_MINOR, WITHOUT_PACKS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="overwrite an existing version")
@@ -100,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         "--writer", action="store_true", help="only write the current writer's reference"
     )
     args = parser.parse_args(argv)
-    folder = HERE / f"v{FORMAT_MAJOR}.{FORMAT_MINOR}"
-    if args.writer:
+    version = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
+    folder = HERE / f"v{version}"
+    if args.writer:  # the plain writer's reference: plain files are stamped WITHOUT_PACKS
+        folder = HERE / "v{}.{}".format(*WITHOUT_PACKS)
         (folder / "writer").mkdir(parents=True, exist_ok=True)
         skjar.dump(builtins_value(), folder / "writer" / "builtins.skjar")
         print(f"wrote {folder / 'writer' / 'builtins.skjar'}")
@@ -114,15 +126,21 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.datasets import load_iris
 
     X, _ = load_iris(return_X_y=True)
-    skjar.dump(builtins_value(), folder / "builtins.skjar")
     expected: dict[str, Any] = {}
-    for name, model in _models().items():
-        skjar.dump(model, folder / name, metadata={"golden": name})
-        expected[name] = {
-            "type": f"{type(model).__module__}.{type(model).__qualname__}",
-            "predict": model.predict(X).tolist(),
-            "predict_proba": model.predict_proba(X).tolist(),
-        }
+    for suffix, compress in VARIANTS[(FORMAT_MAJOR, FORMAT_MINOR)]:
+        for name, value in {"builtins": builtins_value(), **_models()}.items():
+            path = folder / f"{name}{suffix}.skjar"
+            metadata = {} if name == "builtins" else {"golden": path.name}
+            skjar.dump(value, path, compress=compress, metadata=metadata)
+            if skjar.inspect(path).format_version != version:
+                print(f"{path.name}: stamped with an older version, not kept")
+                path.unlink()
+            elif name != "builtins":
+                expected[path.name] = {
+                    "type": f"{type(value).__module__}.{type(value).__qualname__}",
+                    "predict": value.predict(X).tolist(),
+                    "predict_proba": value.predict_proba(X).tolist(),
+                }
     (folder / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
     print(f"wrote {sorted(p.name for p in folder.iterdir())} to {folder}")
     return 0

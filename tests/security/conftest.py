@@ -111,6 +111,11 @@ DEFENCES: dict[str, tuple[type[BaseException], str]] = {
         "header length \\d+ is out of bounds|the header claims \\d+ bytes",
     ),
     "strict header JSON": (skjar.CorruptFileError, "not valid UTF-8 JSON|must be a JSON object|lacks a valid"),
+    "pack members fill the pack exactly": (
+        skjar.CorruptFileError,
+        "packs buffers of \\d+ bytes into|malformed member list|member size of buffer entry"
+        "|is a pack but not compressed|padding inside the pack|malformed buffer entry",
+    ),
     "decompression ratio cap": (skjar.CorruptFileError, "more than \\w+ can produce"),
     "codec framing must match the header": (
         skjar.CorruptFileError,

@@ -307,6 +307,46 @@ def test_lengths_that_do_not_add_up(case: str, refused: Any) -> None:
     quickly(refused, lambda: skjar.loads(data), defence)
 
 
+PACK = "pack members fill the pack exactly"
+
+
+def _packed(edit: Callable[[list[Any]], None], version: tuple[int, int] | None = None) -> bytes:
+    """A zstd jar whose one pack entry (three small arrays) is edited; digests recomputed."""
+    data = skjar.dumps([np.arange(100.0), np.arange(70.0), np.arange(50.0)], compress="zstd")
+    header_length = struct.unpack_from("<Q", data, 16)[0]
+    header = json.loads(data[24 : 24 + header_length])
+    (entry,) = [e for e in header["layout"]["buffers"] if len(e) == 4]
+    edit(entry)
+    stored = jarcraft.stored_sections(data)
+    return jarcraft.assemble(header, stored, version=version or (1, 2))
+
+
+PACKS: dict[str, tuple[bytes, str]] = {
+    # members that claim more than the pack holds: a bomb through the member list
+    "a member of 2**40 bytes": (_packed(lambda e: e[3].__setitem__(0, 2**40)), PACK),
+    "members summing past 2**64": (_packed(lambda e: e[3].extend([2**64 - 1, 2**64 - 1])), PACK),
+    "a pack and its last member both 2**40": (
+        _packed(lambda e: (e.__setitem__(1, 2**40), e[3].__setitem__(-1, 2**40 - 1280))), RATIO),
+    "a negative member": (_packed(lambda e: e[3].__setitem__(1, -560)), PACK),
+    "a float member": (_packed(lambda e: e[3].__setitem__(1, 560.0)), PACK),
+    "one member fewer": (_packed(lambda e: e[3].pop()), PACK),
+    "a member list of one": (_packed(lambda e: e.__setitem__(3, [e[1]])), PACK),
+    "a member list that is a string": (_packed(lambda e: e.__setitem__(3, "800,560,400")), PACK),
+    "an uncompressed pack": (_packed(lambda e: e.__setitem__(2, "none")), LAYOUT),
+    "a pack in a version 1.1 file": (_packed(lambda e: None, version=(1, 1)), PACK),
+}
+
+
+@pytest.mark.parametrize("case", list(PACKS))
+def test_packs_cannot_claim_what_they_do_not_hold(case: str, refused: Any) -> None:
+    """A pack (format 1.2) lists the sizes of the buffers compressed together; they must
+    fill its declared size exactly, which the ratio cap bounds: all checked from the
+    header, before a byte is decompressed or allocated."""
+    data, defence = PACKS[case]
+    quickly(refused, lambda: skjar.loads(data), defence)
+    quickly(refused, lambda: skjar.inspect(data), defence)
+
+
 def test_buffers_are_used_exactly_once(refused: Any) -> None:
     arr = Ext(nodes.NDARRAY, ["<f8", [20], False, 0])
     buf = np.arange(20.0).tobytes()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..errors import CorruptFileError
 from .compression import check_ratio
-from .spec import CODECS, MAX_BUFFERS, PREAMBLE_SIZE, TRAILER_SIZE, align
+from .spec import CODECS, MAX_BUFFERS, PACKS_SINCE, PREAMBLE_SIZE, TRAILER_SIZE, align
 
 USES = ("object", "value", "call")
 
@@ -23,6 +24,11 @@ class Section(NamedTuple):
     length: int
     codec: str
     size: int
+    members: tuple[int, ...] = ()  # a pack's buffer sizes (format 1.2); () for one buffer
+
+    @property
+    def buffer_count(self) -> int:
+        return len(self.members) or 1
 
 
 @dataclass(frozen=True)
@@ -124,8 +130,43 @@ def declared_names(header: dict[str, Any]) -> dict[str, tuple[str, frozenset[str
     return out
 
 
-def plan_layout(header_length: int, layout: Any) -> Layout:
-    """Where every section lies, computed from lengths alone (offsets are never stored)."""
+def pack_offsets(members: Sequence[int]) -> list[int]:
+    """Where each of a pack's buffers starts in the decompressed pack: every one aligned.
+
+    >>> pack_offsets((10, 70, 0, 5))
+    [0, 64, 192, 192]
+    """
+    offsets, pos = [], 0
+    for size in members:
+        pos = align(pos)
+        offsets.append(pos)
+        pos += size
+    return offsets
+
+
+def _pack(section: Section, members: Any, what: int) -> Section:
+    """A pack entry's fourth item: the sizes of the buffers it holds, which must fill it."""
+    if type(members) is not list or not 2 <= len(members) <= MAX_BUFFERS:
+        raise CorruptFileError(f"header: buffer entry {what} has a malformed member list")
+    for size in members:
+        _int(size, f"a member size of buffer entry {what}")
+    if section.codec == "none":
+        raise CorruptFileError(f"header: buffer entry {what} is a pack but not compressed")
+    end = pack_offsets(members)[-1] + members[-1]
+    if end != section.size:
+        raise CorruptFileError(
+            f"header: buffer entry {what} packs buffers of {end} bytes into a {section.size}-byte "
+            "section"
+        )
+    return section._replace(members=tuple(members))
+
+
+def plan_layout(header_length: int, layout: Any, version: tuple[int, int] = (1, 1)) -> Layout:
+    """Where every section lies, computed from lengths alone (offsets are never stored).
+
+    A buffer entry is ``[length, size, codec]``, or from format 1.2 on a pack of
+    several buffers compressed together, ``[length, size, codec, [size, ...]]``.
+    """
     if type(layout) is not dict or type(layout.get("tree")) is not dict:
         raise CorruptFileError("header: malformed layout")
     buffers = layout.get("buffers")
@@ -136,11 +177,18 @@ def plan_layout(header_length: int, layout: Any) -> Layout:
     tree = _section(pos, t.get("length"), t.get("size"), t.get("codec"), "tree")
     pos += tree.length
     sections = []
+    packs = version >= PACKS_SINCE
+    count = 0
     for i, entry in enumerate(buffers):
-        if type(entry) is not list or len(entry) != 3:
+        if type(entry) is not list or not (len(entry) == 3 or (packs and len(entry) == 4)):
             raise CorruptFileError(f"header: malformed buffer entry {i}")
         pos = align(pos)
         section = _section(pos, entry[0], entry[1], entry[2], i)
+        if len(entry) == 4:
+            section = _pack(section, entry[3], i)
+        count += section.buffer_count
         sections.append(section)
         pos += section.length
+    if count > MAX_BUFFERS:
+        raise CorruptFileError(f"header: {count} buffers, more than the {MAX_BUFFERS} allowed")
     return Layout(tree, tuple(sections), pos)

@@ -22,9 +22,9 @@ import numpy as np
 
 from .. import _compiled
 from ..errors import CorruptFileError, FormatVersionError, InvalidArgumentError, NotASkjarFileError
-from .compression import decompress_section
+from .compression import Decompressor
 from .digest import new_hasher
-from .header import Layout, parse_header, plan_layout
+from .header import Layout, pack_offsets, parse_header, plan_layout
 from .spec import (
     DIGEST_SIZE,
     END_MAGIC,
@@ -355,7 +355,7 @@ def _read_all(
         )
     raw_header = r.read(header_length, "the header")
     header = parse_header(raw_header)
-    layout = plan_layout(header_length, header["layout"])
+    layout = plan_layout(header_length, header["layout"], version)
     expected_size = layout.file_size + (SIGNATURE_SIZE if signed else 0)
     if size is not None and expected_size != size:
         raise CorruptFileError(
@@ -416,19 +416,35 @@ def _read_all(
     # version string is reported as damage, not as an untrusted type or a skew.
     declared = admit(header)
     buffers: list[np.ndarray] = []
+    decompressor = Decompressor()
     for i, section in enumerate(layout.buffers):
         data = body.slice(section.offset, section.offset + section.length)
         if section.codec == "none":
             buffers.append(data)
+            continue
+        view = memoryview(data)  # type: ignore[arg-type]
+        out = decompressor.section(view, section.codec, section.size, f"buffer entry {i}")
+        if section.members:
+            buffers += _unpack(out, section.members, i)
         else:
-            view = memoryview(data)  # type: ignore[arg-type]
-            buffers.append(decompress_section(view, section.codec, section.size, f"buffer {i}"))
+            buffers.append(out)
     t = layout.tree
     tree: Any = memoryview(body.slice(t.offset, t.offset + t.length))  # type: ignore[arg-type]
     if t.codec != "none":
-        tree = memoryview(decompress_section(tree, t.codec, t.size, "the object tree"))  # type: ignore[arg-type]
+        tree = memoryview(decompressor.section(tree, t.codec, t.size, "the object tree"))  # type: ignore[arg-type]
     del body  # sections hold what they need; a large unused piece is freed now
     return RawJar(version, header, layout, tree, buffers, declared, signer, flags)
+
+
+def _unpack(pack: np.ndarray, members: tuple[int, ...], entry: int) -> list[np.ndarray]:
+    """A decompressed pack's buffers, as views; the padding between them must be zero."""
+    out, pos = [], 0
+    for offset, size in zip(pack_offsets(members), members):
+        if offset != pos and pack[pos:offset].tobytes() != _ZEROS[: offset - pos]:
+            raise CorruptFileError(f"buffer entry {entry}: non-zero padding inside the pack")
+        out.append(pack[offset : offset + size])
+        pos = offset + size
+    return out
 
 
 def open_source(
@@ -531,7 +547,8 @@ def read_header(source: Source) -> HeaderView:
         if PREAMBLE_SIZE + n > view.nbytes:
             raise CorruptFileError("the file is truncated inside the header")
         header = parse_header(view[PREAMBLE_SIZE : PREAMBLE_SIZE + n])
-        return HeaderView(version, flags, header, plan_layout(n, header["layout"]), view.nbytes)
+        layout = plan_layout(n, header["layout"], version)
+        return HeaderView(version, flags, header, layout, view.nbytes)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         try:
@@ -556,4 +573,4 @@ def _read_header_file(f: IO[bytes]) -> HeaderView:
     if size is not None and PREAMBLE_SIZE + n > size:
         raise CorruptFileError("the file is truncated inside the header")
     header = parse_header(_read_exact(f, n, "the header"))
-    return HeaderView(version, flags, header, plan_layout(n, header["layout"]), size)
+    return HeaderView(version, flags, header, plan_layout(n, header["layout"], version), size)
