@@ -687,6 +687,55 @@ def test_nonzero_padding_inside_a_pack_is_refused() -> None:
         skjar.loads(_respliced(data, relength, stored))
 
 
+# -- many sections: compressed and decompressed on every core ----------------------------------
+def _forest_like() -> list[np.ndarray]:
+    """40 arrays of 320 KB (each a section of its own), 12.8 MB: above PARALLEL_MIN."""
+    return [np.arange(40_000.0) % (i + 7) for i in range(40)]
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_many_sections_round_trip_through_the_thread_pool(codec: str) -> None:
+    from skjar.format import compression
+
+    value = _forest_like()
+    assert sum(a.nbytes for a in value) >= compression.PARALLEL_MIN
+    data = skjar.dumps(value, compress=codec)
+    entries = jarcraft.decode(data).header["layout"]["buffers"]
+    assert len(entries) == 40 and all(e[2] == codec for e in entries)
+    assert_same(skjar.loads(data), value)
+
+
+def test_run_parallel_keeps_order_uses_threads_and_raises_the_first_failure() -> None:
+    import threading
+
+    from skjar.format.compression import PARALLEL_MIN, _cores, run_parallel
+
+    names = run_parallel([lambda: threading.current_thread().name] * 8, PARALLEL_MIN)
+    if _cores() >= 2:
+        assert all(name.startswith("skjar-codec") for name in names)
+    assert run_parallel([lambda i=i: i for i in range(50)], PARALLEL_MIN) == list(range(50))
+
+    def fail(i: int) -> None:
+        raise skjar.CorruptFileError(f"job {i}")
+
+    with pytest.raises(skjar.CorruptFileError, match="job 3"):
+        run_parallel([lambda: 0] * 3 + [lambda i=i: fail(i) for i in (3, 4, 5)], PARALLEL_MIN)
+
+
+def test_the_first_damaged_section_in_file_order_is_reported() -> None:
+    data = skjar.dumps(_forest_like(), compress="zstd")
+    stored = jarcraft.stored_sections(data)
+    for i in (30, 5, 17):
+        stored[1 + i] += b"junk"
+
+    def relength(header: dict[str, Any]) -> None:
+        for i in (30, 5, 17):
+            header["layout"]["buffers"][i][0] += 4
+
+    with pytest.raises(skjar.CorruptFileError, match="^buffer entry 5: "):
+        skjar.loads(_respliced(data, relength, stored))
+
+
 # -- the layout a reader accepts ------------------------------------------------------------------
 def _jar() -> bytes:
     return skjar.dumps({"a": np.arange(1000.0), "b": np.arange(300, dtype="i2"), "c": [1]})

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -12,6 +16,32 @@ from .spec import MAX_RATIO, RATIO_SLACK
 DEFAULT_LEVELS = {"zstd": 3, "lz4": 0}
 MT_THRESHOLD = 4 << 20
 LEVEL_RANGES = {"zstd": (-7, 22), "lz4": (0, 16)}
+# Below this much work in all, sections are (de)compressed one after another: a thread
+# pool costs ~0.2-0.5 ms to start (mlp, 2.4 MB of zstd: no gain).
+PARALLEL_MIN = 4 << 20
+
+T = TypeVar("T")
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def run_parallel(jobs: Sequence[Callable[[], T]], work: int) -> list[T]:
+    """The results of ``jobs``, in order; run on every core when there is ``work`` enough.
+
+    The jobs are codec calls, which release the GIL, so threads compress or
+    decompress sections side by side (a forest's 200 node arrays, each under zstd's
+    own multi-threading threshold). The first failing job, in order, raises.
+    """
+    workers = min(len(jobs), _cores())
+    if workers < 2 or work < PARALLEL_MIN:
+        return [job() for job in jobs]
+    with ThreadPoolExecutor(workers, thread_name_prefix="skjar-codec") as pool:
+        return list(pool.map(lambda job: job(), jobs))
 
 
 def parse_compress(compress: Any) -> tuple[str, int] | None:
@@ -77,7 +107,7 @@ class Compressor:
     def __init__(self, codec: str, level: int) -> None:
         self.codec, self.level = codec, level
         self._module = _require(codec)
-        self._contexts: dict[int, Any] = {}
+        self._local = threading.local()  # a context serves one thread at a time
 
     def compress(self, data: memoryview) -> bytes:
         """``data`` compressed; the result carries no size prefix."""
@@ -85,9 +115,10 @@ class Compressor:
             # Large sections use every core; zstd's multi-threaded output is one frame
             # with the content size, decodable like any other.
             threads = -1 if data.nbytes >= MT_THRESHOLD else 0
-            cctx = self._contexts.get(threads)
+            contexts = self._local.__dict__.setdefault("contexts", {})
+            cctx = contexts.get(threads)
             if cctx is None:
-                cctx = self._contexts[threads] = self._module.ZstdCompressor(
+                cctx = contexts[threads] = self._module.ZstdCompressor(
                     level=self.level, write_content_size=True, threads=threads
                 )
             return bytes(cctx.compress(data))
@@ -107,33 +138,47 @@ def check_ratio(codec: str, stored: int, size: int, what: str) -> None:
 
 
 class Decompressor:
-    """One load's decompressor: a zstd context is made on first use and reused."""
+    """One load's decompressor: a zstd context per thread, made on first use and reused.
+
+    A section is first ``check``ed (the codec's own framing must agree with the
+    header, before anything is allocated), then decompressed ``into`` an array of
+    exactly its size. The caller allocates the arrays, in file order and in one
+    thread, so that the allocator's reuse of freed memory (8.4 in docs/format.md)
+    does not depend on which thread ran which section.
+    """
 
     def __init__(self) -> None:
-        self._zstd: Any = None
+        self._local = threading.local()  # a context serves one thread at a time
 
-    def section(self, data: memoryview, codec: str, size: int, what: str) -> np.ndarray:
-        """Decompress one stored section into a new aligned array of exactly ``size`` bytes.
+    @staticmethod
+    def check(data: memoryview, codec: str, size: int, what: str) -> None:
+        if codec == "zstd":
+            try:
+                import zstandard
 
-        The codec's own framing must agree with the header before anything is
-        allocated, and the compressed data must be consumed exactly: no trailing bytes.
-        """
-        from .reader import aligned_empty
+                declared = zstandard.frame_content_size(data)
+            except ImportError:
+                raise _missing(codec, what) from None
+            except Exception as exc:
+                raise CorruptFileError(
+                    f"{what}: zstd data does not decompress (not a zstd frame: {exc})"
+                ) from None
+            if declared != size:
+                raise CorruptFileError(f"{what}: zstd frame declares {declared} bytes, the header {size}")
 
+    def into(self, data: memoryview, codec: str, out: np.ndarray, what: str) -> np.ndarray:
+        """Decompress a ``check``ed section into ``out``, which it must fill exactly; the
+        compressed data must be consumed exactly: no trailing bytes."""
+        size = len(out)
         try:
             if codec == "zstd":
                 import zstandard
 
-                declared = zstandard.frame_content_size(data)
-                if declared != size:
-                    raise CorruptFileError(
-                        f"{what}: zstd frame declares {declared} bytes, the header {size}"
-                    )
-                if self._zstd is None:
-                    self._zstd = zstandard.ZstdDecompressor()
+                dctx = getattr(self._local, "zstd", None)
+                if dctx is None:
+                    dctx = self._local.zstd = zstandard.ZstdDecompressor()
                 # Straight into the final array: no intermediate copy of a large section.
-                out = aligned_empty(size)
-                reader = self._zstd.stream_reader(data, read_across_frames=True)
+                reader = dctx.stream_reader(data, read_across_frames=True)
                 view, got = memoryview(out), 0  # type: ignore[arg-type]
                 while got < size:
                     n = reader.readinto(view[got:])
@@ -147,25 +192,25 @@ class Decompressor:
                 if reader.read(1):
                     raise CorruptFileError(f"{what}: the zstd frame is followed by extra data")
                 return out
-            else:
-                import lz4.block
+            import lz4.block
 
-                raw = lz4.block.decompress(data, uncompressed_size=size)
+            raw = lz4.block.decompress(data, uncompressed_size=size)
             if len(raw) != size:
                 raise CorruptFileError(f"{what}: decompressed to {len(raw)} bytes, expected {size}")
-            out = aligned_empty(size)
         except CorruptFileError:
             raise
         except ImportError:
-            raise ReadError(
-                f"{what} is {codec}-compressed and the {codec} package is not installed: "
-                "pip install 'skjar[compress]'"
-            ) from None
+            raise _missing(codec, what) from None
         except MemoryError:
-            raise CorruptFileError(
-                f"{what}: {size} decompressed bytes do not fit in memory"
-            ) from None
+            raise CorruptFileError(f"{what}: {size} decompressed bytes do not fit in memory") from None
         except Exception as exc:
             raise CorruptFileError(f"{what}: {codec} data does not decompress ({exc})") from None
         out[:] = np.frombuffer(raw, dtype=np.uint8)
         return out
+
+
+def _missing(codec: str, what: str) -> ReadError:
+    return ReadError(
+        f"{what} is {codec}-compressed and the {codec} package is not installed: "
+        "pip install 'skjar[compress]'"
+    )

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import _compiled
 from ..errors import CorruptFileError, FormatVersionError, InvalidArgumentError, NotASkjarFileError
-from .compression import Decompressor
+from .compression import Decompressor, run_parallel
 from .digest import new_hasher
 from .header import Layout, pack_offsets, parse_header, plan_layout
 from .spec import (
@@ -415,25 +415,45 @@ def _read_all(
     # Trust and versions are judged on a verified header only: a damaged name or
     # version string is reported as damage, not as an untrusted type or a skew.
     declared = admit(header)
-    buffers: list[np.ndarray] = []
+    sections = [
+        (body.slice(section.offset, section.offset + section.length), section, what)
+        for section, what in zip(
+            (layout.tree, *layout.buffers),
+            ("the object tree", *(f"buffer entry {i}" for i in range(len(layout.buffers)))),
+        )
+    ]
+    del body  # sections hold what they need; a large unused piece is freed now
     decompressor = Decompressor()
-    for i, section in enumerate(layout.buffers):
-        data = body.slice(section.offset, section.offset + section.length)
-        if section.codec == "none":
-            buffers.append(data)
-            continue
-        view = memoryview(data)  # type: ignore[arg-type]
-        out = decompressor.section(view, section.codec, section.size, f"buffer entry {i}")
+    compressed = [(data, s, what) for data, s, what in sections if s.codec != "none"]
+    for data, section, what in compressed:
+        decompressor.check(memoryview(data), section.codec, section.size, what)  # type: ignore[arg-type]
+    outs = [_allocate(section.size, what) for _, section, what in compressed]
+    jobs = [
+        lambda data=data, s=section, what=what, out=out: decompressor.into(
+            memoryview(data), s.codec, out, what
+        )
+        for (data, section, what), out in zip(compressed, outs)
+    ]
+    # lz4 decompresses at memory speed: threads only add contention (forest: 84 vs 91 ms);
+    # zstd is CPU-bound (forest: 110-120 vs 91-95 ms on two cores).
+    zstd_work = sum(len(out) for out, (_, s, _) in zip(outs, compressed) if s.codec == "zstd")
+    decompressed = iter(run_parallel(jobs, zstd_work))
+    parts = [next(decompressed) if s.codec != "none" else data for data, s, _ in sections]
+    tree: Any = memoryview(parts[0])  # type: ignore[arg-type]
+    buffers: list[np.ndarray] = []
+    for i, (out, section) in enumerate(zip(parts[1:], layout.buffers)):
         if section.members:
             buffers += _unpack(out, section.members, i)
         else:
             buffers.append(out)
-    t = layout.tree
-    tree: Any = memoryview(body.slice(t.offset, t.offset + t.length))  # type: ignore[arg-type]
-    if t.codec != "none":
-        tree = memoryview(decompressor.section(tree, t.codec, t.size, "the object tree"))  # type: ignore[arg-type]
-    del body  # sections hold what they need; a large unused piece is freed now
     return RawJar(version, header, layout, tree, buffers, declared, signer, flags)
+
+
+def _allocate(size: int, what: str) -> np.ndarray:
+    try:
+        return aligned_empty(size)
+    except MemoryError:
+        raise CorruptFileError(f"{what}: {size} decompressed bytes do not fit in memory") from None
 
 
 def _unpack(pack: np.ndarray, members: tuple[int, ...], entry: int) -> list[np.ndarray]:

@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .compression import Compressor
+from .compression import Compressor, run_parallel
 from .digest import new_hasher
 from .header import encode_header, pack_offsets
 from .spec import (
@@ -39,12 +39,13 @@ PACK_MAX = 4 << 20
 
 
 class _Sections:
-    """The layout table and the payloads in file order, built one buffer at a time."""
+    """The layout table and the payloads in file order, planned one buffer at a time and
+    compressed at the end, on every core (``run_parallel``)."""
 
     def __init__(self, compress: tuple[str, int] | None) -> None:
         self.compressor = Compressor(*compress) if compress is not None else None
-        self.entries: list[list[Any]] = []
-        self.payloads: list[Any] = []
+        # What will be stored, in file order: data, and a pack's member sizes (or None).
+        self.planned: list[tuple[memoryview, list[int] | None]] = []
         self.run: list[memoryview] = []  # small buffers waiting to be packed
         self.run_size = 0
 
@@ -58,39 +59,54 @@ class _Sections:
         return packed, self.compressor.codec
 
     def add(self, view: memoryview) -> None:
-        if self.compressor is None:
-            self.entries.append([view.nbytes, view.nbytes, "none"])
-            self.payloads.append(view)
-            return
-        if view.nbytes >= PACK_MEMBER_MAX:
+        if self.compressor is None or view.nbytes >= PACK_MEMBER_MAX:
             self.flush()
-            self._single(view)
+            self.planned.append((view, None))
             return
         if align(self.run_size) + view.nbytes > PACK_MAX:
             self.flush()
         self.run_size = align(self.run_size) + view.nbytes
         self.run.append(view)
 
-    def _single(self, view: memoryview) -> None:
-        data, codec = self.compressed(view)
-        self.entries.append([len(data) if codec != "none" else view.nbytes, view.nbytes, codec])
-        self.payloads.append(data)
-
     def flush(self) -> None:
-        """Store the waiting run: one pack if that compresses, else buffer by buffer."""
+        """Plan the waiting run: a pack of two or more buffers, else the one buffer."""
         run, size = self.run, self.run_size
         self.run, self.run_size = [], 0
-        if len(run) >= 2:
+        if len(run) == 1:
+            self.planned.append((run[0], None))
+        elif run:
+            sizes = [v.nbytes for v in run]
             joined = bytearray(size)
-            for offset, view in zip(pack_offsets([v.nbytes for v in run]), run):
+            for offset, view in zip(pack_offsets(sizes), run):
                 joined[offset : offset + view.nbytes] = view
-            data, codec = self.compressed(memoryview(joined))
-            if codec != "none":
-                self.entries.append([len(data), size, codec, [v.nbytes for v in run]])
-                self.payloads.append(data)
-                return
-        for view in run:
-            self._single(view)
+            self.planned.append((memoryview(joined), sizes))
+
+    def finish(self, tree: memoryview) -> tuple[dict[str, Any], list[Any]]:
+        """Compress everything planned; the layout table and the payloads in file order."""
+        self.flush()
+        work = [tree, *(data for data, _ in self.planned)]
+        stored = run_parallel(
+            [lambda data=data: self.compressed(data) for data in work],  # type: ignore[misc]
+            sum(data.nbytes for data in work) if self.compressor is not None else 0,
+        )
+        (tree_data, tree_codec), entries, payloads = stored[0], [], [stored[0][0]]
+        for (view, members), (data, codec) in zip(self.planned, stored[1:]):
+            if members is None:
+                entries.append([len(data) if codec != "none" else view.nbytes, view.nbytes, codec])
+                payloads.append(data)
+            elif codec != "none":
+                entries.append([len(data), view.nbytes, codec, members])
+                payloads.append(data)
+            else:  # the pack would not compress: its buffers one by one, maybe raw
+                for offset, size in zip(pack_offsets(members), members):
+                    data, codec = self.compressed(view[offset : offset + size])
+                    entries.append([len(data) if codec != "none" else size, size, codec])
+                    payloads.append(data)
+        table = {
+            "tree": {"length": len(tree_data), "size": tree.nbytes, "codec": tree_codec},
+            "buffers": entries,
+        }
+        return table, payloads
 
 
 def build_sections(
@@ -98,15 +114,9 @@ def build_sections(
 ) -> tuple[dict[str, Any], list[Any]]:
     """Compress what is worth it; returns the layout table and the payloads in file order."""
     sections = _Sections(compress)
-    tree_data, tree_codec = sections.compressed(memoryview(tree))
     for buf in buffers:
         sections.add(memoryview(buf))  # type: ignore[arg-type]
-    sections.flush()
-    table = {
-        "tree": {"length": len(tree_data), "size": len(tree), "codec": tree_codec},
-        "buffers": sections.entries,
-    }
-    return table, [tree_data, *sections.payloads]
+    return sections.finish(memoryview(tree))
 
 
 def format_version(layout: dict[str, Any]) -> tuple[int, int]:
