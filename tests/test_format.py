@@ -732,7 +732,7 @@ def test_the_first_damaged_section_in_file_order_is_reported() -> None:
         for i in (30, 5, 17):
             header["layout"]["buffers"][i][0] += 4
 
-    with pytest.raises(skjar.CorruptFileError, match="^buffer entry 5: "):
+    with pytest.raises(skjar.CorruptFileError, match=r"^buffer entry 5: "):
         skjar.loads(_respliced(data, relength, stored))
 
 
