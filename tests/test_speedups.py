@@ -47,6 +47,10 @@ def test_every_compiled_helper_is_listed_and_built() -> None:
     source = (Path(_compiled.__file__).parent / "_speedups.c").read_text()
     defined = set(re.findall(r'\{"(\w+)", \w+, METH_', source))
     assert defined == set(_compiled.HELPERS)
+    (api,) = re.findall(r"#define SKJAR_SPEEDUPS_API (\d+)", source)
+    assert int(api) == _compiled.API
+    if speedups is not None:
+        assert speedups.API == _compiled.API
 
 
 def test_a_stale_build_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,6 +63,11 @@ def test_a_stale_build_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(skjar, "_speedups", stale, raising=False)
     monkeypatch.delenv("SKJAR_PURE_PYTHON", raising=False)
     assert _compiled._load() is None
+    for name in _compiled.HELPERS:  # every helper, but another calling convention
+        setattr(stale, name, lambda *args: True)
+    assert _compiled._load() is None
+    stale.API = _compiled.API  # type: ignore[attr-defined]
+    assert _compiled._load() is stale
 
 
 def _python_strdict(text: bytes, count: int, values: list[int]) -> dict[str, int] | None:
@@ -86,26 +95,85 @@ def test_strdict_equals_its_python_twin(words: list[str], skew: int, tail: str) 
     text = "\x00".join(words).encode("utf-8", "surrogatepass") + tail.encode("latin-1")
     count = max(len(words) + skew, 0)
     values = list(range(-count, count * 3, 3))[:count]
-    compiled = speedups.strdict(text, count, np.array(values, dtype=np.int64))  # type: ignore[union-attr]
-    assert compiled == _python_strdict(text, count, values)
-    if compiled is not None:
-        assert list(compiled) == list(_python_strdict(text, count, values) or {})  # same order
+    for dtype in ("i8", "i4", "i2", "i1"):
+        column = np.array(values, dtype=dtype)
+        compiled = speedups.strdict(  # type: ignore[union-attr]
+            text, count, column, column.itemsize, True, True  # bytes: never released
+        )
+        assert compiled == _python_strdict(text, count, values)
+        if compiled is not None:
+            assert list(compiled) == list(_python_strdict(text, count, values) or {})  # same order
+
+
+def _big_vocabulary(n: int = 300_000) -> tuple[np.ndarray, list[str]]:
+    """A writable, page-aligned text of ~3 MB of keys, like the reader's own buffers."""
+    words = [f"term{i:07d}" for i in range(n)]
+    raw = "\x00".join(words).encode()
+    text = np.empty(len(raw), np.uint8)  # anonymous memory: released pages read back zero
+    text[:] = np.frombuffer(raw, np.uint8)
+    return text, words
+
+
+@needs_speedups
+def test_strdict_releases_the_keys_it_has_built() -> None:
+    text, words = _big_vocabulary()
+    values = np.arange(len(words), dtype=np.int32)
+    built = speedups.strdict(text, len(words), values, 4, True, True)  # type: ignore[union-attr]
+    assert built == dict(zip(words, range(len(words))))
+    assert not text[8192 : (1 << 20) - 8192].any()  # given back: the kernel's zero pages
+    kept, _ = _big_vocabulary()
+    speedups.strdict(kept, len(words), values, 4, True, False)  # type: ignore[union-attr]
+    assert kept[8192 : (1 << 20) - 8192].any()  # without release: the keys are still there
+
+
+@needs_speedups
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda t: t.__setitem__(slice(-11, None), np.frombuffer(b"term0000000", np.uint8)),
+         "duplicate keys"),
+        (lambda t: t.__setitem__(-1, 0xFF), "not valid UTF-8"),
+        (lambda t: t.__setitem__(-5, 0), "more keys than declared"),
+    ],
+)
+def test_strdict_says_why_once_it_has_released_keys(damage: Any, reason: str) -> None:
+    """Damage near the end is found after keys were released: the compiled path then
+    names the reason itself (the Python twin could no longer read the keys)."""
+    text, words = _big_vocabulary()
+    damage(text)
+    values = np.arange(len(words), dtype=np.int64)
+    built = speedups.strdict(text, len(words), values, 8, True, True)  # type: ignore[union-attr]
+    assert isinstance(built, str) and reason in built
+    early, _ = _big_vocabulary()
+    damage(early)
+    early[:4] = np.frombuffer(b"\xff\xff\xff\xff", np.uint8)  # refused before any release
+    assert speedups.strdict(early, len(words), values, 8, True, True) is None  # type: ignore[union-attr]
 
 
 @needs_speedups
 def test_strdict_keeps_values_exact() -> None:
     values = np.array([0, -1, 2**63 - 1, -(2**63)], dtype=np.int64)
-    assert speedups.strdict(b"a\x00b\x00c\x00d", 4, values) == {  # type: ignore[union-attr]
+    assert speedups.strdict(b"a\x00b\x00c\x00d", 4, values, 8, True, False) == {  # type: ignore[union-attr]
         "a": 0, "b": -1, "c": 2**63 - 1, "d": -(2**63)
     }
+    for dtype in ("u1", "u2", "u4", "i1", "i2", "i4"):
+        info = np.iinfo(dtype)
+        column = np.array([info.min, info.max, 0, 1], dtype=dtype)
+        built = speedups.strdict(  # type: ignore[union-attr]
+            b"a\x00b\x00c\x00d", 4, column, column.itemsize, info.min < 0, False
+        )
+        assert built == dict(zip("abcd", column.tolist())), dtype
 
 
 @needs_speedups
 @pytest.mark.parametrize(
     "call",
     [
-        lambda s: s.strdict(b"a\x00b", 2, np.zeros(3, np.int64)),  # values too long
-        lambda s: s.strdict(b"a", -1, np.zeros(0, np.int64)),
+        lambda s: s.strdict(b"a\x00b", 2, np.zeros(3, np.int64), 8, True, False),  # values too long
+        lambda s: s.strdict(b"a", -1, np.zeros(0, np.int64), 8, True, False),
+        lambda s: s.strdict(b"a\x00b", 2, np.zeros(6, np.uint8), 3, True, False),  # no such width
+        lambda s: s.strdict(b"a\x00b", 2, np.zeros(5, np.uint8), 2, True, False),  # 2.5 values
+        lambda s: s.strdict(b"a\x00b", 2, np.zeros(2, np.uint64), 8, False, False),  # uint64
         lambda s: s.tree_ok(b"\x00" * 64, 0, 0, 8, 16, 1, 1),  # itemsize 0
         lambda s: s.tree_ok(b"\x00" * 65, 64, 0, 8, 16, 1, 1),  # not whole records
         lambda s: s.tree_ok(b"\x00" * 64, 64, 0, 8, 57, 1, 1),  # field past the record

@@ -16,6 +16,9 @@ from types import ModuleType
 # not rebuilt after a pull) lacks some: it is then not used at all, rather than failing
 # loads with an AttributeError (`skjar --version` says "off"; reinstall to rebuild).
 HELPERS = ("tree_ok", "predictor_ok", "strdict", "prefault", "address", "below", "binary_tree_ok")
+# The helpers' calling conventions (SKJAR_SPEEDUPS_API in _speedups.c); a build of another
+# one is not used either (API 3: strdict reads values of any width, releases built keys).
+API = 3
 
 
 def _load() -> ModuleType | None:
@@ -25,7 +28,7 @@ def _load() -> ModuleType | None:
         from . import _speedups
     except ImportError:
         return None
-    if not all(hasattr(_speedups, name) for name in HELPERS):
+    if getattr(_speedups, "API", 1) != API or not all(hasattr(_speedups, n) for n in HELPERS):
         return None
     return _speedups
 

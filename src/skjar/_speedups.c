@@ -30,6 +30,30 @@ read_i64(const char *p)
     return v;
 }
 
+/* An integer of 1, 2, 4 or 8 bytes, native order; a uint64 past INT64_MAX turns negative. */
+static inline int64_t
+read_int(const char *q, Py_ssize_t itemsize, int is_signed)
+{
+    if (itemsize == 8) {
+        return read_i64(q);
+    }
+    if (itemsize == 4) {
+        if (is_signed) { int32_t x; memcpy(&x, q, 4); return x; }
+        uint32_t x; memcpy(&x, q, 4); return x;
+    }
+    if (itemsize == 2) {
+        if (is_signed) { int16_t x; memcpy(&x, q, 2); return x; }
+        uint16_t x; memcpy(&x, q, 2); return x;
+    }
+    return is_signed ? (int64_t)(int8_t)*q : (int64_t)(uint8_t)*q;
+}
+
+static int
+valid_width(Py_ssize_t itemsize)
+{
+    return itemsize == 1 || itemsize == 2 || itemsize == 4 || itemsize == 8;
+}
+
 static int
 field_fits(Py_ssize_t offset, Py_ssize_t size, Py_ssize_t itemsize)
 {
@@ -183,26 +207,68 @@ predictor_ok(PyObject *self, PyObject *args)
     return PyBool_FromLong(ok);
 }
 
-/* strdict(text, count, values) -> dict | None
+/* Give back to the kernel the whole pages of [from, to): their bytes are not needed again.
+ * Private memory (anonymous, or a copy-on-write file mapping) reads back as zeros or as
+ * the file; either way nobody reads it: a buffer is used by exactly one node. */
+static void
+release_pages(const char *from, const char *to)
+{
+#if defined(__linux__) && defined(MADV_DONTNEED)
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t a = ((uintptr_t)from + page - 1) & ~(page - 1);
+    const uintptr_t b = (uintptr_t)to & ~(page - 1);
+    if (b > a) {
+        (void)madvise((void *)a, b - a, MADV_DONTNEED);
+    }
+#else
+    (void)from;
+    (void)to;
+#endif
+}
+
+/* Keys are released in steps of this much text, once a step is consumed. */
+#define RELEASE_STEP (1 << 20)
+
+/* strdict(text, count, values, itemsize, is_signed, release) -> dict | None | str
  *
  * `text` holds `count` UTF-8 keys (surrogates allowed) separated by NUL bytes;
- * `values` holds `count` native int64. Returns {key_i: values[i]} built straight
+ * `values` holds `count` native integers of `itemsize` bytes (read as they are: no
+ * widened copy of a vocabulary's int32 column). Returns {key_i: values[i]} built straight
  * from the buffers, or None when they do not make exactly `count` distinct valid
  * keys. The twin is builtins._dec_strdict's Python path. A NUL byte is never part
  * of a multi-byte UTF-8 sequence, so splitting the bytes at NULs and decoding each
  * piece accepts and yields exactly what decoding the whole and splitting at "\0" does.
+ *
+ * With `release` (and a writable `text`), the pages of keys already built are given
+ * back as the build goes on (a 1.1M-term vocabulary's 18 MB of keys no longer sit beside
+ * the finished dict). The Python twin can then no longer read them, so a rejection
+ * after the first release returns the reason as a str instead of None.
  */
 static PyObject *
 strdict(PyObject *self, PyObject *args)
 {
+    PyObject *text_obj;
     Py_buffer text, values;
-    Py_ssize_t count;
-    if (!PyArg_ParseTuple(args, "y*ny*", &text, &count, &values)) {
+    Py_ssize_t count, itemsize;
+    int is_signed, release;
+    if (!PyArg_ParseTuple(args, "Ony*npp", &text_obj, &count, &values, &itemsize, &is_signed,
+                          &release)) {
         return NULL;
     }
+    if (!release || PyObject_GetBuffer(text_obj, &text, PyBUF_SIMPLE | PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        release = 0; /* read-only memory (a bytes object) is never released */
+        if (PyObject_GetBuffer(text_obj, &text, PyBUF_SIMPLE) < 0) {
+            PyBuffer_Release(&values);
+            return NULL;
+        }
+    }
     PyObject *out = NULL;
-    if (count < 0 || values.len != count * (Py_ssize_t)sizeof(int64_t)) {
-        PyErr_SetString(PyExc_ValueError, "strdict: values must hold count int64");
+    const char *reason = NULL;
+    if (count < 0 || !valid_width(itemsize) || values.len / itemsize != count ||
+        values.len % itemsize != 0 || (itemsize == 8 && !is_signed)) {
+        PyErr_SetString(PyExc_ValueError, "strdict: values must hold count integers of 1, 2, "
+                                          "4 or 8 bytes (no uint64)");
         goto done;
     }
     if (count == 0) {
@@ -220,6 +286,7 @@ strdict(PyObject *self, PyObject *args)
     }
     const char *s = text.buf;
     const char *end = s + text.len;
+    const char *released = s; /* keys before this are built (and maybe released) */
     const char *vals = values.buf;
     Py_ssize_t k = 0;
     for (;;) {
@@ -228,7 +295,8 @@ strdict(PyObject *self, PyObject *args)
             stop = end;
         }
         if (k == count) {
-            goto reject; /* more keys than declared */
+            reason = "the buffer holds more keys than declared";
+            goto reject;
         }
         PyObject *key = PyUnicode_DecodeUTF8(s, stop - s, "surrogatepass");
         if (key == NULL) {
@@ -237,9 +305,11 @@ strdict(PyObject *self, PyObject *args)
                 goto done;
             }
             PyErr_Clear();
+            reason = "keys are not valid UTF-8";
             goto reject;
         }
-        PyObject *value = PyLong_FromLongLong(read_i64(vals + k * (Py_ssize_t)sizeof(int64_t)));
+        PyObject *value = PyLong_FromLongLong(read_int(vals + k * itemsize, itemsize, is_signed));
+        const Py_ssize_t before = PyDict_GET_SIZE(out);
         int failed = value == NULL || PyDict_SetItem(out, key, value) < 0;
         Py_DECREF(key);
         Py_XDECREF(value);
@@ -247,17 +317,31 @@ strdict(PyObject *self, PyObject *args)
             Py_CLEAR(out);
             goto done;
         }
+        if (PyDict_GET_SIZE(out) == before) {
+            reason = "duplicate keys";
+            goto reject;
+        }
         k++;
         if (stop == end) {
             break;
         }
         s = stop + 1;
+        if (release && s - released >= RELEASE_STEP) {
+            release_pages(released, s);
+            released = s;
+        }
     }
-    if (k == count && PyDict_GET_SIZE(out) == count) {
+    if (k == count) {
         goto done;
     }
+    reason = "the buffer holds fewer keys than declared";
 reject:
-    Py_SETREF(out, Py_NewRef(Py_None));
+    if (released != (const char *)text.buf) {
+        Py_SETREF(out, PyUnicode_FromString(reason));
+    }
+    else {
+        Py_SETREF(out, Py_NewRef(Py_None));
+    }
 done:
     PyBuffer_Release(&text);
     PyBuffer_Release(&values);
@@ -322,8 +406,7 @@ below(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*npn", &buf, &itemsize, &is_signed, &n)) {
         return NULL;
     }
-    if (!(itemsize == 1 || itemsize == 2 || itemsize == 4 || itemsize == 8) ||
-        buf.len % itemsize != 0 || n < 0) {
+    if (!valid_width(itemsize) || buf.len % itemsize != 0 || n < 0) {
         PyBuffer_Release(&buf);
         PyErr_SetString(PyExc_ValueError, "below: itemsize must be 1, 2, 4 or 8 and divide "
                                           "the buffer, n must be >= 0");
@@ -335,20 +418,8 @@ below(PyObject *self, PyObject *args)
     uint64_t above = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < count; i++) {
-        const char *q = p + i * itemsize;
-        int64_t v;
-        if (itemsize == 8) {
-            memcpy(&v, q, 8); /* a uint64 past INT64_MAX turns negative: huge below */
-        } else if (itemsize == 4) {
-            if (is_signed) { int32_t x; memcpy(&x, q, 4); v = x; }
-            else { uint32_t x; memcpy(&x, q, 4); v = x; }
-        } else if (itemsize == 2) {
-            if (is_signed) { int16_t x; memcpy(&x, q, 2); v = x; }
-            else { uint16_t x; memcpy(&x, q, 2); v = x; }
-        } else {
-            v = is_signed ? (int64_t)(int8_t)*q : (int64_t)(uint8_t)*q;
-        }
-        /* Unsigned: a negative value becomes huge. */
+        const int64_t v = read_int(p + i * itemsize, itemsize, is_signed);
+        /* Unsigned: a negative value (or a uint64 past INT64_MAX) becomes huge. */
         above |= (uint64_t)((uint64_t)v >= limit);
     }
     Py_END_ALLOW_THREADS
@@ -409,7 +480,8 @@ static PyMethodDef methods[] = {
     {"predictor_ok", predictor_ok, METH_VARARGS,
      "predictor_ok(nodes, itemsize, left, right, feature, is_leaf, is_categorical, "
      "bitset_idx, n_bitsets, n_features, categorical_features) -> bool"},
-    {"strdict", strdict, METH_VARARGS, "strdict(text, count, values) -> dict | None"},
+    {"strdict", strdict, METH_VARARGS,
+     "strdict(text, count, values, itemsize, is_signed, release) -> dict | None | str"},
     {"prefault", prefault, METH_VARARGS, "prefault(buffer) -> bool"},
     {"address", address, METH_VARARGS, "address(buffer) -> int"},
     {"below", below, METH_VARARGS, "below(values, itemsize, is_signed, n) -> bool"},
@@ -424,8 +496,16 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
+/* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
+ * build left over from an older checkout is not called with arguments it reads otherwise. */
+#define SKJAR_SPEEDUPS_API 3
+
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "API", SKJAR_SPEEDUPS_API) < 0) {
+        Py_CLEAR(m);
+    }
+    return m;
 }

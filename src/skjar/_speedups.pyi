@@ -1,11 +1,15 @@
 # Types of the compiled helpers in _speedups.c (see there and _compiled.py).
 from typing import Any
 
+API: int
+
 def tree_ok(
     nodes: Any, itemsize: int, left: int, right: int, feature: int, n_features: int,
     max_depth: int,
 ) -> bool: ...
-def strdict(text: Any, count: int, values: Any) -> dict[str, int] | None: ...
+def strdict(
+    text: Any, count: int, values: Any, itemsize: int, is_signed: bool, release: bool
+) -> dict[str, int] | str | None: ...
 def predictor_ok(
     nodes: Any, itemsize: int, left: int, right: int, feature: int, is_leaf: int,
     is_categorical: int, bitset_idx: int, n_bitsets: int, n_features: int,

@@ -264,10 +264,18 @@ def _dec_strdict(dec: Decoder, payload: Any) -> dict[str, Any]:
     fast = _compiled.speedups
     compiled = fast is not None and kind == 0 and values.dtype != np.uint64
     if compiled:
-        # Straight from the buffers: no str of the whole text, no key or value list.
-        built = fast.strdict(text, count, values.astype(np.int64, copy=False))  # type: ignore[union-attr]
-        if built is not None:
+        # Straight from the buffers: no str of the whole text, no key or value list, and
+        # no widened copy of the values (a 1.1M-term vocabulary's int32 column: 9 MB).
+        native = values if values.dtype.isnative else values.astype(values.dtype.newbyteorder("="))
+        # The key buffer is used by this node only, so the pages of keys already built are
+        # given back as the build goes on (a 1.1M-term vocabulary's 18 MB of keys).
+        built = fast.strdict(  # type: ignore[union-attr]
+            text, count, native, native.dtype.itemsize, native.dtype.kind == "i", True
+        )
+        if type(built) is dict:
             return built
+        if type(built) is str:  # refused after releasing keys: the twin cannot reread them
+            raise CorruptFileError(f"string dict: {built}")
         # Not fine: the Python twin below finds what is wrong and says so.
     keys = _strings(text, count, "string dict")
     out = dict(zip(keys, values.tolist() if kind == 0 else values))
