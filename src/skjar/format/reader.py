@@ -24,7 +24,7 @@ from .. import _compiled
 from ..errors import CorruptFileError, FormatVersionError, InvalidArgumentError, NotASkjarFileError
 from .compression import Decompressor, run_parallel
 from .digest import new_hasher
-from .header import Layout, pack_offsets, parse_header, plan_layout
+from .header import Layout, Section, pack_offsets, parse_header, plan_layout
 from .spec import (
     DIGEST_SIZE,
     END_MAGIC,
@@ -415,31 +415,17 @@ def _read_all(
     # Trust and versions are judged on a verified header only: a damaged name or
     # version string is reported as damage, not as an untrusted type or a skew.
     declared = admit(header)
-    sections = [
-        (body.slice(section.offset, section.offset + section.length), section, what)
-        for section, what in zip(
-            (layout.tree, *layout.buffers),
-            ("the object tree", *(f"buffer entry {i}" for i in range(len(layout.buffers)))),
-        )
-    ]
+    t = layout.tree
+    parts = [body.slice(t.offset, t.offset + t.length)]
+    parts += [body.slice(b.offset, b.offset + b.length) for b in layout.buffers]
     del body  # sections hold what they need; a large unused piece is freed now
-    decompressor = Decompressor()
-    compressed = [(data, s, what) for data, s, what in sections if s.codec != "none"]
-    for data, section, what in compressed:
-        decompressor.check(memoryview(data), section.codec, section.size, what)  # type: ignore[arg-type]
-    outs = [_allocate(section.size, what) for _, section, what in compressed]
-    jobs = [
-        lambda data=data, s=section, what=what, out=out: decompressor.into(
-            memoryview(data), s.codec, out, what
-        )
-        for (data, section, what), out in zip(compressed, outs)
-    ]
-    # lz4 decompresses at memory speed: threads only add contention (forest: 84 vs 91 ms);
-    # zstd is CPU-bound (forest: 110-120 vs 91-95 ms on two cores).
-    zstd_work = sum(len(out) for out, (_, s, _) in zip(outs, compressed) if s.codec == "zstd")
-    decompressed = iter(run_parallel(jobs, zstd_work))
-    parts = [next(decompressed) if s.codec != "none" else data for data, s, _ in sections]
+    stored = (t, *layout.buffers)
+    compressed = [i for i, section in enumerate(stored) if section.codec != "none"]
+    if compressed:
+        _decompress(parts, stored, compressed)
     tree: Any = memoryview(parts[0])  # type: ignore[arg-type]
+    if len(compressed) <= (t.codec != "none"):  # no buffer compressed, so no pack either
+        return RawJar(version, header, layout, tree, parts[1:], declared, signer, flags)
     buffers: list[np.ndarray] = []
     for i, (out, section) in enumerate(zip(parts[1:], layout.buffers)):
         if section.members:
@@ -447,6 +433,35 @@ def _read_all(
         else:
             buffers.append(out)
     return RawJar(version, header, layout, tree, buffers, declared, signer, flags)
+
+
+def _what(i: int) -> str:
+    return "the object tree" if i == 0 else f"buffer entry {i - 1}"
+
+
+def _decompress(parts: list[np.ndarray], stored: tuple[Section, ...], which: list[int]) -> None:
+    """Replace ``parts[i]`` for each ``i`` in ``which`` by its decompressed section.
+
+    Every zstd frame is checked against the header before anything is allocated;
+    the outputs are allocated in file order in this thread (so the allocator's reuse
+    of freed memory does not depend on thread scheduling), then filled, on every core
+    when there is enough zstd work. The first failure in file order is raised.
+    """
+    decompressor = Decompressor()
+    for i in which:
+        decompressor.check(memoryview(parts[i]), stored[i].codec, stored[i].size, _what(i))  # type: ignore[arg-type]
+    outs = [_allocate(stored[i].size, _what(i)) for i in which]
+    jobs = [
+        lambda i=i, out=out: decompressor.into(
+            memoryview(parts[i]), stored[i].codec, out, _what(i)
+        )
+        for i, out in zip(which, outs)
+    ]
+    # lz4 decompresses at memory speed: threads only add contention (forest: 84 vs 91 ms);
+    # zstd is CPU-bound (forest: 110-120 vs 91-95 ms on two cores).
+    zstd_work = sum(len(out) for i, out in zip(which, outs) if stored[i].codec == "zstd")
+    for i, out in zip(which, run_parallel(jobs, zstd_work)):
+        parts[i] = out
 
 
 def _allocate(size: int, what: str) -> np.ndarray:
