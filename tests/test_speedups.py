@@ -151,6 +151,20 @@ def test_strdict_says_why_once_it_has_released_keys(damage: Any, reason: str) ->
 
 
 @needs_speedups
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"\xd6", b"\xd7", b"\xc7", b"\x0c", b"\xff", b"\x00", b"a"]),
+                max_size=12))
+def test_no_timestamps_equals_its_python_twin(pieces: list[bytes]) -> None:
+    from skjar.codec.decoder import _TIMESTAMP_MARKERS
+
+    data = b"".join(pieces)
+    expected = _TIMESTAMP_MARKERS.search(data) is None
+    assert speedups.no_timestamps(data) is expected  # type: ignore[union-attr]
+    assert speedups.no_timestamps(memoryview(data)) is expected  # type: ignore[union-attr]
+    assert speedups.no_timestamps(bytearray(b"x" * 100) + data) is expected  # type: ignore[union-attr]
+
+
+@needs_speedups
 def test_strdict_keeps_values_exact() -> None:
     values = np.array([0, -1, 2**63 - 1, -(2**63)], dtype=np.int64)
     assert speedups.strdict(b"a\x00b\x00c\x00d", 4, values, 8, True, False) == {  # type: ignore[union-attr]

@@ -15,10 +15,14 @@ from types import ModuleType
 # Every helper the loader calls. A build from an older checkout (an editable install
 # not rebuilt after a pull) lacks some: it is then not used at all, rather than failing
 # loads with an AttributeError (`skjar --version` says "off"; reinstall to rebuild).
-HELPERS = ("tree_ok", "predictor_ok", "strdict", "prefault", "address", "below", "binary_tree_ok")
+HELPERS = (
+    "tree_ok", "predictor_ok", "strdict", "prefault", "address", "below", "binary_tree_ok",
+    "no_timestamps",
+)
 # The helpers' calling conventions (SKJAR_SPEEDUPS_API in _speedups.c); a build of another
-# one is not used either (API 3: strdict reads values of any width, releases built keys).
-API = 3
+# one is not used either (API 3: strdict reads values of any width, releases built keys;
+# 4: no_timestamps).
+API = 4
 
 
 def _load() -> ModuleType | None:

@@ -427,6 +427,41 @@ below(PyObject *self, PyObject *args)
     return PyBool_FromLong(!above);
 }
 
+/* no_timestamps(tree) -> bool
+ *
+ * True when none of msgpack's three timestamp encodings (fixext 4 / fixext 8 / ext 8 of
+ * type -1: d6 ff, d7 ff, c7 0c ff) occurs in the bytes. The twin is decoder's regex,
+ * which scans at ~120 MB/s (0.26 ms on a 32 KB tree); this jumps from 0xff to 0xff.
+ */
+static PyObject *
+no_timestamps(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "y*", &buf)) {
+        return NULL;
+    }
+    const unsigned char *p = buf.buf;
+    const Py_ssize_t n = buf.len;
+    int found = 0;
+    Py_BEGIN_ALLOW_THREADS
+    const unsigned char *q = p + (n > 0 ? 1 : 0); /* a marker's 0xff is never its first byte */
+    while (n > 1 && q < p + n) {
+        q = memchr(q, 0xff, (size_t)(p + n - q));
+        if (q == NULL) {
+            break;
+        }
+        const unsigned char before = q[-1];
+        if (before == 0xd6 || before == 0xd7 || (before == 0x0c && q - p >= 2 && q[-2] == 0xc7)) {
+            found = 1;
+            break;
+        }
+        q++;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    return PyBool_FromLong(!found);
+}
+
 /* address(buffer) -> int: where the buffer's first byte is (numpy's
  * __array_interface__ builds a dict, and its first use in a process costs ~0.1 ms). */
 static PyObject *
@@ -484,6 +519,7 @@ static PyMethodDef methods[] = {
      "strdict(text, count, values, itemsize, is_signed, release) -> dict | None | str"},
     {"prefault", prefault, METH_VARARGS, "prefault(buffer) -> bool"},
     {"address", address, METH_VARARGS, "address(buffer) -> int"},
+    {"no_timestamps", no_timestamps, METH_VARARGS, "no_timestamps(tree) -> bool"},
     {"below", below, METH_VARARGS, "below(values, itemsize, is_signed, n) -> bool"},
     {"binary_tree_ok", binary_tree_ok, METH_VARARGS,
      "binary_tree_ok(node_data, n, itemsize, start, end, is_leaf) -> bool"},
@@ -498,7 +534,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 3
+#define SKJAR_SPEEDUPS_API 4
 
 PyMODINIT_FUNC
 PyInit__speedups(void)
