@@ -1,6 +1,7 @@
 """A process's first load, taken apart: what a fresh process pays that a warm one does not.
 
     python benchmarks/first_load.py [--models iris-knn,svc] [--children 9] [--top 15] [--quick]
+                                    [--faults]
 
 Like the persistence benchmark, a zygote imports everything once and forks one child per
 load, so each load is the child's first. For each model it prints the first load's time
@@ -8,6 +9,9 @@ and minor page faults (median over the children) for pickle and skjar, then wher
 skjar's first load spends its time: each function's own time (``sys.setprofile``; C
 functions by name), summed per function and taken as the median over the children.
 The profiler adds ~1 us per call, so the total is inflated; the ranking is what to read.
+With ``--faults`` it counts each function's own minor page faults instead of its time
+(``ru_minflt`` read at every profiler event): in a forked child most of a first load's
+extra cost is copy-on-write and fresh-page faults, at 2.5-4 us each on this machine.
 This is the instrument behind RESULTS.md's "a load's cost is mostly its first time".
 """
 
@@ -70,14 +74,20 @@ def timed_load(load: Callable[[], Any]) -> Callable[[], list[float]]:
     return job
 
 
-def profiled_load(load: Callable[[], Any]) -> Callable[[], dict[str, list[float]]]:
-    """The load under a profiler recording each function's own time and call count."""
+def _faults() -> float:
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+
+def profiled_load(
+    load: Callable[[], Any], clock: Callable[[], float] = time.perf_counter
+) -> Callable[[], dict[str, list[float]]]:
+    """The load under a profiler recording each function's own ``clock`` (time, or page
+    faults) and call count."""
 
     def job() -> dict[str, list[float]]:
         own: collections.Counter[str] = collections.Counter()
         calls: collections.Counter[str] = collections.Counter()
-        stack: list[list[Any]] = []  # [name, own time so far, resumed at]
-        clock = time.perf_counter
+        stack: list[list[Any]] = []  # [name, own clock so far, resumed at]
 
         def profile(frame: Any, event: str, arg: Any) -> None:
             now = clock()
@@ -114,6 +124,9 @@ def main() -> int:
     parser.add_argument("--children", type=int, default=9)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--cache-dir", default=str(Path(__file__).parent / ".cache"))
+    parser.add_argument(
+        "--faults", action="store_true", help="own minor page faults per function, not time"
+    )
     args = parser.parse_args()
     if not hasattr(os, "fork"):
         print("this probe forks a pre-imported process: it needs os.fork (Linux, macOS)")
@@ -152,14 +165,16 @@ def main() -> int:
             faults = statistics.median(r[1] for r in rows)
             print(f"  {who:7} {ms:8.2f} ms  {faults:6.0f} minor faults")
 
-        samples = [in_child(profiled_load(load_skjar)) for _ in range(args.children)]
+        clock, scale, unit = (_faults, 1, "faults") if args.faults else (time.perf_counter, 1e3, "ms")
+        samples = [in_child(profiled_load(load_skjar, clock)) for _ in range(args.children)]
         names = set().union(*samples)
         own = {n: statistics.median(s.get(n, [0, 0])[0] for s in samples) for n in names}
         calls = {n: max(s.get(n, [0, 0])[1] for s in samples) for n in names}
-        print(f"  skjar's first load, own time per function (profiled: {sum(own.values()) * 1e3:.2f}"
-              f" ms over {len(names)} functions)")
+        what = "page faults" if args.faults else "time"
+        print(f"  skjar's first load, own {what} per function (profiled: "
+              f"{sum(own.values()) * scale:.2f} {unit} over {len(names)} functions)")
         for n in sorted(own, key=own.__getitem__, reverse=True)[: args.top]:
-            print(f"    {own[n] * 1e3:7.3f} ms {calls[n]:6.0f}x  {n}")
+            print(f"    {own[n] * scale:7.{0 if args.faults else 3}f} {unit} {calls[n]:6.0f}x  {n}")
     return 0
 
 
