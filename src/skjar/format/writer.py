@@ -30,7 +30,7 @@ _ZEROS = bytes(ALIGNMENT)
 MIN_COMPRESS = 256
 # When compressing, runs of consecutive buffers smaller than PACK_MEMBER_MAX are
 # compressed together as packs (format 1.2) of up to PACK_MAX bytes: one frame, not one
-# per array, so small arrays share their context (hgb's 132 buffers: 253 -> 223 KB with
+# per array, so small arrays share their context (hgb's 132 buffers: 259 -> 218 KB with
 # zstd) and a load makes one decompressor call per pack. PACK_MEMBER_MAX is the
 # reader's OWN_ALLOCATION: buffers below it share one allocation in an uncompressed
 # load too, so a pack pins no more memory than the plain layout does.
