@@ -722,6 +722,19 @@ def test_run_parallel_keeps_order_uses_threads_and_raises_the_first_failure() ->
         run_parallel([lambda: 0] * 3 + [lambda i=i: fail(i) for i in (3, 4, 5)], PARALLEL_MIN)
 
 
+def test_without_threads_the_work_is_done_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that cannot start a thread (a limit, interpreter shutdown) still loads."""
+    from skjar.format import compression
+
+    class NoThreads:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(compression, "ThreadPoolExecutor", NoThreads)
+    value = _forest_like()
+    assert_same(skjar.loads(skjar.dumps(value, compress="zstd")), value)
+
+
 def test_the_first_damaged_section_in_file_order_is_reported() -> None:
     data = skjar.dumps(_forest_like(), compress="zstd")
     stored = jarcraft.stored_sections(data)

@@ -127,6 +127,27 @@ def test_strdict_releases_the_keys_it_has_built() -> None:
 
 
 @needs_speedups
+def test_a_released_vocabulary_leaves_the_callers_data_and_the_file_alone(tmp_path: Any) -> None:
+    """Pages are given back only from the load's own buffers or its private mapping:
+    the caller's bytes and the file keep every byte; every way in loads the same dict."""
+    import hashlib
+
+    vocab = {f"term{i:07d}": i for i in range(300_000)}  # 3.6 MB of keys: released in steps
+    data = skjar.dumps({"vocabulary": vocab})
+    digest = hashlib.sha256(data).hexdigest()
+    path = tmp_path / "vocab.skjar"
+    path.write_bytes(data)
+    for mmap in (False, True):
+        assert skjar.load(path, mmap=mmap)["vocabulary"] == vocab
+    assert skjar.loads(data)["vocabulary"] == vocab
+    writable = bytearray(data)  # a writable input: still copied, never released
+    assert skjar.loads(memoryview(writable))["vocabulary"] == vocab
+    assert hashlib.sha256(data).hexdigest() == hashlib.sha256(writable).hexdigest() == digest
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert skjar.load(path, mmap=True)["vocabulary"] == vocab  # the page cache is intact too
+
+
+@needs_speedups
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [

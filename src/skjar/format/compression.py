@@ -38,10 +38,13 @@ def run_parallel(jobs: Sequence[Callable[[], T]], work: int) -> list[T]:
     own multi-threading threshold). The first failing job, in order, raises.
     """
     workers = min(len(jobs), _cores())
-    if workers < 2 or work < PARALLEL_MIN:
-        return [job() for job in jobs]
-    with ThreadPoolExecutor(workers, thread_name_prefix="skjar-codec") as pool:
-        return list(pool.map(lambda job: job(), jobs))
+    if workers >= 2 and work >= PARALLEL_MIN:
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="skjar-codec") as pool:
+                return list(pool.map(lambda job: job(), jobs))
+        except RuntimeError:  # no thread to be had (a limit, interpreter shutdown): in turn
+            pass
+    return [job() for job in jobs]
 
 
 def parse_compress(compress: Any) -> tuple[str, int] | None:
