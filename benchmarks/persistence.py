@@ -200,15 +200,20 @@ def settle() -> None:
         os.sync()
     gc.collect()
 
-def run_cell(
+def run_round(
+    cell: dict[str, Any],
     cm: CachedModel,
     model: Any,
     ser: Serializer,
     runner: ZygoteRunner | SpawnRunner,
     work_dir: Path,
-    repeat: int,
-) -> dict[str, Any]:
-    cell = new_cell(cm.name, ser.name)
+) -> None:
+    """One save, one load in a fresh process and one inspect/audit, added to ``cell``.
+
+    The artifact is removed at the end: one serializer's file exists at a time (knn-big's
+    run a gigabyte each). A failed save or load is recorded in the cell's errors, and the
+    cell takes no further rounds.
+    """
     path = work_dir / f"{cm.name}{ser.extension}"
 
     def remove_artifact() -> None:
@@ -218,23 +223,17 @@ def run_cell(
             path.unlink(missing_ok=True)
 
     try:
-        # --- save ---------------------------------------------------------------------------
-        for _ in range(repeat):
-            remove_artifact()
-            settle()
-            t0 = time.perf_counter()
-            ser.save(model, str(path))
-            cell["save_s"].append(time.perf_counter() - t0)
-            cell["size_bytes"].append(path_size(str(path)))
+        remove_artifact()
+        settle()
+        t0 = time.perf_counter()
+        ser.save(model, str(path))
+        cell["save_s"].append(time.perf_counter() - t0)
+        cell["size_bytes"].append(path_size(str(path)))
     except Exception as exc:
         cell["errors"].append(f"save: {type(exc).__name__}: {exc}")
         remove_artifact()
-        return cell
-
-    # --- load in fresh processes ------------------------------------------------------------
-    ref = cm.meta["y_ref"]
-    matches: list[bool] = []
-    for _ in range(repeat):
+        return
+    try:
         settle()
         res = runner.run(
             {
@@ -249,7 +248,7 @@ def run_cell(
             if res.get("log_tail"):
                 msg += "\n" + res["log_tail"]
             cell["errors"].append(msg)
-            break
+            return
         for key in (
             "load_s",
             "first_predict_s",
@@ -262,29 +261,34 @@ def run_cell(
             cell[key].append(res[key])
         cell["load_predict_s"].append(res["load_s"] + res["first_predict_s"])
         cell["rss_method"] = res["rss_method"]
-        mismatches = compare_predictions(res["predictions"], ref)
+        mismatches = compare_predictions(res["predictions"], cm.meta["y_ref"])
         cell["prediction_mismatches"] = max(cell["prediction_mismatches"], mismatches)
-        matches.append(mismatches == 0)
-    if matches:
-        cell["predictions_match"] = all(matches)
+        cell["predictions_match"] = mismatches == 0 and cell["predictions_match"] is not False
+        try:
+            steps = ser.audit_steps()
+            if steps:
+                total = 0.0
+                for label, call in steps:
+                    t0 = time.perf_counter()
+                    call(str(path))
+                    dt = time.perf_counter() - t0
+                    cell["audit_steps_s"].setdefault(label, []).append(dt)
+                    total += dt
+                cell["audit_s"].append(total)
+        except Exception as exc:
+            cell["errors"].append(f"audit: {type(exc).__name__}: {exc}")
+    finally:
+        remove_artifact()
 
-    # --- inspect / audit -------------------------------------------------------------------
-    try:
-        steps = ser.audit_steps()
-        for _ in range(repeat if steps else 0):
-            total = 0.0
-            for label, call in steps:
-                t0 = time.perf_counter()
-                call(str(path))
-                dt = time.perf_counter() - t0
-                cell["audit_steps_s"].setdefault(label, []).append(dt)
-                total += dt
-            cell["audit_s"].append(total)
-    except Exception as exc:
-        cell["errors"].append(f"audit: {type(exc).__name__}: {exc}")
 
-    remove_artifact()
-    return cell
+def round_order(names: list[str], round_index: int) -> list[str]:
+    """The serializers' order in one round: forward, then backward, and so on, so that a
+    drift in the machine's speed during a model's rounds hits every serializer alike.
+
+    >>> round_order(["a", "b", "c"], 0), round_order(["a", "b", "c"], 1)
+    (['a', 'b', 'c'], ['c', 'b', 'a'])
+    """
+    return list(names) if round_index % 2 == 0 else list(reversed(names))
 
 
 def summarize(cells: list[dict[str, Any]]) -> None:
@@ -601,12 +605,24 @@ def main(argv: list[str] | None = None) -> int:
         for mname in model_names:
             cm = cached[mname]
             model = cm.load_model()
+            # Rounds interleave the serializers (one save + one load each per round), so
+            # that every ratio to pickle compares figures taken minutes apart at most.
+            model_cells = {sname: new_cell(cm.name, sname) for sname in active}
+            spent = dict.fromkeys(active, 0.0)
+            for r in range(repeat):
+                started = time.perf_counter()
+                for sname in round_order(active, r):
+                    cell = model_cells[sname]
+                    if cell["errors"]:
+                        continue
+                    t0 = time.perf_counter()
+                    run_round(cell, cm, model, sers[sname], runner, work_dir)
+                    spent[sname] += time.perf_counter() - t0
+                log(f"  {mname}: round {r + 1}/{repeat} done ({time.perf_counter() - started:.1f}s)")
             for sname in active:
                 k += 1
-                t0 = time.perf_counter()
-                cell = run_cell(cm, model, sers[sname], runner, work_dir, repeat)
-                cells.append(cell)
-                log(progress_line(k, total, cell, time.perf_counter() - t0))
+                cells.append(model_cells[sname])
+                log(progress_line(k, total, model_cells[sname], spent[sname]))
             del model
             gc.collect()
         if args.processes:
