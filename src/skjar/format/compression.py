@@ -113,12 +113,16 @@ class Compressor:
         self._module = _require(codec)
         self._local = threading.local()  # a context serves one thread at a time
 
+    def threads_itself(self, nbytes: int) -> bool:
+        """Whether a section this large is compressed on every core by the codec itself."""
+        return self.codec == "zstd" and nbytes >= MT_THRESHOLD
+
     def compress(self, data: memoryview) -> bytes:
         """``data`` compressed; the result carries no size prefix."""
         if self.codec == "zstd":
             # Large sections use every core; zstd's multi-threaded output is one frame
             # with the content size, decodable like any other.
-            threads = -1 if data.nbytes >= MT_THRESHOLD else 0
+            threads = -1 if self.threads_itself(data.nbytes) else 0
             contexts = self._local.__dict__.setdefault("contexts", {})
             cctx = contexts.get(threads)
             if cctx is None:

@@ -81,14 +81,30 @@ class _Sections:
                 joined[offset : offset + view.nbytes] = view
             self.planned.append((memoryview(joined), sizes))
 
+    def _compress_all(self, work: list[memoryview]) -> list[tuple[Any, str]]:
+        compressor = self.compressor
+        if compressor is None:
+            return [(data, "none") for data in work]
+        # Sections that zstd compresses on every core itself go first, one at a time; the
+        # rest share the pool (both at once would run cores x cores threads).
+        done = {
+            i: self.compressed(data)
+            for i, data in enumerate(work)
+            if compressor.threads_itself(data.nbytes)
+        }
+        rest = [i for i in range(len(work)) if i not in done]
+        pooled = run_parallel(
+            [lambda data=work[i]: self.compressed(data) for i in rest],  # type: ignore[misc]
+            sum(work[i].nbytes for i in rest),
+        )
+        done.update(zip(rest, pooled))
+        return [done[i] for i in range(len(work))]
+
     def finish(self, tree: memoryview) -> tuple[dict[str, Any], list[Any]]:
         """Compress everything planned; the layout table and the payloads in file order."""
         self.flush()
         work = [tree, *(data for data, _ in self.planned)]
-        stored = run_parallel(
-            [lambda data=data: self.compressed(data) for data in work],  # type: ignore[misc]
-            sum(data.nbytes for data in work) if self.compressor is not None else 0,
-        )
+        stored = self._compress_all(work)
         (tree_data, tree_codec), entries, payloads = stored[0], [], [stored[0][0]]
         for (view, members), (data, codec) in zip(self.planned, stored[1:]):
             if members is None:
