@@ -161,7 +161,7 @@ def _pack(section: Section, members: Any, what: int) -> Section:
     return section._replace(members=tuple(members))
 
 
-def plan_layout(header_length: int, layout: Any, version: tuple[int, int] = (1, 1)) -> Layout:
+def plan_layout(header_length: int, layout: Any, version: tuple[int, int]) -> Layout:
     """Where every section lies, computed from lengths alone (offsets are never stored).
 
     A buffer entry is ``[length, size, codec]``, or from format 1.2 on a pack of

@@ -424,7 +424,7 @@ def _read_all(
     if compressed:
         _decompress(parts, stored, compressed)
     tree: Any = memoryview(parts[0])  # type: ignore[arg-type]
-    if len(compressed) <= (t.codec != "none"):  # no buffer compressed, so no pack either
+    if compressed in ([], [0]):  # no buffer compressed (index 0 is the tree): no pack either
         return RawJar(version, header, layout, tree, parts[1:], declared, signer, flags)
     buffers: list[np.ndarray] = []
     for i, (out, section) in enumerate(zip(parts[1:], layout.buffers)):

@@ -51,7 +51,8 @@ class _Sections:
 
     def compressed(self, data: memoryview) -> tuple[Any, str]:
         """``data`` compressed if that is worth it, else as it is (then mmap-able)."""
-        if self.compressor is None or data.nbytes < MIN_COMPRESS:
+        assert self.compressor is not None  # only asked when compressing
+        if data.nbytes < MIN_COMPRESS:
             return data, "none"
         packed = self.compressor.compress(data)
         if len(packed) >= data.nbytes:
@@ -107,22 +108,27 @@ class _Sections:
         stored = self._compress_all(work)
         (tree_data, tree_codec), entries, payloads = stored[0], [], [stored[0][0]]
         for (view, members), (data, codec) in zip(self.planned, stored[1:]):
-            if members is None:
-                entries.append([len(data) if codec != "none" else view.nbytes, view.nbytes, codec])
+            if members is None or codec != "none":
+                entries.append(_entry(data, codec, view.nbytes, members))
                 payloads.append(data)
-            elif codec != "none":
-                entries.append([len(data), view.nbytes, codec, members])
+                continue
+            # The pack would not compress: its buffers one by one, maybe raw.
+            for offset, size in zip(pack_offsets(members), members):
+                data, codec = self.compressed(view[offset : offset + size])
+                entries.append(_entry(data, codec, size))
                 payloads.append(data)
-            else:  # the pack would not compress: its buffers one by one, maybe raw
-                for offset, size in zip(pack_offsets(members), members):
-                    data, codec = self.compressed(view[offset : offset + size])
-                    entries.append([len(data) if codec != "none" else size, size, codec])
-                    payloads.append(data)
         table = {
             "tree": {"length": len(tree_data), "size": tree.nbytes, "codec": tree_codec},
             "buffers": entries,
         }
         return table, payloads
+
+
+def _entry(data: Any, codec: str, size: int, members: list[int] | None = None) -> list[Any]:
+    """A layout table entry; stored raw, a section's length is its size (``data`` may be a
+    memoryview of wider items, whose len() is not its byte count)."""
+    entry = [len(data) if codec != "none" else size, size, codec]
+    return entry if members is None else [*entry, members]
 
 
 def build_sections(
