@@ -357,3 +357,45 @@ def test_prefault_maps_pages_without_changing_bytes() -> None:
     np.testing.assert_array_equal(data, before)
     with pytest.raises(TypeError):
         speedups.prefault(b"read-only bytes")
+
+
+@needs_speedups
+def test_start_writeback_is_a_hint_that_never_raises(tmp_path: Any) -> None:
+    with open(tmp_path / "f", "wb") as f:
+        f.write(b"x" * 10_000)
+        f.flush()
+        assert speedups.start_writeback(f.fileno(), 0, 10_000) is (os.uname().sysname == "Linux")
+        assert speedups.start_writeback(f.fileno(), -1, 10) is False
+    read, write = os.pipe()
+    assert speedups.start_writeback(read, 0, 1) is False  # not a file: nothing to start
+    os.close(read)
+    os.close(write)
+    assert speedups.start_writeback(read, 0, 1) is False  # a closed descriptor
+
+
+@needs_speedups
+def test_a_large_save_starts_its_writeback_early_and_writes_the_same_bytes(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each WRITEBACK_CHUNK is handed to the kernel as soon as it is written, in order,
+    without a gap; the file is byte for byte what ``dumps`` makes."""
+    from skjar.format.writer import WRITEBACK_CHUNK
+
+    ranges: list[tuple[int, int]] = []
+
+    class Recording:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(speedups, name)
+
+        def start_writeback(self, fd: int, offset: int, nbytes: int) -> bool:
+            ranges.append((offset, nbytes))
+            assert os.fstat(fd).st_size >= offset + nbytes  # flushed before it is asked
+            return speedups.start_writeback(fd, offset, nbytes)
+
+    model = {"weights": np.arange(3 * WRITEBACK_CHUNK // 8 + 1000, dtype=np.float64)}
+    monkeypatch.setattr(_compiled, "speedups", Recording())
+    skjar.dump(model, tmp_path / "big.skjar")
+    assert len(ranges) == 3
+    assert [offset for offset, _ in ranges] == [0, *np.cumsum([n for _, n in ranges])[:-1]]
+    assert all(n >= WRITEBACK_CHUNK for _, n in ranges)
+    assert (tmp_path / "big.skjar").read_bytes() == skjar.dumps(model)
