@@ -72,7 +72,8 @@ def dump(
     The object graph is fully encoded before anything is written, so an
     unsupported object raises ``UnsupportedObjectError`` (naming its path in
     the model) and leaves ``target`` untouched. A path is written through a
-    temporary file in the same folder, fsynced and renamed over the target.
+    temporary file in the same folder, fsynced and renamed over the target (on
+    Linux its pages start going to disk while it is written, so the fsync is short).
     ``sign_with`` (an Ed25519 private key, or its PEM path) signs the jar.
     """
     signer = _signer(sign_with)
