@@ -1,4 +1,5 @@
-"""benchmarks/plot.py: a run's ratios to pickle drawn as an SVG grid (what RESULTS.md shows)."""
+"""The measuring instrument itself: persistence.py runs end to end on real (quick) models,
+and plot.py draws a run's ratios to pickle as the SVG grid RESULTS.md shows."""
 
 from __future__ import annotations
 
@@ -70,3 +71,35 @@ def test_a_run_of_pickle_alone_is_refused() -> None:
     run["results"] = [c for c in run["results"] if c["serializer"] == "pickle"]
     with pytest.raises(SystemExit, match="nothing to compare"):
         plot.render(run)
+
+
+def test_the_benchmark_runs_end_to_end_and_its_json_plots(tmp_path: Path) -> None:
+    """A quick run of real models through real serializers in forked children: every
+    prediction matches, every figure is there, and the plot script draws it."""
+    out = tmp_path / "run.json"
+    command = [
+        sys.executable,
+        str(BENCHMARKS / "persistence.py"),
+        "--quick",
+        "--models", "iris-knn,svc",
+        "--serializers", "pickle,skjar,skjar-mmap,skjar-zstd",
+        "--no-bounds",
+        "--cache-dir", str(tmp_path / "cache"),
+        "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    run = json.loads(out.read_text())
+    cells = {(c["model"], c["serializer"]): c for c in run["results"]}
+    assert set(cells) == {
+        (m, s) for m in ("iris-knn", "svc") for s in ("pickle", "skjar", "skjar-mmap", "skjar-zstd")
+    }
+    for (model, ser), cell in cells.items():
+        assert cell["errors"] == [] and cell["predictions_match"] is True, (model, ser)
+        assert cell["load_s"] and cell["save_s"] and cell["size_bytes"], (model, ser)
+        if ser != "pickle":
+            assert cell["ratio_to_pickle"]["load_s"] > 0
+    assert cells["svc", "skjar-zstd"]["size_bytes"][0] < cells["svc", "skjar"]["size_bytes"][0]
+    texts = _texts(plot.render(run))
+    ratio = cells["iris-knn", "skjar"]["ratio_to_pickle"]["size_bytes"]
+    assert plot.ratio_text(ratio) in texts
