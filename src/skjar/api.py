@@ -18,6 +18,7 @@ from .format.reader import Source, open_source, read_header
 from .format.spec import FLAG_SIGNED, SIGNATURE_SIZE
 from .format.writer import build_sections, write_atomic, write_jar, writer_for
 from .metadata import check_metadata, check_versions, environment, producer, summarize, version_skew
+from .signing import verify_keys
 from .trust import TrustedItem, TrustPolicy
 
 PathLike = str | os.PathLike[str]
@@ -160,8 +161,6 @@ def load(
     ``"structure"`` with ``mmap=True`` - that is what makes it O(1) - and
     ``"full"`` otherwise, or whenever a signature is checked.
     """
-    from .signing import verify_keys
-
     policy = TrustPolicy(trusted)
     keys = verify_keys(verify_with)
     if verify not in (None, "full", "structure"):
@@ -356,8 +355,6 @@ def verify(source: Source, *, verify_with: Any = None) -> Verified:
     Raises ``CorruptFileError`` for any damaged byte, ``SignatureError`` when a
     required signature is missing, by another key, or does not match.
     """
-    from .signing import verify_keys
-
     keys = verify_keys(verify_with)
     raw = open_source(source, mmap=False, admit=declared_names, keys=keys)
     signed = bool(raw.flags & FLAG_SIGNED)
