@@ -15,6 +15,7 @@ from .. import _compiled
 from .compression import Compressor, run_parallel
 from .digest import new_hasher
 from .header import encode_header, pack_offsets
+from .reader import OWN_ALLOCATION
 from .spec import (
     ALIGNMENT,
     END_MAGIC,
@@ -35,7 +36,7 @@ MIN_COMPRESS = 256
 # zstd) and a load makes one decompressor call per pack. PACK_MEMBER_MAX is the
 # reader's OWN_ALLOCATION: buffers below it share one allocation in an uncompressed
 # load too, so a pack pins no more memory than the plain layout does.
-PACK_MEMBER_MAX = 256 << 10
+PACK_MEMBER_MAX = OWN_ALLOCATION
 PACK_MAX = 4 << 20
 # A durable save ends with fsync, which waits until every dirty page is on disk. Asking
 # the kernel to start writing each WRITEBACK_CHUNK as soon as it is written overlaps
