@@ -537,7 +537,12 @@ start_writeback(PyObject *self, PyObject *args)
     return PyBool_FromLong(done);
 }
 
+/* The object tree's walker is long enough for a file of its own: _walk.c. */
+PyObject *skjar_walk(PyObject *self, PyObject *args);
+
 static PyMethodDef methods[] = {
+    {"walk", skjar_walk, METH_VARARGS,
+     "walk(tree, dec, decoders, pairs_hook, shared, error, limits) -> object"},
     {"tree_ok", tree_ok, METH_VARARGS,
      "tree_ok(nodes, itemsize, left, right, feature, n_features, max_depth) -> bool"},
     {"predictor_ok", predictor_ok, METH_VARARGS,
@@ -564,7 +569,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 5
+#define SKJAR_SPEEDUPS_API 6
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

@@ -1,7 +1,8 @@
 """Object tree -> object graph, building only what the header declared and trust allows.
 
-Decoding is one pass: msgpack reads the tree and calls ``_ext_hook`` for each
-typed node, innermost first, so every node's children exist before it is built.
+Decoding is one pass: the compiled walker (``_walk.c``) or, as its twin, msgpack with
+``_ext_hook`` reads the tree and builds each typed node, innermost first, so every
+node's children exist before it is built.
 Names were checked against the trust policy from the header before this runs;
 each node re-checks that its name and use are declared there.
 """
@@ -24,6 +25,9 @@ from ..format.spec import EXPAND_PER_BYTE, EXPAND_SLACK, MAX_NESTING, MAX_NODES
 from ..trust import TrustPolicy
 from .nodes import ROOT, SHARED_DEF, SHARED_REF
 from .registry import DECODERS
+
+# What the compiled walker enforces as _ext_hook does (see _walk.c).
+_LIMITS = (MAX_NODES, MAX_NESTING, ROOT, SHARED_DEF, SHARED_REF)
 
 # Typed-node depth up to which payloads are unpacked with msgpack.unpackb (fast,
 # but ~40 KiB of C stack per level); deeper ones use a heap-allocated Unpacker.
@@ -59,10 +63,16 @@ class Decoder:
     def decode_root(self, tree: bytes | memoryview) -> Any:
         self._hash_budget = _HASH_SLACK + _HASH_PER_BYTE * len(tree)
         self._expand_budget = EXPAND_SLACK + EXPAND_PER_BYTE * len(tree)
+        fast = _compiled.speedups
         try:
-            obj = self.unpack(tree)
-            if _may_hold_timestamps(tree):
-                _refuse_timestamps(obj)
+            if fast is not None:
+                obj = fast.walk(
+                    tree, self, DECODERS, self.safe_dict, self._shared, CorruptFileError, _LIMITS
+                )
+            else:
+                obj = self.unpack(tree)
+                if _may_hold_timestamps(tree):
+                    _refuse_timestamps(obj)
         except SkjarError:
             raise
         except RecursionError:
@@ -131,24 +141,26 @@ class Decoder:
                     raise CorruptFileError("a root node may only be the outermost node")
                 self.in_root = True
             payload = self.unpack(data)
-            if code == SHARED_DEF:
-                ident, value = expect_list(payload, 2, "shared object")
-                if type(ident) is not int or ident in self._shared:
-                    raise CorruptFileError(
-                        f"shared object id {brief(ident)} is invalid or defined twice"
-                    )
-                self._shared[ident] = value
-                return value
-            if code == SHARED_REF:
-                if type(payload) is not int or payload not in self._shared:
-                    raise CorruptFileError(f"reference to undefined shared object {brief(payload)}")
-                return self._shared[payload]
+            if code in (SHARED_DEF, SHARED_REF):
+                return self.shared_node(code, payload)
             decode = DECODERS.get(code)
             if decode is None:
                 raise CorruptFileError(f"unknown node code {code}")
             return decode(self, payload)
         finally:
             self.depth -= 1
+
+    def shared_node(self, code: int, payload: Any) -> Any:
+        """A SHARED_DEF node's value, stored under its id, or the value a SHARED_REF names."""
+        if code == SHARED_DEF:
+            ident, value = expect_list(payload, 2, "shared object")
+            if type(ident) is not int or ident in self._shared:
+                raise CorruptFileError(f"shared object id {brief(ident)} is invalid or defined twice")
+            self._shared[ident] = value
+            return value
+        if type(payload) is not int or payload not in self._shared:
+            raise CorruptFileError(f"reference to undefined shared object {brief(payload)}")
+        return self._shared[payload]
 
     # -- services for handlers ----------------------------------------------
     def take_buffer(self, index: Any) -> np.ndarray:

@@ -1,0 +1,515 @@
+/* walk(tree, dec, decoders, pairs_hook, shared, error, limits) -> object
+ *
+ * The object tree's parse and node dispatch in one pass, without a Python frame or a
+ * msgpack.unpackb call per typed node. The twin is codec/decoder.py's Decoder.unpack
+ * and Decoder._ext_hook (msgpack with an ext hook that unpacks each node's payload in
+ * turn); this walks the same bytes with the same rules and calls the same handlers in
+ * the same order, so a jar loads to the same objects, and fails, with or without it:
+ *
+ *   - msgpack as unpackb(raw=False, strict_map_key=False, use_list=True) reads it:
+ *     strict UTF-8 strings, bytes, lists, maps, ints up to uint64, float32/64. No
+ *     count is trusted: a list of n items needs n bytes left, a map 2n, a string or
+ *     extension its length. Containers nest at most 1024 deep within one node's
+ *     payload (msgpack's own stack), and each payload must be one value exactly.
+ *   - a map whose keys are all str is built here (keys interned, as msgpack does,
+ *     a repeated key refused); any other goes to `pairs_hook` as a list of (key,
+ *     value) tuples: Decoder.safe_dict, which charges its hashing and checks spread.
+ *   - every extension is a typed node: counted against limits[0], nested at most
+ *     limits[1] deep; the ROOT code (limits[2]) only outermost; a code with no
+ *     handler is refused before its payload is read (so msgpack's timestamp, -1, is
+ *     just an unknown code). Once its payload is built, SHARED_DEF (limits[3]) /
+ *     SHARED_REF (limits[4]) are resolved in `shared` when well formed (else
+ *     dec.shared_node raises the precise error) and every other code calls
+ *     decoders[code](dec, payload) with dec.depth set to the node's depth.
+ *
+ * Errors the twin raises as `error` (CorruptFileError) are raised with its message;
+ * malformed msgpack raises ValueError, which the caller reports as a malformed tree,
+ * as it does msgpack's own errors. The walk keeps its own stack on the heap: a
+ * crafted tree cannot overflow the C stack however deep it nests.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define CONTAINER_DEPTH 1024 /* msgpack's MSGPACK_EMBED_STACK_SIZE: deeper is a StackError */
+
+enum { F_ARRAY, F_MAP, F_EXT };
+
+typedef struct {
+    int kind;
+    PyObject *obj;          /* F_ARRAY: the list; F_MAP: a dict, or a list of pairs */
+    PyObject *key;          /* F_MAP: the key awaiting its value */
+    Py_ssize_t count, done; /* F_ARRAY / F_MAP: items (pairs) expected and read */
+    int pairs;              /* F_MAP: obj is a list of (key, value) tuples */
+    int code;               /* F_EXT: the node code */
+    Py_ssize_t outer_end;   /* F_EXT: the enclosing payload's end */
+    int outer_cdepth;       /* F_EXT: the enclosing payload's container depth */
+} Frame;
+
+typedef struct {
+    const unsigned char *p;
+    Py_ssize_t pos, end; /* end: where the innermost payload ends */
+    Frame *stack;
+    Py_ssize_t sp, cap;
+    int cdepth, tdepth;  /* containers open in this payload; typed nodes open */
+    long long nodes;
+    PyObject *dec, *decoders, *pairs_hook, *shared, *error;
+    long long max_nodes;
+    int max_nesting, root, shared_def, shared_ref, in_root;
+} Walk;
+
+static PyObject *str_depth, *str_in_root, *str_shared_node;
+
+static PyObject *
+incomplete(void)
+{
+    PyErr_SetString(PyExc_ValueError, "Unpack failed: incomplete input");
+    return NULL;
+}
+
+static uint64_t
+be(const unsigned char *q, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) {
+        v = (v << 8) | q[i];
+    }
+    return v;
+}
+
+/* The next n bytes of the payload, or NULL (ValueError) past its end. */
+static const unsigned char *
+take(Walk *w, Py_ssize_t n)
+{
+    if (n < 0 || n > w->end - w->pos) {
+        incomplete();
+        return NULL;
+    }
+    const unsigned char *q = w->p + w->pos;
+    w->pos += n;
+    return q;
+}
+
+static int
+push(Walk *w, Frame f)
+{
+    if (w->sp == w->cap) {
+        Py_ssize_t cap = w->cap ? 2 * w->cap : 32;
+        Frame *grown = PyMem_Realloc(w->stack, (size_t)cap * sizeof(Frame));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        w->stack = grown;
+        w->cap = cap;
+    }
+    w->stack[w->sp++] = f;
+    return 0;
+}
+
+/* Open a list or map of n items (pairs); *value is set instead when n is 0. */
+static int
+open_container(Walk *w, int kind, uint64_t n, PyObject **value)
+{
+    uint64_t need = kind == F_MAP ? 2 * n : n; /* each item takes a byte at least */
+    if (n > (uint64_t)(w->end - w->pos) || need > (uint64_t)(w->end - w->pos)) {
+        PyErr_Format(PyExc_ValueError, "%llu exceeds max_%s_len(%zd)", (unsigned long long)n,
+                     kind == F_MAP ? "map" : "array", w->end - w->pos);
+        return -1;
+    }
+    if (n == 0) {
+        *value = kind == F_MAP ? PyDict_New() : PyList_New(0);
+        return *value == NULL ? -1 : 0;
+    }
+    if (w->cdepth >= CONTAINER_DEPTH) {
+        PyErr_SetString(PyExc_ValueError,
+                        "Unpack failed: the object tree is nested too deeply (StackError)");
+        return -1;
+    }
+    PyObject *obj = kind == F_MAP ? PyDict_New() : PyList_New((Py_ssize_t)n);
+    if (obj == NULL) {
+        return -1;
+    }
+    Frame f = {kind, obj, NULL, (Py_ssize_t)n, 0, 0, 0, 0, 0};
+    if (push(w, f) < 0) {
+        Py_DECREF(obj);
+        return -1;
+    }
+    w->cdepth++;
+    return 0;
+}
+
+/* Open a typed node whose payload is the next n bytes. */
+static int
+open_node(Walk *w, int code, Py_ssize_t n)
+{
+    if (n > w->end - w->pos) {
+        incomplete();
+        return -1;
+    }
+    if (++w->nodes > w->max_nodes) {
+        PyErr_Format(w->error, "the object tree has more than %lld typed nodes", w->max_nodes);
+        return -1;
+    }
+    if (w->tdepth + 1 > w->max_nesting) {
+        PyErr_Format(w->error, "typed nodes nest more than %d levels deep", w->max_nesting);
+        return -1;
+    }
+    if (code == w->root) {
+        /* Deferred states (STATE nodes) are only valid directly inside the outermost node. */
+        if (w->tdepth != 0 || w->in_root) {
+            PyErr_SetString(w->error, "a root node may only be the outermost node");
+            return -1;
+        }
+        w->in_root = 1;
+        if (PyObject_SetAttr(w->dec, str_in_root, Py_True) < 0) {
+            return -1;
+        }
+    }
+    /* The handler, looked up before the payload is read: a payload that is not msgpack
+     * (a msgpack timestamp's) is reported as the unknown node it is. */
+    PyObject *fn = NULL;
+    if (code != w->shared_def && code != w->shared_ref) {
+        PyObject *code_obj = PyLong_FromLong(code);
+        if (code_obj == NULL) {
+            return -1;
+        }
+        fn = PyDict_GetItemWithError(w->decoders, code_obj);
+        Py_DECREF(code_obj);
+        if (fn == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_Format(w->error, "unknown node code %d", code);
+            }
+            return -1;
+        }
+    }
+    if (n == 0) {
+        incomplete(); /* an empty payload: unpackb(b"") */
+        return -1;
+    }
+    Frame f = {F_EXT, Py_XNewRef(fn), NULL, 0, 0, 0, code, w->end, w->cdepth};
+    if (push(w, f) < 0) {
+        Py_XDECREF(f.obj);
+        return -1;
+    }
+    w->tdepth++;
+    w->end = w->pos + n;
+    w->cdepth = 0;
+    return 0;
+}
+
+static PyObject *
+call_node(Walk *w, int code, PyObject *fn, PyObject *payload)
+{
+    if (fn != NULL) {
+        PyObject *out = NULL;
+        PyObject *depth = PyLong_FromLong(w->tdepth); /* the node's own depth */
+        if (depth != NULL && PyObject_SetAttr(w->dec, str_depth, depth) == 0) {
+            PyObject *args[2] = {w->dec, payload};
+            out = PyObject_Vectorcall(fn, args, 2, NULL);
+        }
+        Py_XDECREF(depth);
+        return out;
+    }
+    if (code == w->shared_ref && PyLong_CheckExact(payload)) {
+        PyObject *out = PyDict_GetItemWithError(w->shared, payload);
+        if (out != NULL || PyErr_Occurred()) {
+            return Py_XNewRef(out);
+        }
+    }
+    if (code == w->shared_def && PyList_CheckExact(payload) && PyList_GET_SIZE(payload) == 2 &&
+        PyLong_CheckExact(PyList_GET_ITEM(payload, 0))) {
+        PyObject *ident = PyList_GET_ITEM(payload, 0), *value = PyList_GET_ITEM(payload, 1);
+        int known = PyDict_Contains(w->shared, ident);
+        if (known < 0 || (known == 0 && PyDict_SetItem(w->shared, ident, value) < 0)) {
+            return NULL;
+        }
+        if (known == 0) {
+            return Py_NewRef(value);
+        }
+    }
+    /* A malformed shared node: the twin raises the precise error. */
+    PyObject *code_obj = PyLong_FromLong(code);
+    if (code_obj == NULL) {
+        return NULL;
+    }
+    PyObject *out = PyObject_CallMethodObjArgs(w->dec, str_shared_node, code_obj, payload, NULL);
+    Py_DECREF(code_obj);
+    return out;
+}
+
+/* Build the node with its handler `fn` (NULL for shared nodes): the payload and fn (new
+ * references) are consumed. */
+static PyObject *
+build_node(Walk *w, int code, PyObject *fn, PyObject *payload)
+{
+    PyObject *out = call_node(w, code, fn, payload);
+    Py_XDECREF(fn);
+    Py_DECREF(payload);
+    return out;
+}
+
+/* Add a finished value to the map on top of the stack. */
+static int
+map_add(Walk *w, Frame *f, PyObject *value)
+{
+    if (f->key == NULL) {
+        if (PyUnicode_CheckExact(value)) {
+            PyUnicode_InternInPlace(&value);
+        }
+        f->key = value;
+        return 0;
+    }
+    PyObject *key = f->key;
+    f->key = NULL;
+    if (!f->pairs && !PyUnicode_CheckExact(key)) {
+        /* A key that is not a str: the rest goes to pairs_hook, which judges its hashing. */
+        PyObject *items = PyDict_Items(f->obj);
+        if (items == NULL) {
+            goto fail;
+        }
+        Py_SETREF(f->obj, items);
+        f->pairs = 1;
+    }
+    if (f->pairs) {
+        PyObject *pair = PyTuple_Pack(2, key, value);
+        int bad = pair == NULL || PyList_Append(f->obj, pair) < 0;
+        Py_XDECREF(pair);
+        if (bad) {
+            goto fail;
+        }
+    } else {
+        Py_ssize_t before = PyDict_GET_SIZE(f->obj);
+        if (PyDict_SetItem(f->obj, key, value) < 0) {
+            goto fail;
+        }
+        if (PyDict_GET_SIZE(f->obj) == before) {
+            PyErr_SetString(w->error, "a map has duplicate keys");
+            goto fail;
+        }
+    }
+    Py_DECREF(key);
+    Py_DECREF(value);
+    f->done++;
+    return 0;
+fail:
+    Py_DECREF(key);
+    Py_DECREF(value);
+    return -1;
+}
+
+/* Parse one value at w->pos: a scalar into *value, or open a container or node. */
+static int
+read_value(Walk *w, PyObject **value)
+{
+    const unsigned char *q = take(w, 1);
+    if (q == NULL) {
+        return -1;
+    }
+    const unsigned char b = *q;
+    uint64_t n;
+    if (b <= 0x7f) {
+        *value = PyLong_FromLong(b);
+    } else if (b >= 0xe0) {
+        *value = PyLong_FromLong((long)(int8_t)b);
+    } else if (b <= 0x8f) {
+        return open_container(w, F_MAP, b & 0x0f, value);
+    } else if (b <= 0x9f) {
+        return open_container(w, F_ARRAY, b & 0x0f, value);
+    } else if (b <= 0xbf) {
+        n = b & 0x1f;
+        goto str;
+    } else {
+        switch (b) {
+        case 0xc0: *value = Py_NewRef(Py_None); break;
+        case 0xc2: *value = Py_NewRef(Py_False); break;
+        case 0xc3: *value = Py_NewRef(Py_True); break;
+        case 0xc4: case 0xc5: case 0xc6: {
+            int width = 1 << (b - 0xc4);
+            if ((q = take(w, width)) == NULL) return -1;
+            n = be(q, width);
+            if (n > (uint64_t)(w->end - w->pos)) return (incomplete(), -1);
+            q = take(w, (Py_ssize_t)n);
+            *value = PyBytes_FromStringAndSize((const char *)q, (Py_ssize_t)n);
+            break;
+        }
+        case 0xc7: case 0xc8: case 0xc9: case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: {
+            if (b >= 0xd4) {
+                n = (uint64_t)1 << (b - 0xd4);
+            } else {
+                int width = 1 << (b - 0xc7);
+                if ((q = take(w, width)) == NULL) return -1;
+                n = be(q, width);
+            }
+            if ((q = take(w, 1)) == NULL) return -1;
+            if (n > (uint64_t)(w->end - w->pos)) return (incomplete(), -1);
+            return open_node(w, (int)(int8_t)*q, (Py_ssize_t)n);
+        }
+        case 0xca: {
+            if ((q = take(w, 4)) == NULL) return -1;
+            uint32_t bits = (uint32_t)be(q, 4);
+            float f;
+            memcpy(&f, &bits, 4);
+            *value = PyFloat_FromDouble((double)f);
+            break;
+        }
+        case 0xcb: {
+            if ((q = take(w, 8)) == NULL) return -1;
+            uint64_t bits = be(q, 8);
+            double d;
+            memcpy(&d, &bits, 8);
+            *value = PyFloat_FromDouble(d);
+            break;
+        }
+        case 0xcc: case 0xcd: case 0xce: case 0xcf: {
+            int width = 1 << (b - 0xcc);
+            if ((q = take(w, width)) == NULL) return -1;
+            *value = PyLong_FromUnsignedLongLong(be(q, width));
+            break;
+        }
+        case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+            int width = 1 << (b - 0xd0);
+            if ((q = take(w, width)) == NULL) return -1;
+            uint64_t raw = be(q, width);
+            int64_t v = width == 1 ? (int8_t)raw : width == 2 ? (int16_t)raw
+                      : width == 4 ? (int32_t)raw : (int64_t)raw;
+            *value = PyLong_FromLongLong(v);
+            break;
+        }
+        case 0xd9: case 0xda: case 0xdb: {
+            int width = 1 << (b - 0xd9);
+            if ((q = take(w, width)) == NULL) return -1;
+            n = be(q, width);
+            goto str;
+        }
+        case 0xdc: case 0xdd: {
+            int width = b == 0xdc ? 2 : 4;
+            if ((q = take(w, width)) == NULL) return -1;
+            return open_container(w, F_ARRAY, be(q, width), value);
+        }
+        case 0xde: case 0xdf: {
+            int width = b == 0xde ? 2 : 4;
+            if ((q = take(w, width)) == NULL) return -1;
+            return open_container(w, F_MAP, be(q, width), value);
+        }
+        default: /* 0xc1, never used */
+            PyErr_SetString(PyExc_ValueError, "Unpack failed: 0xc1 is not a msgpack type (FormatError)");
+            return -1;
+        }
+    }
+    return *value == NULL ? -1 : 0;
+str:
+    if (n > (uint64_t)(w->end - w->pos)) {
+        incomplete();
+        return -1;
+    }
+    q = take(w, (Py_ssize_t)n);
+    *value = PyUnicode_DecodeUTF8((const char *)q, (Py_ssize_t)n, NULL);
+    return *value == NULL ? -1 : 0;
+}
+
+static PyObject *
+run(Walk *w)
+{
+    for (;;) {
+        PyObject *value = NULL;
+        if (read_value(w, &value) < 0) {
+            return NULL;
+        }
+        if (value == NULL) {
+            continue; /* a container or node was opened: read its first item */
+        }
+        /* A value is complete: hand it to what is open, closing what it completes. */
+        for (;;) {
+            if (w->sp == 0) {
+                if (w->pos != w->end) {
+                    Py_DECREF(value);
+                    PyErr_SetString(PyExc_ValueError, "unpack(b) received extra data.");
+                    return NULL;
+                }
+                return value;
+            }
+            Frame *f = &w->stack[w->sp - 1];
+            if (f->kind == F_ARRAY) {
+                PyList_SET_ITEM(f->obj, f->done, value);
+                if (++f->done < f->count) {
+                    break;
+                }
+            } else if (f->kind == F_MAP) {
+                if (map_add(w, f, value) < 0) {
+                    return NULL;
+                }
+                if (f->key != NULL || f->done < f->count) {
+                    break;
+                }
+                if (f->pairs) {
+                    PyObject *built = PyObject_CallOneArg(w->pairs_hook, f->obj);
+                    if (built == NULL) {
+                        return NULL;
+                    }
+                    Py_SETREF(f->obj, built);
+                }
+            } else { /* F_EXT: the payload is complete */
+                if (w->pos != w->end) {
+                    Py_DECREF(value);
+                    PyErr_SetString(PyExc_ValueError, "unpack(b) received extra data.");
+                    return NULL;
+                }
+                int code = f->code;
+                PyObject *fn = f->obj; /* the frame's reference moves */
+                w->end = f->outer_end;
+                w->cdepth = f->outer_cdepth;
+                w->sp--;
+                value = build_node(w, code, fn, value);
+                w->tdepth--;
+                if (value == NULL) {
+                    return NULL;
+                }
+                continue;
+            }
+            value = f->obj; /* a finished list or map: the frame's reference moves */
+            f->obj = NULL;
+            w->sp--;
+            w->cdepth--;
+        }
+    }
+}
+
+PyObject *
+skjar_walk(PyObject *self, PyObject *args)
+{
+    Py_buffer tree;
+    Walk w;
+    memset(&w, 0, sizeof w);
+    if (!PyArg_ParseTuple(args, "y*OO!OO!O(Liiii):walk", &tree, &w.dec, &PyDict_Type,
+                          &w.decoders, &w.pairs_hook, &PyDict_Type, &w.shared, &w.error,
+                          &w.max_nodes, &w.max_nesting, &w.root, &w.shared_def,
+                          &w.shared_ref)) {
+        return NULL;
+    }
+    if (str_depth == NULL) {
+        str_depth = PyUnicode_InternFromString("depth");
+        str_in_root = PyUnicode_InternFromString("in_root");
+        str_shared_node = PyUnicode_InternFromString("shared_node");
+        if (str_depth == NULL || str_in_root == NULL || str_shared_node == NULL) {
+            PyBuffer_Release(&tree);
+            return NULL;
+        }
+    }
+    w.p = tree.buf;
+    w.end = tree.len;
+    PyObject *out = run(&w);
+    for (Py_ssize_t i = 0; i < w.sp; i++) {
+        Py_XDECREF(w.stack[i].obj);
+        Py_XDECREF(w.stack[i].key);
+    }
+    PyMem_Free(w.stack);
+    PyBuffer_Release(&tree);
+    PyObject *zero = PyLong_FromLong(0);
+    if (out != NULL && (zero == NULL || PyObject_SetAttr(w.dec, str_depth, zero) < 0)) {
+        Py_CLEAR(out);
+    }
+    Py_XDECREF(zero);
+    return out;
+}
