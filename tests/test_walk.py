@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from jarcraft import Ext, pack_tree
 from skjar import _compiled
 from skjar.codec import nodes
-from skjar.codec.decoder import Decoder
+from skjar.codec.decoder import ARRAY_DTYPES, Decoder
 from skjar.codec.registry import DECODERS
 from skjar.errors import SkjarError
 from skjar.format.spec import MAX_NESTING
@@ -238,3 +238,63 @@ def test_handler_errors_pass_through_unchanged() -> None:
     tree = pack_tree(Ext(nodes.REF, "os.system"))
     compiled, twin = decode(tree, True), decode(tree, False)
     assert compiled == twin and compiled[0] == "refused" and "os.system" in compiled[1]
+
+
+# -- arrays: the walker builds common NDARRAY nodes itself --------------------------
+@pytest.mark.parametrize("descr", sorted(ARRAY_DTYPES))
+@pytest.mark.parametrize("shape,fortran", [([], False), ([5], False), ([2, 3], False),
+                                           ([2, 3], True), ([1, 2, 2], True)])
+def test_arrays_build_alike(descr: str, shape: list[int], fortran: bool) -> None:
+    itemsize = np.dtype(descr).itemsize
+    buffer = bytes(range(256))[: math.prod(shape) * itemsize]
+    tree = pack_tree(Ext(nodes.NDARRAY, [descr, shape, fortran, 0]))
+    status, array = agree(tree, (buffer,))
+    assert status == "ok" and array.dtype == np.dtype(descr) and list(array.shape) == shape
+    assert array.tobytes(order="F" if fortran else "C") == buffer
+    assert (array.ndim < 2 or array.flags.f_contiguous == fortran) and array.flags.writeable
+
+
+@pytest.mark.parametrize(
+    "payload,buffers",
+    [
+        (["<f8", [2], False, 0], (b"\x00" * 8,)),  # too small
+        (["<f8", [2], False, 0], (b"\x00" * 24,)),  # too large
+        (["<f8", [0], False, 0], (b"",)),  # empty: the handler's own path
+        (["<f8", [2], False, 1], (b"\x00" * 16,)),  # no such buffer
+        (["<f8", [2], False, -1], (b"\x00" * 16,)),
+        (["<f8", [2], False, True], (b"\x00" * 16,)),
+        (["<f8", [2], 1, 0], (b"\x00" * 16,)),
+        (["<f8", [-2], False, 0], (b"\x00" * 16,)),
+        (["<f8", [2**62, 2**62], False, 0], (b"\x00" * 16,)),  # overflowing size
+        (["<f8", [1] * 65, False, 0], (b"\x00" * 8,)),  # too many dimensions
+        (["<f8", [2.0], False, 0], (b"\x00" * 16,)),
+        (["O", [2], False, 0], (b"\x00" * 16,)),  # object dtype: refused by the handler
+        (["|V0", [2], False, 0], (b"",)),  # zero-size items
+        ([">f8", [2], False, 0], (b"\x00" * 16,)),  # not pre-validated: the handler's path
+        (["<f8", [2], False, b"\x00" * 16], ()),  # inline
+        (["<f8", [2], False, 0, 0], (b"\x00" * 16,)),
+        ([b"<f8", [2], False, 0], (b"\x00" * 16,)),
+    ],
+    ids=repr,
+)
+def test_unusual_arrays_are_left_to_the_handler(payload: list[Any], buffers: tuple[bytes]) -> None:
+    agree(pack_tree(Ext(nodes.NDARRAY, payload)), buffers)
+
+
+def test_a_buffer_used_twice_is_refused_by_both() -> None:
+    array = Ext(nodes.NDARRAY, ["<f8", [2], False, 0])
+    status, message = agree(pack_tree([array, array]), (b"\x00" * 16,))
+    assert status == "refused" and "used twice" in message
+
+
+ARRAYS = st.builds(
+    lambda descr, shape, fortran, index: Ext(nodes.NDARRAY, [descr, shape, fortran, index]),
+    st.sampled_from(["<f8", "<i4", "|u1", "|b1", ">f8", "O", "|V0"]),
+    st.lists(st.integers(-1, 4), max_size=3), st.booleans(), st.integers(-1, 2),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(arrays=st.lists(ARRAYS, max_size=4), sizes=st.lists(st.integers(0, 40), max_size=3))
+def test_random_arrays_build_alike(arrays: list[Any], sizes: list[int]) -> None:
+    agree(pack_tree(arrays), tuple(bytes(n) for n in sizes))

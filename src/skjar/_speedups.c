@@ -542,7 +542,7 @@ PyObject *skjar_walk(PyObject *self, PyObject *args);
 
 static PyMethodDef methods[] = {
     {"walk", skjar_walk, METH_VARARGS,
-     "walk(tree, dec, decoders, pairs_hook, shared, error, limits) -> object"},
+     "walk(tree, dec, decoders, pairs_hook, shared, error, limits, arrays) -> object"},
     {"tree_ok", tree_ok, METH_VARARGS,
      "tree_ok(nodes, itemsize, left, right, feature, n_features, max_depth) -> bool"},
     {"predictor_ok", predictor_ok, METH_VARARGS,
@@ -569,7 +569,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 6
+#define SKJAR_SPEEDUPS_API 7
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

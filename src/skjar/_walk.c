@@ -1,4 +1,4 @@
-/* walk(tree, dec, decoders, pairs_hook, shared, error, limits) -> object
+/* walk(tree, dec, decoders, pairs_hook, shared, error, limits, arrays) -> object
  *
  * The object tree's parse and node dispatch in one pass, without a Python frame or a
  * msgpack.unpackb call per typed node. The twin is codec/decoder.py's Decoder.unpack
@@ -20,7 +20,9 @@
  *     just an unknown code). Once its payload is built, SHARED_DEF (limits[3]) /
  *     SHARED_REF (limits[4]) are resolved in `shared` when well formed (else
  *     dec.shared_node raises the precise error) and every other code calls
- *     decoders[code](dec, payload) with dec.depth set to the node's depth.
+ *     decoders[code](dec, payload) with dec.depth set to the node's depth - except
+ *     that an NDARRAY node (arrays[0]) of the common form is built here (fast_array:
+ *     arrays = (code, max_ndim, numpy.ndarray, validated dtypes, dec's buffer list)).
  *
  * Errors the twin raises as `error` (CorruptFileError) are raised with its message;
  * malformed msgpack raises ValueError, which the caller reports as a malformed tree,
@@ -57,6 +59,9 @@ typedef struct {
     PyObject *dec, *decoders, *pairs_hook, *shared, *error;
     long long max_nodes;
     int max_nesting, root, shared_def, shared_ref, in_root;
+    /* The NDARRAY fast path (see fast_array); array_code is -1 without it. */
+    int array_code, max_ndim;
+    PyObject *ndarray, *dtypes, *buffers;
 } Walk;
 
 static PyObject *str_depth, *str_in_root, *str_shared_node;
@@ -199,9 +204,91 @@ open_node(Walk *w, int code, Py_ssize_t n)
     return 0;
 }
 
+/* An NDARRAY node [descr, shape, fortran, buffer index] in its common form, built as
+ * numpy.ndarray(shape, dtype, buffer, 0, None, order) - what the handler
+ * (codec/numpy.py: _dec_ndarray) builds. `dtypes` maps descr strings the handler has
+ * validated (plain, non-empty items) to (dtype, itemsize). Anything else - another
+ * descr, an inline or empty array, a size that does not fit - returns NULL with no
+ * error set, before the buffer is taken, and the handler decides (and names the fault). */
+static PyObject *
+fast_array(Walk *w, PyObject *payload)
+{
+    if (!PyList_CheckExact(payload) || PyList_GET_SIZE(payload) != 4) {
+        return NULL;
+    }
+    PyObject *descr = PyList_GET_ITEM(payload, 0), *shape = PyList_GET_ITEM(payload, 1);
+    PyObject *fortran = PyList_GET_ITEM(payload, 2), *index = PyList_GET_ITEM(payload, 3);
+    if (!PyUnicode_CheckExact(descr) || !PyList_CheckExact(shape) || !PyLong_CheckExact(index) ||
+        (fortran != Py_True && fortran != Py_False) || PyList_GET_SIZE(shape) > w->max_ndim) {
+        return NULL;
+    }
+    PyObject *known = PyDict_GetItemWithError(w->dtypes, descr);
+    if (known == NULL || !PyTuple_CheckExact(known) || PyTuple_GET_SIZE(known) != 2) {
+        return NULL; /* (an error from the lookup stays set) */
+    }
+    Py_ssize_t itemsize = PyLong_AsSsize_t(PyTuple_GET_ITEM(known, 1));
+    if (itemsize <= 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(shape), nbytes = itemsize;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *dim = PyList_GET_ITEM(shape, i);
+        Py_ssize_t d = PyLong_CheckExact(dim) ? PyLong_AsSsize_t(dim) : -1;
+        if (d < 0 || (d > 0 && nbytes > PY_SSIZE_T_MAX / d)) {
+            PyErr_Clear();
+            return NULL;
+        }
+        nbytes *= d;
+    }
+    Py_ssize_t at = PyLong_AsSsize_t(index);
+    if (at < 0 || at >= PyList_GET_SIZE(w->buffers) || nbytes == 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *buf = PyList_GET_ITEM(w->buffers, at);
+    Py_buffer view;
+    if (buf == Py_None || PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_ssize_t size = view.len;
+    PyBuffer_Release(&view);
+    if (size != nbytes) {
+        return NULL;
+    }
+    PyObject *dims = PyList_AsTuple(shape);
+    PyObject *order = PyUnicode_FromString(fortran == Py_True ? "F" : "C");
+    PyObject *out = NULL;
+    if (dims != NULL && order != NULL) {
+        Py_INCREF(buf); /* the list's reference goes when the buffer is taken */
+        if (PyList_SetItem(w->buffers, at, Py_NewRef(Py_None)) == 0) {
+            PyObject *zero = PyLong_FromLong(0);
+            if (zero != NULL) {
+                PyObject *args[6] = {dims, PyTuple_GET_ITEM(known, 0), buf, zero, Py_None, order};
+                out = PyObject_Vectorcall(w->ndarray, args, 6, NULL);
+                Py_DECREF(zero);
+            }
+        }
+        Py_DECREF(buf);
+    }
+    Py_XDECREF(dims);
+    Py_XDECREF(order);
+    if (out == NULL && !PyErr_Occurred()) {
+        PyErr_SetString(PyExc_SystemError, "fast_array: no array and no error");
+    }
+    return out;
+}
+
 static PyObject *
 call_node(Walk *w, int code, PyObject *fn, PyObject *payload)
 {
+    if (code == w->array_code) {
+        PyObject *out = fast_array(w, payload);
+        if (out != NULL || PyErr_Occurred()) {
+            return out;
+        }
+    }
     if (fn != NULL) {
         PyObject *out = NULL;
         PyObject *depth = PyLong_FromLong(w->tdepth); /* the node's own depth */
@@ -482,10 +569,11 @@ skjar_walk(PyObject *self, PyObject *args)
     Py_buffer tree;
     Walk w;
     memset(&w, 0, sizeof w);
-    if (!PyArg_ParseTuple(args, "y*OO!OO!O(Liiii):walk", &tree, &w.dec, &PyDict_Type,
+    if (!PyArg_ParseTuple(args, "y*OO!OO!O(Liiii)(iiOO!O!):walk", &tree, &w.dec, &PyDict_Type,
                           &w.decoders, &w.pairs_hook, &PyDict_Type, &w.shared, &w.error,
                           &w.max_nodes, &w.max_nesting, &w.root, &w.shared_def,
-                          &w.shared_ref)) {
+                          &w.shared_ref, &w.array_code, &w.max_ndim, &w.ndarray,
+                          &PyDict_Type, &w.dtypes, &PyList_Type, &w.buffers)) {
         return NULL;
     }
     if (str_depth == NULL) {

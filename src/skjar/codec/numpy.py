@@ -11,8 +11,9 @@ import numpy as np
 
 from .. import _compiled
 from ..errors import CorruptFileError, UnsupportedObjectError
+from ..format.spec import MAX_NDIM
 from ..trust import OBJECT
-from .decoder import Decoder, brief, expect_list
+from .decoder import ARRAY_DTYPES, Decoder, brief, expect_list
 from .encoder import Encoder, Path, render_path
 from .nodes import (
     BITGENERATOR,
@@ -27,7 +28,6 @@ from .nodes import (
 )
 from .registry import ENCODERS, MEMOIZED, decodes, encodes
 
-MAX_NDIM = 64
 MAX_DESCR_DEPTH = 8
 PLAIN_KINDS = frozenset("biufcmMSUV")
 _SIMPLE = frozenset({str, int, float, bool, type(None), bytes})
@@ -138,7 +138,10 @@ def descr_dtype(descr: Any) -> np.dtype[Any]:
     dtype = _make_dtype(spec, descr)
     if len(_DTYPES) < 4096:
         _DTYPES[spec] = dtype
+        if type(spec) is str and not dtype.hasobject and dtype.itemsize:
+            ARRAY_DTYPES[spec] = (dtype, dtype.itemsize)
     return dtype
+
 
 
 def _numpy_descr(spec: Any) -> Any:
@@ -597,3 +600,10 @@ def _dec_masked(dec: Decoder, payload: Any) -> np.ma.MaskedArray:
         )
     except Exception as exc:
         raise CorruptFileError(f"invalid masked array: {exc}") from None
+
+
+# The dtypes of nearly every model's arrays, validated once at import: a process's
+# first load then finds them (and the compiled walker builds their arrays itself).
+for _descr in ("<f8", "<f4", "<f2", "<i8", "<i4", "<i2", "|i1", "<u8", "<u4", "<u2", "|u1",
+               "|b1", "<c16", "<c8"):
+    descr_dtype(_descr if sys.byteorder == "little" else _descr.replace("<", ">"))

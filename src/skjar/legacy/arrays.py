@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..codec.numpy import MAX_NDIM, PLAIN_KINDS
+from ..codec.numpy import PLAIN_KINDS
 from ..errors import CorruptFileError, UnsupportedPickleError
+from ..format.spec import MAX_NDIM
 
 __all__ = [
     "array_from_bytes",
