@@ -36,13 +36,13 @@ import numpy as np
 import xxhash
 
 from skjar.codec import nodes
-from skjar.codec.numpy import INLINE_MAX
 from skjar.format.spec import (
     ALIGNMENT,
     DIGEST_SIZE,
     END_MAGIC,
     FORMAT_MAJOR,
     FORMAT_MINOR,
+    INLINE_MAX,
     MAGIC,
     PREAMBLE_SIZE,
     TRAILER_SIZE,

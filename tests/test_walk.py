@@ -22,9 +22,10 @@ from jarcraft import Ext, pack_tree
 from skjar import _compiled
 from skjar.codec import nodes
 from skjar.codec.decoder import ARRAY_DTYPES, Decoder
+from skjar.codec.numpy import descr_dtype
 from skjar.codec.registry import DECODERS
 from skjar.errors import SkjarError
-from skjar.format.spec import MAX_NESTING
+from skjar.format.spec import INLINE_MAX, MAX_NESTING
 from skjar.trust import TrustPolicy
 from test_registry import FUZZ_NAMES
 from test_speedups import needs_speedups, speedups
@@ -241,17 +242,39 @@ def test_handler_errors_pass_through_unchanged() -> None:
 
 
 # -- arrays: the walker builds common NDARRAY nodes itself --------------------------
-@pytest.mark.parametrize("descr", sorted(ARRAY_DTYPES))
+STRUCTURED = [["left", "<i8"], ["value", "<f8"], ["flag", "|u1"]]
+descr_dtype(STRUCTURED)  # validated once, as a first load would
+
+
+@pytest.mark.parametrize("descr", [*sorted(d for d in ARRAY_DTYPES if type(d) is str), STRUCTURED],
+                         ids=str)
 @pytest.mark.parametrize("shape,fortran", [([], False), ([5], False), ([2, 3], False),
-                                           ([2, 3], True), ([1, 2, 2], True)])
-def test_arrays_build_alike(descr: str, shape: list[int], fortran: bool) -> None:
-    itemsize = np.dtype(descr).itemsize
-    buffer = bytes(range(256))[: math.prod(shape) * itemsize]
-    tree = pack_tree(Ext(nodes.NDARRAY, [descr, shape, fortran, 0]))
-    status, array = agree(tree, (buffer,))
-    assert status == "ok" and array.dtype == np.dtype(descr) and list(array.shape) == shape
-    assert array.tobytes(order="F" if fortran else "C") == buffer
+                                           ([2, 3], True), ([1, 2, 2], True), ([40, 3], False)])
+@pytest.mark.parametrize("inline", [False, True])
+def test_arrays_build_alike(descr: Any, shape: list[int], fortran: bool, inline: bool) -> None:
+    dtype = descr_dtype(descr)
+    data = bytes(range(256)) * 20
+    data = data[: math.prod(shape) * dtype.itemsize]
+    tree = pack_tree(Ext(nodes.NDARRAY, [descr, shape, fortran, data if inline else 0]))
+    status, array = agree(tree, () if inline else (data,))
+    if inline and len(data) > INLINE_MAX:  # a writer stores these out of line
+        assert status == "refused" and "larger than inline arrays may be" in array
+        return
+    assert status == "ok" and array.dtype == dtype and list(array.shape) == shape
+    assert array.tobytes(order="F" if fortran else "C") == data
     assert (array.ndim < 2 or array.flags.f_contiguous == fortran) and array.flags.writeable
+    assert type(array.base) is (bytearray if inline else np.ndarray)
+
+
+def test_the_walker_builds_those_arrays_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inline, out of line, structured: no call reaches the Python handler."""
+    calls: list[Any] = []
+    monkeypatch.setitem(DECODERS, nodes.NDARRAY, lambda dec, payload: calls.append(payload))
+    tree = pack_tree([Ext(nodes.NDARRAY, ["<f8", [2], False, bytes(16)]),
+                      Ext(nodes.NDARRAY, ["<i4", [2, 2], True, 0]),
+                      Ext(nodes.NDARRAY, [STRUCTURED, [1], False, bytes(17)])])
+    status, arrays = decode(tree, True, (bytes(16),))
+    assert status == "ok" and not calls and [a.shape for a in arrays] == [(2,), (2, 2), (1,)]
 
 
 @pytest.mark.parametrize(
@@ -271,7 +294,12 @@ def test_arrays_build_alike(descr: str, shape: list[int], fortran: bool) -> None
         (["O", [2], False, 0], (b"\x00" * 16,)),  # object dtype: refused by the handler
         (["|V0", [2], False, 0], (b"",)),  # zero-size items
         ([">f8", [2], False, 0], (b"\x00" * 16,)),  # not pre-validated: the handler's path
-        (["<f8", [2], False, b"\x00" * 16], ()),  # inline
+        (["<f8", [2], False, b"\x00" * 8], ()),  # inline, too small
+        (["<f8", [20], False, b"\x00" * 160], ()),  # inline, larger than inline arrays may be
+        ([[["a", "<f8"], ["b", "O"]], [1], False, b"\x00" * 16], ()),  # object field
+        ([[["a", "<f8", [2]]], [1], False, b"\x00" * 16], ()),  # sub-array: the handler's path
+        ([[], [1], False, b"\x00" * 16], ()),
+        ([[["a", 1]], [1], False, b"\x00" * 16], ()),
         (["<f8", [2], False, 0, 0], (b"\x00" * 16,)),
         ([b"<f8", [2], False, 0], (b"\x00" * 16,)),
     ],

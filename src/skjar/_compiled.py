@@ -21,8 +21,8 @@ HELPERS = (
 )
 # The helpers' calling conventions (SKJAR_SPEEDUPS_API in _speedups.c); a build of another
 # one is not used either (API 3: strdict reads values of any width, releases built keys;
-# 4: no_timestamps; 5: start_writeback; 6: walk; 7: walk builds arrays).
-API = 7
+# 4: no_timestamps; 5: start_writeback; 6: walk; 7, 8: walk builds arrays).
+API = 8
 
 
 def _load() -> ModuleType | None:

@@ -26,5 +26,5 @@ def no_timestamps(tree: Any) -> bool: ...
 def walk(
     tree: Any, dec: Any, decoders: dict[int, Any], pairs_hook: Any, shared: dict[int, Any],
     error: type[Exception], limits: tuple[int, int, int, int, int],
-    arrays: tuple[int, int, type, dict[str, Any], list[Any]],
+    arrays: tuple[int, int, int, type, dict[Any, Any], list[Any]],
 ) -> Any: ...

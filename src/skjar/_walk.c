@@ -22,7 +22,8 @@
  *     dec.shared_node raises the precise error) and every other code calls
  *     decoders[code](dec, payload) with dec.depth set to the node's depth - except
  *     that an NDARRAY node (arrays[0]) of the common form is built here (fast_array:
- *     arrays = (code, max_ndim, numpy.ndarray, validated dtypes, dec's buffer list)).
+ *     arrays = (code, max_ndim, inline_max, numpy.ndarray, validated dtypes, dec's
+ *     buffer list)).
  *
  * Errors the twin raises as `error` (CorruptFileError) are raised with its message;
  * malformed msgpack raises ValueError, which the caller reports as a malformed tree,
@@ -60,7 +61,7 @@ typedef struct {
     long long max_nodes;
     int max_nesting, root, shared_def, shared_ref, in_root;
     /* The NDARRAY fast path (see fast_array); array_code is -1 without it. */
-    int array_code, max_ndim;
+    int array_code, max_ndim, inline_max;
     PyObject *ndarray, *dtypes, *buffers;
 } Walk;
 
@@ -204,27 +205,64 @@ open_node(Walk *w, int code, Py_ssize_t n)
     return 0;
 }
 
-/* An NDARRAY node [descr, shape, fortran, buffer index] in its common form, built as
+/* The validated (dtype, itemsize) for an array's descr, borrowed, or NULL (no error).
+ * The key is descr_dtype's cache key: the descr string, or for a structured descr its
+ * fields as tuples (a field holding a list - a sub-array's shape - is unhashable there,
+ * and here). */
+static PyObject *
+known_dtype(Walk *w, PyObject *descr)
+{
+    PyObject *key, *known;
+    if (PyUnicode_CheckExact(descr)) {
+        known = PyDict_GetItemWithError(w->dtypes, descr);
+    } else {
+        Py_ssize_t n = PyList_CheckExact(descr) ? PyList_GET_SIZE(descr) : 0;
+        if (n == 0 || (key = PyTuple_New(n)) == NULL) {
+            PyErr_Clear();
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *field = PyList_GET_ITEM(descr, i);
+            PyObject *item = PyList_CheckExact(field) ? PyList_AsTuple(field) : NULL;
+            if (item == NULL) {
+                Py_DECREF(key);
+                PyErr_Clear();
+                return NULL;
+            }
+            PyTuple_SET_ITEM(key, i, item);
+        }
+        known = PyDict_GetItemWithError(w->dtypes, key);
+        Py_DECREF(key);
+    }
+    if (known == NULL || !PyTuple_CheckExact(known) || PyTuple_GET_SIZE(known) != 2) {
+        PyErr_Clear(); /* an unhashable key: not one the handler validated either */
+        return NULL;
+    }
+    return known;
+}
+
+/* An NDARRAY node [descr, shape, fortran, data] in its common form, built as
  * numpy.ndarray(shape, dtype, buffer, 0, None, order) - what the handler
- * (codec/numpy.py: _dec_ndarray) builds. `dtypes` maps descr strings the handler has
- * validated (plain, non-empty items) to (dtype, itemsize). Anything else - another
- * descr, an inline or empty array, a size that does not fit - returns NULL with no
- * error set, before the buffer is taken, and the handler decides (and names the fault). */
+ * (codec/numpy.py: _dec_ndarray) builds: `data` is a buffer index, whose buffer is
+ * taken, or inline bytes (at most inline_max), copied into a bytearray the array
+ * owns. Anything else - a descr the handler has not validated, an empty array, a size
+ * that does not fit - returns NULL with no error set, before a buffer is taken, and
+ * the handler decides (and names the fault). */
 static PyObject *
 fast_array(Walk *w, PyObject *payload)
 {
     if (!PyList_CheckExact(payload) || PyList_GET_SIZE(payload) != 4) {
         return NULL;
     }
-    PyObject *descr = PyList_GET_ITEM(payload, 0), *shape = PyList_GET_ITEM(payload, 1);
-    PyObject *fortran = PyList_GET_ITEM(payload, 2), *index = PyList_GET_ITEM(payload, 3);
-    if (!PyUnicode_CheckExact(descr) || !PyList_CheckExact(shape) || !PyLong_CheckExact(index) ||
-        (fortran != Py_True && fortran != Py_False) || PyList_GET_SIZE(shape) > w->max_ndim) {
+    PyObject *shape = PyList_GET_ITEM(payload, 1), *fortran = PyList_GET_ITEM(payload, 2);
+    PyObject *data = PyList_GET_ITEM(payload, 3);
+    if (!PyList_CheckExact(shape) || PyList_GET_SIZE(shape) > w->max_ndim ||
+        (fortran != Py_True && fortran != Py_False)) {
         return NULL;
     }
-    PyObject *known = PyDict_GetItemWithError(w->dtypes, descr);
-    if (known == NULL || !PyTuple_CheckExact(known) || PyTuple_GET_SIZE(known) != 2) {
-        return NULL; /* (an error from the lookup stays set) */
+    PyObject *known = known_dtype(w, PyList_GET_ITEM(payload, 0));
+    if (known == NULL) {
+        return NULL;
     }
     Py_ssize_t itemsize = PyLong_AsSsize_t(PyTuple_GET_ITEM(known, 1));
     if (itemsize <= 0) {
@@ -241,39 +279,53 @@ fast_array(Walk *w, PyObject *payload)
         }
         nbytes *= d;
     }
-    Py_ssize_t at = PyLong_AsSsize_t(index);
-    if (at < 0 || at >= PyList_GET_SIZE(w->buffers) || nbytes == 0) {
-        PyErr_Clear();
+    if (nbytes == 0) {
         return NULL;
     }
-    PyObject *buf = PyList_GET_ITEM(w->buffers, at);
-    Py_buffer view;
-    if (buf == Py_None || PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE) < 0) {
-        PyErr_Clear();
-        return NULL;
-    }
-    Py_ssize_t size = view.len;
-    PyBuffer_Release(&view);
-    if (size != nbytes) {
-        return NULL;
+    PyObject *buf = NULL; /* a new reference once the data is taken */
+    if (PyBytes_CheckExact(data)) {
+        if (PyBytes_GET_SIZE(data) > w->inline_max || PyBytes_GET_SIZE(data) != nbytes) {
+            return NULL;
+        }
+        buf = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(data), nbytes);
+        if (buf == NULL) {
+            return NULL;
+        }
+    } else {
+        Py_ssize_t at = PyLong_CheckExact(data) ? PyLong_AsSsize_t(data) : -1;
+        if (at < 0 || at >= PyList_GET_SIZE(w->buffers)) {
+            PyErr_Clear();
+            return NULL;
+        }
+        PyObject *stored = PyList_GET_ITEM(w->buffers, at);
+        Py_buffer view;
+        if (stored == Py_None || PyObject_GetBuffer(stored, &view, PyBUF_SIMPLE) < 0) {
+            PyErr_Clear();
+            return NULL;
+        }
+        Py_ssize_t size = view.len;
+        PyBuffer_Release(&view);
+        if (size != nbytes) {
+            return NULL;
+        }
+        buf = Py_NewRef(stored);
+        if (PyList_SetItem(w->buffers, at, Py_NewRef(Py_None)) < 0) { /* taken: used once */
+            Py_DECREF(buf);
+            return NULL;
+        }
     }
     PyObject *dims = PyList_AsTuple(shape);
     PyObject *order = PyUnicode_FromString(fortran == Py_True ? "F" : "C");
+    PyObject *zero = PyLong_FromLong(0);
     PyObject *out = NULL;
-    if (dims != NULL && order != NULL) {
-        Py_INCREF(buf); /* the list's reference goes when the buffer is taken */
-        if (PyList_SetItem(w->buffers, at, Py_NewRef(Py_None)) == 0) {
-            PyObject *zero = PyLong_FromLong(0);
-            if (zero != NULL) {
-                PyObject *args[6] = {dims, PyTuple_GET_ITEM(known, 0), buf, zero, Py_None, order};
-                out = PyObject_Vectorcall(w->ndarray, args, 6, NULL);
-                Py_DECREF(zero);
-            }
-        }
-        Py_DECREF(buf);
+    if (dims != NULL && order != NULL && zero != NULL) {
+        PyObject *args[6] = {dims, PyTuple_GET_ITEM(known, 0), buf, zero, Py_None, order};
+        out = PyObject_Vectorcall(w->ndarray, args, 6, NULL);
     }
     Py_XDECREF(dims);
     Py_XDECREF(order);
+    Py_XDECREF(zero);
+    Py_DECREF(buf);
     if (out == NULL && !PyErr_Occurred()) {
         PyErr_SetString(PyExc_SystemError, "fast_array: no array and no error");
     }
@@ -569,10 +621,10 @@ skjar_walk(PyObject *self, PyObject *args)
     Py_buffer tree;
     Walk w;
     memset(&w, 0, sizeof w);
-    if (!PyArg_ParseTuple(args, "y*OO!OO!O(Liiii)(iiOO!O!):walk", &tree, &w.dec, &PyDict_Type,
+    if (!PyArg_ParseTuple(args, "y*OO!OO!O(Liiii)(iiiOO!O!):walk", &tree, &w.dec, &PyDict_Type,
                           &w.decoders, &w.pairs_hook, &PyDict_Type, &w.shared, &w.error,
                           &w.max_nodes, &w.max_nesting, &w.root, &w.shared_def,
-                          &w.shared_ref, &w.array_code, &w.max_ndim, &w.ndarray,
+                          &w.shared_ref, &w.array_code, &w.max_ndim, &w.inline_max, &w.ndarray,
                           &PyDict_Type, &w.dtypes, &PyList_Type, &w.buffers)) {
         return NULL;
     }

@@ -21,16 +21,24 @@ import numpy as np
 
 from .. import _compiled
 from ..errors import CorruptFileError, SkjarError
-from ..format.spec import EXPAND_PER_BYTE, EXPAND_SLACK, MAX_NDIM, MAX_NESTING, MAX_NODES
+from ..format.spec import (
+    EXPAND_PER_BYTE,
+    EXPAND_SLACK,
+    INLINE_MAX,
+    MAX_NDIM,
+    MAX_NESTING,
+    MAX_NODES,
+)
 from ..trust import TrustPolicy
 from .nodes import NDARRAY, ROOT, SHARED_DEF, SHARED_REF
 from .registry import DECODERS
 
 # What the compiled walker enforces as _ext_hook does (see _walk.c).
 _LIMITS = (MAX_NODES, MAX_NESTING, ROOT, SHARED_DEF, SHARED_REF)
-# Plain dtypes (no objects, items of 1 byte or more) that the NDARRAY handler has
-# validated, by descr string: (dtype, itemsize). The compiled walker builds arrays of
-# these itself; codec/numpy.py fills it.
+# Dtypes without objects, of items of 1 byte or more, that the NDARRAY handler has
+# validated: (dtype, itemsize) by descr_dtype's cache key (a descr string, or a
+# structured descr's fields as tuples). The compiled walker builds arrays of these
+# itself; codec/numpy.py fills it.
 ARRAY_DTYPES: dict[str, tuple[np.dtype[Any], int]] = {}
 
 # Typed-node depth up to which payloads are unpacked with msgpack.unpackb (fast,
@@ -70,7 +78,7 @@ class Decoder:
         fast = _compiled.speedups
         try:
             if fast is not None:
-                arrays = (NDARRAY, MAX_NDIM, np.ndarray, ARRAY_DTYPES, self._buffers)
+                arrays = (NDARRAY, MAX_NDIM, INLINE_MAX, np.ndarray, ARRAY_DTYPES, self._buffers)
                 obj = fast.walk(
                     tree, self, DECODERS, self.safe_dict, self._shared, CorruptFileError, _LIMITS,
                     arrays,

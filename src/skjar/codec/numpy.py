@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import _compiled
 from ..errors import CorruptFileError, UnsupportedObjectError
-from ..format.spec import MAX_NDIM
+from ..format.spec import INLINE_MAX, MAX_NDIM
 from ..trust import OBJECT
 from .decoder import ARRAY_DTYPES, Decoder, brief, expect_list
 from .encoder import Encoder, Path, render_path
@@ -138,7 +138,7 @@ def descr_dtype(descr: Any) -> np.dtype[Any]:
     dtype = _make_dtype(spec, descr)
     if len(_DTYPES) < 4096:
         _DTYPES[spec] = dtype
-        if type(spec) is str and not dtype.hasobject and dtype.itemsize:
+        if not dtype.hasobject and dtype.itemsize:
             ARRAY_DTYPES[spec] = (dtype, dtype.itemsize)
     return dtype
 
@@ -211,11 +211,6 @@ def _raw_bytes(arr: np.ndarray) -> np.ndarray:
     else:
         flat = np.ascontiguousarray(arr).reshape(-1)
     return flat.view(np.uint8) if flat.dtype.itemsize else np.empty(0, np.uint8)
-
-
-# Arrays this small are stored inline in the tree: an out-of-line buffer would
-# cost more in alignment padding and layout entries than the data itself.
-INLINE_MAX = 128
 
 
 def array_node(enc: Encoder, arr: np.ndarray, path: Path = None) -> Node:

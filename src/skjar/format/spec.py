@@ -34,6 +34,9 @@ MAX_BUFFERS = 10_000_000
 MAX_NESTING = 100  # typed-node nesting depth in the object tree
 MAX_NODES = 50_000_000  # typed nodes in one tree
 MAX_NDIM = 64  # dimensions of an array
+# Arrays this small are stored inline in the tree: an out-of-line buffer would
+# cost more in alignment padding and layout entries than the data itself.
+INLINE_MAX = 128
 # Container items a load may build from values it already has (a shared list fed to
 # many tuples, a memoized one to many frozensets): 1,000,000 + 4 per input byte, which
 # an honest file never comes near (each item it stores costs it at least a byte).
