@@ -8,6 +8,6 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("skjar._speedups", ["src/skjar/_speedups.c", "src/skjar/_walk.c"], optional=True),
+        Extension("skjar._speedups", ["src/skjar/_speedups.c", "src/skjar/_walk.c", "src/skjar/_json.c"], optional=True),
     ]
 )

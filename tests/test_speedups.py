@@ -401,3 +401,109 @@ def test_a_large_save_starts_its_writeback_early_and_writes_the_same_bytes(
     assert [offset for offset, _ in ranges] == [0, *np.cumsum([n for _, n in ranges])[:-1]]
     assert all(n >= WRITEBACK_CHUNK for _, n in ranges)
     assert (tmp_path / "big.skjar").read_bytes() == skjar.dumps(model)
+
+
+# -- the header's JSON parser -------------------------------------------------------
+def _exact(a: Any, b: Any) -> bool:
+    """Equal values of equal types (1 is not 1.0 or True; -0.0 is not 0.0), order kept."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return repr(a) == repr(b)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(_exact, a, b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(map(_exact, a.values(), b.values()))
+    return bool(a == b)
+
+
+def _twin(raw: bytes) -> Any:
+    """What the json module makes of ``raw``, as parse_header reads it, or an exception."""
+    import json
+
+    from skjar.format.header import _HEADER_JSON
+
+    try:
+        return _HEADER_JSON.decode(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return exc
+
+
+JSON_TEXT = st.text(st.characters(exclude_categories=()), max_size=8)  # surrogates too
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False,
+                                                                         allow_infinity=False)
+    | JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(JSON_TEXT, inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@needs_speedups
+@settings(max_examples=500, deadline=None)
+@given(value=JSON_VALUES, ascii=st.booleans(), indent=st.sampled_from([None, 0, 2, "\t"]))
+def test_the_json_parser_equals_its_twin(value: Any, ascii: bool, indent: Any) -> None:
+    import json
+
+    try:
+        raw = json.dumps(value, ensure_ascii=ascii, indent=indent).encode()
+    except UnicodeEncodeError:  # a lone surrogate cannot be written as UTF-8
+        raw = json.dumps(value, ensure_ascii=True, indent=indent).encode()
+    parsed = speedups.json(raw)  # type: ignore[union-attr]
+    twin = _twin(raw)
+    assert not isinstance(twin, Exception)
+    assert parsed is None or _exact(parsed, twin), (parsed, twin)
+
+
+@needs_speedups
+@settings(max_examples=1000, deadline=None)
+@given(value=JSON_VALUES, data=st.data())
+def test_the_json_parser_accepts_nothing_its_twin_refuses(value: Any, data: st.DataObject) -> None:
+    """Damaged JSON: the compiled parser either steps aside (None) or agrees exactly."""
+    import json
+
+    raw = bytearray(json.dumps(value, ensure_ascii=data.draw(st.booleans())).encode(
+        "utf-8", "surrogatepass"))  # lone surrogates as their (invalid) UTF-8 bytes
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(raw)))
+        how = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if how == "flip" and at < len(raw):
+            raw[at] = data.draw(st.sampled_from(b'{}[]",:\\-+.0123456789eEtfnulru \t\n\x00\x1f\xc3\xa9\xed\xff'))
+        elif how == "cut":
+            del raw[at:]
+        else:
+            raw[at:at] = data.draw(st.binary(min_size=1, max_size=3))
+    parsed = speedups.json(bytes(raw))  # type: ignore[union-attr]
+    if parsed is not None:
+        twin = _twin(bytes(raw))
+        assert not isinstance(twin, Exception), f"{bytes(raw)!r}: compiled {parsed!r}, twin {twin}"
+        assert _exact(parsed, twin), (bytes(raw), parsed, twin)
+
+
+@needs_speedups
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"a":1,"a":2}', b"NaN", b"[Infinity]", b"-Infinity", b"[1,]", b"{,}", b"01", b"-", b"1.",
+     b".5", b"1e", b"[1 2]", b'"\x01"', b'"\\x41"', b'"\\u12"', b'"\xed\xa0\x80"', b"\xef\xbb\xbf1",
+     b"", b" ", b"tru", b"nul", b'{"a" 1}', b'{1:2}', b"[" * 100 + b"]" * 100,
+     b"123456789012345678901234567890", b"1" * 5000],
+    ids=repr,
+)
+def test_the_json_parser_steps_aside_for_the_unusual(raw: bytes) -> None:
+    """Refused or unusual JSON goes to the twin, which accepts it or names the fault."""
+    assert speedups.json(raw) is None  # type: ignore[union-attr]
+
+
+@needs_speedups
+def test_real_headers_take_the_compiled_path() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from skjar.format.reader import PREAMBLE_SIZE, parse_preamble
+
+    model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    for value in (model, {"x": [1.5, None]}, "é"):
+        data = skjar.dumps(value, metadata={"note": "ünïcode \"quoted\"\n", "n": 2**40})
+        _, _, n = parse_preamble(data[:PREAMBLE_SIZE])
+        raw = data[PREAMBLE_SIZE : PREAMBLE_SIZE + n]
+        parsed = speedups.json(raw)  # type: ignore[union-attr]
+        assert parsed is not None and _exact(parsed, _twin(raw))

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from .. import _compiled
 from ..errors import CorruptFileError
 from .compression import check_ratio
 from .spec import CODECS, MAX_BUFFERS, PACKS_SINCE, PREAMBLE_SIZE, TRAILER_SIZE, align
@@ -88,10 +89,14 @@ _HEADER_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_
 
 def parse_header(raw: bytes | memoryview) -> dict[str, Any]:
     """Decode and check the header's shape (not yet its layout)."""
-    try:
-        header = _HEADER_JSON.decode(bytes(raw).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CorruptFileError(f"the header is not valid UTF-8 JSON: {exc}") from None
+    fast = _compiled.speedups
+    # The compiled parser answers None for anything unusual; the json module decides then.
+    header = fast.json(raw) if fast is not None else None
+    if header is None:
+        try:
+            header = _HEADER_JSON.decode(bytes(raw).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise CorruptFileError(f"the header is not valid UTF-8 JSON: {exc}") from None
     if type(header) is not dict:
         raise CorruptFileError("the header must be a JSON object")
     for key, kind in (

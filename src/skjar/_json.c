@@ -1,0 +1,384 @@
+/* json(text) -> object | None
+ *
+ * The header's JSON, parsed in one C pass from its UTF-8 bytes. The twin is
+ * format/header.py's parse_header (the json module's decoder with a hook refusing
+ * duplicate keys and NaN/Infinity); this accepts a subset of what it accepts and
+ * builds the same values:
+ *
+ *   - RFC 8259 JSON: objects, arrays, strings (escapes included; a \u escape may
+ *     name a lone surrogate, as in Python), numbers (an int when there is no
+ *     fraction or exponent, else a float), true, false, null; whitespace is
+ *     space, tab, CR and LF;
+ *   - strict UTF-8 throughout, no control characters in strings, no repeated key
+ *     in an object, nothing after the value but whitespace.
+ *
+ * Anything else - and anything unusual that the twin may still accept, such as
+ * nesting deeper than MAX_DEPTH or an int longer than 18 digits - returns None, and
+ * the caller runs the twin, which accepts it or says precisely what is wrong.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_DEPTH 64
+
+typedef struct {
+    const unsigned char *p;
+    Py_ssize_t pos, end;
+    int depth;
+} Json;
+
+/* A value, a new reference; NULL with no error set means "not fine" (the twin
+ * decides), NULL with an error set is a real failure (out of memory). */
+static PyObject *value(Json *j);
+
+static void
+skip_space(Json *j)
+{
+    while (j->pos < j->end) {
+        unsigned char c = j->p[j->pos];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+            return;
+        }
+        j->pos++;
+    }
+}
+
+static int
+hex4(const unsigned char *q, Py_UCS4 *out)
+{
+    Py_UCS4 v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = q[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (Py_UCS4)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (Py_UCS4)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (Py_UCS4)(c - 'A' + 10);
+        else return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A string; j->pos is just past its opening quote. */
+static PyObject *
+string(Json *j)
+{
+    Py_ssize_t start = j->pos;
+    int escaped = 0;
+    for (;;) {
+        if (j->pos >= j->end) {
+            return NULL;
+        }
+        unsigned char c = j->p[j->pos];
+        if (c == '"') {
+            break;
+        }
+        if (c < 0x20) {
+            return NULL;
+        }
+        if (c == '\\') {
+            escaped = 1;
+            j->pos++; /* the escaped character is checked below */
+        }
+        j->pos++;
+    }
+    Py_ssize_t stop = j->pos++;
+    if (!escaped) {
+        PyObject *s = PyUnicode_DecodeUTF8((const char *)j->p + start, stop - start, NULL);
+        if (s == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+        }
+        return s;
+    }
+    /* With escapes: build it piece by piece (raw runs are decoded as UTF-8). */
+    PyObject *parts = PyList_New(0);
+    if (parts == NULL) {
+        return NULL;
+    }
+    PyObject *out = NULL;
+    Py_ssize_t i = start;
+    while (i < stop) {
+        Py_ssize_t run = i;
+        while (run < stop && j->p[run] != '\\') {
+            run++;
+        }
+        if (run > i) {
+            PyObject *piece = PyUnicode_DecodeUTF8((const char *)j->p + i, run - i, NULL);
+            if (piece == NULL || PyList_Append(parts, piece) < 0) {
+                Py_XDECREF(piece);
+                goto fail;
+            }
+            Py_DECREF(piece);
+            i = run;
+            continue;
+        }
+        /* j->p[i] == '\\' and i + 1 < stop (the scan above stepped over the pair) */
+        unsigned char e = j->p[i + 1];
+        Py_UCS4 ch;
+        switch (e) {
+        case '"': ch = '"'; break;
+        case '\\': ch = '\\'; break;
+        case '/': ch = '/'; break;
+        case 'b': ch = '\b'; break;
+        case 'f': ch = '\f'; break;
+        case 'n': ch = '\n'; break;
+        case 'r': ch = '\r'; break;
+        case 't': ch = '\t'; break;
+        case 'u':
+            if (i + 6 > stop || hex4(j->p + i + 2, &ch) < 0) {
+                goto refuse;
+            }
+            /* A surrogate pair written as two escapes is one character, as in Python. */
+            if (ch >= 0xd800 && ch <= 0xdbff && i + 12 <= stop && j->p[i + 6] == '\\' &&
+                j->p[i + 7] == 'u') {
+                Py_UCS4 low;
+                if (hex4(j->p + i + 8, &low) == 0 && low >= 0xdc00 && low <= 0xdfff) {
+                    ch = 0x10000 + (((ch - 0xd800) << 10) | (low - 0xdc00));
+                    i += 6;
+                }
+            }
+            i += 4;
+            break;
+        default:
+            goto refuse;
+        }
+        i += 2;
+        PyObject *piece = PyUnicode_FromOrdinal((int)ch);
+        if (piece == NULL || PyList_Append(parts, piece) < 0) {
+            Py_XDECREF(piece);
+            goto fail;
+        }
+        Py_DECREF(piece);
+    }
+    {
+        PyObject *empty = PyUnicode_FromStringAndSize(NULL, 0);
+        if (empty != NULL) {
+            out = PyUnicode_Join(empty, parts);
+            Py_DECREF(empty);
+        }
+    }
+    Py_DECREF(parts);
+    return out;
+refuse:
+    Py_DECREF(parts);
+    return NULL;
+fail:
+    Py_DECREF(parts);
+    if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        PyErr_Clear();
+    }
+    return NULL;
+}
+
+static PyObject *
+number(Json *j)
+{
+    Py_ssize_t start = j->pos;
+    const unsigned char *p = j->p;
+    Py_ssize_t i = start;
+    if (i < j->end && p[i] == '-') {
+        i++;
+    }
+    if (i >= j->end || p[i] < '0' || p[i] > '9') {
+        return NULL;
+    }
+    if (p[i] == '0') {
+        i++;
+    } else {
+        while (i < j->end && p[i] >= '0' && p[i] <= '9') i++;
+    }
+    int is_float = 0;
+    if (i + 1 < j->end && p[i] == '.' && p[i + 1] >= '0' && p[i + 1] <= '9') {
+        is_float = 1;
+        i += 2;
+        while (i < j->end && p[i] >= '0' && p[i] <= '9') i++;
+    }
+    if (i < j->end && (p[i] == 'e' || p[i] == 'E')) {
+        Py_ssize_t k = i + 1;
+        if (k < j->end && (p[k] == '+' || p[k] == '-')) k++;
+        if (k < j->end && p[k] >= '0' && p[k] <= '9') {
+            is_float = 1;
+            while (k < j->end && p[k] >= '0' && p[k] <= '9') k++;
+            i = k;
+        }
+    }
+    Py_ssize_t n = i - start;
+    char buf[64];
+    if (n >= (Py_ssize_t)sizeof buf) {
+        return NULL; /* long numbers: the twin */
+    }
+    memcpy(buf, p + start, (size_t)n);
+    buf[n] = '\0';
+    j->pos = i;
+    if (!is_float) {
+        if (n > 18) {
+            return NULL; /* beyond int64 maybe: the twin */
+        }
+        return PyLong_FromLongLong(strtoll(buf, NULL, 10));
+    }
+    double d = PyOS_string_to_double(buf, NULL, NULL);
+    if (d == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return PyFloat_FromDouble(d);
+}
+
+static int
+literal(Json *j, const char *word)
+{
+    size_t n = strlen(word);
+    if ((size_t)(j->end - j->pos) < n || memcmp(j->p + j->pos, word, n) != 0) {
+        return 0;
+    }
+    j->pos += (Py_ssize_t)n;
+    return 1;
+}
+
+static PyObject *
+array(Json *j)
+{
+    PyObject *list = PyList_New(0);
+    if (list == NULL) {
+        return NULL;
+    }
+    skip_space(j);
+    if (j->pos < j->end && j->p[j->pos] == ']') {
+        j->pos++;
+        return list;
+    }
+    for (;;) {
+        PyObject *item = value(j);
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(item);
+        skip_space(j);
+        if (j->pos >= j->end) {
+            break;
+        }
+        unsigned char c = j->p[j->pos++];
+        if (c == ']') {
+            return list;
+        }
+        if (c != ',') {
+            break;
+        }
+    }
+    Py_DECREF(list);
+    return NULL;
+}
+
+static PyObject *
+object(Json *j)
+{
+    PyObject *dict = PyDict_New();
+    if (dict == NULL) {
+        return NULL;
+    }
+    skip_space(j);
+    if (j->pos < j->end && j->p[j->pos] == '}') {
+        j->pos++;
+        return dict;
+    }
+    for (;;) {
+        skip_space(j);
+        if (j->pos >= j->end || j->p[j->pos] != '"') {
+            break;
+        }
+        j->pos++;
+        PyObject *key = string(j);
+        if (key == NULL) {
+            break;
+        }
+        PyUnicode_InternInPlace(&key);
+        skip_space(j);
+        if (j->pos >= j->end || j->p[j->pos] != ':') {
+            Py_DECREF(key);
+            break;
+        }
+        j->pos++;
+        PyObject *item = value(j);
+        if (item == NULL) {
+            Py_DECREF(key);
+            break;
+        }
+        Py_ssize_t before = PyDict_GET_SIZE(dict);
+        int bad = PyDict_SetItem(dict, key, item) < 0 || PyDict_GET_SIZE(dict) == before;
+        Py_DECREF(key);
+        Py_DECREF(item);
+        if (bad) {
+            break; /* a repeated key: the twin names it */
+        }
+        skip_space(j);
+        if (j->pos >= j->end) {
+            break;
+        }
+        unsigned char c = j->p[j->pos++];
+        if (c == '}') {
+            return dict;
+        }
+        if (c != ',') {
+            break;
+        }
+    }
+    Py_DECREF(dict);
+    return NULL;
+}
+
+static PyObject *
+value(Json *j)
+{
+    skip_space(j);
+    if (j->pos >= j->end) {
+        return NULL;
+    }
+    unsigned char c = j->p[j->pos];
+    if (c == '"') {
+        j->pos++;
+        return string(j);
+    }
+    if (c == '{' || c == '[') {
+        if (j->depth >= MAX_DEPTH) {
+            return NULL;
+        }
+        j->pos++;
+        j->depth++;
+        PyObject *out = c == '{' ? object(j) : array(j);
+        j->depth--;
+        return out;
+    }
+    if (c == '-' || (c >= '0' && c <= '9')) {
+        return number(j);
+    }
+    if (literal(j, "true")) return Py_NewRef(Py_True);
+    if (literal(j, "false")) return Py_NewRef(Py_False);
+    if (literal(j, "null")) return Py_NewRef(Py_None);
+    return NULL;
+}
+
+PyObject *
+skjar_json(PyObject *self, PyObject *args)
+{
+    Py_buffer text;
+    if (!PyArg_ParseTuple(args, "y*:json", &text)) {
+        return NULL;
+    }
+    Json j = {text.buf, 0, text.len, 0};
+    PyObject *out = value(&j);
+    if (out != NULL) {
+        skip_space(&j);
+        if (j.pos != j.end) {
+            Py_CLEAR(out);
+        }
+    }
+    PyBuffer_Release(&text);
+    if (out == NULL && !PyErr_Occurred()) {
+        Py_RETURN_NONE;
+    }
+    return out;
+}
