@@ -295,7 +295,6 @@ object(Json *j)
         if (key == NULL) {
             break;
         }
-        PyUnicode_InternInPlace(&key);
         skip_space(j);
         if (j->pos >= j->end || j->p[j->pos] != ':') {
             Py_DECREF(key);
