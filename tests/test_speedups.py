@@ -419,7 +419,6 @@ def _exact(a: Any, b: Any) -> bool:
 
 def _twin(raw: bytes) -> Any:
     """What the json module makes of ``raw``, as parse_header reads it, or an exception."""
-    import json
 
     from skjar.format.header import _HEADER_JSON
 

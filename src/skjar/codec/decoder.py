@@ -39,7 +39,7 @@ _LIMITS = (MAX_NODES, MAX_NESTING, ROOT, SHARED_DEF, SHARED_REF)
 # validated: (dtype, itemsize) by descr_dtype's cache key (a descr string, or a
 # structured descr's fields as tuples). The compiled walker builds arrays of these
 # itself; codec/numpy.py fills it.
-ARRAY_DTYPES: dict[str, tuple[np.dtype[Any], int]] = {}
+ARRAY_DTYPES: dict[Any, tuple[np.dtype[Any], int]] = {}
 
 # Typed-node depth up to which payloads are unpacked with msgpack.unpackb (fast,
 # but ~40 KiB of C stack per level); deeper ones use a heap-allocated Unpacker.

@@ -143,7 +143,6 @@ def descr_dtype(descr: Any) -> np.dtype[Any]:
     return dtype
 
 
-
 def _numpy_descr(spec: Any) -> Any:
     """Back to numpy's descr: a str, or a *list* of field tuples (a tuple means (dtype, shape))."""
     if type(spec) is str:
