@@ -8,6 +8,10 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("skjar._speedups", ["src/skjar/_speedups.c", "src/skjar/_walk.c", "src/skjar/_json.c"], optional=True),
+        Extension(
+            "skjar._speedups",
+            [f"src/skjar/{name}.c" for name in ("_speedups", "_walk", "_json", "_front")],
+            optional=True,
+        ),
     ]
 )

@@ -150,6 +150,26 @@ def outcome(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+# Inputs up to this size are also loaded from a file: skjar.load(path) reads small jars
+# through a compiled front of its own (src/skjar/_front.c), which must agree with loads.
+_FILE_MAX = 4 << 20
+_file: str | None = None
+
+
+def _as_file(data: bytes) -> str:
+    global _file
+    if _file is None:
+        import atexit
+        import tempfile
+
+        handle, _file = tempfile.mkstemp(suffix=".skjar")
+        os.close(handle)
+        atexit.register(os.unlink, _file)
+    with open(_file, "wb") as f:
+        f.write(data)
+    return _file
+
+
 def check(data: bytes, exercise: bool = False) -> str:
     """Load ``data``; raise ``Finding`` if the contract is broken, else describe the outcome."""
     global _active, _phase
@@ -157,6 +177,7 @@ def check(data: bytes, exercise: bool = False) -> str:
     del _events[:]
     obj: Any = None
     result = "ok"
+    path = _as_file(data) if len(data) <= _FILE_MAX else None
     _active = True
     try:
         with warnings.catch_warnings():
@@ -167,6 +188,16 @@ def check(data: bytes, exercise: bool = False) -> str:
                 result = outcome(exc)
             except Exception as exc:  # the contract: only SkjarError may escape
                 raise Finding(f"loads raised {type(exc).__name__}: {exc!s:.300}") from exc
+            if path is not None:
+                try:
+                    skjar.load(path)
+                    from_file = "ok"
+                except SkjarError as exc:
+                    from_file = outcome(exc)
+                except Exception as exc:
+                    raise Finding(f"load(path) raised {type(exc).__name__}: {exc!s:.300}") from exc
+                if from_file.split(":")[0] != result.split(":")[0]:
+                    raise Finding(f"loads gave {result!r:.200}, load(path) {from_file!r:.200}")
             if _events:
                 raise Finding(f"forbidden action while loading: {_events[:3]}")
             if obj is not None and exercise:

@@ -360,14 +360,12 @@ value(Json *j)
     return NULL;
 }
 
+/* The value of the n bytes at p; NULL with no error set when not fine (the reader
+ * front, _front.c, calls this too). */
 PyObject *
-skjar_json(PyObject *self, PyObject *args)
+skjar_json_parse(const unsigned char *p, Py_ssize_t n)
 {
-    Py_buffer text;
-    if (!PyArg_ParseTuple(args, "y*:json", &text)) {
-        return NULL;
-    }
-    Json j = {text.buf, 0, text.len, 0};
+    Json j = {p, 0, n, 0};
     PyObject *out = value(&j);
     if (out != NULL) {
         skip_space(&j);
@@ -375,6 +373,17 @@ skjar_json(PyObject *self, PyObject *args)
             Py_CLEAR(out);
         }
     }
+    return out;
+}
+
+PyObject *
+skjar_json(PyObject *self, PyObject *args)
+{
+    Py_buffer text;
+    if (!PyArg_ParseTuple(args, "y*:json", &text)) {
+        return NULL;
+    }
+    PyObject *out = skjar_json_parse(text.buf, text.len);
     PyBuffer_Release(&text);
     if (out == NULL && !PyErr_Occurred()) {
         Py_RETURN_NONE;

@@ -537,12 +537,16 @@ start_writeback(PyObject *self, PyObject *args)
     return PyBool_FromLong(done);
 }
 
-/* The object tree's walker and the header's JSON parser have files of their own. */
+/* The object tree's walker, the header's JSON parser and the reader's front for small
+ * jars have files of their own. */
 PyObject *skjar_walk(PyObject *self, PyObject *args);
 PyObject *skjar_json(PyObject *self, PyObject *args);
+PyObject *skjar_read_small(PyObject *self, PyObject *args);
 
 static PyMethodDef methods[] = {
     {"json", skjar_json, METH_VARARGS, "json(text) -> object | None"},
+    {"read_small", skjar_read_small, METH_VARARGS,
+     "read_small(path, admit, digest, frombuffer, spec) -> (tree, buffers, declared) | None"},
     {"walk", skjar_walk, METH_VARARGS,
      "walk(tree, dec, decoders, pairs_hook, shared, error, limits, arrays) -> object"},
     {"tree_ok", tree_ok, METH_VARARGS,
@@ -571,7 +575,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 9
+#define SKJAR_SPEEDUPS_API 10
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

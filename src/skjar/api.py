@@ -14,7 +14,7 @@ from .codec import Decoder, Encoder
 from .errors import InvalidArgumentError, VersionSkewWarning
 from .format.compression import parse_compress
 from .format.header import declared_names
-from .format.reader import Source, open_source, read_header
+from .format.reader import Source, open_source, read_header, read_small
 from .format.spec import FLAG_SIGNED, SIGNATURE_SIZE
 from .format.writer import build_sections, write_atomic, write_jar, writer_for
 from .metadata import check_metadata, check_versions, environment, producer, summarize, version_skew
@@ -185,11 +185,22 @@ def load(
             skew.append(message)
         return declared
 
-    raw = open_source(source, mmap=mmap, admit=admit, keys=keys, verify=check)
+    small = (
+        read_small(source, admit)
+        if isinstance(source, (str, os.PathLike)) and not mmap and keys is None and check == "full"
+        else None
+    )
+    tree: bytes | memoryview
+    if small is not None:
+        tree, buffers, declared = small
+    else:
+        raw = open_source(source, mmap=mmap, admit=admit, keys=keys, verify=check)
+        tree, buffers, declared = raw.tree, raw.buffers, raw.declared
+        del raw
     if skew:
         warnings.warn(skew[0], VersionSkewWarning, stacklevel=_stacklevel)
-    decoder, tree = Decoder(raw.buffers, raw.declared, policy), raw.tree
-    del raw  # the decoder drops each buffer once used: a string buffer is freed early
+    decoder = Decoder(buffers, declared, policy)
+    del buffers, small  # the decoder drops each buffer once used: a string buffer is freed early
     # The cyclic GC is paused while the model is built: building millions of small
     # objects (a vocabulary) would make it scan repeatedly for nothing, since nothing
     # decoded is garbage yet. (Pausing it while saving as well made no difference
