@@ -14,8 +14,8 @@
  *     all of them), and zero padding between sections;
  *   - then admit(header) - trust and versions, in Python - whose errors propagate.
  *
- * The whole file is read with one read() into a 64-byte-aligned bytearray viewed by
- * numpy (`frombuffer`: numpy.frombuffer with dtype uint8), and the tree and buffers
+ * The preamble and header are read first; a jar the front takes is then read whole,
+ * with one pread(), into a 64-byte-aligned bytearray viewed by numpy (`frombuffer`: numpy.frombuffer with dtype uint8), and the tree and buffers
  * are views of it, as open_source's are of its body. Anything else - a signed or
  * compressed jar, a pack, a large section, any check that fails, a file that cannot be
  * opened - returns None before admit, and open_source reads the file again and
@@ -64,59 +64,69 @@ align_up(Py_ssize_t n, long long alignment)
     return (Py_ssize_t)((n + alignment - 1) / alignment * alignment);
 }
 
-/* The whole file at `path` into a fresh bytearray whose byte `*start` is 64-aligned,
- * or NULL with no error set (cannot open, not a small regular file, short read). */
-static PyObject *
-read_file(const char *path, const Spec *s, Py_ssize_t *size, Py_ssize_t *start)
+/* An open descriptor of the regular file at `path`, if it is small enough, and its size;
+ * -1 otherwise (cannot open, not a regular file, too small or too large). */
+static int
+open_small(const char *path, const Spec *s, Py_ssize_t *size)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        return NULL;
+        return -1;
     }
     struct stat st;
-    PyObject *buf = NULL;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < s->preamble ||
         st.st_size > s->max_file) {
-        goto done;
+        close(fd);
+        return -1;
     }
     *size = (Py_ssize_t)st.st_size;
-    buf = PyByteArray_FromStringAndSize(NULL, *size + 64);
+    return fd;
+}
+
+/* Read n bytes at `offset` into `out`: 0, or -1 (an error, or the file is shorter). */
+static int
+read_at(int fd, char *out, Py_ssize_t n, Py_ssize_t offset)
+{
+    Py_ssize_t got = 0;
+    while (got < n) {
+        ssize_t k;
+        Py_BEGIN_ALLOW_THREADS
+        k = pread(fd, out + got, (size_t)(n - got), (off_t)(offset + got));
+        Py_END_ALLOW_THREADS
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k <= 0) {
+            return -1;
+        }
+        got += k;
+    }
+    return 0;
+}
+
+/* A fresh bytearray of n + 64 bytes whose byte `*start` is 64-aligned, its pages mapped
+ * in at once for large ones (as aligned_empty does); NULL with an error set. */
+static PyObject *
+aligned_bytes(Py_ssize_t n, Py_ssize_t *start)
+{
+    PyObject *buf = PyByteArray_FromStringAndSize(NULL, n + 64);
     if (buf == NULL) {
-        PyErr_Clear();
-        goto done;
+        return NULL;
     }
     char *base = PyByteArray_AS_STRING(buf);
     *start = (Py_ssize_t)((64 - ((uintptr_t)base & 63)) & 63);
-    char *at = base + *start;
 #if defined(__linux__)
-    if (*size >= (64 << 10)) { /* as aligned_empty: map the pages in one call */
+    if (n >= (64 << 10)) {
         long page = sysconf(_SC_PAGESIZE);
         if (page > 0) {
-            uintptr_t mask = (uintptr_t)page - 1;
-            uintptr_t a = ((uintptr_t)at + mask) & ~mask, b = ((uintptr_t)at + *size) & ~mask;
+            uintptr_t mask = (uintptr_t)page - 1, at = (uintptr_t)base + (uintptr_t)*start;
+            uintptr_t a = (at + mask) & ~mask, b = (at + (uintptr_t)n) & ~mask;
             if (b > a) {
                 (void)madvise((void *)a, (size_t)(b - a), MADV_POPULATE_WRITE);
             }
         }
     }
 #endif
-    Py_ssize_t got = 0;
-    while (got < *size) {
-        ssize_t k;
-        Py_BEGIN_ALLOW_THREADS
-        k = read(fd, at + got, (size_t)(*size - got));
-        Py_END_ALLOW_THREADS
-        if (k < 0 && errno == EINTR) {
-            continue;
-        }
-        if (k <= 0) {
-            Py_CLEAR(buf);
-            goto done;
-        }
-        got += k;
-    }
-done:
-    close(fd);
     return buf;
 }
 
@@ -194,32 +204,39 @@ skjar_read_small(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_ssize_t size = 0, start = 0;
-    PyObject *buf = read_file(path, &s, &size, &start);
-    if (buf == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
+    int fd = open_small(path, &s, &size);
+    if (fd < 0) {
         Py_RETURN_NONE;
     }
-    const unsigned char *file = (const unsigned char *)PyByteArray_AS_STRING(buf) + start;
-    PyObject *header = NULL, *array = NULL, *parts = NULL, *out = NULL;
+    PyObject *buf = NULL, *header = NULL, *array = NULL, *parts = NULL, *out = NULL;
     Py_ssize_t *spans = NULL; /* (offset, length) per section, the tree first */
+    unsigned char pre[64];
+    unsigned char *head = NULL; /* the header's bytes, as first read */
+    const unsigned char *file = NULL;
 
-    /* The preamble. */
-    if (memcmp(file, s.magic, (size_t)s.magic_len) != 0) {
+    /* The preamble and the header first: a jar the front does not take is not read. */
+    if (s.preamble > (long long)sizeof pre || read_at(fd, (char *)pre, (Py_ssize_t)s.preamble, 0)) {
         goto not_fine;
     }
-    int major = (int)le(file + s.magic_len, 2), minor = (int)le(file + s.magic_len + 2, 2);
-    uint64_t flags = le(file + s.magic_len + 4, 4), header_length = le(file + s.magic_len + 8, 8);
+    if (memcmp(pre, s.magic, (size_t)s.magic_len) != 0) {
+        goto not_fine;
+    }
+    int major = (int)le(pre + s.magic_len, 2), minor = (int)le(pre + s.magic_len + 2, 2);
+    uint64_t flags = le(pre + s.magic_len + 4, 4), header_length = le(pre + s.magic_len + 8, 8);
     if (major != s.major || minor > s.minor || flags != 0 || header_length < 2 ||
         header_length > (uint64_t)s.max_header ||
         header_length > (uint64_t)(size - s.preamble)) {
         goto not_fine;
     }
     Py_ssize_t base = (Py_ssize_t)(s.preamble + (long long)header_length);
+    head = PyMem_Malloc((size_t)header_length);
+    if (head == NULL ||
+        read_at(fd, (char *)head, (Py_ssize_t)header_length, (Py_ssize_t)s.preamble)) {
+        goto not_fine;
+    }
 
     /* The header: JSON, and the shape parse_header requires. */
-    header = skjar_json_parse(file + s.preamble, (Py_ssize_t)header_length);
+    header = skjar_json_parse(head, (Py_ssize_t)header_length);
     if (header == NULL || !PyDict_CheckExact(header)) {
         goto not_fine;
     }
@@ -274,6 +291,20 @@ skjar_read_small(PyObject *self, PyObject *args)
     if (data_end + s.trailer != size) {
         goto not_fine;
     }
+
+    /* The whole file, in one read; its preamble and header must be those just judged
+     * (the file may have changed between the reads). */
+    buf = aligned_bytes(size, &start);
+    if (buf == NULL) {
+        goto not_fine;
+    }
+    file = (const unsigned char *)PyByteArray_AS_STRING(buf) + start;
+    if (read_at(fd, (char *)file, size, 0) || memcmp(file, pre, (size_t)s.preamble) != 0 ||
+        memcmp(file + s.preamble, head, (size_t)header_length) != 0) {
+        goto not_fine;
+    }
+    close(fd);
+    fd = -1;
 
     /* The trailer, the digests, the padding. */
     const unsigned char *trailer = file + data_end;
@@ -338,10 +369,14 @@ not_fine:
 fail:
     out = NULL;
 done:
+    if (fd >= 0) {
+        close(fd);
+    }
     PyMem_Free(spans);
+    PyMem_Free(head);
     Py_XDECREF(header);
     Py_XDECREF(array);
     Py_XDECREF(parts);
-    Py_DECREF(buf);
+    Py_XDECREF(buf);
     return out;
 }
