@@ -15,8 +15,9 @@
  *   - then admit(header) - trust and versions, in Python - whose errors propagate.
  *
  * The preamble and header are read first; a jar the front takes is then read whole,
- * with one pread(), into a 64-byte-aligned bytearray viewed by numpy (`frombuffer`: numpy.frombuffer with dtype uint8), and the tree and buffers
- * are views of it, as open_source's are of its body. Anything else - a signed or
+ * with one pread(), into a 64-byte-aligned bytearray viewed by numpy (`frombuffer`:
+ * numpy.frombuffer with dtype uint8), and the tree and buffers are views of it, as
+ * open_source's are of its body. Anything else - a signed or
  * compressed jar, a pack, a large section, any check that fails, a file that cannot be
  * opened - returns None before admit, and open_source reads the file again and
  * accepts it or says precisely what is wrong.
@@ -262,11 +263,11 @@ skjar_read_small(PyObject *self, PyObject *args)
         goto not_fine;
     }
     Py_ssize_t pos = align_up(base, s.alignment), n;
-    Py_ssize_t small = (Py_ssize_t)s.own - 1;
+    Py_ssize_t largest = (Py_ssize_t)s.own - 1; /* a section's length, at most */
     if (pos > size || !plain_section(PyDict_GetItemString(tree, "length"),
                                      PyDict_GetItemString(tree, "size"),
                                      PyDict_GetItemString(tree, "codec"),
-                                     small < size - pos ? small : size - pos, &n)) {
+                                     largest < size - pos ? largest : size - pos, &n)) {
         goto not_fine;
     }
     spans[0] = pos;
@@ -280,7 +281,7 @@ skjar_read_small(PyObject *self, PyObject *args)
         pos = align_up(pos, s.alignment);
         if (pos > size || !plain_section(PyList_GET_ITEM(entry, 0), PyList_GET_ITEM(entry, 1),
                                          PyList_GET_ITEM(entry, 2),
-                                         small < size - pos ? small : size - pos, &n)) {
+                                         largest < size - pos ? largest : size - pos, &n)) {
             goto not_fine;
         }
         spans[2 * i] = pos;
