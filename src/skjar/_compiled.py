@@ -22,8 +22,8 @@ HELPERS = (
 # The helpers' calling conventions (SKJAR_SPEEDUPS_API in _speedups.c); a build of another
 # one is not used either (API 3: strdict reads values of any width, releases built keys;
 # 4: no_timestamps; 5: start_writeback; 6: walk; 7, 8: walk builds arrays; 9: json;
-# 10: read_small).
-API = 10
+# 10: read_small; 11: read_small's prefault threshold).
+API = 11
 
 
 def _load() -> ModuleType | None:

@@ -2,7 +2,8 @@
  *
  * The common case of format/reader.py's open_source in one compiled pass: a jar read
  * from a path, unsigned, uncompressed, small (spec[10]: no section that would get an
- * allocation of its own, spec[11]: at most this many bytes), fully verified. The twin is
+ * allocation of its own, spec[11]: at most this many bytes; spec[12]: the prefault
+ * threshold), fully verified. The twin is
  * open_source itself; this checks what it checks, in the same order:
  *
  *   - the preamble (magic, format version, no flags, header length bounds), the
@@ -30,23 +31,19 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-#endif
 #ifndef O_CLOEXEC
 #define O_CLOEXEC 0
 #endif
 
 PyObject *skjar_json_parse(const unsigned char *p, Py_ssize_t n);
+int skjar_populate(void *p, Py_ssize_t n);
 
 typedef struct {
     const char *magic, *end_magic;
     Py_ssize_t magic_len, end_magic_len;
     int major, minor;
     long long max_header, max_buffers, alignment, preamble, trailer, digest, own, max_file;
+    long long prefault; /* buffers this large have their pages mapped in at once */
 } Spec;
 
 static uint64_t
@@ -106,9 +103,9 @@ read_at(int fd, char *out, Py_ssize_t n, Py_ssize_t offset)
 }
 
 /* A fresh bytearray of n + 64 bytes whose byte `*start` is 64-aligned, its pages mapped
- * in at once for large ones (as aligned_empty does); NULL with an error set. */
+ * in at once from `prefault` bytes (as aligned_empty does); NULL with an error set. */
 static PyObject *
-aligned_bytes(Py_ssize_t n, Py_ssize_t *start)
+aligned_bytes(Py_ssize_t n, long long prefault, Py_ssize_t *start)
 {
     PyObject *buf = PyByteArray_FromStringAndSize(NULL, n + 64);
     if (buf == NULL) {
@@ -116,18 +113,9 @@ aligned_bytes(Py_ssize_t n, Py_ssize_t *start)
     }
     char *base = PyByteArray_AS_STRING(buf);
     *start = (Py_ssize_t)((64 - ((uintptr_t)base & 63)) & 63);
-#if defined(__linux__)
-    if (n >= (64 << 10)) {
-        long page = sysconf(_SC_PAGESIZE);
-        if (page > 0) {
-            uintptr_t mask = (uintptr_t)page - 1, at = (uintptr_t)base + (uintptr_t)*start;
-            uintptr_t a = (at + mask) & ~mask, b = (at + (uintptr_t)n) & ~mask;
-            if (b > a) {
-                (void)madvise((void *)a, (size_t)(b - a), MADV_POPULATE_WRITE);
-            }
-        }
+    if (n >= prefault) {
+        (void)skjar_populate(base + *start, n);
     }
-#endif
     return buf;
 }
 
@@ -193,10 +181,11 @@ skjar_read_small(PyObject *self, PyObject *args)
     const char *path;
     PyObject *admit, *digest, *frombuffer;
     Spec s;
-    if (!PyArg_ParseTuple(args, "yOOO(y#y#iiLLLLLLLL):read_small", &path, &admit, &digest,
+    if (!PyArg_ParseTuple(args, "yOOO(y#y#iiLLLLLLLLL):read_small", &path, &admit, &digest,
                           &frombuffer, &s.magic, &s.magic_len, &s.end_magic, &s.end_magic_len,
                           &s.major, &s.minor, &s.max_header, &s.max_buffers, &s.alignment,
-                          &s.preamble, &s.trailer, &s.digest, &s.own, &s.max_file)) {
+                          &s.preamble, &s.trailer, &s.digest, &s.own, &s.max_file,
+                          &s.prefault)) {
         return NULL;
     }
     if (s.magic_len + 16 != s.preamble || s.alignment <= 0 || s.alignment > 64 ||
@@ -295,7 +284,7 @@ skjar_read_small(PyObject *self, PyObject *args)
 
     /* The whole file, in one read; its preamble and header must be those just judged
      * (the file may have changed between the reads). */
-    buf = aligned_bytes(size, &start);
+    buf = aligned_bytes(size, s.prefault, &start);
     if (buf == NULL) {
         goto not_fine;
     }

@@ -484,28 +484,33 @@ address(PyObject *self, PyObject *args)
  * cannot: the pages then fault in as they are written, which is the
  * pure-Python behaviour (slower, same result).
  */
+/* Map in the whole pages inside the n bytes at p for writing: 1 when done, 0 where the
+ * platform or kernel cannot. Needs no GIL (the reader front calls it too: _front.c). */
+int
+skjar_populate(void *p, Py_ssize_t n)
+{
+#if defined(__linux__)
+    long page = sysconf(_SC_PAGESIZE);
+    if (page > 0) {
+        uintptr_t mask = (uintptr_t)page - 1;
+        uintptr_t a = ((uintptr_t)p + mask) & ~mask;
+        uintptr_t b = ((uintptr_t)p + (uintptr_t)n) & ~mask;
+        return b > a && madvise((void *)a, (size_t)(b - a), MADV_POPULATE_WRITE) == 0;
+    }
+#endif
+    return 0;
+}
+
 static PyObject *
 prefault(PyObject *self, PyObject *args)
 {
     Py_buffer view;
-    int done = 0;
+    int done;
     if (!PyArg_ParseTuple(args, "w*", &view))
         return NULL;
-#if defined(__linux__)
-    {
-        long page = sysconf(_SC_PAGESIZE);
-        if (page > 0) {
-            uintptr_t mask = (uintptr_t)page - 1;
-            uintptr_t a = ((uintptr_t)view.buf + mask) & ~mask;
-            uintptr_t b = ((uintptr_t)view.buf + (uintptr_t)view.len) & ~mask;
-            if (b > a) {
-                Py_BEGIN_ALLOW_THREADS
-                done = madvise((void *)a, (size_t)(b - a), MADV_POPULATE_WRITE) == 0;
-                Py_END_ALLOW_THREADS
-            }
-        }
-    }
-#endif
+    Py_BEGIN_ALLOW_THREADS
+    done = skjar_populate(view.buf, view.len);
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     return PyBool_FromLong(done);
 }
@@ -575,7 +580,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 10
+#define SKJAR_SPEEDUPS_API 11
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

@@ -488,7 +488,7 @@ def _unpack(pack: np.ndarray, members: tuple[int, ...], entry: int) -> list[np.n
 # What read_small checks, from format/spec.py (and this module's own section bound).
 _SMALL_SPEC = (
     MAGIC, END_MAGIC, FORMAT_MAJOR, FORMAT_MINOR, MAX_HEADER_SIZE, MAX_BUFFERS, ALIGNMENT,
-    PREAMBLE_SIZE, TRAILER_SIZE, DIGEST_SIZE, OWN_ALLOCATION, POPULATE_MIN,
+    PREAMBLE_SIZE, TRAILER_SIZE, DIGEST_SIZE, OWN_ALLOCATION, POPULATE_MIN, PREFAULT_MIN,
 )
 _FROMBUFFER = functools.partial(np.frombuffer, dtype=np.uint8)
 
