@@ -22,7 +22,7 @@ from jarcraft import Ext, pack_tree
 from skjar import _compiled
 from skjar.codec import nodes
 from skjar.codec.decoder import ARRAY_DTYPES, Decoder
-from skjar.codec.numpy import descr_dtype
+from skjar.codec.numpy import _STRUCTURED_DESCRS, _native, descr_dtype, dtype_descr
 from skjar.codec.registry import DECODERS
 from skjar.errors import SkjarError
 from skjar.format.spec import INLINE_MAX, MAX_NESTING
@@ -275,6 +275,26 @@ def test_the_walker_builds_those_arrays_itself(monkeypatch: pytest.MonkeyPatch) 
                       Ext(nodes.NDARRAY, [STRUCTURED, [1], False, bytes(17)])])
     status, arrays = decode(tree, True, (bytes(16),))
     assert status == "ok" and not calls and [a.shape for a in arrays] == [(2,), (2, 2), (1,)]
+
+
+def _sklearn_records() -> list[np.dtype[Any]]:
+    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+    from sklearn.neighbors import KDTree
+    from sklearn.tree._tree import NODE_DTYPE
+
+    return [NODE_DTYPE, PREDICTOR_RECORD_DTYPE, KDTree(np.zeros((2, 1))).__getstate__()[2].dtype]
+
+
+@pytest.mark.parametrize("record", _sklearn_records(), ids=["tree", "hgb-predictor", "kd-tree"])
+def test_scikit_learns_node_records_are_validated_at_import(record: np.dtype[Any]) -> None:
+    """A fresh process finds the installed scikit-learn's node records among the dtypes
+    validated at import (spelled as the writer spells them), so its first load of a
+    tree model skips numpy's descr_to_dtype. Fails when scikit-learn changes a record:
+    update ``_STRUCTURED_DESCRS`` in codec/numpy.py."""
+    descr = dtype_descr(record, ())
+    assert descr in [_native(d) for d in _STRUCTURED_DESCRS]
+    spec = tuple(tuple(field) for field in descr)
+    assert ARRAY_DTYPES[spec][0] == record
 
 
 @pytest.mark.parametrize(
