@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import _compiled
 from ..errors import CorruptFileError, FormatVersionError, InvalidArgumentError, NotASkjarFileError
+from . import pagein
 from .compression import Decompressor, run_parallel
 from .digest import new_hasher, xxh3_128_digest
 from .header import Layout, Section, pack_offsets, parse_header, plan_layout
@@ -135,17 +136,18 @@ def parse_preamble(pre: bytes) -> tuple[tuple[int, int], int, int]:
 _ZEROS = bytes(64)
 
 
-def aligned_empty(n: int, offset: int = 0) -> np.ndarray:
+def aligned_empty(n: int, offset: int = 0, populate: bool = True) -> np.ndarray:
     """An uninitialised uint8 array of ``n`` bytes whose address is ``offset`` mod 64.
 
     With ``offset`` = the file offset of its first byte, every 64-aligned
-    section of the file lands on a 64-byte boundary in memory.
+    section of the file lands on a 64-byte boundary in memory. ``populate=False``
+    leaves its pages to be mapped in by the caller (see pagein.py).
     """
     fast = _compiled.speedups
-    raw = _populated(n + 64) if n >= POPULATE_MIN else None
+    raw = _anonymous(n + 64, populate) if n >= POPULATE_MIN else None
     if raw is None:
         raw = np.empty(n + 64, dtype=np.uint8)
-        if n >= PREFAULT_MIN and fast is not None:
+        if populate and n >= PREFAULT_MIN and fast is not None:
             fast.prefault(raw)
     here = fast.address(raw) if fast is not None else raw.__array_interface__["data"][0]
     start = (offset - here) % 64
@@ -167,21 +169,22 @@ def aligned_empty(n: int, offset: int = 0) -> np.ndarray:
 # kernel has them at hand (knn-big's 587 MB body: 0.17 s) and stalls when it does not
 # (0.8-2.7 s, forked children on this machine, same hour); populated 4 KiB pages took
 # 0.39-0.49 s every time. A steady load time was chosen over a sometimes faster one.
+#
+# A body of pagein.MIN_TOTAL or more is allocated unpopulated instead, and helper
+# threads map its pages in just ahead of the read (pagein.py): knn-big 253 -> 143 ms,
+# forest 80 -> 68 ms (forked children, 2 CPUs).
 POPULATE_MIN = 4 << 20
 PREFAULT_MIN = 64 << 10
-_POPULATE_FLAGS = (
-    getattr(_mmap, "MAP_PRIVATE", 0) | getattr(_mmap, "MAP_ANONYMOUS", 0)
-    | getattr(_mmap, "MAP_POPULATE", 0)
-)
+_ANONYMOUS_FLAGS = getattr(_mmap, "MAP_PRIVATE", 0) | getattr(_mmap, "MAP_ANONYMOUS", 0)
 
 
-def _populated(n: int) -> np.ndarray | None:
-    """``n`` writable bytes of fresh anonymous memory with its pages mapped, or None
-    where the platform has no MAP_POPULATE (macOS, Windows: np.empty is used)."""
+def _anonymous(n: int, populate: bool) -> np.ndarray | None:
+    """``n`` writable bytes of fresh anonymous memory, its pages mapped if ``populate``,
+    or None where the platform has no MAP_POPULATE (macOS, Windows: np.empty is used)."""
     if not hasattr(_mmap, "MAP_POPULATE"):
         return None
     try:
-        mapping = _mmap.mmap(-1, n, flags=_POPULATE_FLAGS)
+        mapping = _mmap.mmap(-1, n, flags=_ANONYMOUS_FLAGS | (_mmap.MAP_POPULATE if populate else 0))
     except (OSError, ValueError, OverflowError):
         return None  # e.g. a strict overcommit policy: let numpy try (and raise MemoryError)
     # The array keeps the mapping alive; it is unmapped when the last view goes.
@@ -214,8 +217,9 @@ class _Reader:
         self.pos += n
         return data
 
-    def read_body(self, n: int, cuts: list[tuple[int, int]]) -> Body:
-        """The next ``n`` bytes, aligned like the file, as pieces split at ``cuts``.
+    def read_body(self, n: int, cuts: list[tuple[int, int]], feed: Feed) -> Body:
+        """The next ``n`` bytes, aligned like the file, as pieces split at ``cuts``,
+        each part handed to ``feed`` in order as soon as it is read.
 
         ``cuts`` are (start, end) file ranges of large sections: each gets an
         allocation of its own, so that memory is returned (or reused) as soon as
@@ -229,26 +233,39 @@ class _Reader:
         if self.view is not None and self.zero_copy:
             data = self.read(n, "the file")
             one = np.frombuffer(data, dtype=np.uint8) if n else np.empty(0, np.uint8)
+            feed(one)
             return Body([(start, one)])
         bounds = [start]
         for a, b in cuts:
             bounds += [a, b]
         bounds.append(start + n)
         ranges = list(itertools.pairwise(bounds))  # run, cut, run, ..., cut, run
-        shared = aligned_empty(sum(b - a + 63 for a, b in ranges[::2]))
+        helpers = pagein.helper_count() if n >= pagein.MIN_TOTAL and _compiled.speedups else 0
+        populate = not helpers
+        shared = aligned_empty(sum(b - a + 63 for a, b in ranges[::2]), populate=populate)
         used = 0
         pieces: list[tuple[int, np.ndarray]] = []
         for i, (a, b) in enumerate(ranges):
             if b == a and pieces:
                 continue
             if i % 2:
-                out = aligned_empty(b - a, a)
+                out = aligned_empty(b - a, a, populate=populate)
             else:  # a run: the next part of `shared` whose address is `a` mod 64
                 used += (a - used) % 64
                 out = shared[used : used + b - a]
                 used += b - a
-            self._fill(out)
             pieces.append((a, out))
+        if populate:
+            for _, out in pieces:
+                self._fill(out)
+                feed(out)
+        else:
+            chunks = pagein.chunked([out for _, out in pieces])
+            with pagein.PageIn(chunks, helpers) as mapped:
+                for i, chunk in enumerate(chunks):
+                    mapped.wait(i)
+                    self._fill(chunk)
+                    feed(chunk)
         return Body(pieces)
 
     def _fill(self, out: np.ndarray) -> None:
@@ -272,6 +289,32 @@ class _Reader:
 # and aligned_empty: forest's 390-415 KB node arrays are freed, one by one, as their
 # trees copy them).
 OWN_ALLOCATION = 256 << 10
+
+
+Feed = Callable[[np.ndarray], None]
+
+
+class _Digests:
+    """The integrity hash over bytes fed in file order from ``pos`` on: the digest
+    is taken at each offset in ``marks`` (ascending), and hashing stops at the last."""
+
+    def __init__(self, hasher: Any, pos: int, marks: list[int]) -> None:
+        self.hasher = hasher
+        self.pos = pos
+        self.marks = marks
+        self.taken: list[bytes] = []
+
+    def feed(self, data: np.ndarray) -> None:
+        while len(self.taken) < len(self.marks):
+            mark = self.marks[len(self.taken)]
+            take = min(len(data), mark - self.pos)
+            if take > 0:
+                self.hasher.update(data[:take])
+                self.pos += take
+                data = data[take:]
+            if self.pos < mark:
+                return
+            self.taken.append(self.hasher.digest())
 
 
 class Body:
@@ -371,25 +414,25 @@ def _read_all(
         for section in (layout.tree, *layout.buffers)
         if section.length >= OWN_ALLOCATION
     ]
-    body = r.read_body(expected_size - base, cuts)
-    if r.file is not None and size is None and r.file.read(1):
-        raise CorruptFileError("trailing bytes after the trailer")
     signed_end = layout.data_end  # file offsets from here on
     hashed_end = signed_end + (SIGNATURE_SIZE if signed else 0)
-    trailer = bytes(body.slice(hashed_end, body.end)) if hashed_end <= body.end else b""
-    if len(trailer) != TRAILER_SIZE or trailer[2 * DIGEST_SIZE :] != END_MAGIC:
-        raise CorruptFileError("the trailer is missing or damaged: the file is truncated")
     tree_end = layout.tree.offset + layout.tree.length
     hasher = new_hasher()
     hasher.update(pre)
     hasher.update(raw_header)
-    for chunk in body.chunks(base, tree_end):
-        hasher.update(chunk)  # type: ignore[arg-type]
-    damaged = trailer[:DIGEST_SIZE] != hasher.digest()
+    # The body is hashed as it is read, while each part is still in the cache: the
+    # structure digest up to the tree's end, the full one up to the trailer.
+    digests = _Digests(hasher, base, [tree_end, hashed_end] if verify == "full" else [tree_end])
+    body = r.read_body(expected_size - base, cuts, digests.feed)
+    if r.file is not None and size is None and r.file.read(1):
+        raise CorruptFileError("trailing bytes after the trailer")
+    trailer = bytes(body.slice(hashed_end, body.end)) if hashed_end <= body.end else b""
+    if len(trailer) != TRAILER_SIZE or trailer[2 * DIGEST_SIZE :] != END_MAGIC:
+        raise CorruptFileError("the trailer is missing or damaged: the file is truncated")
+    taken = digests.taken
+    damaged = trailer[:DIGEST_SIZE] != taken[0]
     if verify == "full" and not damaged:
-        for chunk in body.chunks(tree_end, hashed_end):
-            hasher.update(chunk)  # type: ignore[arg-type]
-        damaged = trailer[DIGEST_SIZE : 2 * DIGEST_SIZE] != hasher.digest()
+        damaged = trailer[DIGEST_SIZE : 2 * DIGEST_SIZE] != taken[1]
     if damaged:
         raise CorruptFileError(
             "the integrity check failed: the file's content does not match its digest "

@@ -1,0 +1,154 @@
+"""Reading a large body with helper threads mapping its pages in (format/pagein.py), and
+hashing the body as it is read (reader._Digests).
+
+Both only change when memory is mapped in and when bytes are hashed, never what is
+read or accepted: a jar read with the helpers loads to the same value as one read
+without them, and damage is found either way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import skjar
+from exact import assert_same
+from skjar import _compiled
+from skjar.errors import CorruptFileError
+from skjar.format import pagein, reader
+from skjar.format.digest import new_hasher, xxh3_128_digest
+
+
+def _value() -> dict[str, Any]:
+    rng = np.random.default_rng(7)
+    return {
+        "run": rng.random((300, 70)),  # 168 KB: read into the shared allocation
+        "own": rng.integers(0, 9, 90_000, dtype=np.int64),  # 720 KB: an allocation of its own
+        "small": [rng.random(5), "text", 3],
+    }
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Helpers for any body, in 4 KiB chunks (hundreds of handoffs), even on one CPU."""
+    monkeypatch.setattr(pagein, "MIN_TOTAL", 0)
+    monkeypatch.setattr(pagein, "CHUNK", 4096)
+    monkeypatch.setattr(pagein, "helper_count", lambda: 2)
+
+
+def _threads() -> int:
+    return sum(t.name == "skjar-page-in" for t in threading.enumerate())
+
+
+@pytest.mark.skipif(_compiled.speedups is None, reason="the helpers need the compiled prefault")
+@pytest.mark.parametrize("source", ["path", "file object", "bytes"])
+def test_a_jar_read_with_helpers_loads_the_same(
+    small_chunks: None, tmp_path: Path, source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    value = _value()
+    path = tmp_path / "v.skjar"
+    skjar.dump(value, path)
+    started: list[int] = []
+    real = pagein.PageIn.__init__
+
+    def spy(self: pagein.PageIn, chunks: list[np.ndarray], helpers: int) -> None:
+        started.append(len(chunks))
+        real(self, chunks, helpers)
+
+    monkeypatch.setattr(pagein.PageIn, "__init__", spy)
+    monkeypatch.setattr(skjar.api, "read_small", lambda *a: None)  # never the compiled front
+    if source == "path":
+        loaded = skjar.load(path)
+    elif source == "file object":
+        with open(path, "rb") as f:
+            loaded = skjar.load(f)
+    else:
+        loaded = skjar.loads(path.read_bytes())
+    assert started and started[0] > 100  # the helpers really ran, over many chunks
+    assert_same(loaded, value)
+    assert _threads() == 0
+
+
+@pytest.mark.skipif(_compiled.speedups is None, reason="the helpers need the compiled prefault")
+@pytest.mark.parametrize("where", ["tree", "buffer", "trailer digest", "truncated"])
+def test_damage_is_found_with_helpers(small_chunks: None, tmp_path: Path, where: str) -> None:
+    path = tmp_path / "v.skjar"
+    skjar.dump(_value(), path)
+    data = bytearray(path.read_bytes())
+    raw = reader.open_source(bytes(data), mmap=False, admit=lambda h: {})
+    tree_at = raw.layout.tree.offset
+    if where == "tree":
+        data[tree_at + 3] ^= 1
+    elif where == "buffer":
+        data[raw.layout.buffers[0].offset + 1000] ^= 0x10
+    elif where == "trailer digest":
+        data[-40] ^= 1
+    else:
+        del data[len(data) // 2 :]
+    path.write_bytes(data)
+    with pytest.raises(CorruptFileError, match=r"integrity check failed|truncated"):
+        skjar.load(path)
+    assert _threads() == 0  # a failed read still stops and joins its helpers
+
+
+def test_helpers_stop_when_the_reader_gives_up() -> None:
+    """Leaving the block mid-read joins the helpers at once: nothing more is claimed."""
+    chunks = [np.empty(1 << 16, np.uint8) for _ in range(64)]
+    with pagein.PageIn(chunks, 2) as mapped:
+        mapped.wait(0)
+    assert _threads() == 0
+
+
+def test_every_chunk_is_waited_for_in_order() -> None:
+    chunks = [np.empty(4096, np.uint8) for _ in range(200)]
+    with pagein.PageIn(chunks, 2) as mapped:
+        for i in range(len(chunks)):
+            mapped.wait(i)  # returns: mapped by a helper, or claimed by the reader
+
+
+def test_chunked_views_cover_the_pieces_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pagein, "CHUNK", 10)
+    outs = [np.arange(25, dtype=np.uint8), np.arange(0, dtype=np.uint8), np.arange(10, dtype=np.uint8)]
+    chunks = pagein.chunked(outs)
+    assert [len(c) for c in chunks] == [10, 10, 5, 10]
+    assert np.concatenate(chunks).tobytes() == np.concatenate(outs).tobytes()
+    chunks[0][0] = 99  # views, not copies: a read into a chunk fills the piece
+    assert outs[0][0] == 99
+
+
+def test_one_cpu_gets_no_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert pagein.helper_count() == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert pagein.helper_count() == pagein.MAX_HELPERS
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.binary(min_size=0, max_size=300),
+    cuts=st.lists(st.integers(0, 300), max_size=6),
+    marks=st.lists(st.integers(0, 300), min_size=1, max_size=3),
+)
+def test_digests_taken_while_reading_match_one_pass(data: bytes, cuts: list[int], marks: list[int]) -> None:
+    """However the body arrives in parts, the digest at each mark is the one-pass digest
+    of the bytes before it (the preamble and header included)."""
+    head = b"preamble+header"
+    marks = sorted(min(m, len(data)) for m in marks)
+    hasher = new_hasher()
+    hasher.update(head)
+    base = 1000  # file offsets: the body starts after the header
+    digests = reader._Digests(hasher, base, [base + m for m in marks])
+    bounds = [0, *sorted(min(c, len(data)) for c in cuts), len(data)]
+    for a, b in itertools.pairwise(bounds):
+        digests.feed(np.frombuffer(data[a:b], dtype=np.uint8))
+    assert digests.taken == [xxh3_128_digest(head + data[:m]) for m in marks]
