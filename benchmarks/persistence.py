@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/persistence.py [--quick] [--models a,b] [--serializers x,y] [--repeat N]
+                                     [--samples N]
                                      [--processes 8] [--out results.json]
 
 See benchmarks/README.md for what every figure means.
@@ -207,8 +208,11 @@ def run_round(
     ser: Serializer,
     runner: ZygoteRunner | SpawnRunner,
     work_dir: Path,
+    samples: int = 1,
 ) -> None:
-    """One save, one load in a fresh process and one inspect/audit, added to ``cell``.
+    """One save, one load in a fresh process and one inspect/audit, added to ``cell`` -
+    or ``samples`` saves and loads for an artifact under SAMPLED_BELOW bytes, whose
+    millisecond figures one shared-machine hiccup would otherwise decide.
 
     The artifact is removed at the end: one serializer's file exists at a time (knn-big's
     run a gigabyte each). A failed save or load is recorded in the cell's errors, and the
@@ -224,46 +228,51 @@ def run_round(
 
     try:
         remove_artifact()
-        settle()
-        t0 = time.perf_counter()
-        ser.save(model, str(path))
-        cell["save_s"].append(time.perf_counter() - t0)
-        cell["size_bytes"].append(path_size(str(path)))
+        for i in range(samples):
+            settle()
+            t0 = time.perf_counter()
+            ser.save(model, str(path))
+            cell["save_s"].append(time.perf_counter() - t0)
+            if i == 0:
+                cell["size_bytes"].append(path_size(str(path)))
+                if cell["size_bytes"][-1] >= SAMPLED_BELOW:
+                    samples = 1
     except Exception as exc:
         cell["errors"].append(f"save: {type(exc).__name__}: {exc}")
         remove_artifact()
         return
     try:
-        settle()
-        res = runner.run(
-            {
-                "serializer": ser.name,
-                "path": str(path),
-                "meta_path": str(cm.meta_path),
-                "modules": cm.modules,
-            }
-        )
-        if "error" in res:
-            msg = f"load: {res['error']}"
-            if res.get("log_tail"):
-                msg += "\n" + res["log_tail"]
-            cell["errors"].append(msg)
-            return
-        for key in (
-            "load_s",
-            "first_predict_s",
-            "load_peak_extra_rss",
-            "rss_after_load_extra",
-            "rss_anon_after_load_extra",
-            "rss_file_after_load_extra",
-            "rss_after_predict_extra",
-        ):
-            cell[key].append(res[key])
-        cell["load_predict_s"].append(res["load_s"] + res["first_predict_s"])
-        cell["rss_method"] = res["rss_method"]
-        mismatches = compare_predictions(res["predictions"], cm.meta["y_ref"])
-        cell["prediction_mismatches"] = max(cell["prediction_mismatches"], mismatches)
-        cell["predictions_match"] = mismatches == 0 and cell["predictions_match"] is not False
+        for _ in range(samples):
+            settle()
+            res = runner.run(
+                {
+                    "serializer": ser.name,
+                    "path": str(path),
+                    "meta_path": str(cm.meta_path),
+                    "modules": cm.modules,
+                }
+            )
+            if "error" in res:
+                msg = f"load: {res['error']}"
+                if res.get("log_tail"):
+                    msg += "\n" + res["log_tail"]
+                cell["errors"].append(msg)
+                return
+            for key in (
+                "load_s",
+                "first_predict_s",
+                "load_peak_extra_rss",
+                "rss_after_load_extra",
+                "rss_anon_after_load_extra",
+                "rss_file_after_load_extra",
+                "rss_after_predict_extra",
+            ):
+                cell[key].append(res[key])
+            cell["load_predict_s"].append(res["load_s"] + res["first_predict_s"])
+            cell["rss_method"] = res["rss_method"]
+            mismatches = compare_predictions(res["predictions"], cm.meta["y_ref"])
+            cell["prediction_mismatches"] = max(cell["prediction_mismatches"], mismatches)
+            cell["predictions_match"] = mismatches == 0 and cell["predictions_match"] is not False
         try:
             steps = ser.audit_steps()
             if steps:
@@ -279,6 +288,10 @@ def run_round(
             cell["errors"].append(f"audit: {type(exc).__name__}: {exc}")
     finally:
         remove_artifact()
+
+
+# Artifacts smaller than this are saved and loaded --samples times per round.
+SAMPLED_BELOW = 16 << 20
 
 
 def round_order(names: list[str], round_index: int) -> list[str]:
@@ -484,6 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--repeat", type=int, help="repetitions per figure (default 3, quick 1)")
     p.add_argument(
+        "--samples",
+        type=int,
+        help="saves and loads per round of an artifact under 16 MiB (default 5, quick 1)",
+    )
+    p.add_argument(
         "--processes",
         type=int,
         default=0,
@@ -528,13 +546,19 @@ def main(argv: list[str] | None = None) -> int:
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     if repeat < 1:
         parser.error("--repeat must be >= 1")
+    samples = args.samples if args.samples is not None else (1 if args.quick else 5)
+    if samples < 1:
+        parser.error("--samples must be >= 1")
     cache_dir: Path = args.cache_dir.resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix="work-", dir=cache_dir))
     t_start = time.perf_counter()
 
     info = machine_info(REPO_ROOT)
-    log(f"skjar persistence benchmark ({'quick' if args.quick else 'full'} sizes, repeat={repeat})")
+    log(
+        f"skjar persistence benchmark ({'quick' if args.quick else 'full'} sizes, "
+        f"repeat={repeat}, samples={samples})"
+    )
     mem = info["memory_total_bytes"]
     log(
         f"machine: {info['cpu_model']}, {info['cpu_count']} CPUs, "
@@ -616,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
                     if cell["errors"]:
                         continue
                     t0 = time.perf_counter()
-                    run_round(cell, cm, model, sers[sname], runner, work_dir)
+                    run_round(cell, cm, model, sers[sname], runner, work_dir, samples)
                     spent[sname] += time.perf_counter() - t0
                 log(f"  {mname}: round {r + 1}/{repeat} done ({time.perf_counter() - started:.1f}s)")
             for sname in active:
@@ -678,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
             "schema": 1,
             "quick": args.quick,
             "repeat": repeat,
+            "samples": samples,
             "spawn": args.spawn,
             "child_threads": args.threads,
             "elapsed_s": elapsed,
