@@ -249,7 +249,8 @@ descr_dtype(STRUCTURED)  # validated once, as a first load would
 @pytest.mark.parametrize("descr", [*sorted(d for d in ARRAY_DTYPES if type(d) is str), STRUCTURED],
                          ids=str)
 @pytest.mark.parametrize("shape,fortran", [([], False), ([5], False), ([2, 3], False),
-                                           ([2, 3], True), ([1, 2, 2], True), ([40, 3], False)])
+                                           ([2, 3], True), ([1, 2, 2], True), ([40, 3], False),
+                                           ([0], False), ([0, 3], True), ([3, 0], False)])
 @pytest.mark.parametrize("inline", [False, True])
 def test_arrays_build_alike(descr: Any, shape: list[int], fortran: bool, inline: bool) -> None:
     dtype = descr_dtype(descr)
@@ -262,19 +263,24 @@ def test_arrays_build_alike(descr: Any, shape: list[int], fortran: bool, inline:
         return
     assert status == "ok" and array.dtype == dtype and list(array.shape) == shape
     assert array.tobytes(order="F" if fortran else "C") == data
-    assert (array.ndim < 2 or array.flags.f_contiguous == fortran) and array.flags.writeable
-    assert type(array.base) is (bytearray if inline else np.ndarray)
+    assert (array.ndim < 2 or not data or array.flags.f_contiguous == fortran) and array.flags.writeable
+    if data:
+        assert type(array.base) is (bytearray if inline else np.ndarray)
+    else:  # an empty array owns its (empty) memory, as np.empty makes it
+        assert array.base is None and array.flags.owndata
 
 
 def test_the_walker_builds_those_arrays_itself(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inline, out of line, structured: no call reaches the Python handler."""
+    """Inline, out of line, structured, empty: no call reaches the Python handler."""
     calls: list[Any] = []
     monkeypatch.setitem(DECODERS, nodes.NDARRAY, lambda dec, payload: calls.append(payload))
     tree = pack_tree([Ext(nodes.NDARRAY, ["<f8", [2], False, bytes(16)]),
                       Ext(nodes.NDARRAY, ["<i4", [2, 2], True, 0]),
-                      Ext(nodes.NDARRAY, [STRUCTURED, [1], False, bytes(17)])])
+                      Ext(nodes.NDARRAY, [STRUCTURED, [1], False, bytes(17)]),
+                      Ext(nodes.NDARRAY, ["<u4", [0, 8], False, b""])])
     status, arrays = decode(tree, True, (bytes(16),))
-    assert status == "ok" and not calls and [a.shape for a in arrays] == [(2,), (2, 2), (1,)]
+    assert status == "ok" and not calls
+    assert [a.shape for a in arrays] == [(2,), (2, 2), (1,), (0, 8)]
 
 
 def _sklearn_records() -> list[np.dtype[Any]]:
@@ -302,7 +308,10 @@ def test_scikit_learns_node_records_are_validated_at_import(record: np.dtype[Any
     [
         (["<f8", [2], False, 0], (b"\x00" * 8,)),  # too small
         (["<f8", [2], False, 0], (b"\x00" * 24,)),  # too large
-        (["<f8", [0], False, 0], (b"",)),  # empty: the handler's own path
+        (["<f8", [0], False, 0], (b"\x00",)),  # empty, but its buffer is not
+        (["<f8", [0], False, b"\x00"], ()),
+        (["<f8", [0, 2**62], False, b""], ()),  # empty, yet too big for numpy: both raise
+        (["<f8", [0, 2**62], False, 0], (b"",)),
         (["<f8", [2], False, 1], (b"\x00" * 16,)),  # no such buffer
         (["<f8", [2], False, -1], (b"\x00" * 16,)),
         (["<f8", [2], False, True], (b"\x00" * 16,)),

@@ -22,8 +22,8 @@
  *     dec.shared_node raises the precise error) and every other code calls
  *     decoders[code](dec, payload) with dec.depth set to the node's depth - except
  *     that an NDARRAY node (arrays[0]) of the common form is built here (fast_array:
- *     arrays = (code, max_ndim, inline_max, numpy.ndarray, validated dtypes, dec's
- *     buffer list)).
+ *     arrays = (code, max_ndim, inline_max, numpy.ndarray, numpy.empty, validated
+ *     dtypes, dec's buffer list)).
  *
  * Errors the twin raises as `error` (CorruptFileError) are raised with its message;
  * malformed msgpack raises ValueError, which the caller reports as a malformed tree,
@@ -62,7 +62,7 @@ typedef struct {
     int max_nesting, root, shared_def, shared_ref, in_root;
     /* The NDARRAY fast path (see fast_array); array_code is -1 without it. */
     int array_code, max_ndim, inline_max;
-    PyObject *ndarray, *dtypes, *buffers;
+    PyObject *ndarray, *empty, *dtypes, *buffers;
 } Walk;
 
 static PyObject *str_depth, *str_in_root, *str_shared_node;
@@ -245,7 +245,8 @@ known_dtype(Walk *w, PyObject *descr)
  * numpy.ndarray(shape, dtype, buffer, 0, None, order) - what the handler
  * (codec/numpy.py: _dec_ndarray) builds: `data` is a buffer index, whose buffer is
  * taken, or inline bytes (at most inline_max), copied into a bytearray the array
- * owns. Anything else - a descr the handler has not validated, an empty array, a size
+ * owns; an empty array is numpy.empty(shape, dtype, order), as the handler makes it.
+ * Anything else - a descr the handler has not validated, a zero-size dtype, a size
  * that does not fit - returns NULL with no error set, before a buffer is taken, and
  * the handler decides (and names the fault). */
 static PyObject *
@@ -279,15 +280,13 @@ fast_array(Walk *w, PyObject *payload)
         }
         nbytes *= d;
     }
-    if (nbytes == 0) {
-        return NULL;
-    }
     PyObject *buf = NULL; /* a new reference once the data is taken */
     if (PyBytes_CheckExact(data)) {
         if (PyBytes_GET_SIZE(data) > w->inline_max || PyBytes_GET_SIZE(data) != nbytes) {
             return NULL;
         }
-        buf = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(data), nbytes);
+        buf = nbytes ? PyByteArray_FromStringAndSize(PyBytes_AS_STRING(data), nbytes)
+                     : Py_NewRef(Py_None);
         if (buf == NULL) {
             return NULL;
         }
@@ -319,8 +318,13 @@ fast_array(Walk *w, PyObject *payload)
     PyObject *zero = PyLong_FromLong(0);
     PyObject *out = NULL;
     if (dims != NULL && order != NULL && zero != NULL) {
-        PyObject *args[6] = {dims, PyTuple_GET_ITEM(known, 0), buf, zero, Py_None, order};
-        out = PyObject_Vectorcall(w->ndarray, args, 6, NULL);
+        if (nbytes == 0) { /* as the handler: an array of its own, no buffer */
+            PyObject *args[3] = {dims, PyTuple_GET_ITEM(known, 0), order};
+            out = PyObject_Vectorcall(w->empty, args, 3, NULL);
+        } else {
+            PyObject *args[6] = {dims, PyTuple_GET_ITEM(known, 0), buf, zero, Py_None, order};
+            out = PyObject_Vectorcall(w->ndarray, args, 6, NULL);
+        }
     }
     Py_XDECREF(dims);
     Py_XDECREF(order);
@@ -621,11 +625,11 @@ skjar_walk(PyObject *self, PyObject *args)
     Py_buffer tree;
     Walk w;
     memset(&w, 0, sizeof w);
-    if (!PyArg_ParseTuple(args, "y*OO!OO!O(Liiii)(iiiOO!O!):walk", &tree, &w.dec, &PyDict_Type,
+    if (!PyArg_ParseTuple(args, "y*OO!OO!O(Liiii)(iiiOOO!O!):walk", &tree, &w.dec, &PyDict_Type,
                           &w.decoders, &w.pairs_hook, &PyDict_Type, &w.shared, &w.error,
                           &w.max_nodes, &w.max_nesting, &w.root, &w.shared_def,
                           &w.shared_ref, &w.array_code, &w.max_ndim, &w.inline_max, &w.ndarray,
-                          &PyDict_Type, &w.dtypes, &PyList_Type, &w.buffers)) {
+                          &w.empty, &PyDict_Type, &w.dtypes, &PyList_Type, &w.buffers)) {
         return NULL;
     }
     if (str_depth == NULL) {

@@ -78,7 +78,8 @@ class Decoder:
         fast = _compiled.speedups
         try:
             if fast is not None:
-                arrays = (NDARRAY, MAX_NDIM, INLINE_MAX, np.ndarray, ARRAY_DTYPES, self._buffers)
+                arrays = (NDARRAY, MAX_NDIM, INLINE_MAX, np.ndarray, np.empty, ARRAY_DTYPES,
+                          self._buffers)
                 obj = fast.walk(
                     tree, self, DECODERS, self.safe_dict, self._shared, CorruptFileError, _LIMITS,
                     arrays,
