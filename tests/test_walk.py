@@ -36,14 +36,15 @@ DECLARED = {name: (module, frozenset(uses)) for name, (module, uses) in FUZZ_NAM
 
 
 def decode(
-    tree: bytes, compiled: bool, buffers: tuple[bytes, ...] = (), declared: Any = None
+    tree: bytes, compiled: bool, buffers: tuple[bytes, ...] = (), declared: Any = None,
+    trusted: Any = (),
 ) -> tuple[Any, ...]:
     """("ok", value) or ("refused", message) from one walker."""
     saved = _compiled.speedups
     _compiled.speedups = speedups if compiled else None
     try:
         arrays = [np.frombuffer(bytearray(b), dtype=np.uint8) for b in buffers]
-        decoder = Decoder(arrays, DECLARED if declared is None else declared, TrustPolicy())
+        decoder = Decoder(arrays, DECLARED if declared is None else declared, TrustPolicy(trusted))
         return ("ok", decoder.decode_root(tree))
     except SkjarError as exc:
         return ("refused", str(exc))
@@ -81,20 +82,33 @@ def same(a: Any, b: Any) -> bool:
             if list(map(repr, x)) != list(map(repr, y)):
                 return False
             stack.extend(zip(x.values(), y.values()))
+        elif type(x).__module__ != "builtins" and isinstance(getattr(x, "__dict__", None), dict):
+            seen.add(id(x))  # an instance: compared by its attributes
+            stack.append((vars(x), vars(y)))
         else:
             try:
                 equal = bool(x == y)
             except Exception:
                 equal = False
-            if not equal and repr(x) != repr(y):
+            if not equal and type(x).__module__ != "builtins" and hasattr(x, "__getstate__"):
+                seen.add(id(x))  # an extension type (a Cython Tree): compared by its state
+                stack.append((x.__getstate__(), y.__getstate__()))
+            elif not equal and repr(x) != repr(y):
                 return False
     return True
 
 
-def agree(tree: bytes, buffers: tuple[bytes, ...] = (), declared: Any = None) -> tuple[Any, ...]:
-    compiled = decode(tree, True, buffers, declared)
-    twin = decode(tree, False, buffers, declared)
+def agree(
+    tree: bytes, buffers: tuple[bytes, ...] = (), declared: Any = None, trusted: Any = (),
+    same_message: bool = False,
+) -> tuple[Any, ...]:
+    """Both walkers load ``tree`` to the same value, or both refuse it - with the very
+    same message if ``same_message`` (msgpack-level damage is worded by each its own way)."""
+    compiled = decode(tree, True, buffers, declared, trusted)
+    twin = decode(tree, False, buffers, declared, trusted)
     assert compiled[0] == twin[0], f"compiled {compiled!r:.300} but the twin {twin!r:.300}"
+    if compiled[0] == "refused" and same_message:
+        assert compiled[1] == twin[1]
     if compiled[0] == "ok":
         assert same(compiled[1], twin[1]), f"{compiled[1]!r:.300} != {twin[1]!r:.300}"
     return compiled
@@ -140,22 +154,55 @@ def test_damaged_trees_decode_alike(tree: Any, data: st.DataObject) -> None:
     agree(bytes(raw))
 
 
-def test_skjars_own_trees_decode_alike() -> None:
+def _fitted_models() -> list[Any]:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import (
+        GradientBoostingClassifier,
+        HistGradientBoostingClassifier,
+        RandomForestClassifier,
+    )
     from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((60, 3)), np.arange(60) % 2
+    return [
+        LogisticRegression().fit(X, y),
+        KNeighborsClassifier(2).fit(X, y),
+        RandomForestClassifier(3, random_state=0).fit(X, y),
+        GradientBoostingClassifier(n_estimators=3, random_state=0).fit(X, y),
+        HistGradientBoostingClassifier(max_iter=3).fit(X, y),
+        MLPClassifier((4,), max_iter=5, random_state=0).fit(X, y),
+        make_pipeline(ColumnTransformer([("s", StandardScaler(), [0, 1])]),
+                      LogisticRegression()).fit(X, y),
+    ]
+
+
+def test_skjars_own_trees_decode_alike() -> None:
+    """Models (instances, reconstructed Cython trees, keyed dicts, arrays) and plain values
+    decode to equal objects, attribute by attribute, with either walker."""
+    import warnings
 
     import skjar
     from skjar.format.header import declared_names
     from skjar.format.reader import open_source
 
-    model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+    X = np.random.default_rng(1).random((7, 3))
     shared = [1.5, "x"]
-    for value in (model, {"a": [1, 2.5, None], 3: (4, 5)}, [np.arange(3)] * 2, [shared, shared]):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLP's convergence warning
+        models = _fitted_models()
+    for value in (*models, {"a": [1, 2.5, None], 3: (4, 5)}, [np.arange(3)] * 2,
+                  [shared, shared]):
         raw = open_source(skjar.dumps(value), mmap=False, admit=declared_names)
         status, loaded = agree(bytes(raw.tree), tuple(b.tobytes() for b in raw.buffers),
                                raw.declared)
         assert status == "ok"
-        if value is model:
-            assert loaded.predict([[2.5]]) == model.predict([[2.5]])
+        if value in models:
+            assert (loaded.predict(X) == value.predict(X)).all()
 
 
 @pytest.mark.parametrize("depth", [1023, 1024, 1025])
@@ -355,3 +402,171 @@ ARRAYS = st.builds(
 @given(arrays=st.lists(ARRAYS, max_size=4), sizes=st.lists(st.integers(0, 40), max_size=3))
 def test_random_arrays_build_alike(arrays: list[Any], sizes: list[int]) -> None:
     agree(pack_tree(arrays), tuple(bytes(n) for n in sizes))
+
+
+# -- objects: the walker builds INSTANCE and RECONSTRUCT nodes itself ----------------
+class Setter:
+    """A class with its own __setstate__ (any dict keys), which may fail."""
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        if "boom" in state:
+            raise ValueError("boom")
+        self.__dict__.update({str(k): v for k, v in state.items()})
+
+
+class Plain:
+    """No __setstate__: the handlers' __dict__ path (objects._finish here)."""
+
+
+class Slotted:
+    __slots__ = ("a",)
+
+
+class OddNew:
+    def __new__(cls) -> Any:  # returns another type, on purpose
+        return 5
+
+
+def make(*args: Any) -> Setter:
+    if args == ("fail",):
+        raise KeyError("no such thing")
+    return object.__new__(Setter)
+
+
+OBJECT_CLASSES = [Setter, Plain, Slotted, OddNew]
+TRUSTED = [*OBJECT_CLASSES, (make, "call")]
+OBJECT_DECLARED = {
+    **{f"test_walk.{c.__name__}": ("test_walk", frozenset({"object"})) for c in OBJECT_CLASSES},
+    "test_walk.make": ("test_walk", frozenset({"call"})),
+    "test_walk.Undeclared": ("test_walk", frozenset({"value"})),  # declared, not as object
+    "numpy.random.mtrand.RandomState": ("numpy.random.mtrand", frozenset({"object"})),
+    "sklearn.preprocessing._data.StandardScaler": ("sklearn.preprocessing._data",
+                                                   frozenset({"object"})),
+    "sklearn.tree._tree.Tree": ("sklearn.tree._tree", frozenset({"call"})),
+}
+SCALER = "sklearn.preprocessing._data.StandardScaler"
+COUNTER = "sklearn.feature_extraction.text.CountVectorizer"  # has a meaning check
+OBJECT_DECLARED[COUNTER] = ("sklearn.feature_extraction.text", frozenset({"object"}))
+
+
+def _instance(name: str, state: Any, mode: int = 1, kind: int = 0, items: Any = None) -> Ext:
+    return Ext(nodes.INSTANCE, [name, mode, state, kind, items])
+
+
+def _reconstruct(name: str, args: Any, state: Any, mode: int = 1) -> Ext:
+    return Ext(nodes.RECONSTRUCT, [name, args, mode, state, 0, None])
+
+
+def _scaler_state(**extra: Any) -> dict[str, Any]:
+    import sklearn
+
+    return {"with_mean": True, "with_std": True, "copy": True, "n_features_in_": 1,
+            "n_samples_seen_": 3, "_sklearn_version": sklearn.__version__, **extra}
+
+
+def _tuple(*items: Any) -> Ext:
+    return Ext(nodes.TUPLE, list(items))
+
+
+def _floats(*values: float) -> Ext:
+    return Ext(nodes.NDARRAY, ["<f8", [len(values)], False, np.array(values, "<f8").tobytes()])
+
+
+OBJECT_NODES = {
+    "setter": _instance("test_walk.Setter", {"a": 1, "b": [2]}),
+    "setter, int keys": _instance("test_walk.Setter", {1: "x"}),
+    "setter raises": _instance("test_walk.Setter", {"boom": 1}),
+    "setter, no state": _instance("test_walk.Setter", None, mode=0),
+    "setter, list state": _instance("test_walk.Setter", [1, 2]),
+    "setter, tuple state": _instance("test_walk.Setter", _tuple({"a": 1}, None)),
+    "setter, bool mode": _instance("test_walk.Setter", {"a": 1}, mode=True),  # type: ignore[arg-type]
+    "setter, unknown mode": _instance("test_walk.Setter", {"a": 1}, mode=7),
+    "setter, cython mode": _instance("test_walk.Setter", {"a": 1}, mode=2),
+    "setter, items": _instance("test_walk.Setter", {"a": 1}, kind=1, items=[1]),
+    "plain": _instance("test_walk.Plain", {"a": 1}),
+    "plain, int keys": _instance("test_walk.Plain", {1: 1}),
+    "slotted": _instance("test_walk.Slotted", _tuple(None, {"a": 1})),
+    "slotted, bad slot": _instance("test_walk.Slotted", _tuple(None, {"__class__": 1})),
+    "odd new": _instance("test_walk.OddNew", {"a": 1}),
+    "undeclared": _instance("test_walk.Nowhere", {"a": 1}),
+    "declared as a value only": _instance("test_walk.Undeclared", {"a": 1}),
+    "own node": _instance("numpy.random.mtrand.RandomState", {"a": 1}),
+    "not a name": _instance(7, {"a": 1}),  # type: ignore[arg-type]
+    "short payload": Ext(nodes.INSTANCE, ["test_walk.Setter", 1, {}]),
+    "estimator": _instance(SCALER, _scaler_state(mean_=_floats(0.0), var_=_floats(1.0),
+                                                 scale_=_floats(1.0))),
+    "estimator, int key": _instance(SCALER, {**_scaler_state(), 5: 1}),
+    "checked estimator": _instance(COUNTER, {"vocabulary_": {"a": 1, "b": 0}}),
+    "checked estimator, check fails": _instance(COUNTER, {"vocabulary_": {"a": 1, "b": 1}}),
+    "estimator, unfitted": _instance(SCALER, {k: v for k, v in _scaler_state().items()
+                                              if k != "n_features_in_"}),
+    "call": _reconstruct("test_walk.make", [1, 2], {"a": 1}),
+    "call fails": _reconstruct("test_walk.make", ["fail"], {"a": 1}),
+    "call, args not a list": _reconstruct("test_walk.make", {"a": 1}, None, mode=0),
+    "call, no state": _reconstruct("test_walk.make", [], None, mode=0),
+    "call, state with mode none": _reconstruct("test_walk.make", [], {"a": 1}, mode=0),
+    "call of a class as an object": _reconstruct("test_walk.Setter", [], None, mode=0),
+    "tree, bad args": _reconstruct("sklearn.tree._tree.Tree", [1, 2], {"nodes": None}),
+    "tree, bad state": _reconstruct("sklearn.tree._tree.Tree",
+                                    [1, Ext(nodes.NDARRAY, ["<i8", [1], False, bytes(8)]), 1],
+                                    {"nodes": None}),
+    "pending shell": [Ext(nodes.SHARED_DEF, [0, Ext(nodes.NEWOBJ, "test_walk.Setter")]),
+                      _instance(COUNTER, {"vocabulary_": {"a": 0}, "x": Ext(nodes.SHARED_REF, 0)})],
+    "shared state, twice": [Ext(nodes.SHARED_DEF, [0, {"a": 1}]),
+                            _instance("test_walk.Setter", Ext(nodes.SHARED_REF, 0)),
+                            _instance("test_walk.Setter", Ext(nodes.SHARED_REF, 0))],
+}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # scikit-learn's version warnings
+@pytest.mark.parametrize("node", OBJECT_NODES.values(), ids=OBJECT_NODES.keys())
+def test_objects_build_alike(node: Any) -> None:
+    """The same objects, or the same refusal, with or without the walker's object path."""
+    agree(pack_tree(node), declared=OBJECT_DECLARED, trusted=TRUSTED, same_message=True)
+
+
+def test_the_walker_builds_objects_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    for code in (nodes.INSTANCE, nodes.RECONSTRUCT, nodes.ZIPDICT):
+        monkeypatch.setitem(DECODERS, code, lambda dec, payload, code=code: calls.append(code))
+    tree = pack_tree([OBJECT_NODES["setter"], OBJECT_NODES["estimator"], OBJECT_NODES["call"],
+                      Ext(nodes.ZIPDICT, [["a", "b"], [1, 2]])])
+    status, (setter, scaler, made, keyed) = decode(tree, True, (), OBJECT_DECLARED, TRUSTED)
+    assert status == "ok" and not calls
+    assert vars(setter) == {"a": 1, "b": [2]} and scaler.n_features_in_ == 1
+    assert vars(made) == {"a": 1} and keyed == {"a": 1, "b": 2}
+
+
+def test_an_instance_state_is_charged_to_the_load() -> None:
+    """One shared state dict given to many instances: each instance pays for its items, and
+    the expansion budget stops the load with both walkers (the same message)."""
+    big = {f"k{i}": i for i in range(2_000)}
+    tree = pack_tree([Ext(nodes.SHARED_DEF, [0, big]),
+                      *[_instance("test_walk.Setter", Ext(nodes.SHARED_REF, 0))] * 3_000])
+    status, message = agree(tree, declared=OBJECT_DECLARED, trusted=TRUSTED, same_message=True)
+    assert status == "refused" and "more container items than its size allows" in message
+
+
+KEYED = {
+    "keyed": Ext(nodes.ZIPDICT, [["a", "b"], [1, [2]]]),
+    "empty": Ext(nodes.ZIPDICT, [[], []]),
+    "duplicate keys": Ext(nodes.ZIPDICT, [["a", "a"], [1, 2]]),
+    "int key": Ext(nodes.ZIPDICT, [["a", 1], [1, 2]]),
+    "lengths differ": Ext(nodes.ZIPDICT, [["a"], [1, 2]]),
+    "not lists": Ext(nodes.ZIPDICT, ["a", "b"]),
+    "three parts": Ext(nodes.ZIPDICT, [["a"], [1], []]),
+    "shared keys": [Ext(nodes.SHARED_DEF, [0, ["x", "y"]]),
+                    Ext(nodes.ZIPDICT, [Ext(nodes.SHARED_REF, 0), [1, 2]]),
+                    Ext(nodes.ZIPDICT, [Ext(nodes.SHARED_REF, 0), [3, 4]])],
+    "shared keys past the budget": [
+        Ext(nodes.SHARED_DEF, [0, [f"k{i}" for i in range(1_000)]]),
+        *[Ext(nodes.ZIPDICT, [Ext(nodes.SHARED_REF, 0), Ext(nodes.SHARED_REF, 1)])] * 0,
+        Ext(nodes.SHARED_DEF, [1, list(range(1_000))]),
+        *[Ext(nodes.ZIPDICT, [Ext(nodes.SHARED_REF, 0), Ext(nodes.SHARED_REF, 1)])] * 5_000,
+    ],
+}
+
+
+@pytest.mark.parametrize("node", KEYED.values(), ids=KEYED.keys())
+def test_keyed_dicts_build_alike(node: Any) -> None:
+    agree(pack_tree(node), same_message=True)

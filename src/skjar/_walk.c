@@ -63,9 +63,15 @@ typedef struct {
     /* The NDARRAY fast path (see fast_array); array_code is -1 without it. */
     int array_code, max_ndim, inline_max;
     PyObject *ndarray, *empty, *dtypes, *buffers;
+    /* The INSTANCE / RECONSTRUCT fast path (see fast_object); instance_code is -1
+     * without it. */
+    int instance_code, reconstruct_code, state_default, items_none, zipdict_code;
+    PyObject *plans, *setters, *plan_fn, *setter_fn, *validate_fn, *finish_fn, *skjar_error,
+        *shells;
 } Walk;
 
-static PyObject *str_depth, *str_in_root, *str_shared_node;
+static PyObject *str_depth, *str_in_root, *str_shared_node, *str_expanded, *str_expand_budget,
+    *str_name;
 
 static PyObject *
 incomplete(void)
@@ -336,11 +342,270 @@ fast_array(Walk *w, PyObject *payload)
     return out;
 }
 
+/* A failed step of building `name`'s object, as objects._guarded reports it: a
+ * SkjarError (or anything not an Exception) passes unchanged, anything else becomes
+ * `error` "NAME: STEP failed: TYPE: MESSAGE". Returns NULL. */
+static PyObject *
+guarded_failure(Walk *w, PyObject *name, const char *step)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception) || PyErr_ExceptionMatches(w->skjar_error)) {
+        return NULL;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyObject *type_name = PyObject_GetAttr(type, str_name);
+    PyObject *message = NULL;
+    if (type_name != NULL) {
+        message = PyUnicode_FromFormat("%U: %s failed: %S: %S", name, step, type_name, value);
+    }
+    if (message != NULL) {
+        PyErr_SetObject(w->error, message);
+    }
+    Py_XDECREF(message);
+    Py_XDECREF(type_name);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return NULL;
+}
+
+/* `plan_fn(dec, code, name)` or `setter_fn(type)` once per key, cached in `cache`:
+ * borrowed, Py_None where the fast path does not apply, NULL with an error set. */
+static PyObject *
+cached_plan(Walk *w, PyObject *cache, PyObject *key, PyObject *fn, int code)
+{
+    PyObject *plan = PyDict_GetItemWithError(cache, key);
+    if (plan != NULL || PyErr_Occurred()) {
+        return plan;
+    }
+    if (code >= 0) {
+        PyObject *code_obj = PyLong_FromLong(code);
+        plan = code_obj ? PyObject_CallFunctionObjArgs(fn, w->dec, code_obj, key, NULL) : NULL;
+        Py_XDECREF(code_obj);
+    } else {
+        plan = PyObject_CallOneArg(fn, key);
+    }
+    if (plan == NULL) {
+        return NULL;
+    }
+    int failed = PyDict_SetItem(cache, key, plan);
+    Py_DECREF(plan); /* the cache holds it */
+    return failed ? NULL : plan;
+}
+
+/* Charge building a container of `count` items from `items` to the load, as
+ * Decoder.expand(items, what) does; past the budget expand itself raises its error.
+ * 0, or -1 with an error set. */
+static int
+expand(Walk *w, PyObject *items, Py_ssize_t count, PyObject *what)
+{
+    PyObject *used = PyObject_GetAttr(w->dec, str_expanded);
+    PyObject *budget = used ? PyObject_GetAttr(w->dec, str_expand_budget) : NULL;
+    long long u = used ? PyLong_AsLongLong(used) : -1, b = budget ? PyLong_AsLongLong(budget) : -1;
+    Py_XDECREF(used);
+    Py_XDECREF(budget);
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    u += count;
+    if (u > b) {
+        PyObject *out = PyObject_CallMethod(w->dec, "expand", "OO", items, what);
+        Py_XDECREF(out);
+        return -1;
+    }
+    PyObject *now = PyLong_FromLongLong(u);
+    int failed = now == NULL || PyObject_SetAttr(w->dec, str_expanded, now) < 0;
+    Py_XDECREF(now);
+    return failed ? -1 : 0;
+}
+
+/* objects._validate(dec, name, args, state) for a dict or None state, with no object
+ * awaiting its state (else the Python function itself runs). 0, or -1 with an error. */
+static int
+validate(Walk *w, PyObject *name, PyObject *args, PyObject *state, PyObject *check)
+{
+    if ((state != Py_None && !PyDict_CheckExact(state)) ||
+        (check != Py_None && PyDict_GET_SIZE(w->shells) != 0)) {
+        PyObject *out = PyObject_CallFunctionObjArgs(w->validate_fn, w->dec, name, args, state,
+                                                     NULL);
+        Py_XDECREF(out);
+        return out == NULL ? -1 : 0;
+    }
+    if (state != Py_None && expand(w, state, PyDict_GET_SIZE(state), name) < 0) {
+        return -1;
+    }
+    if (check != Py_None) {
+        PyObject *out = PyObject_CallFunctionObjArgs(check, args, state, NULL);
+        Py_XDECREF(out);
+        return out == NULL ? -1 : 0;
+    }
+    return 0;
+}
+
+/* An INSTANCE node [name, mode, state, kind, items] or a RECONSTRUCT node [name, args,
+ * mode, state, kind, items] whose name is a str (and args a list), built as
+ * codec/objects.py's handlers build it, in their order: the object made (cls.__new__(cls)
+ * or fn(*args)), its meaning check, then its state - BaseEstimator-style or any other
+ * __setstate__ given a dict. `plan_fn` decides, once per name and load, whether a name
+ * may take this path (and resolves it through the header and the trust policy, raising
+ * as the handler would); `setter_fn`, once per class, how its state is set. Anything
+ * unusual after the object exists - another state mode, items, a class without
+ * __setstate__ - goes to objects.finish, the handlers' own last steps. Returns NULL
+ * with no error set for a node the handler must build from the start. */
+static PyObject *
+fast_object(Walk *w, int code, PyObject *payload)
+{
+    int instance = code == w->instance_code;
+    Py_ssize_t n = instance ? 5 : 6;
+    if (!PyList_CheckExact(payload) || PyList_GET_SIZE(payload) != n ||
+        !PyUnicode_CheckExact(PyList_GET_ITEM(payload, 0)) ||
+        (!instance && !PyList_CheckExact(PyList_GET_ITEM(payload, 1)))) {
+        return NULL;
+    }
+    PyObject *name = PyList_GET_ITEM(payload, 0);
+    PyObject *mode = PyList_GET_ITEM(payload, n - 4), *state = PyList_GET_ITEM(payload, n - 3);
+    PyObject *kind = PyList_GET_ITEM(payload, n - 2), *items = PyList_GET_ITEM(payload, n - 1);
+    PyObject *plan = cached_plan(w, w->plans, name, w->plan_fn, code);
+    if (plan == NULL || plan == Py_None) {
+        return NULL; /* an error (raised as the handler would), or the handler's node */
+    }
+    if (!PyTuple_CheckExact(plan) || PyTuple_GET_SIZE(plan) != 3) {
+        PyErr_SetString(PyExc_SystemError, "fast_object: malformed plan");
+        return NULL;
+    }
+    PyObject *make = PyTuple_GET_ITEM(plan, 0), *cls = PyTuple_GET_ITEM(plan, 1);
+    PyObject *check = PyTuple_GET_ITEM(plan, 2);
+    PyObject *args = NULL, *obj = NULL, *out = NULL;
+    if (instance) {
+        args = PyTuple_New(0);
+        obj = args ? PyObject_CallOneArg(make, cls) : NULL;
+        if (obj == NULL) {
+            guarded_failure(w, name, "creating the instance");
+            goto done;
+        }
+        if ((PyObject *)Py_TYPE(obj) != cls) {
+            PyObject *type_name = PyObject_GetAttr((PyObject *)Py_TYPE(obj), str_name);
+            if (type_name != NULL) {
+                PyErr_Format(w->error, "%U.__new__ returned a %S", name, type_name);
+                Py_DECREF(type_name);
+            }
+            goto done;
+        }
+        if (validate(w, name, args, state, check) < 0) {
+            goto done;
+        }
+    } else {
+        args = Py_NewRef(PyList_GET_ITEM(payload, 1));
+        if (validate(w, name, args, state, check) < 0) {
+            goto done;
+        }
+        PyObject *call_args = PyList_AsTuple(args);
+        obj = call_args ? PyObject_Call(make, call_args, NULL) : NULL;
+        Py_XDECREF(call_args);
+        if (obj == NULL) {
+            guarded_failure(w, name, "the call");
+            goto done;
+        }
+    }
+    PyObject *setter = NULL;
+    if (PyLong_CheckExact(mode) && PyLong_AsLong(mode) == w->state_default &&
+        PyDict_CheckExact(state) && PyLong_CheckExact(kind) &&
+        PyLong_AsLong(kind) == w->items_none && items == Py_None) {
+        setter = cached_plan(w, w->setters, (PyObject *)Py_TYPE(obj), w->setter_fn, -1);
+        if (setter == NULL) {
+            goto done;
+        }
+    }
+    if (setter == NULL || setter == Py_None || !PyTuple_CheckExact(setter) ||
+        PyTuple_GET_SIZE(setter) != 2) {
+        out = PyObject_CallFunctionObjArgs(w->finish_fn, w->dec, obj, name, mode, state, kind,
+                                           items, NULL);
+        goto done;
+    }
+    if (PyObject_IsTrue(PyTuple_GET_ITEM(setter, 1))) { /* BaseEstimator: keys are names */
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(state, &pos, &key, &value)) {
+            if (!PyUnicode_CheckExact(key)) {
+                PyErr_Format(w->error, "%U: state must map attribute names to values", name);
+                goto done;
+            }
+        }
+    }
+    PyObject *set = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(setter, 0), obj, state, NULL);
+    if (set == NULL) {
+        guarded_failure(w, name, "setting its state");
+        goto done;
+    }
+    Py_DECREF(set);
+    out = Py_NewRef(obj);
+done:
+    Py_XDECREF(args);
+    Py_XDECREF(obj);
+    return out;
+}
+
+/* A ZIPDICT node [keys, values] of str keys, built as builtins._dec_zipdict builds it:
+ * charged to the load, then dict(zip(keys, values)), a repeated key refused with the
+ * handler's message. Anything else returns NULL with no error set: the handler's. */
+static PyObject *
+fast_zipdict(Walk *w, PyObject *payload)
+{
+    if (!PyList_CheckExact(payload) || PyList_GET_SIZE(payload) != 2) {
+        return NULL;
+    }
+    PyObject *keys = PyList_GET_ITEM(payload, 0), *values = PyList_GET_ITEM(payload, 1);
+    if (!PyList_CheckExact(keys) || !PyList_CheckExact(values) ||
+        PyList_GET_SIZE(keys) != PyList_GET_SIZE(values)) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyUnicode_CheckExact(PyList_GET_ITEM(keys, i))) {
+            return NULL;
+        }
+    }
+    PyObject *what = PyUnicode_FromString("a keyed dict");
+    if (what == NULL || expand(w, keys, n, what) < 0) {
+        Py_XDECREF(what);
+        return NULL;
+    }
+    Py_DECREF(what);
+#if PY_VERSION_HEX < 0x030D0000
+    PyObject *out = _PyDict_NewPresized(n);
+#else
+    PyObject *out = PyDict_New();
+#endif
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        if (PyDict_SetItem(out, PyList_GET_ITEM(keys, i), PyList_GET_ITEM(values, i)) < 0) {
+            Py_CLEAR(out);
+        }
+    }
+    if (out != NULL && PyDict_GET_SIZE(out) != n) {
+        Py_CLEAR(out);
+        PyErr_SetString(w->error, "keyed dict: keys must be distinct (duplicate keys)");
+    }
+    return out;
+}
+
 static PyObject *
 call_node(Walk *w, int code, PyObject *fn, PyObject *payload)
 {
+    if (code == w->zipdict_code) {
+        PyObject *out = fast_zipdict(w, payload);
+        if (out != NULL || PyErr_Occurred()) {
+            return out;
+        }
+    }
     if (code == w->array_code) {
         PyObject *out = fast_array(w, payload);
+        if (out != NULL || PyErr_Occurred()) {
+            return out;
+        }
+    }
+    if (code == w->instance_code || code == w->reconstruct_code) {
+        PyObject *out = fast_object(w, code, payload);
         if (out != NULL || PyErr_Occurred()) {
             return out;
         }
@@ -625,18 +890,26 @@ skjar_walk(PyObject *self, PyObject *args)
     Py_buffer tree;
     Walk w;
     memset(&w, 0, sizeof w);
-    if (!PyArg_ParseTuple(args, "y*OO!OO!O(Liiii)(iiiOOO!O!):walk", &tree, &w.dec, &PyDict_Type,
+    if (!PyArg_ParseTuple(args, "y*OO!OO!O(Liiii)(iiiOOO!O!)(iiiiiO!O!OOOOOO!):walk", &tree, &w.dec, &PyDict_Type,
                           &w.decoders, &w.pairs_hook, &PyDict_Type, &w.shared, &w.error,
                           &w.max_nodes, &w.max_nesting, &w.root, &w.shared_def,
                           &w.shared_ref, &w.array_code, &w.max_ndim, &w.inline_max, &w.ndarray,
-                          &w.empty, &PyDict_Type, &w.dtypes, &PyList_Type, &w.buffers)) {
+                          &w.empty, &PyDict_Type, &w.dtypes, &PyList_Type, &w.buffers,
+                          &w.instance_code, &w.reconstruct_code, &w.state_default,
+                          &w.items_none, &w.zipdict_code, &PyDict_Type, &w.plans, &PyDict_Type, &w.setters,
+                          &w.plan_fn, &w.setter_fn, &w.validate_fn, &w.finish_fn,
+                          &w.skjar_error, &PyDict_Type, &w.shells)) {
         return NULL;
     }
     if (str_depth == NULL) {
         str_depth = PyUnicode_InternFromString("depth");
         str_in_root = PyUnicode_InternFromString("in_root");
         str_shared_node = PyUnicode_InternFromString("shared_node");
-        if (str_depth == NULL || str_in_root == NULL || str_shared_node == NULL) {
+        str_expanded = PyUnicode_InternFromString("_expanded");
+        str_expand_budget = PyUnicode_InternFromString("_expand_budget");
+        str_name = PyUnicode_InternFromString("__name__");
+        if (str_depth == NULL || str_in_root == NULL || str_shared_node == NULL ||
+            str_expanded == NULL || str_expand_budget == NULL || str_name == NULL) {
             PyBuffer_Release(&tree);
             return NULL;
         }

@@ -30,8 +30,18 @@ from ..format.spec import (
     MAX_NODES,
 )
 from ..trust import TrustPolicy
-from .nodes import NDARRAY, ROOT, SHARED_DEF, SHARED_REF
-from .registry import DECODERS
+from .nodes import (
+    INSTANCE,
+    ITEMS_NONE,
+    NDARRAY,
+    RECONSTRUCT,
+    ROOT,
+    SHARED_DEF,
+    SHARED_REF,
+    STATE_DEFAULT,
+    ZIPDICT,
+)
+from .registry import DECODERS, OBJECT_STEPS
 
 # What the compiled walker enforces as _ext_hook does (see _walk.c).
 _LIMITS = (MAX_NODES, MAX_NESTING, ROOT, SHARED_DEF, SHARED_REF)
@@ -80,9 +90,15 @@ class Decoder:
             if fast is not None:
                 arrays = (NDARRAY, MAX_NDIM, INLINE_MAX, np.ndarray, np.empty, ARRAY_DTYPES,
                           self._buffers)
+                steps = OBJECT_STEPS
+                objects: tuple[Any, ...] = (
+                    INSTANCE if steps else -1, RECONSTRUCT if steps else -1, STATE_DEFAULT,
+                    ITEMS_NONE, ZIPDICT, {}, {}, steps.get("plan"), steps.get("setter"),
+                    steps.get("validate"), steps.get("finish"), SkjarError, self.shells,
+                )
                 obj = fast.walk(
                     tree, self, DECODERS, self.safe_dict, self._shared, CorruptFileError, _LIMITS,
-                    arrays,
+                    arrays, objects,
                 )
             else:
                 obj = self.unpack(tree)

@@ -40,7 +40,7 @@ from .nodes import (
     Node,
     SharedRef,
 )
-from .registry import ENCODERS, VALIDATORS, decodes
+from .registry import ENCODERS, OBJECT_STEPS, VALIDATORS, decodes
 
 NEWOBJ_FUNC = copyreg.__newobj__  # type: ignore[attr-defined]
 FUNCTION_TYPES = (
@@ -431,6 +431,41 @@ def _dec_reconstruct(dec: Decoder, payload: Any) -> Any:
     _guarded(name, "setting its state", _apply_state, obj, mode, state, name)
     _apply_items(dec, obj, kind, items, name)
     return obj
+
+
+# -- the compiled walker's share (_walk.c: fast_object) ------------------------
+# The walker builds INSTANCE and RECONSTRUCT nodes in the handlers' order with these
+# steps, and the handlers stay its twin (tests/test_walk.py runs both).
+def _plan(dec: Decoder, code: int, name: str) -> tuple[Any, Any, Any] | None:
+    """How the walker makes the objects of node ``code`` naming ``name`` - (callable,
+    its argument for INSTANCE, the meaning check) - or None: the handler builds them.
+    Asked once per name and load; resolving ``name`` raises as the handler would."""
+    if code == INSTANCE:
+        cls = dec.require(name, OBJECT)
+        if cls in ENCODERS:
+            return None  # _new refuses it, in the handler
+        return (cls.__new__, cls, VALIDATORS.get(name))
+    return (dec.require(name, CALL), None, VALIDATORS.get(name))
+
+
+def _setter(cls: type) -> tuple[Any, bool] | None:
+    """(``cls.__setstate__``, whether it is BaseEstimator's) for a class whose dict state
+    the walker may set itself, or None: _apply_state decides (and refuses)."""
+    if issubclass(cls, NOT_STATEFUL):
+        return None
+    setstate = getattr(cls, "__setstate__", None)
+    return None if setstate is None else (setstate, _updates_dict(setstate))
+
+
+def _finish(dec: Decoder, obj: Any, name: str, mode: Any, state: Any, kind: Any, items: Any) -> Any:
+    """The handlers' last steps, for an object the walker made but whose state or items
+    are not of the common form."""
+    _guarded(name, "setting its state", _apply_state, obj, mode, state, name)
+    _apply_items(dec, obj, kind, items, name)
+    return obj
+
+
+OBJECT_STEPS.update(plan=_plan, setter=_setter, validate=_validate, finish=_finish)
 
 
 @decodes(REF, lambda: [np.log1p, len, np.float64, dict])

@@ -30,6 +30,9 @@ EXAMPLES: dict[int, Callable[[], list[Any]]] = {}
 VALIDATORS: dict[str, Callable[[Any, Any], None]] = {}
 # Exact types whose identity is preserved (shared references stay shared).
 MEMOIZED: set[type] = set()
+# The steps the compiled walker takes from the INSTANCE and RECONSTRUCT handlers to
+# build those nodes itself ("plan", "setter", "validate", "finish"; codec/objects.py).
+OBJECT_STEPS: dict[str, Callable[..., Any]] = {}
 
 
 def encodes(*types: type, memoize: bool = False) -> Callable[[EncodeFn], EncodeFn]:
