@@ -8,6 +8,9 @@ of hashing (forked children, one thread). The mapping runs without the GIL
 the order the reader fills them, while the reader copies the chunks already
 mapped: two helpers bring knn-big's read down to ~140 ms on this 2-core machine.
 
+A decompressor's output is mapped in the same way, ahead of the decompressor,
+which does not wait: knn-big under zstd 812 -> 738 ms.
+
 Nothing here decides what is read or trusted: a chunk the helpers have not
 reached is simply read into unmapped pages, which the kernel then maps in itself,
 as it does without the compiled helpers.
