@@ -418,6 +418,15 @@ class Plain:
     """No __setstate__: the handlers' __dict__ path (objects._finish here)."""
 
 
+class Cythonish:
+    """A class pickled the way Cython's auto-pickling does (state mode 2)."""
+
+    def __setstate_cython__(self, state: Any) -> None:
+        if state == "boom":
+            raise TypeError("not a state")
+        self.got = state
+
+
 class Slotted:
     __slots__ = ("a",)
 
@@ -433,7 +442,7 @@ def make(*args: Any) -> Setter:
     return object.__new__(Setter)
 
 
-OBJECT_CLASSES = [Setter, Plain, Slotted, OddNew]
+OBJECT_CLASSES = [Setter, Plain, Cythonish, Slotted, OddNew]
 TRUSTED = [*OBJECT_CLASSES, (make, "call")]
 OBJECT_DECLARED = {
     **{f"test_walk.{c.__name__}": ("test_walk", frozenset({"object"})) for c in OBJECT_CLASSES},
@@ -482,6 +491,11 @@ OBJECT_NODES = {
     "setter, bool mode": _instance("test_walk.Setter", {"a": 1}, mode=True),  # type: ignore[arg-type]
     "setter, unknown mode": _instance("test_walk.Setter", {"a": 1}, mode=7),
     "setter, cython mode": _instance("test_walk.Setter", {"a": 1}, mode=2),
+    "setter, huge mode": _instance("test_walk.Setter", {"a": 1}, mode=2**63 + 5),
+    "setter, huge kind": _instance("test_walk.Setter", {"a": 1}, kind=2**63 + 5),
+    "cython": _instance("test_walk.Cythonish", [1, 2], mode=2),
+    "cython, default mode": _instance("test_walk.Cythonish", {"a": 1}),
+    "cython, setter raises": _instance("test_walk.Cythonish", "boom", mode=2),
     "setter, items": _instance("test_walk.Setter", {"a": 1}, kind=1, items=[1]),
     "plain": _instance("test_walk.Plain", {"a": 1}),
     "plain, int keys": _instance("test_walk.Plain", {1: 1}),

@@ -65,7 +65,7 @@ typedef struct {
     PyObject *ndarray, *empty, *dtypes, *buffers;
     /* The INSTANCE / RECONSTRUCT fast path (see fast_object); instance_code is -1
      * without it. */
-    int instance_code, reconstruct_code, state_default, items_none, zipdict_code;
+    int instance_code, reconstruct_code, state_default, state_cython, items_none, zipdict_code;
     PyObject *plans, *setters, *plan_fn, *setter_fn, *validate_fn, *finish_fn, *skjar_error,
         *shells;
 } Walk;
@@ -342,6 +342,21 @@ fast_array(Walk *w, PyObject *payload)
     return out;
 }
 
+/* An exact int's value if it fits a long, else -1 (no error set): for node fields that
+ * must be one of a few small codes. */
+static long
+small_int(PyObject *value)
+{
+    if (!PyLong_CheckExact(value)) {
+        return -1;
+    }
+    long v = PyLong_AsLong(value);
+    if (v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+    }
+    return v;
+}
+
 /* A failed step of building `name`'s object, as objects._guarded reports it: a
  * SkjarError (or anything not an Exception) passes unchanged, anything else becomes
  * `error` "NAME: STEP failed: TYPE: MESSAGE". Returns NULL. */
@@ -508,22 +523,29 @@ fast_object(Walk *w, int code, PyObject *payload)
             goto done;
         }
     }
-    PyObject *setter = NULL;
-    if (PyLong_CheckExact(mode) && PyLong_AsLong(mode) == w->state_default &&
-        PyDict_CheckExact(state) && PyLong_CheckExact(kind) &&
-        PyLong_AsLong(kind) == w->items_none && items == Py_None) {
-        setter = cached_plan(w, w->setters, (PyObject *)Py_TYPE(obj), w->setter_fn, -1);
+    /* The state setter: a __setstate__ given a dict (default mode) or a Cython class's
+     * __setstate_cython__ given any state, per setter_fn's answer for the class:
+     * (__setstate__, whether BaseEstimator's, __setstate_cython__), None where absent. */
+    PyObject *set_fn = NULL;
+    int names = 0;
+    long m = small_int(mode);
+    if (((m == w->state_default && PyDict_CheckExact(state)) || m == w->state_cython) &&
+        small_int(kind) == w->items_none && items == Py_None) {
+        PyObject *setter = cached_plan(w, w->setters, (PyObject *)Py_TYPE(obj), w->setter_fn, -1);
         if (setter == NULL) {
             goto done;
         }
+        if (PyTuple_CheckExact(setter) && PyTuple_GET_SIZE(setter) == 3) {
+            set_fn = PyTuple_GET_ITEM(setter, m == w->state_default ? 0 : 2);
+            names = m == w->state_default && PyTuple_GET_ITEM(setter, 1) == Py_True;
+        }
     }
-    if (setter == NULL || setter == Py_None || !PyTuple_CheckExact(setter) ||
-        PyTuple_GET_SIZE(setter) != 2) {
+    if (set_fn == NULL || set_fn == Py_None) {
         out = PyObject_CallFunctionObjArgs(w->finish_fn, w->dec, obj, name, mode, state, kind,
                                            items, NULL);
         goto done;
     }
-    if (PyObject_IsTrue(PyTuple_GET_ITEM(setter, 1))) { /* BaseEstimator: keys are names */
+    if (names) { /* BaseEstimator's __setstate__ updates __dict__: keys must be names */
         Py_ssize_t pos = 0;
         PyObject *key, *value;
         while (PyDict_Next(state, &pos, &key, &value)) {
@@ -533,7 +555,7 @@ fast_object(Walk *w, int code, PyObject *payload)
             }
         }
     }
-    PyObject *set = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(setter, 0), obj, state, NULL);
+    PyObject *set = PyObject_CallFunctionObjArgs(set_fn, obj, state, NULL);
     if (set == NULL) {
         guarded_failure(w, name, "setting its state");
         goto done;
@@ -890,13 +912,13 @@ skjar_walk(PyObject *self, PyObject *args)
     Py_buffer tree;
     Walk w;
     memset(&w, 0, sizeof w);
-    if (!PyArg_ParseTuple(args, "y*OO!OO!O(Liiii)(iiiOOO!O!)(iiiiiO!O!OOOOOO!):walk", &tree, &w.dec, &PyDict_Type,
+    if (!PyArg_ParseTuple(args, "y*OO!OO!O(Liiii)(iiiOOO!O!)(iiiiiiO!O!OOOOOO!):walk", &tree, &w.dec, &PyDict_Type,
                           &w.decoders, &w.pairs_hook, &PyDict_Type, &w.shared, &w.error,
                           &w.max_nodes, &w.max_nesting, &w.root, &w.shared_def,
                           &w.shared_ref, &w.array_code, &w.max_ndim, &w.inline_max, &w.ndarray,
                           &w.empty, &PyDict_Type, &w.dtypes, &PyList_Type, &w.buffers,
                           &w.instance_code, &w.reconstruct_code, &w.state_default,
-                          &w.items_none, &w.zipdict_code, &PyDict_Type, &w.plans, &PyDict_Type, &w.setters,
+                          &w.state_cython, &w.items_none, &w.zipdict_code, &PyDict_Type, &w.plans, &PyDict_Type, &w.setters,
                           &w.plan_fn, &w.setter_fn, &w.validate_fn, &w.finish_fn,
                           &w.skjar_error, &PyDict_Type, &w.shells)) {
         return NULL;

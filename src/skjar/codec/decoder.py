@@ -38,6 +38,7 @@ from .nodes import (
     ROOT,
     SHARED_DEF,
     SHARED_REF,
+    STATE_CYTHON,
     STATE_DEFAULT,
     ZIPDICT,
 )
@@ -93,7 +94,7 @@ class Decoder:
                 steps = OBJECT_STEPS
                 objects: tuple[Any, ...] = (
                     INSTANCE if steps else -1, RECONSTRUCT if steps else -1, STATE_DEFAULT,
-                    ITEMS_NONE, ZIPDICT, {}, {}, steps.get("plan"), steps.get("setter"),
+                    STATE_CYTHON, ITEMS_NONE, ZIPDICT, {}, {}, steps.get("plan"), steps.get("setter"),
                     steps.get("validate"), steps.get("finish"), SkjarError, self.shells,
                 )
                 obj = fast.walk(

@@ -448,13 +448,15 @@ def _plan(dec: Decoder, code: int, name: str) -> tuple[Any, Any, Any] | None:
     return (dec.require(name, CALL), None, VALIDATORS.get(name))
 
 
-def _setter(cls: type) -> tuple[Any, bool] | None:
-    """(``cls.__setstate__``, whether it is BaseEstimator's) for a class whose dict state
-    the walker may set itself, or None: _apply_state decides (and refuses)."""
+def _setter(cls: type) -> tuple[Any, bool, Any] | None:
+    """How the walker may set the state of ``cls``'s instances itself: (``__setstate__``,
+    whether it is BaseEstimator's, ``__setstate_cython__``), None where the class has
+    none; or None for a type that takes no state (_apply_state refuses it)."""
     if issubclass(cls, NOT_STATEFUL):
         return None
     setstate = getattr(cls, "__setstate__", None)
-    return None if setstate is None else (setstate, _updates_dict(setstate))
+    cython = getattr(cls, "__setstate_cython__", None)
+    return (setstate, setstate is not None and _updates_dict(setstate), cython)
 
 
 def _finish(dec: Decoder, obj: Any, name: str, mode: Any, state: Any, kind: Any, items: Any) -> Any:
