@@ -1,27 +1,29 @@
-/* read_small(path, admit, digest, frombuffer, spec) -> (tree, buffers, declared) | None
+/* read_small(path, admit, new_hasher, frombuffer, spec) -> (tree, buffers, declared) | None
  *
  * The common case of format/reader.py's open_source in one compiled pass: a jar read
- * from a path, unsigned, uncompressed, small (spec[10]: no section that would get an
- * allocation of its own, spec[11]: at most this many bytes; spec[12]: the prefault
- * threshold), fully verified. The twin is
+ * from a path, unsigned, uncompressed, under the page-in helpers' size (spec[11]: at
+ * most this many bytes), fully verified. Sections of spec[10] bytes or more get an
+ * allocation of their own, as read_body gives them; spec[12] is the prefault
+ * threshold. The twin is
  * open_source itself; this checks what it checks, in the same order:
  *
  *   - the preamble (magic, format version, no flags, header length bounds), the
  *     header's JSON (through _json.c) and the shape parse_header requires;
  *   - the layout as plan_layout computes it, every section "none"-coded with size =
  *     length, and a file of exactly the size the layout describes;
- *   - the trailer's end magic, both XXH3-128 digests (`digest`: xxhash's one-shot
- *     xxh3_128_digest; the first over the bytes up to the tree's end, the second over
- *     all of them), and zero padding between sections;
+ *   - the trailer's end magic, both XXH3-128 digests (`new_hasher`: xxhash's
+ *     xxh3_128; the first over the bytes up to the tree's end, the second over all of
+ *     them), and zero padding between sections;
  *   - then admit(header) - trust and versions, in Python - whose errors propagate.
  *
- * The preamble and header are read first; a jar the front takes is then read whole,
- * with one pread(), into a 64-byte-aligned bytearray viewed by numpy (`frombuffer`:
- * numpy.frombuffer with dtype uint8), and the tree and buffers are views of it, as
- * open_source's are of its body. Anything else - a signed or
- * compressed jar, a pack, a large section, any check that fails, a file that cannot be
- * opened - returns None before admit, and open_source reads the file again and
- * accepts it or says precisely what is wrong.
+ * The preamble and header are read first; a jar the front takes is then read with
+ * one pread() per piece - each large section, and the runs of bytes between them
+ * packed into one bytearray - every piece at an address equal to its file offset mod
+ * 64, and the tree and buffers are numpy views of them (`frombuffer`: numpy.frombuffer
+ * with dtype uint8), as open_source's are of its body. Anything else - a signed or
+ * compressed jar, a pack, a file of the helpers' size, any check that fails, a file
+ * that cannot be opened - returns None before admit, and open_source reads the file
+ * again and accepts it or says precisely what is wrong.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -102,23 +104,6 @@ read_at(int fd, char *out, Py_ssize_t n, Py_ssize_t offset)
     return 0;
 }
 
-/* A fresh bytearray of n + 64 bytes whose byte `*start` is 64-aligned, its pages mapped
- * in at once from `prefault` bytes (as aligned_empty does); NULL with an error set. */
-static PyObject *
-aligned_bytes(Py_ssize_t n, long long prefault, Py_ssize_t *start)
-{
-    PyObject *buf = PyByteArray_FromStringAndSize(NULL, n + 64);
-    if (buf == NULL) {
-        return NULL;
-    }
-    char *base = PyByteArray_AS_STRING(buf);
-    *start = (Py_ssize_t)((64 - ((uintptr_t)base & 63)) & 63);
-    if (n >= prefault) {
-        (void)skjar_populate(base + *start, n);
-    }
-    return buf;
-}
-
 /* A layout section: [length, size, "none"] with size = length, at most `limit`. Any
  * argument may be NULL (a key missing from the header). */
 static int
@@ -152,21 +137,65 @@ all_zero(const unsigned char *p, Py_ssize_t n)
     return 1;
 }
 
-/* Whether digest(bytes [0, n) of the file) equals the 16 bytes at `expect`. */
-static int
-digest_ok(PyObject *digest, const unsigned char *file, Py_ssize_t n, const unsigned char *expect,
-          long long size)
+/* A run of the file's bytes in memory: file offset, length, address, and the bytearray
+ * holding it (NULL: the shared one; `start`: where in its owner it begins). */
+typedef struct {
+    Py_ssize_t off, len;
+    unsigned char *mem;
+    PyObject *owner;
+    Py_ssize_t start;
+} Piece;
+
+/* The piece holding file offset `off` (pieces are in file order and contiguous). */
+static Piece *
+holder(Piece *pieces, Py_ssize_t n, Py_ssize_t off)
 {
-    PyObject *view = PyMemoryView_FromMemory((char *)file, n, PyBUF_READ);
-    if (view == NULL) {
-        return -1;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (off < pieces[k].off + pieces[k].len) {
+            return &pieces[k];
+        }
     }
-    PyObject *got = PyObject_CallOneArg(digest, view);
-    Py_DECREF(view);
+    return &pieces[n - 1];
+}
+
+/* The address of file bytes [off, off + len), which must lie within one piece, or NULL. */
+static const unsigned char *
+at(Piece *pieces, Py_ssize_t n, Py_ssize_t off, Py_ssize_t len)
+{
+    Piece *q = holder(pieces, n, off);
+    if (off < q->off || off + len > q->off + q->len) {
+        return len == 0 ? q->mem : NULL;
+    }
+    return q->mem + (off - q->off);
+}
+
+/* Feed file bytes [from, to) to `hasher` (xxhash's xxh3_128), then whether its digest
+ * equals the `size` bytes at `expect`: 1, 0, or -1 with an error set. */
+static int
+digest_ok(PyObject *hasher, Piece *pieces, Py_ssize_t n, Py_ssize_t from, Py_ssize_t to,
+          const unsigned char *expect, long long size)
+{
+    for (Py_ssize_t k = 0; k < n && from < to; k++) {
+        Piece *q = &pieces[k];
+        Py_ssize_t a = from > q->off ? from : q->off;
+        Py_ssize_t b = to < q->off + q->len ? to : q->off + q->len;
+        if (a >= b) {
+            continue;
+        }
+        PyObject *view = PyMemoryView_FromMemory((char *)q->mem + (a - q->off), b - a, PyBUF_READ);
+        PyObject *fed = view ? PyObject_CallMethod(hasher, "update", "O", view) : NULL;
+        Py_XDECREF(view);
+        if (fed == NULL) {
+            return -1;
+        }
+        Py_DECREF(fed);
+        from = b;
+    }
+    PyObject *got = PyObject_CallMethod(hasher, "digest", NULL);
     if (got == NULL) {
         return -1;
     }
-    int ok = PyBytes_Check(got) && PyBytes_GET_SIZE(got) == size &&
+    int ok = from == to && PyBytes_Check(got) && PyBytes_GET_SIZE(got) == size &&
              memcmp(PyBytes_AS_STRING(got), expect, (size_t)size) == 0;
     Py_DECREF(got);
     return ok;
@@ -179,9 +208,9 @@ PyObject *
 skjar_read_small(PyObject *self, PyObject *args)
 {
     const char *path;
-    PyObject *admit, *digest, *frombuffer;
+    PyObject *admit, *new_hasher, *frombuffer;
     Spec s;
-    if (!PyArg_ParseTuple(args, "yOOO(y#y#iiLLLLLLLLL):read_small", &path, &admit, &digest,
+    if (!PyArg_ParseTuple(args, "yOOO(y#y#iiLLLLLLLLL):read_small", &path, &admit, &new_hasher,
                           &frombuffer, &s.magic, &s.magic_len, &s.end_magic, &s.end_magic_len,
                           &s.major, &s.minor, &s.max_header, &s.max_buffers, &s.alignment,
                           &s.preamble, &s.trailer, &s.digest, &s.own, &s.max_file,
@@ -193,16 +222,18 @@ skjar_read_small(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "read_small: the format constants do not fit");
         return NULL;
     }
-    Py_ssize_t size = 0, start = 0;
+    Py_ssize_t size = 0;
     int fd = open_small(path, &s, &size);
     if (fd < 0) {
         Py_RETURN_NONE;
     }
-    PyObject *buf = NULL, *header = NULL, *array = NULL, *parts = NULL, *out = NULL;
+    PyObject *shared = NULL, *header = NULL, *array = NULL, *parts = NULL, *out = NULL;
+    PyObject *hasher = NULL;
     Py_ssize_t *spans = NULL; /* (offset, length) per section, the tree first */
+    Piece *pieces = NULL;     /* the file's bytes in memory, in file order */
+    Py_ssize_t npieces = 0;
     unsigned char pre[64];
     unsigned char *head = NULL; /* the header's bytes, as first read */
-    const unsigned char *file = NULL;
 
     /* The preamble and the header first: a jar the front does not take is not read. */
     if (s.preamble > (long long)sizeof pre || read_at(fd, (char *)pre, (Py_ssize_t)s.preamble, 0)) {
@@ -252,11 +283,9 @@ skjar_read_small(PyObject *self, PyObject *args)
         goto not_fine;
     }
     Py_ssize_t pos = align_up(base, s.alignment), n;
-    Py_ssize_t largest = (Py_ssize_t)s.own - 1; /* a section's length, at most */
     if (pos > size || !plain_section(PyDict_GetItemString(tree, "length"),
                                      PyDict_GetItemString(tree, "size"),
-                                     PyDict_GetItemString(tree, "codec"),
-                                     largest < size - pos ? largest : size - pos, &n)) {
+                                     PyDict_GetItemString(tree, "codec"), size - pos, &n)) {
         goto not_fine;
     }
     spans[0] = pos;
@@ -269,8 +298,7 @@ skjar_read_small(PyObject *self, PyObject *args)
         }
         pos = align_up(pos, s.alignment);
         if (pos > size || !plain_section(PyList_GET_ITEM(entry, 0), PyList_GET_ITEM(entry, 1),
-                                         PyList_GET_ITEM(entry, 2),
-                                         largest < size - pos ? largest : size - pos, &n)) {
+                                         PyList_GET_ITEM(entry, 2), size - pos, &n)) {
             goto not_fine;
         }
         spans[2 * i] = pos;
@@ -282,54 +310,116 @@ skjar_read_small(PyObject *self, PyObject *args)
         goto not_fine;
     }
 
-    /* The whole file, in one read; its preamble and header must be those just judged
-     * (the file may have changed between the reads). */
-    buf = aligned_bytes(size, s.prefault, &start);
-    if (buf == NULL) {
+    /* The file in pieces, as read_body splits a body: each section of `own` bytes or
+     * more in an allocation of its own (freed as soon as its consumer is done with
+     * it), the runs between them packed into one; every piece at an address equal to
+     * its file offset mod 64, so that aligned sections stay aligned. */
+    pieces = PyMem_Calloc((size_t)(2 * count + 1), sizeof(Piece));
+    if (pieces == NULL) {
         goto not_fine;
     }
-    file = (const unsigned char *)PyByteArray_AS_STRING(buf) + start;
-    if (read_at(fd, (char *)file, size, 0) || memcmp(file, pre, (size_t)s.preamble) != 0 ||
-        memcmp(file + s.preamble, head, (size_t)header_length) != 0) {
+    Py_ssize_t runs = 0, cursor = 0;
+    for (Py_ssize_t i = 0; i <= count; i++) {
+        int last = i == count;
+        if (!last && spans[2 * i + 1] < s.own) {
+            continue;
+        }
+        Py_ssize_t until = last ? size : spans[2 * i];
+        if (until > cursor) {
+            pieces[npieces++] = (Piece){cursor, until - cursor, NULL, NULL, 0};
+            runs += until - cursor + 63;
+        }
+        if (!last) {
+            pieces[npieces++] = (Piece){spans[2 * i], spans[2 * i + 1], NULL, NULL, -1};
+            cursor = spans[2 * i] + spans[2 * i + 1];
+        }
+    }
+    shared = PyByteArray_FromStringAndSize(NULL, runs + 64);
+    if (shared == NULL) {
+        goto fail;
+    }
+    Py_ssize_t used = 0; /* of the shared allocation */
+    for (Py_ssize_t k = 0; k < npieces; k++) {
+        Piece *q = &pieces[k];
+        Py_ssize_t at_ = used;
+        if (q->start < 0) { /* a section of its own */
+            q->owner = PyByteArray_FromStringAndSize(NULL, q->len + 64);
+            if (q->owner == NULL) {
+                goto fail;
+            }
+            at_ = 0;
+        }
+        char *mem = PyByteArray_AS_STRING(q->owner ? q->owner : shared);
+        at_ += (Py_ssize_t)(((uintptr_t)q->off - (uintptr_t)(mem + at_)) & 63);
+        q->start = at_;
+        q->mem = (unsigned char *)mem + at_;
+        if (q->owner == NULL) {
+            used = at_ + q->len;
+        }
+        if (q->len >= s.prefault) {
+            (void)skjar_populate(q->mem, q->len);
+        }
+        if (read_at(fd, (char *)q->mem, q->len, q->off)) {
+            goto not_fine;
+        }
+    }
+    /* Its preamble and header must be those just judged (the file may have changed
+     * between the reads): the first piece starts at 0 and holds them, since the tree
+     * starts after the header. */
+    if (pieces[0].off != 0 || pieces[0].len < base || memcmp(pieces[0].mem, pre, (size_t)s.preamble) != 0 ||
+        memcmp(pieces[0].mem + s.preamble, head, (size_t)header_length) != 0) {
         goto not_fine;
     }
     close(fd);
     fd = -1;
 
     /* The trailer, the digests, the padding. */
-    const unsigned char *trailer = file + data_end;
-    if (memcmp(trailer + 2 * s.digest, s.end_magic, (size_t)s.end_magic_len) != 0) {
+    const unsigned char *trailer = at(pieces, npieces, data_end, s.trailer);
+    if (trailer == NULL ||
+        memcmp(trailer + 2 * s.digest, s.end_magic, (size_t)s.end_magic_len) != 0) {
         goto not_fine;
     }
+    hasher = PyObject_CallNoArgs(new_hasher);
+    if (hasher == NULL) {
+        goto fail;
+    }
+    Py_ssize_t hashed = 0;
     for (int stage = 0; stage < 2; stage++) {
         Py_ssize_t upto = stage == 0 ? spans[0] + spans[1] : data_end;
-        int ok = digest_ok(digest, file, upto, trailer + stage * s.digest, s.digest);
+        int ok = digest_ok(hasher, pieces, npieces, hashed, upto, trailer + stage * s.digest,
+                           s.digest);
         if (ok < 0) {
             goto fail;
         }
         if (!ok) {
             goto not_fine;
         }
+        hashed = upto;
     }
     pos = base;
     for (Py_ssize_t i = 0; i < count; i++) {
-        if (!all_zero(file + pos, spans[2 * i] - pos)) {
+        const unsigned char *gap = at(pieces, npieces, pos, spans[2 * i] - pos);
+        if (gap == NULL || !all_zero(gap, spans[2 * i] - pos)) {
             goto not_fine;
         }
         pos = spans[2 * i] + spans[2 * i + 1];
     }
 
-    /* The sections, as views of one array over the file's bytes. */
-    array = PyObject_CallOneArg(frombuffer, buf);
+    /* The sections, as views of the allocations holding them. */
+    array = PyObject_CallOneArg(frombuffer, shared);
     parts = array == NULL ? NULL : PyList_New(count);
     if (parts == NULL) {
         goto fail;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *from = PyLong_FromSsize_t(start + spans[2 * i]);
-        PyObject *to = PyLong_FromSsize_t(start + spans[2 * i] + spans[2 * i + 1]);
-        PyObject *cut = from && to ? PySlice_New(from, to, NULL) : NULL;
-        PyObject *part = cut ? PyObject_GetItem(array, cut) : NULL;
+        Piece *q = holder(pieces, npieces, spans[2 * i]);
+        PyObject *whole = q->owner ? PyObject_CallOneArg(frombuffer, q->owner) : Py_NewRef(array);
+        Py_ssize_t from_at = q->start + spans[2 * i] - q->off;
+        PyObject *from = PyLong_FromSsize_t(from_at);
+        PyObject *to = PyLong_FromSsize_t(from_at + spans[2 * i + 1]);
+        PyObject *cut = whole && from && to ? PySlice_New(from, to, NULL) : NULL;
+        PyObject *part = cut ? PyObject_GetItem(whole, cut) : NULL;
+        Py_XDECREF(whole);
         Py_XDECREF(from);
         Py_XDECREF(to);
         Py_XDECREF(cut);
@@ -362,11 +452,16 @@ done:
     if (fd >= 0) {
         close(fd);
     }
+    for (Py_ssize_t k = 0; pieces != NULL && k < npieces; k++) {
+        Py_XDECREF(pieces[k].owner);
+    }
+    PyMem_Free(pieces);
     PyMem_Free(spans);
     PyMem_Free(head);
     Py_XDECREF(header);
     Py_XDECREF(array);
     Py_XDECREF(parts);
-    Py_XDECREF(buf);
+    Py_XDECREF(hasher);
+    Py_XDECREF(shared);
     return out;
 }

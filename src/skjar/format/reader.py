@@ -25,7 +25,7 @@ from .. import _compiled
 from ..errors import CorruptFileError, FormatVersionError, InvalidArgumentError, NotASkjarFileError
 from . import pagein
 from .compression import Decompressor, run_parallel
-from .digest import new_hasher, xxh3_128_digest
+from .digest import Hasher, new_hasher
 from .header import Layout, Section, pack_offsets, parse_header, plan_layout
 from .spec import (
     ALIGNMENT,
@@ -537,7 +537,7 @@ def _unpack(pack: np.ndarray, members: tuple[int, ...], entry: int) -> list[np.n
 # What read_small checks, from format/spec.py (and this module's own section bound).
 _SMALL_SPEC = (
     MAGIC, END_MAGIC, FORMAT_MAJOR, FORMAT_MINOR, MAX_HEADER_SIZE, MAX_BUFFERS, ALIGNMENT,
-    PREAMBLE_SIZE, TRAILER_SIZE, DIGEST_SIZE, OWN_ALLOCATION, POPULATE_MIN, PREFAULT_MIN,
+    PREAMBLE_SIZE, TRAILER_SIZE, DIGEST_SIZE, OWN_ALLOCATION, pagein.MIN_TOTAL - 1, PREFAULT_MIN,
 )
 _FROMBUFFER = functools.partial(np.frombuffer, dtype=np.uint8)
 
@@ -546,17 +546,19 @@ def read_small(
     path: str | os.PathLike[str], admit: Admit
 ) -> tuple[memoryview, list[np.ndarray], dict[str, tuple[str, frozenset[str]]]] | None:
     """``open_source(path, mmap=False, verify="full")``'s tree, buffers and declared names
-    for an unsigned, uncompressed jar of under 4 MiB with no section of 256 KiB or more,
-    read and verified in one compiled pass (``_front.c``) - or None, for any other jar,
-    any damage, or without the compiled helpers: then ``open_source`` decides.
+    for an unsigned, uncompressed jar under pagein.MIN_TOTAL (whose larger ones the
+    helper threads read), read and verified in one compiled pass (``_front.c``), large
+    sections in allocations of their own as ``read_body`` makes them - or None, for any
+    other jar, any damage, or without the compiled helpers: then ``open_source`` decides.
 
     In a fresh process the Python reader's first run costs more than a small model's
-    whole decode (iris-knn: ~1.2 of ~2.4 ms, mostly first-touch page faults).
+    whole decode (iris-knn: ~1.2 of ~2.4 ms, mostly first-touch page faults; mlp: 4.05
+    -> 3.50 ms with the front).
     """
     fast = _compiled.speedups
     if fast is None:
         return None
-    return fast.read_small(os.fsencode(path), admit, xxh3_128_digest, _FROMBUFFER, _SMALL_SPEC)
+    return fast.read_small(os.fsencode(path), admit, Hasher, _FROMBUFFER, _SMALL_SPEC)
 
 
 def open_source(
