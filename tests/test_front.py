@@ -39,8 +39,8 @@ def _models() -> dict[str, Any]:
         "string": "just a string",
         # Sections of 256 KiB or more (each read into an allocation of its own), two of
         # them adjacent, between and after small ones; and a tree that large itself.
-        "large sections": {"small": np.arange(5.0), "big": np.arange(40_000.0),
-                           "bigger": np.ones(70_000, np.int32), "tail": np.arange(3)},
+        "large sections": {"small": np.arange(5.0), "big": np.arange(40_001.0),
+                           "bigger": np.ones(70_001, np.int32), "tail": np.arange(3)},
         "large tree": [f"word{i}" for i in range(40_000)],
     }
 
