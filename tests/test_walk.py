@@ -487,6 +487,9 @@ OBJECT_NODES = {
     "setter raises": _instance("test_walk.Setter", {"boom": 1}),
     "setter, no state": _instance("test_walk.Setter", None, mode=0),
     "setter, list state": _instance("test_walk.Setter", [1, 2]),
+    "setter, none state in default mode": _instance("test_walk.Setter", None),
+    "estimator, list state": _instance(SCALER, [1, 2]),
+    "estimator, none state": _instance(SCALER, None),
     "setter, tuple state": _instance("test_walk.Setter", _tuple({"a": 1}, None)),
     "setter, bool mode": _instance("test_walk.Setter", {"a": 1}, mode=True),  # type: ignore[arg-type]
     "setter, unknown mode": _instance("test_walk.Setter", {"a": 1}, mode=7),

@@ -523,14 +523,15 @@ fast_object(Walk *w, int code, PyObject *payload)
             goto done;
         }
     }
-    /* The state setter: a __setstate__ given a dict (default mode) or a Cython class's
-     * __setstate_cython__ given any state, per setter_fn's answer for the class:
-     * (__setstate__, whether BaseEstimator's, __setstate_cython__), None where absent. */
+    /* The state setter: a class's __setstate__ (default mode; BaseEstimator's only for
+     * a dict) or __setstate_cython__ (Cython mode), given the state, per setter_fn's
+     * answer for the class: (__setstate__, whether BaseEstimator's,
+     * __setstate_cython__), None where absent. */
     PyObject *set_fn = NULL;
     int names = 0;
     long m = small_int(mode);
-    if (((m == w->state_default && PyDict_CheckExact(state)) || m == w->state_cython) &&
-        small_int(kind) == w->items_none && items == Py_None) {
+    if ((m == w->state_default || m == w->state_cython) && small_int(kind) == w->items_none &&
+        items == Py_None) {
         PyObject *setter = cached_plan(w, w->setters, (PyObject *)Py_TYPE(obj), w->setter_fn, -1);
         if (setter == NULL) {
             goto done;
@@ -538,6 +539,9 @@ fast_object(Walk *w, int code, PyObject *payload)
         if (PyTuple_CheckExact(setter) && PyTuple_GET_SIZE(setter) == 3) {
             set_fn = PyTuple_GET_ITEM(setter, m == w->state_default ? 0 : 2);
             names = m == w->state_default && PyTuple_GET_ITEM(setter, 1) == Py_True;
+            if (names && !PyDict_CheckExact(state)) {
+                set_fn = NULL; /* _check_attribute_map decides, in _finish */
+            }
         }
     }
     if (set_fn == NULL || set_fn == Py_None) {
