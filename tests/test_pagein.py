@@ -113,6 +113,20 @@ def test_helpers_stop_when_the_reader_gives_up() -> None:
     assert _threads() == 0
 
 
+def test_no_thread_to_be_had_means_no_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that may start no more threads still reads: the reader maps every
+    chunk in itself."""
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    chunks = [np.empty(4096, np.uint8) for _ in range(20)]
+    with pagein.PageIn(chunks, 2) as mapped:
+        for i in range(len(chunks)):
+            mapped.wait(i)  # claimed by the reader: returns at once
+
+
 def test_every_chunk_is_waited_for_in_order() -> None:
     chunks = [np.empty(4096, np.uint8) for _ in range(200)]
     with pagein.PageIn(chunks, 2) as mapped:

@@ -60,12 +60,14 @@ class PageIn:
         self._next = 0  # the first chunk no thread has claimed
         self._done = [False] * len(chunks)
         self._changed = threading.Condition()
-        self._threads = [
-            threading.Thread(target=self._work, name="skjar-page-in", daemon=True)
-            for _ in range(helpers)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._threads: list[threading.Thread] = []
+        for _ in range(helpers):
+            thread = threading.Thread(target=self._work, name="skjar-page-in", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to be had (a limit, shutdown): fewer helpers
+                break
+            self._threads.append(thread)
 
     def _claim(self) -> int | None:
         with self._changed:
