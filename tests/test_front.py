@@ -122,8 +122,13 @@ def test_every_flipped_bit_is_left_to_the_twin(name: str, tmp_path: Path) -> Non
     """One bit flipped anywhere in a jar (a key of the header, a length, a digest, a
     padding byte...): the front never accepts it. (A missing layout key crashed it once.)"""
     data = skjar.dumps(MODELS[name])
-    path = tmp_path / "m.skjar"
-    for at in range(len(data)):
+    _flip_each(data, range(len(data)), tmp_path / "m.skjar")
+
+
+def _flip_each(data: bytes, spots: Any, path: Path) -> None:
+    """Flip one bit at each offset in ``spots``, in turn: the front steps aside, or reads
+    exactly what the twin reads from a jar the twin accepts."""
+    for at in spots:
         damaged = bytearray(data)
         damaged[at] ^= 1 << (at % 8)
         path.write_bytes(damaged)
@@ -144,14 +149,7 @@ def test_flipped_bits_in_a_jar_with_large_sections_are_left_to_the_twin(tmp_path
     for edge in edges:
         spots |= set(range(max(edge - 72, 0), min(edge + 72, len(data))))
     spots |= set(np.random.default_rng(3).integers(0, len(data), 1_500).tolist())
-    path = tmp_path / "m.skjar"
-    for at in sorted(spots):
-        damaged = bytearray(data)
-        damaged[at] ^= 1 << (at % 8)
-        path.write_bytes(damaged)
-        fast, twin = both(path)
-        assert fast is None or fast == twin, at
-        assert fast is None or not isinstance(twin, Exception), at
+    _flip_each(data, sorted(spots), tmp_path / "m.skjar")
 
 
 @pytest.mark.parametrize("name", ["plain", "large sections"])
@@ -159,7 +157,8 @@ def test_padding_is_checked_behind_valid_digests(name: str, tmp_path: Path) -> N
     """A non-zero byte in every gap between sections in turn, with both digests
     recomputed over it (as a crafted file would have them): refused by the twin, left to
     it by the front."""
-    from skjar.format.digest import xxh3_128_digest
+    from xxhash import xxh3_128_digest
+
     from skjar.format.reader import parse_preamble
     from skjar.format.spec import DIGEST_SIZE, PREAMBLE_SIZE, TRAILER_SIZE
 

@@ -109,22 +109,6 @@ def test_environment_requires_signatures_for_every_load(model, keys, monkeypatch
     skjar.load(path, mmap=True)
 
 
-@pytest.mark.parametrize("compiled", [True, False])
-def test_the_environment_is_read_as_os_environ_sees_it(monkeypatch, compiled: bool) -> None:
-    """Set, changed, non-ASCII, emptied and removed through os.environ, at any time: the
-    loader's lookup (compiled getenv or the Python mapping) sees what os.environ holds."""
-    from skjar import _compiled
-    from skjar.signing import _environment
-
-    if not compiled:
-        monkeypatch.setattr(_compiled, "speedups", None)
-    for value in ("a.pem", "b.pem" + os.pathsep + "c.pem", "schl\u00fcssel.pem", ""):
-        monkeypatch.setenv("SKJAR_VERIFY_KEYS", value)
-        assert _environment("SKJAR_VERIFY_KEYS") == os.environ["SKJAR_VERIFY_KEYS"] == value
-    monkeypatch.delenv("SKJAR_VERIFY_KEYS")
-    assert _environment("SKJAR_VERIFY_KEYS") == ""
-
-
 def test_sign_existing_jar_into_output_and_resign(model, keys, tmp_path: Path) -> None:
     priv, pub, _ = keys
     src, dst = tmp_path / "a.skjar", tmp_path / "b.skjar"

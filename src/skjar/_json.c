@@ -237,6 +237,31 @@ literal(Json *j, const char *word)
     return 1;
 }
 
+/* Skip white space, then take the next byte if it is `c`: 1 if taken, else 0. */
+static int
+take_byte(Json *j, unsigned char c)
+{
+    skip_space(j);
+    if (j->pos < j->end && j->p[j->pos] == c) {
+        j->pos++;
+        return 1;
+    }
+    return 0;
+}
+
+/* After a container's item: 1 at its closing `close`, 0 at a comma (either taken), -1
+ * at anything else. */
+static int
+next_item(Json *j, unsigned char close)
+{
+    skip_space(j);
+    if (j->pos >= j->end) {
+        return -1;
+    }
+    unsigned char c = j->p[j->pos++];
+    return c == close ? 1 : c == ',' ? 0 : -1;
+}
+
 static PyObject *
 array(Json *j)
 {
@@ -244,9 +269,7 @@ array(Json *j)
     if (list == NULL) {
         return NULL;
     }
-    skip_space(j);
-    if (j->pos < j->end && j->p[j->pos] == ']') {
-        j->pos++;
+    if (take_byte(j, ']')) {
         return list;
     }
     for (;;) {
@@ -257,15 +280,11 @@ array(Json *j)
             return NULL;
         }
         Py_DECREF(item);
-        skip_space(j);
-        if (j->pos >= j->end) {
-            break;
-        }
-        unsigned char c = j->p[j->pos++];
-        if (c == ']') {
+        int next = next_item(j, ']');
+        if (next == 1) {
             return list;
         }
-        if (c != ',') {
+        if (next < 0) {
             break;
         }
     }
@@ -280,27 +299,21 @@ object(Json *j)
     if (dict == NULL) {
         return NULL;
     }
-    skip_space(j);
-    if (j->pos < j->end && j->p[j->pos] == '}') {
-        j->pos++;
+    if (take_byte(j, '}')) {
         return dict;
     }
     for (;;) {
-        skip_space(j);
-        if (j->pos >= j->end || j->p[j->pos] != '"') {
+        if (!take_byte(j, '"')) {
             break;
         }
-        j->pos++;
         PyObject *key = string(j);
         if (key == NULL) {
             break;
         }
-        skip_space(j);
-        if (j->pos >= j->end || j->p[j->pos] != ':') {
+        if (!take_byte(j, ':')) {
             Py_DECREF(key);
             break;
         }
-        j->pos++;
         PyObject *item = value(j);
         if (item == NULL) {
             Py_DECREF(key);
@@ -313,15 +326,11 @@ object(Json *j)
         if (bad) {
             break; /* a repeated key: the twin names it */
         }
-        skip_space(j);
-        if (j->pos >= j->end) {
-            break;
-        }
-        unsigned char c = j->p[j->pos++];
-        if (c == '}') {
+        int next = next_item(j, '}');
+        if (next == 1) {
             return dict;
         }
-        if (c != ',') {
+        if (next < 0) {
             break;
         }
     }

@@ -542,26 +542,6 @@ start_writeback(PyObject *self, PyObject *args)
     return PyBool_FromLong(done);
 }
 
-/* getenv(name) -> bytes | None
- *
- * The process environment's value for `name`, as the C library reads it: os.environ's
- * own changes reach it (os.environ sets and unsets through putenv), without the
- * Python-level mapping's first-call cost (a KeyError raised and caught: ~60 us and ~20
- * page faults in a fresh process, on every load that looks for SKJAR_VERIFY_KEYS). */
-static PyObject *
-skjar_getenv(PyObject *self, PyObject *args)
-{
-    const char *name;
-    if (!PyArg_ParseTuple(args, "y:getenv", &name)) {
-        return NULL;
-    }
-    const char *value = getenv(name);
-    if (value == NULL) {
-        Py_RETURN_NONE;
-    }
-    return PyBytes_FromString(value);
-}
-
 /* The object tree's walker, the header's JSON parser and the reader's front for small
  * jars have files of their own. */
 PyObject *skjar_walk(PyObject *self, PyObject *args);
@@ -570,7 +550,6 @@ PyObject *skjar_read_small(PyObject *self, PyObject *args);
 
 static PyMethodDef methods[] = {
     {"json", skjar_json, METH_VARARGS, "json(text) -> object | None"},
-    {"getenv", skjar_getenv, METH_VARARGS, "getenv(name) -> bytes | None"},
     {"read_small", skjar_read_small, METH_VARARGS,
      "read_small(path, admit, new_hasher, frombuffer, spec) -> (tree, buffers, declared) | None"},
     {"walk", skjar_walk, METH_VARARGS,

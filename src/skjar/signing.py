@@ -18,7 +18,6 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from . import _compiled
 from .errors import InvalidArgumentError, SignatureError
 from .format.spec import SIGNATURE_DOMAIN
 
@@ -169,15 +168,6 @@ def fingerprint(raw_public_key: bytes) -> str:
     return str(_blake3()(raw_public_key).hexdigest()[:16])
 
 
-def _environment(name: str) -> str:
-    """The environment variable ``name``, or ""."""
-    fast = _compiled.speedups
-    if fast is None or os.name != "posix":
-        return os.environ.get(name, "")
-    value = fast.getenv(name.encode())
-    return "" if value is None else os.fsdecode(value)
-
-
 def verify_keys(verify_with: KeySource | Iterable[KeySource] | None) -> list[bytes] | None:
     """The raw public keys a load must check against, or None when no signature is required.
 
@@ -185,7 +175,7 @@ def verify_keys(verify_with: KeySource | Iterable[KeySource] | None) -> list[byt
     ``os.pathsep``) makes signatures mandatory for every load in the process.
     """
     if verify_with is None:
-        env = _environment(VERIFY_KEYS_ENV).strip()
+        env = os.environ.get(VERIFY_KEYS_ENV, "").strip()
         if not env:
             return None
         sources: list[Any] = [p for p in env.split(os.pathsep) if p]

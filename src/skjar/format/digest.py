@@ -16,6 +16,3 @@ Hasher = xxhash.xxh3_128
 def new_hasher() -> xxhash.xxh3_128:
     return xxhash.xxh3_128()
 
-
-# The digest of bytes in one call (the same as new_hasher() updated with them).
-xxh3_128_digest = xxhash.xxh3_128_digest
