@@ -4,13 +4,24 @@
 uses the pure-Python twins of these loops (same results, slower loads).
 """
 
+import platform
+
 from setuptools import Extension, setup
+
+sources = [f"src/skjar/{name}.c" for name in ("_speedups", "_walk", "_json", "_front", "_digest")]
+macros = []
+if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86"):
+    # XXH3's update picks SSE2, AVX2 or AVX-512 at run time (baseline flags only).
+    sources.append("src/skjar/_vendor/xxh_x86dispatch.c")
+    macros.append(("SKJAR_XXH_DISPATCH", "1"))
 
 setup(
     ext_modules=[
         Extension(
             "skjar._speedups",
-            [f"src/skjar/{name}.c" for name in ("_speedups", "_walk", "_json", "_front")],
+            sources,
+            define_macros=macros,
+            depends=["src/skjar/_vendor/xxhash.h"],
             optional=True,
         ),
     ]

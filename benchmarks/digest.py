@@ -37,6 +37,13 @@ def main() -> None:
     import blake3
     import xxhash
 
+    from skjar.format.digest import new_hasher
+
+    def _hash(data: memoryview) -> bytes:
+        hasher = new_hasher()
+        hasher.update(data)
+        return hasher.digest()
+
     data = np.random.default_rng(0).random(args.mib * 2**20 // 8)
     view = memoryview(data).cast("B")
     n = data.nbytes
@@ -54,7 +61,8 @@ def main() -> None:
     rows = [
         ("memcpy (into allocated memory)", rate(lambda: np.copyto(dst, data), n, args.repeat)),
         ("page-cache read", rate(page_cache_read, n, args.repeat)),
-        ("xxh3-128 (integrity)", rate(lambda: xxhash.xxh3_128(view).digest(), n, args.repeat)),
+        ("xxh3-128, python-xxhash", rate(lambda: xxhash.xxh3_128(view).digest(), n, args.repeat)),
+        ("xxh3-128, skjar's (integrity)", rate(lambda: _hash(view), n, args.repeat)),
         ("blake3, 1 thread", rate(lambda: blake3.blake3(view).digest(), n, args.repeat)),
         ("blake3, all cores (signatures)", rate(lambda: blake3.blake3(view, max_threads=blake3.blake3.AUTO).digest(), n, args.repeat)),
         ("sha256 (for reference)", rate(lambda: hashlib.sha256(view).digest(), n, max(1, args.repeat // 2))),

@@ -44,8 +44,10 @@ def test_every_compiled_helper_is_listed_and_built() -> None:
     import re
     from pathlib import Path
 
-    source = (Path(_compiled.__file__).parent / "_speedups.c").read_text()
+    here = Path(_compiled.__file__).parent
+    source = (here / "_speedups.c").read_text()
     defined = set(re.findall(r'\{"(\w+)", \w+, METH_', source))
+    defined |= set(re.findall(r'PyModule_AddObject\(module, "(\w+)"', (here / "_digest.c").read_text()))
     assert defined == set(_compiled.HELPERS)
     (api,) = re.findall(r"#define SKJAR_SPEEDUPS_API (\d+)", source)
     assert int(api) == _compiled.API
@@ -506,3 +508,73 @@ def test_real_headers_take_the_compiled_path() -> None:
         raw = data[PREAMBLE_SIZE : PREAMBLE_SIZE + n]
         parsed = speedups.json(raw)  # type: ignore[union-attr]
         assert parsed is not None and _exact(parsed, _twin(raw))
+
+
+# -- the digest (_digest.c) ------------------------------------------------
+@needs_speedups
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=5000), st.lists(st.integers(0, 5000), max_size=6))
+def test_the_compiled_digest_equals_python_xxhash(data: bytes, cuts: list[int]) -> None:
+    """Any split of any bytes, with a copy taken midway: python-xxhash's xxh3_128 is the
+    twin (and the fallback without the compiled helpers)."""
+    import xxhash
+
+    assert speedups is not None
+    hasher, twin = speedups.Hasher(), xxhash.xxh3_128()
+    copies = []
+    at = 0
+    for cut in [*sorted(c % (len(data) + 1) for c in cuts), len(data)]:
+        hasher.update(data[at:cut])
+        twin.update(data[at:cut])
+        copies.append((hasher.copy(), twin.copy()))
+        at = cut
+    assert hasher.digest() == twin.digest() == xxhash.xxh3_128(data).digest()
+    for mine, theirs in copies:
+        assert mine.digest() == theirs.digest()
+
+
+@needs_speedups
+@pytest.mark.parametrize("size", [0, 1, 16, 17, 128, 129, 240, 241, 1023, 1024, 65535,
+                                  65536, (1 << 20) + 7])
+def test_the_compiled_digest_equals_python_xxhash_at_its_boundaries(size: int) -> None:
+    """XXH3 switches code paths at 16, 128 and 240 bytes and per 1 KiB stripe block;
+    updates from 64 KiB run without the GIL."""
+    import xxhash
+
+    assert speedups is not None
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
+    hasher = speedups.Hasher()
+    hasher.update(data)  # any buffer: numpy, memoryview, bytearray, bytes
+    hasher.update(memoryview(bytearray(b"tail")))
+    assert hasher.digest() == xxhash.xxh3_128(data.tobytes() + b"tail").digest()
+    assert hasher.digest() == hasher.digest()  # digest() does not end the hash
+
+
+@needs_speedups
+def test_the_compiled_hasher_refuses_what_is_not_bytes() -> None:
+    assert speedups is not None
+    with pytest.raises(TypeError):
+        speedups.Hasher().update("text")
+    with pytest.raises((BufferError, ValueError)):
+        speedups.Hasher().update(np.arange(10.0)[::2])  # not contiguous: not read
+    with pytest.raises(TypeError):
+        speedups.Hasher(b"seed")
+    a = speedups.Hasher()
+    b = a.copy()
+    a.update(b"x")
+    assert b.digest() != a.digest()  # copies are apart
+
+
+def test_loading_does_not_import_python_xxhash() -> None:
+    """With the compiled helpers, python-xxhash (~120 KiB of code mapped on first use) is
+    not needed: a fresh process loads a model without importing it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, skjar; skjar.loads(skjar.dumps({'a': [1, 2.5]})); "
+        "print('xxhash' in sys.modules, skjar._compiled.speedups is not None)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    imported, compiled = out.stdout.split()
+    assert imported == ("False" if compiled == "True" else "True")

@@ -1,4 +1,4 @@
-/* read_small(path, admit, new_hasher, frombuffer, spec) -> (tree, buffers, declared) | None
+/* read_small(path, admit, frombuffer, spec) -> (tree, buffers, declared) | None
  *
  * The common case of format/reader.py's open_source in one compiled pass: a jar read
  * from a path, unsigned, uncompressed, under the page-in helpers' size (spec[11]: at
@@ -11,9 +11,9 @@
  *     header's JSON (through _json.c) and the shape parse_header requires;
  *   - the layout as plan_layout computes it, every section "none"-coded with size =
  *     length, and a file of exactly the size the layout describes;
- *   - the trailer's end magic, both XXH3-128 digests (`new_hasher`: xxhash's
- *     xxh3_128; the first over the bytes up to the tree's end, the second over all of
- *     them), and zero padding between sections;
+ *   - the trailer's end magic, both XXH3-128 digests (_digest.c; the first over the
+ *     bytes up to the tree's end, the second over all of them), and zero padding
+ *     between sections;
  *   - then admit(header) - trust and versions, in Python - whose errors propagate.
  *
  * The preamble and header are read first; a jar the front takes is then read with
@@ -39,6 +39,10 @@
 
 PyObject *skjar_json_parse(const unsigned char *p, Py_ssize_t n);
 int skjar_populate(void *p, Py_ssize_t n);
+void *skjar_xxh3_new(void);
+void skjar_xxh3_update(void *state, const void *data, size_t n);
+void skjar_xxh3_digest(void *state, unsigned char out[16]);
+void skjar_xxh3_free(void *state);
 
 typedef struct {
     const char *magic, *end_magic;
@@ -169,36 +173,24 @@ at(Piece *pieces, Py_ssize_t n, Py_ssize_t off, Py_ssize_t len)
     return q->mem + (off - q->off);
 }
 
-/* Feed file bytes [from, to) to `hasher` (xxhash's xxh3_128), then whether its digest
- * equals the `size` bytes at `expect`: 1, 0, or -1 with an error set. */
+/* Feed file bytes [from, to) to `hasher`, then whether its digest equals the `size`
+ * bytes at `expect`. */
 static int
-digest_ok(PyObject *hasher, Piece *pieces, Py_ssize_t n, Py_ssize_t from, Py_ssize_t to,
+digest_ok(void *hasher, Piece *pieces, Py_ssize_t n, Py_ssize_t from, Py_ssize_t to,
           const unsigned char *expect, long long size)
 {
     for (Py_ssize_t k = 0; k < n && from < to; k++) {
         Piece *q = &pieces[k];
         Py_ssize_t a = from > q->off ? from : q->off;
         Py_ssize_t b = to < q->off + q->len ? to : q->off + q->len;
-        if (a >= b) {
-            continue;
+        if (a < b) {
+            skjar_xxh3_update(hasher, q->mem + (a - q->off), (size_t)(b - a));
+            from = b;
         }
-        PyObject *view = PyMemoryView_FromMemory((char *)q->mem + (a - q->off), b - a, PyBUF_READ);
-        PyObject *fed = view ? PyObject_CallMethod(hasher, "update", "O", view) : NULL;
-        Py_XDECREF(view);
-        if (fed == NULL) {
-            return -1;
-        }
-        Py_DECREF(fed);
-        from = b;
     }
-    PyObject *got = PyObject_CallMethod(hasher, "digest", NULL);
-    if (got == NULL) {
-        return -1;
-    }
-    int ok = from == to && PyBytes_Check(got) && PyBytes_GET_SIZE(got) == size &&
-             memcmp(PyBytes_AS_STRING(got), expect, (size_t)size) == 0;
-    Py_DECREF(got);
-    return ok;
+    unsigned char got[16];
+    skjar_xxh3_digest(hasher, got);
+    return from == to && size == 16 && memcmp(got, expect, 16) == 0;
 }
 
 static const char *HEADER_KEYS[] = {"producer", "environment", "object", "metadata", "names",
@@ -208,10 +200,9 @@ PyObject *
 skjar_read_small(PyObject *self, PyObject *args)
 {
     const char *path;
-    PyObject *admit, *new_hasher, *frombuffer;
+    PyObject *admit, *frombuffer;
     Spec s;
-    if (!PyArg_ParseTuple(args, "yOOO(y#y#iiLLLLLLLLL):read_small", &path, &admit, &new_hasher,
-                          &frombuffer, &s.magic, &s.magic_len, &s.end_magic, &s.end_magic_len,
+    if (!PyArg_ParseTuple(args, "yOO(y#y#iiLLLLLLLLL):read_small", &path, &admit, &frombuffer, &s.magic, &s.magic_len, &s.end_magic, &s.end_magic_len,
                           &s.major, &s.minor, &s.max_header, &s.max_buffers, &s.alignment,
                           &s.preamble, &s.trailer, &s.digest, &s.own, &s.max_file,
                           &s.prefault)) {
@@ -228,7 +219,7 @@ skjar_read_small(PyObject *self, PyObject *args)
         Py_RETURN_NONE;
     }
     PyObject *shared = NULL, *header = NULL, *array = NULL, *parts = NULL, *out = NULL;
-    PyObject *hasher = NULL;
+    void *hasher = NULL;
     Py_ssize_t *spans = NULL; /* (offset, length) per section, the tree first */
     Piece *pieces = NULL;     /* the file's bytes in memory, in file order */
     Py_ssize_t npieces = 0;
@@ -379,8 +370,9 @@ skjar_read_small(PyObject *self, PyObject *args)
         memcmp(trailer + 2 * s.digest, s.end_magic, (size_t)s.end_magic_len) != 0) {
         goto not_fine;
     }
-    hasher = PyObject_CallNoArgs(new_hasher);
+    hasher = skjar_xxh3_new();
     if (hasher == NULL) {
+        PyErr_NoMemory();
         goto fail;
     }
     Py_ssize_t hashed = 0;
@@ -388,9 +380,6 @@ skjar_read_small(PyObject *self, PyObject *args)
         Py_ssize_t upto = stage == 0 ? spans[0] + spans[1] : data_end;
         int ok = digest_ok(hasher, pieces, npieces, hashed, upto, trailer + stage * s.digest,
                            s.digest);
-        if (ok < 0) {
-            goto fail;
-        }
         if (!ok) {
             goto not_fine;
         }
@@ -461,7 +450,9 @@ done:
     Py_XDECREF(header);
     Py_XDECREF(array);
     Py_XDECREF(parts);
-    Py_XDECREF(hasher);
+    if (hasher != NULL) {
+        skjar_xxh3_free(hasher);
+    }
     Py_XDECREF(shared);
     return out;
 }

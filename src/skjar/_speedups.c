@@ -542,16 +542,17 @@ start_writeback(PyObject *self, PyObject *args)
     return PyBool_FromLong(done);
 }
 
-/* The object tree's walker, the header's JSON parser and the reader's front for small
- * jars have files of their own. */
+/* The object tree's walker, the header's JSON parser, the reader's front for small
+ * jars and the digest have files of their own. */
 PyObject *skjar_walk(PyObject *self, PyObject *args);
 PyObject *skjar_json(PyObject *self, PyObject *args);
 PyObject *skjar_read_small(PyObject *self, PyObject *args);
+int skjar_add_hasher(PyObject *module);
 
 static PyMethodDef methods[] = {
     {"json", skjar_json, METH_VARARGS, "json(text) -> object | None"},
     {"read_small", skjar_read_small, METH_VARARGS,
-     "read_small(path, admit, new_hasher, frombuffer, spec) -> (tree, buffers, declared) | None"},
+     "read_small(path, admit, frombuffer, spec) -> (tree, buffers, declared) | None"},
     {"walk", skjar_walk, METH_VARARGS,
      "walk(tree, dec, decoders, pairs_hook, shared, error, limits, arrays, objects) -> object"},
     {"tree_ok", tree_ok, METH_VARARGS,
@@ -580,13 +581,14 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 12
+#define SKJAR_SPEEDUPS_API 13
 
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "API", SKJAR_SPEEDUPS_API) < 0) {
+    if (m != NULL &&
+        (PyModule_AddIntConstant(m, "API", SKJAR_SPEEDUPS_API) < 0 || skjar_add_hasher(m) < 0)) {
         Py_CLEAR(m);
     }
     return m;

@@ -25,7 +25,7 @@ from .. import _compiled
 from ..errors import CorruptFileError, FormatVersionError, InvalidArgumentError, NotASkjarFileError
 from . import pagein
 from .compression import Decompressor, run_parallel
-from .digest import Hasher, new_hasher
+from .digest import new_hasher
 from .header import Layout, Section, pack_offsets, parse_header, plan_layout
 from .spec import (
     ALIGNMENT,
@@ -558,7 +558,7 @@ def read_small(
     fast = _compiled.speedups
     if fast is None:
         return None
-    return fast.read_small(os.fsencode(path), admit, Hasher, _FROMBUFFER, _SMALL_SPEC)
+    return fast.read_small(os.fsencode(path), admit, _FROMBUFFER, _SMALL_SPEC)
 
 
 def open_source(
