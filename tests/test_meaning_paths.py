@@ -4,13 +4,16 @@ Small trees are checked by a Python loop over the node lists, large ones by
 vectorised numpy passes (src/skjar/codec/sklearn.py, ``SMALL_TREE``), and both
 by the compiled ``tree_ok`` when it is built. Loads of real models exercise
 mostly one of them, so here all run side by side on random trees, honest and
-damaged: each input must be accepted by all or refused by all.
+damaged: each input must be accepted by all or refused by all. The compiled
+whole-state checks (``tree_state_ok``, ``predictor_state_ok``) may step aside
+for anything unusual, but must never accept what the Python refuses.
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ from hypothesis import strategies as st
 from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
 from sklearn.tree._tree import NODE_DTYPE
 
+from skjar import _compiled
 from skjar._compiled import speedups
 from skjar.codec import sklearn as checks
 from skjar.errors import CorruptFileError
@@ -240,3 +244,137 @@ def test_depth_is_checked_by_both() -> None:
         assert (small == "accepted") == ok == (vectorised == "accepted"), (small, vectorised)
         compiled = _compiled_outcome(left, right, feature, 1, max_depth)
         assert (compiled == "accepted") == ok, compiled
+
+
+# -- whole states: the compiled check never accepts what the Python refuses ----------
+def _fitted_states() -> tuple[Any, Any]:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 4, size=(200, 3)).astype(float)
+    y = (X[:, 0] + rng.random(200) > 2).astype(int)
+    two_outputs = np.column_stack([y, (X[:, 1] > 1).astype(int) * 2])  # n_classes [2, 2]
+    tree = DecisionTreeClassifier(max_depth=4, random_state=0).fit(X, two_outputs).tree_
+    _, args, tree_state = tree.__reduce__()
+    hgb = HistGradientBoostingClassifier(max_iter=2, categorical_features=[0]).fit(X, y)
+    predictor_state = dict(vars(hgb._predictors[0][0]))
+    return (list(args[:1]) + [np.asarray(args[1])] + list(args[2:]), tree_state), predictor_state
+
+
+(TREE_ARGS, TREE_STATE), PREDICTOR_STATE = _fitted_states()
+
+
+def _swapped(a: np.ndarray) -> np.ndarray:
+    return a.astype(a.dtype.newbyteorder())
+
+
+# Each replaces one entry of a state (or of a Tree's arguments) with something the Python
+# check may or may not accept: numpy integers, bools, wrong kinds, shapes, orders, layouts.
+ENTRY_DAMAGE = [
+    lambda v: np.int64(v) if type(v) is int else v,
+    lambda v: True if type(v) is int else v,
+    lambda v: v - 1 if type(v) is int else v,
+    lambda v: v + 1 if type(v) is int else v,
+    lambda v: -1 if type(v) is int else v,
+    lambda v: 2**70 if type(v) is int else v,
+    lambda v: float(v) if type(v) is int else v,
+    lambda v: v[:-1] if isinstance(v, np.ndarray) else v,
+    lambda v: v[::-1] if isinstance(v, np.ndarray) else v,
+    lambda v: np.concatenate([v, v]) if isinstance(v, np.ndarray) and v.ndim else v,
+    lambda v: v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.names is None else v,
+    lambda v: v.astype(np.int8) if isinstance(v, np.ndarray) and v.dtype.names is None else v,
+    lambda v: v.astype(np.uint64) if isinstance(v, np.ndarray) and v.dtype.names is None else v,
+    lambda v: _swapped(v) if isinstance(v, np.ndarray) and v.dtype.names is None else v,
+    lambda v: v.reshape(-1) if isinstance(v, np.ndarray) else v,
+    lambda v: v.reshape(1, -1) if isinstance(v, np.ndarray) else v,
+    lambda v: np.asfortranarray(v) if isinstance(v, np.ndarray) else v,
+    lambda v: v.tolist() if isinstance(v, np.ndarray) else v,
+    lambda v: np.zeros_like(v) if isinstance(v, np.ndarray) else v,
+    lambda v: v.view(np.uint8) if isinstance(v, np.ndarray) and v.dtype.names else v,
+    lambda v: v[["left_child", "right_child"]] if getattr(v, "dtype", None) == NODE_DTYPE else v,
+    lambda v: v + 1 if isinstance(v, np.ndarray) and v.dtype.kind in "iu" else v,
+    lambda v: v[..., :-1] if isinstance(v, np.ndarray) else v,
+    lambda v: v[:, :, None] if isinstance(v, np.ndarray) and v.ndim == 2 else v,
+    lambda v: v[:0] if isinstance(v, np.ndarray) else v,
+    lambda v: np.concatenate([v, v[-1:]]) if isinstance(v, np.ndarray) and v.ndim else v,
+    lambda v: np.concatenate([v[:-1], v[-1:] * 0]) if isinstance(v, np.ndarray) and v.dtype.kind in "iu" else v,
+    lambda v: None,
+]
+
+
+def _verdicts(check: Any, args: Any, state: Any) -> tuple[bool, str]:
+    """(the compiled whole-state verdict, the Python check's outcome with no twin)."""
+    if check is checks.check_tree:
+        layout = checks._record_layout(NODE_DTYPE, ("left_child", "right_child", "feature"))
+        compiled = speedups.tree_state_ok(args, state, np.ndarray, NODE_DTYPE, *layout)
+    else:
+        compiled = speedups.predictor_state_ok(
+            state, np.ndarray, PREDICTOR_RECORD_DTYPE, *checks._predictor_layout()
+        )
+    with mock.patch.object(_compiled, "speedups", None):
+        return compiled, _outcome(check, args, state)
+
+
+@pytest.mark.skipif(speedups is None, reason="the compiled helpers are not built")
+@pytest.mark.parametrize("check", [checks.check_tree, checks.check_predictor])
+def test_honest_states_take_the_compiled_check(check: Any) -> None:
+    args, state = (TREE_ARGS, TREE_STATE) if check is checks.check_tree else ((), PREDICTOR_STATE)
+    assert _verdicts(check, args, state) == (True, "accepted")
+
+
+def _damaged(check: Any, damage: list[tuple[int, int]], drop: bool) -> tuple[Any, Any]:
+    """The honest (args, state) of ``check`` with entries replaced, and maybe one dropped."""
+    tree = check is checks.check_tree
+    args = list(TREE_ARGS) if tree else ()
+    state = dict(TREE_STATE if tree else PREDICTOR_STATE)
+    slots = [("state", key) for key in state] + ([("args", i) for i in range(3)] if tree else [])
+    for slot, how in damage:
+        where, key = slots[slot % len(slots)]
+        target: Any = state if where == "state" else args
+        try:
+            target[key] = ENTRY_DAMAGE[how](target[key])
+        except (ValueError, TypeError, OverflowError):  # not applicable to this entry
+            pass
+    if drop:
+        state.pop(next(iter(state)))
+    return args, state
+
+
+@pytest.mark.skipif(speedups is None, reason="the compiled helpers are not built")
+@pytest.mark.parametrize("check", [checks.check_tree, checks.check_predictor])
+def test_the_compiled_state_check_accepts_no_damaged_entry_the_python_refuses(check: Any) -> None:
+    """Every single damage to every entry, exhaustively."""
+    slots = len(TREE_STATE) + 3 if check is checks.check_tree else len(PREDICTOR_STATE)
+    for slot in range(slots):
+        for how in range(len(ENTRY_DAMAGE)):
+            compiled, python = _verdicts(check, *_damaged(check, [(slot, how)], False))
+            if compiled:
+                assert python == "accepted", (slot, how, python)
+
+
+@pytest.mark.skipif(speedups is None, reason="the compiled helpers are not built")
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from([checks.check_tree, checks.check_predictor]),
+    st.lists(st.tuples(st.integers(0, 40), st.integers(0, len(ENTRY_DAMAGE) - 1)), max_size=3),
+    st.booleans(),
+)
+def test_the_compiled_state_check_accepts_no_damaged_state_the_python_refuses(
+    check: Any, damage: list[tuple[int, int]], drop: bool
+) -> None:
+    """Several damages at once, where one may hide another."""
+    compiled, python = _verdicts(check, *_damaged(check, damage, drop))
+    if compiled:
+        assert python == "accepted", (damage, python)
+
+
+@pytest.mark.skipif(speedups is None, reason="the compiled helpers are not built")
+def test_the_compiled_state_checks_refuse_bad_fields() -> None:
+    with pytest.raises(ValueError, match="fields"):
+        speedups.tree_state_ok(TREE_ARGS, TREE_STATE, np.ndarray, NODE_DTYPE, 64, 0, 8, 60)
+    with pytest.raises(ValueError, match="fields"):
+        speedups.predictor_state_ok({}, np.ndarray, PREDICTOR_RECORD_DTYPE, 56, 0, 4, 52, 12, 13, 14)
+    with pytest.raises(TypeError):
+        speedups.tree_state_ok(TREE_ARGS, TREE_STATE, "ndarray", NODE_DTYPE, 64, 0, 8, 16)
+    assert speedups.tree_state_ok((), {}, np.ndarray, NODE_DTYPE, 64, 0, 8, 16) is False

@@ -7,6 +7,14 @@ def tree_ok(
     nodes: Any, itemsize: int, left: int, right: int, feature: int, n_features: int,
     max_depth: int,
 ) -> bool: ...
+def tree_state_ok(
+    args: Any, state: Any, ndarray: type, node_dtype: Any, itemsize: int, left: int,
+    right: int, feature: int,
+) -> bool: ...
+def predictor_state_ok(
+    state: Any, ndarray: type, record_dtype: Any, itemsize: int, left: int, right: int,
+    feature: int, is_leaf: int, is_categorical: int, bitset_idx: int,
+) -> bool: ...
 def strdict(
     text: Any, count: int, values: Any, itemsize: int, is_signed: bool, release: bool
 ) -> dict[str, int] | str | None: ...

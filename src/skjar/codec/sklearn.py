@@ -82,6 +82,10 @@ def _children_ok(inner: np.ndarray, lc: np.ndarray, rc: np.ndarray, n: int, what
 @validates("sklearn.tree._tree.Tree")
 def check_tree(args: Any, state: Any) -> None:
     NODE_DTYPE = _imported("sklearn.tree._tree", "NODE_DTYPE")
+    layout = _record_layout(NODE_DTYPE, ("left_child", "right_child", "feature"))
+    fast = _compiled.speedups
+    if fast is not None and fast.tree_state_ok(args, state, np.ndarray, NODE_DTYPE, *layout):
+        return  # every check below, compiled: the common case of a checked load
     what = "sklearn Tree"
     if type(args) is not list or len(args) != 3:
         raise _fail(what, "expected (n_features, n_classes, n_outputs)")
@@ -100,8 +104,7 @@ def check_tree(args: Any, state: Any) -> None:
         raise _fail(what, "node array has the wrong layout or length")
     if values.shape != (count, n_outputs, max(classes)):
         raise _fail(what, f"values shape {values.shape} does not fit {count} nodes")
-    fast = _compiled.speedups if nodes.flags.c_contiguous else None
-    layout = _record_layout(NODE_DTYPE, ("left_child", "right_child", "feature"))
+    fast = fast if nodes.flags.c_contiguous else None
     if fast is not None and fast.tree_ok(nodes, *layout, n_features, max_depth):
         return
     # Not fine (or no compiled twin): the Python twin finds what is wrong and says so.
@@ -270,6 +273,11 @@ def check_gradient_boosting(args: Any, state: Any) -> None:
 @validates("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor")
 def check_predictor(args: Any, state: Any) -> None:
     PREDICTOR_RECORD_DTYPE = _imported(_HGB_COMMON, "PREDICTOR_RECORD_DTYPE")
+    fast = _compiled.speedups
+    if fast is not None and fast.predictor_state_ok(
+        state, np.ndarray, PREDICTOR_RECORD_DTYPE, *_predictor_layout()
+    ):
+        return  # every check below, compiled (as for check_tree)
     what = "HistGradientBoosting TreePredictor"
     if type(state) is not dict:
         raise _fail(what, "state must be a dict")
@@ -280,7 +288,7 @@ def check_predictor(args: Any, state: Any) -> None:
     binned = _array(state.get("binned_left_cat_bitsets"), f"{what} bitsets", 2, "u")
     if raw.shape[1:] != (8,) or binned.shape != raw.shape:
         raise _fail(what, "category bitsets have the wrong shape")
-    fast = _compiled.speedups if nodes.flags.c_contiguous else None
+    fast = fast if nodes.flags.c_contiguous else None
     if fast is not None and fast.predictor_ok(nodes, *_predictor_layout(), len(raw), -1, b""):
         return
     if len(nodes) <= SMALL_TREE:
