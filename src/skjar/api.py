@@ -88,7 +88,7 @@ def dump(
                 f"cannot write {path!r}: folder {directory!r} does not exist"
             )
         header, payloads = _serialize(obj, compress, metadata)
-        write_atomic(path, lambda f: write_jar(writer_for(f), header, payloads, signer))
+        write_atomic(path, lambda f: write_jar(f.write, header, payloads, signer))
         return
     if not hasattr(target, "write"):
         raise InvalidArgumentError(

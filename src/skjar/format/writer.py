@@ -234,18 +234,21 @@ def writer_for(stream: Any) -> Callable[[Any], None]:
 def write_atomic(path: str, writer: Callable[[Writable], Any]) -> None:
     """Write a file so that ``path`` holds either its old content or the complete new one.
 
-    A temporary file in the same directory is written, flushed, fsynced and
-    renamed over ``path``; the directory is then fsynced so the rename survives
-    a crash. On any exception the temporary file is removed.
+    A temporary file in the same directory is written, fsynced and renamed over
+    ``path``; the directory is then fsynced so the rename survives a crash. On any
+    exception the temporary file is removed.
     """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".skjar-", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "wb") as f:
+        try:
             fast = _compiled.speedups
-            writer(_EarlyWriteback(f, fast.start_writeback) if fast is not None else f)
-            f.flush()
-            os.fsync(f.fileno())
+            out = _FileWriter(fd, fast.start_writeback if fast is not None else None)
+            writer(out)
+            out.flush()
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         with contextlib.suppress(OSError):
             os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
@@ -261,24 +264,56 @@ def write_atomic(path: str, writer: Callable[[Writable], Any]) -> None:
             os.close(dfd)
 
 
-class _EarlyWriteback:
-    """A file being written whose bytes start going to disk every ``WRITEBACK_CHUNK``
-    (compiled ``start_writeback``), so that the closing fsync has less left to wait for."""
+# Pieces handed to the kernel in one writev at most (POSIX guarantees 16; Linux takes 1024).
+_GATHER_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16
 
-    def __init__(self, f: IO[bytes], start_writeback: Callable[[int, int, int], bool]) -> None:
-        self.f, self.fd, self.start_writeback = f, f.fileno(), start_writeback
+
+class _FileWriter:
+    """The file ``write_atomic`` writes, written straight to its descriptor.
+
+    Pieces are gathered and handed to the kernel in one ``writev`` per
+    ``WRITEBACK_CHUNK``: a jar is written in a few system calls, where a buffered
+    file took a Python step per piece and pad (mlp, 2.4 MB in 50 pieces: 1.07 ->
+    0.89 ms to write). After each chunk the kernel is asked to start writing it back
+    (compiled ``start_writeback``), so that the closing fsync has less left to wait
+    for; a large array is written a chunk at a time for that.
+    """
+
+    def __init__(self, fd: int, start_writeback: Callable[[int, int, int], bool] | None) -> None:
+        self.fd, self.start_writeback = fd, start_writeback
+        self.pending: list[memoryview] = []
+        self.pending_bytes = 0
         self.written = self.started = 0
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        for at in range(0, view.nbytes, WRITEBACK_CHUNK):  # a large array, a piece at a time
+        for at in range(0, view.nbytes, WRITEBACK_CHUNK):
             piece = view[at : at + WRITEBACK_CHUNK]
-            self.written += self.f.write(piece)
-            if self.written - self.started >= WRITEBACK_CHUNK:
-                self.f.flush()
-                self.start_writeback(self.fd, self.started, self.written - self.started)
-                self.started = self.written
+            self.pending.append(piece)
+            self.pending_bytes += piece.nbytes
+            if self.pending_bytes >= WRITEBACK_CHUNK or len(self.pending) >= _GATHER_MAX:
+                self.flush()
         return view.nbytes
+
+    def flush(self) -> None:
+        """Write everything pending (the file's end included), then start its writeback."""
+        pending = self.pending
+        while pending:
+            n = os.writev(self.fd, pending) if _HAS_WRITEV else os.write(self.fd, pending[0])
+            if n <= 0 and any(p.nbytes for p in pending):
+                raise OSError("the file system accepted no bytes")
+            self.written += n
+            while pending and n >= pending[0].nbytes:  # drop what was written
+                n -= pending.pop(0).nbytes
+            if n:
+                pending[0] = pending[0][n:]
+        self.pending_bytes = 0
+        if self.start_writeback is not None and self.written - self.started >= WRITEBACK_CHUNK:
+            self.start_writeback(self.fd, self.started, self.written - self.started)
+            self.started = self.written
+
+
+_HAS_WRITEV = hasattr(os, "writev")
 
 
 def _umask() -> int:
