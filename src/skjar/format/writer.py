@@ -264,8 +264,16 @@ def write_atomic(path: str, writer: Callable[[Writable], Any]) -> None:
             os.close(dfd)
 
 
-# Pieces handed to the kernel in one writev at most (POSIX guarantees 16; Linux takes 1024).
-_GATHER_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16
+def _gather_max() -> int:
+    """Pieces handed to the kernel in one writev at most (POSIX guarantees 16; Linux 1024)."""
+    try:
+        return max(16, min(1024, os.sysconf("SC_IOV_MAX")))
+    except (AttributeError, ValueError, OSError):  # no sysconf, or no such name here
+        return 16
+
+
+_GATHER_MAX = _gather_max()
+_HAS_WRITEV = hasattr(os, "writev")
 
 
 class _FileWriter:
@@ -312,8 +320,6 @@ class _FileWriter:
             self.start_writeback(self.fd, self.started, self.written - self.started)
             self.started = self.written
 
-
-_HAS_WRITEV = hasattr(os, "writev")
 
 
 def _umask() -> int:
