@@ -467,21 +467,23 @@ def check_binary_tree(args: Any, state: Any, planes: int | None = None) -> None:
     getstate = getattr(metric, "__getstate__", None)
     if getstate is None:
         raise _fail(what, "dist_metric is not a distance metric")
-    _, vec, mat = getstate()[:3]
     kind = type(metric).__name__
     # Only these metrics index their own vector/matrix with the data's width.
     # (What their _validate_data demands, which a tree does not re-run on load:
     # SEuclidean reads vec[j] for every j < d, even from an empty vec; Minkowski
     # only when its vec is non-empty; Haversine reads x[0] and x[1]. Found while
-    # fuzzing (issue 3): both read out of bounds.)
-    if kind.startswith("SEuclidean") and np.asarray(vec).shape[0] != d:
-        raise _fail(what, "the metric's weight vector does not match the data's width")
-    if kind.startswith("Minkowski") and np.asarray(vec).shape[0] not in (0, d):
-        raise _fail(what, "the metric's weight vector does not match the data's width")
+    # fuzzing (issue 3): both read out of bounds.) The other metrics' state is not
+    # read: building it makes arrays, ~40 us of a tiny model's first load.
+    if kind.startswith(_METRICS_WITH_STATE):
+        _, vec, mat = getstate()[:3]
+        if kind.startswith("SEuclidean") and np.asarray(vec).shape[0] != d:
+            raise _fail(what, "the metric's weight vector does not match the data's width")
+        if kind.startswith("Minkowski") and np.asarray(vec).shape[0] not in (0, d):
+            raise _fail(what, "the metric's weight vector does not match the data's width")
+        if kind.startswith("Mahalanobis") and np.asarray(mat).shape != (d, d):
+            raise _fail(what, "the Mahalanobis matrix does not match the data's width")
     if kind.startswith("Haversine") and d != 2:
         raise _fail(what, "the haversine metric needs 2-d data")
-    if kind.startswith("Mahalanobis") and np.asarray(mat).shape != (d, d):
-        raise _fail(what, "the Mahalanobis matrix does not match the data's width")
 
 
 # A KDTree's query reads node_bounds[0] and node_bounds[1] (lower/upper corners),
@@ -658,19 +660,24 @@ def check_bspline(args: Any, state: Any) -> None:
 # from the metric's weight vector / matrix. A KNeighborsClassifier whose _fit_X
 # had 1 column (or whose Mahalanobis VI was 1 x 1) for 2 000 000 input features
 # loaded and segfaulted on predict: tests/security/test_meaning_tampering.py.
+# The distance metrics whose own vector or matrix is indexed with the data's width.
+_METRICS_WITH_STATE = ("SEuclidean", "Minkowski", "Mahalanobis")
+
+
 def _check_metric_width(metric: Any, params: Any, d: int, what: str) -> None:
     from sklearn.metrics import DistanceMetric
 
     if isinstance(metric, DistanceMetric):
         kind = type(metric).__name__
-        _, vec, mat = metric.__getstate__()[:3]
-        vec, mat = np.asarray(vec), np.asarray(mat)
-        if (
-            (kind.startswith("SEuclidean") and vec.shape != (d,))
-            or (kind.startswith("Minkowski") and vec.shape[0] not in (0, d))
-            or (kind.startswith("Mahalanobis") and mat.shape != (d, d))
-        ):
-            raise _fail(what, "the distance metric does not match n_features_in_")
+        if kind.startswith(_METRICS_WITH_STATE):  # (the others' state is not read)
+            _, vec, mat = metric.__getstate__()[:3]
+            vec, mat = np.asarray(vec), np.asarray(mat)
+            if (
+                (kind.startswith("SEuclidean") and vec.shape != (d,))
+                or (kind.startswith("Minkowski") and vec.shape[0] not in (0, d))
+                or (kind.startswith("Mahalanobis") and mat.shape != (d, d))
+            ):
+                raise _fail(what, "the distance metric does not match n_features_in_")
         kind = kind.lower()
     else:
         kind = metric if isinstance(metric, str) else ""
