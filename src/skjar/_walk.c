@@ -559,7 +559,17 @@ fast_object(Walk *w, int code, PyObject *payload)
             }
         }
     }
-    PyObject *set = PyObject_CallFunctionObjArgs(set_fn, obj, state, NULL);
+    /* A setter may change the container it is given (BaseEstimator's pops
+     * "_sklearn_version"), and the file may have placed that container elsewhere too,
+     * already checked there: a dict or list state goes as a copy (objects._apart). */
+    PyObject *given = PyDict_CheckExact(state)   ? PyDict_Copy(state)
+                      : PyList_CheckExact(state) ? PyList_GetSlice(state, 0, PY_SSIZE_T_MAX)
+                                                 : Py_NewRef(state);
+    if (given == NULL) {
+        goto done;
+    }
+    PyObject *set = PyObject_CallFunctionObjArgs(set_fn, obj, given, NULL);
+    Py_DECREF(given);
     if (set == NULL) {
         guarded_failure(w, name, "setting its state");
         goto done;

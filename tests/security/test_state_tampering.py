@@ -363,3 +363,56 @@ def test_keyed_state_with_a_shared_key_list_loads() -> None:
     first, second = skjar.loads(data)
     expected = {k: v for k, v in LR_STATE.items() if k != "_sklearn_version"}  # setstate pops it
     assert vars(first) == vars(second) == expected
+
+
+# -- a checked container changed afterwards by a setter it is also given ---------------------
+def _shared_vocabulary_jar(order: str) -> tuple[bytes, Any, list[str]]:
+    """A text pipeline whose vectorizer's vocabulary_ is also, through a shared reference,
+    the whole state of another estimator - placed after the vectorizer (so its setter runs
+    after the vocabulary was checked) or before it. BaseEstimator.__setstate__ pops
+    ``_sklearn_version`` from the dict it is given: here a term of the vocabulary, whose
+    loss would leave a column index past the vocabulary's end."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    texts = ["spam free money _sklearn_version", "hello friend meeting", "free offer now",
+             "lunch tomorrow friend"]
+    model = Pipeline([("vec", CountVectorizer()), ("clf", LogisticRegression())])
+    model.fit(texts, [1, 0, 1, 0])
+    jar = jarcraft.decode(skjar.dumps(model))
+    pipeline_state = jarcraft.Jar.state(jar.root)
+    vectorizer_state = jarcraft.Jar.state(pipeline_state["steps"][0].payload[1])
+    scaler = "sklearn.preprocessing._data.StandardScaler"
+    jar.header["names"].append(name_entry(scaler, "sklearn.preprocessing._data"))
+    vocabulary = vectorizer_state["vocabulary_"]
+    if order == "setter after the check":
+        vectorizer_state["vocabulary_"] = _def(777, vocabulary)
+        pipeline_state["memory"] = _inst(scaler, _use(777))  # "memory" follows "steps"
+    else:
+        steps = pipeline_state.pop("steps")
+        pipeline_state["memory"] = _inst(scaler, _def(777, vocabulary))
+        pipeline_state["steps"] = steps  # now after "memory"
+        vectorizer_state["vocabulary_"] = _use(777)
+    return jarcraft.encode(jar), model, texts
+
+
+@pytest.mark.parametrize("order", ["setter after the check", "setter before the check"])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_setter_cannot_change_a_checked_container_it_shares(
+    order: str, compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Setters get a copy of a dict or list state: the vocabulary stays as it was checked,
+    with the compiled walker and without it."""
+    from skjar import _compiled
+
+    data, model, texts = _shared_vocabulary_jar(order)
+    if not compiled:
+        monkeypatch.setattr(_compiled, "speedups", None)
+    elif _compiled.speedups is None:
+        pytest.skip("the compiled helpers are not built")
+    with pytest.warns(Warning):  # the scaler's state names no scikit-learn version
+        loaded = skjar.loads(data)
+    assert loaded[0].vocabulary_ == model[0].vocabulary_
+    assert "_sklearn_version" not in vars(loaded.memory)
+    assert (loaded.predict(texts) == model.predict(texts)).all()

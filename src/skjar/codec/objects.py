@@ -207,6 +207,22 @@ def _reconstruct_node(
 
 
 # -- decoding --------------------------------------------------------------
+def _apart(state: Any) -> Any:
+    """The state a setter is given: a dict or list state as a copy of its own.
+
+    A setter may change the container it is given - BaseEstimator.__setstate__ pops
+    ``_sklearn_version`` - and a file can place one container in several spots: a
+    vectorizer's checked vocabulary_ that is also a later estimator's whole state lost
+    a key after its check, leaving a column index past the vocabulary's end
+    (tests/security/test_state_tampering.py). The twin is the walker's (_walk.c).
+    """
+    if type(state) is dict:
+        return dict(state)
+    if type(state) is list:
+        return list(state)
+    return state
+
+
 def _apply_state(obj: Any, mode: Any, state: Any, name: str) -> None:
     if mode == STATE_NONE:
         if state is not None:
@@ -219,7 +235,7 @@ def _apply_state(obj: Any, mode: Any, state: Any, name: str) -> None:
         setter = getattr(cls, "__setstate_cython__", None)
         if setter is None:
             raise CorruptFileError(f"{name} has no Cython state setter")
-        setter(obj, state)
+        setter(obj, _apart(state))
         return
     if mode != STATE_DEFAULT:
         raise CorruptFileError(f"{name}: unknown state mode {brief(mode)}")
@@ -229,7 +245,7 @@ def _apply_state(obj: Any, mode: Any, state: Any, name: str) -> None:
             # BaseEstimator.__setstate__ ends in __dict__.update(state): hold its state
             # to the same rule as the plain path below (a plain dict of attribute names).
             _check_attribute_map(state, name)
-        setstate(obj, state)
+        setstate(obj, _apart(state))
         return
     slots = None
     if type(state) is tuple and len(state) == 2:
