@@ -26,8 +26,10 @@ from .registry import validates
 def _imported(module: str, name: str) -> Any:
     """``module.name``, imported on first use (skjar does not import scikit-learn
     until a model needs it). A checked load calls these checks per tree, where an
-    ``import`` statement in the function body cost ~1.7 us each time."""
-    return getattr(importlib.import_module(module), name)
+    ``import`` statement in the function body cost ~1.7 us each time. sys.modules
+    first: by the time a check runs, the load has imported the module, and
+    import_module takes ~10 Python-level importlib steps to say so."""
+    return getattr(sys.modules.get(module) or importlib.import_module(module), name)
 
 
 _HGB_COMMON = "sklearn.ensemble._hist_gradient_boosting.common"
