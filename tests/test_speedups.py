@@ -581,3 +581,41 @@ def test_loading_does_not_import_python_xxhash() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     imported, compiled = out.stdout.split()
     assert imported == ("False" if compiled == "True" else "True")
+
+
+@needs_speedups
+def test_the_compiled_hasher_refuses_a_second_thread_while_it_hashes() -> None:
+    """A large update runs without the GIL; a call from another thread meanwhile would race
+    on the hash state (its buffer index: a write past the buffer), so it raises instead."""
+    import functools
+    import threading
+
+    assert speedups is not None
+    data = np.ones(256 << 20, dtype=np.uint8)
+    refused = 0
+    for _ in range(5):
+        hasher = speedups.Hasher()
+        started = threading.Event()
+
+        def hash_a_lot(h: Any = hasher, go: threading.Event = started) -> None:
+            go.set()
+            h.update(data)
+
+        worker = threading.Thread(target=hash_a_lot)
+        worker.start()
+        started.wait()
+        outcomes = []
+        for call in (hasher.digest, hasher.copy, functools.partial(hasher.update, b"x")):
+            try:
+                call()
+                outcomes.append("ran")
+            except RuntimeError:
+                outcomes.append("refused")
+        worker.join()
+        if outcomes == ["refused"] * 3:  # (not, when the worker had not begun or was done)
+            import xxhash
+
+            assert hasher.digest() == xxhash.xxh3_128(data).digest()  # the update was whole
+            refused += 1
+            break
+    assert refused

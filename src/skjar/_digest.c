@@ -36,6 +36,7 @@ int XXH3_128bits_update_dispatch(void *state, const void *input, size_t len);
 typedef struct {
     PyObject_HEAD
     XXH3_state_t *state;
+    int busy; /* an update runs without the GIL: the state is not to be touched */
 } Hasher;
 
 void *
@@ -46,6 +47,16 @@ skjar_xxh3_new(void)
         XXH3_128bits_reset(state);
     }
     return state;
+}
+
+static int
+hasher_free_to_use(Hasher *self)
+{
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "this Hasher is being updated in another thread");
+        return 0;
+    }
+    return 1;
 }
 
 void
@@ -115,10 +126,12 @@ static PyObject *
 hasher_update(Hasher *self, PyObject *data)
 {
     Py_buffer view;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+    if (!hasher_free_to_use(self) || PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
+    self->busy = 1; /* set and cleared with the GIL held: another thread sees it */
     skjar_xxh3_update(self->state, view.buf, (size_t)view.len);
+    self->busy = 0;
     PyBuffer_Release(&view);
     Py_RETURN_NONE;
 }
@@ -127,6 +140,9 @@ static PyObject *
 hasher_digest(Hasher *self, PyObject *unused)
 {
     unsigned char out[16];
+    if (!hasher_free_to_use(self)) {
+        return NULL;
+    }
     skjar_xxh3_digest(self->state, out);
     return PyBytes_FromStringAndSize((const char *)out, 16);
 }
@@ -134,6 +150,9 @@ hasher_digest(Hasher *self, PyObject *unused)
 static PyObject *
 hasher_copy(Hasher *self, PyObject *unused)
 {
+    if (!hasher_free_to_use(self)) {
+        return NULL;
+    }
     Hasher *copy = (Hasher *)hasher_alloc(Py_TYPE(self));
     if (copy != NULL) {
         XXH3_copyState(copy->state, self->state);
@@ -155,7 +174,8 @@ static PyTypeObject HasherType = {
     .tp_basicsize = sizeof(Hasher),
     .tp_dealloc = (destructor)hasher_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Hasher() -> XXH3-128 hasher; update(buffer), digest(), copy(). One thread at a time.",
+    .tp_doc = "Hasher() -> XXH3-128 hasher; update(buffer), digest(), copy(). One thread at a "
+              "time: a call during another thread's update raises RuntimeError.",
     .tp_methods = hasher_methods,
     .tp_new = hasher_new,
 };
