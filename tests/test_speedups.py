@@ -619,3 +619,49 @@ def test_the_compiled_hasher_refuses_a_second_thread_while_it_hashes() -> None:
             refused += 1
             break
     assert refused
+
+
+# -- the column-map check (vocabularies, class maps) ------------------------------------
+_COLUMN_VALUES = st.one_of(
+    st.integers(-3, 12),
+    st.integers(-(2**70), 2**70),
+    st.booleans(),
+    st.integers(0, 12).map(np.int64),
+    st.integers(0, 12).map(float),
+    st.none(),
+)
+
+
+@needs_speedups
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 12), st.lists(st.tuples(st.integers(0, 11), _COLUMN_VALUES), max_size=3),
+       st.booleans())
+def test_columns_ok_accepts_nothing_its_twin_refuses(
+    n: int, damage: list[tuple[int, Any]], shuffle: bool
+) -> None:
+    """Honest maps (a permutation of 0..n-1) pass; with entries replaced, the compiled
+    answer may be "look again" but never "fine" where the numpy twin refuses."""
+    from unittest import mock
+
+    from skjar.codec.sklearn import _check_columns
+
+    assert speedups is not None
+    columns = list(range(n))
+    if shuffle:
+        columns.reverse()
+    mapping: dict[str, Any] = {f"t{i}": c for i, c in enumerate(columns)}
+    honest = not damage or n == 0
+    for slot, value in damage:
+        if n:
+            mapping[f"t{slot % n}"] = value
+    compiled = speedups.columns_ok(mapping)
+    with mock.patch.object(_compiled, "speedups", None):
+        try:
+            _check_columns(mapping, "vocabulary_", "vectorizer")
+            twin = "accepted"
+        except CorruptFileError:
+            twin = "refused"
+    if compiled:
+        assert twin == "accepted", (mapping, twin)
+    if honest:
+        assert compiled and twin == "accepted"

@@ -605,6 +605,44 @@ done:
     return out;
 }
 
+/* columns_ok(mapping) -> bool
+ *
+ * sklearn._check_columns' test in one pass: `mapping` (a dict) numbers its n keys 0 to
+ * n - 1, each value an int in [0, n), none twice. True only then; anything else - a
+ * numpy integer, a bool, a repeat, a value out of range - is left to the numpy twin,
+ * which decides and says what is wrong. A 1.1M-term vocabulary: ~18 ms through
+ * np.fromiter and a bincount-free mask, a few ms here.
+ */
+static PyObject *
+columns_ok(PyObject *self, PyObject *mapping)
+{
+    if (!PyDict_CheckExact(mapping)) {
+        Py_RETURN_FALSE;
+    }
+    const Py_ssize_t n = PyDict_GET_SIZE(mapping);
+    unsigned char *seen = PyMem_RawCalloc(n ? (size_t)n : 1, 1);
+    if (seen == NULL) {
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    int ok = 1;
+    while (ok && PyDict_Next(mapping, &pos, &key, &value)) {
+        if (!PyLong_CheckExact(value)) {
+            ok = 0;
+            break;
+        }
+        int overflow = 0;
+        const long long column = PyLong_AsLongLongAndOverflow(value, &overflow);
+        ok = !overflow && column >= 0 && column < n && !seen[column];
+        if (ok) {
+            seen[column] = 1;
+        }
+    }
+    PyMem_RawFree(seen);
+    return PyBool_FromLong(ok);
+}
+
 /* binary_tree_ok(node_data, n, itemsize, start, end, is_leaf) -> bool
  *
  * A KDTree/BallTree's node records, which its query code follows unchecked:
@@ -829,6 +867,7 @@ static PyMethodDef methods[] = {
     {"address", address, METH_VARARGS, "address(buffer) -> int"},
     {"no_timestamps", no_timestamps, METH_VARARGS, "no_timestamps(tree) -> bool"},
     {"below", below, METH_VARARGS, "below(values, itemsize, is_signed, n) -> bool"},
+    {"columns_ok", columns_ok, METH_O, "columns_ok(mapping) -> bool"},
     {"binary_tree_ok", binary_tree_ok, METH_VARARGS,
      "binary_tree_ok(node_data, n, itemsize, start, end, is_leaf) -> bool"},
     {NULL, NULL, 0, NULL},
