@@ -416,3 +416,95 @@ def test_a_setter_cannot_change_a_checked_container_it_shares(
     assert loaded[0].vocabulary_ == model[0].vocabulary_
     assert "_sklearn_version" not in vars(loaded.memory)
     assert (loaded.predict(texts) == model.predict(texts)).all()
+
+
+# -- an index array shared with something that may change it after the load ------------------
+def _find(value: Any, name: str) -> Ext:
+    found: list[Ext] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, Ext):
+            if v.code == nodes.INSTANCE and v.payload[0] == name:
+                found.append(v)
+            walk(v.payload)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+
+    walk(value)
+    return found[0]
+
+
+@pytest.mark.parametrize("order", ["tree first", "scaler first"])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_an_index_array_shared_with_another_object_is_refused(
+    order: str, compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KD tree queries with its idx_array unchecked once check_binary_tree has passed
+    it. A file made it also a StandardScaler's n_samples_seen_, to which partial_fit
+    (with_mean and with_std off) adds in place: after the load, one partial_fit took the
+    indices to 1,000,029 for 30 rows. The load refuses such sharing, in either order."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    from skjar import _compiled
+    from skjar.errors import CorruptFileError
+
+    rng = np.random.default_rng(0)
+    X = rng.random((30, 3))
+    parts = {"knn": KNeighborsClassifier(algorithm="kd_tree").fit(X, (X[:, 0] > 0.5)),
+             "scaler": StandardScaler(with_mean=False, with_std=False).fit(rng.random((5, 30)))}
+    model = parts if order == "tree first" else {"scaler": parts["scaler"], "knn": parts["knn"]}
+    assert skjar.loads(skjar.dumps(model))["knn"].predict(X[:3]) is not None  # honest: loads
+    jar = jarcraft.decode(skjar.dumps(model))
+    tree_state = jarcraft.Jar.state(_find(jar.root, "sklearn.neighbors._kd_tree.KDTree"))
+    scaler_state = jarcraft.Jar.state(_find(jar.root, "sklearn.preprocessing._data.StandardScaler"))
+    if order == "tree first":
+        tree_state[1] = _def(555, tree_state[1])
+        scaler_state["n_samples_seen_"] = _use(555)
+    else:
+        scaler_state["n_samples_seen_"] = _def(555, tree_state[1])
+        tree_state[1] = _use(555)
+    if not compiled:
+        monkeypatch.setattr(_compiled, "speedups", None)
+    with pytest.raises(CorruptFileError, match="index array it holds is shared"):
+        skjar.loads(jarcraft.encode(jar))
+
+
+def test_every_owned_index_declaration_has_a_meaning_check() -> None:
+    """Owned index arrays are noted after the meaning check runs: a class without one
+    would never be noted."""
+    from skjar.codec.registry import OWNED_INDEXES, VALIDATORS
+
+    assert OWNED_INDEXES
+    assert set(OWNED_INDEXES) <= set(VALIDATORS)
+
+
+@pytest.mark.parametrize(
+    "name, key",
+    [("scipy.sparse._csr.csr_matrix", "indices"), ("scipy.sparse._csr.csr_matrix", "indptr"),
+     ("sklearn.svm._classes.SVC", "support_"), ("sklearn.svm._classes.SVC", "_n_support")],
+)
+def test_index_arrays_of_sparse_matrices_and_svms_are_their_own(name: str, key: str) -> None:
+    """The same rule for the other holders of indices their compiled code follows:
+    here the array is also placed, as is, beside the model."""
+    import scipy.sparse as sp
+    from sklearn.svm import SVC
+
+    from skjar.errors import CorruptFileError
+
+    rng = np.random.default_rng(0)
+    X = rng.random((20, 3))
+    part = (sp.csr_matrix(np.eye(4)) if name.startswith("scipy")
+            else SVC().fit(X, (X[:, 0] > 0.5).astype(int)))
+    model = [part, None]
+    skjar.loads(skjar.dumps(model))  # honest: loads
+    jar = jarcraft.decode(skjar.dumps(model))
+    state = jarcraft.Jar.state(_find(jar.root, name))
+    state[key] = _def(555, state[key])
+    jar.root[1] = _use(555)
+    with pytest.raises(CorruptFileError, match="index array it holds is shared"):
+        skjar.loads(jarcraft.encode(jar))

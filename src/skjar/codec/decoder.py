@@ -82,6 +82,9 @@ class Decoder:
         self._hash_budget = _HASH_SLACK
         self._expanded = 0
         self._expand_budget = EXPAND_SLACK
+        # (name, arrays) its meaning check read as indices, which must be its own
+        # (registry.OWNED_INDEXES): checked against the shared objects at the end.
+        self.owned_indexes: list[tuple[str, tuple[Any, ...]]] = []
 
     def decode_root(self, tree: bytes | memoryview) -> Any:
         self._hash_budget = _HASH_SLACK + _HASH_PER_BYTE * len(tree)
@@ -119,10 +122,25 @@ class Decoder:
             ) from None
         if self.shells:
             raise CorruptFileError("an instance was created but never given its state")
+        if self.owned_indexes and self._shared:
+            self._refuse_shared_indexes()
         unused = [i for i, b in enumerate(self._buffers) if b is not None]
         if unused:
             raise CorruptFileError(f"buffers {unused[:10]} are declared but never used by the tree")
         return obj
+
+    def _refuse_shared_indexes(self) -> None:
+        """An array a meaning check read as indices is held by reference (a KD tree's
+        idx_array): if the file also placed it elsewhere, an in-place update there
+        after the load (StandardScaler.partial_fit adds to its int64 n_samples_seen_)
+        would change it past its check. Honest models never share these."""
+        shared = {id(value) for value in self._shared.values()}
+        for name, arrays in self.owned_indexes:
+            if any(id(array) in shared for array in arrays):
+                raise CorruptFileError(
+                    f"{name}: an index array it holds is shared with another part of the "
+                    "model, which could change it after its meaning check"
+                )
 
     def unpack(self, data: bytes | memoryview) -> Any:
         if self.depth < _STACK_DEPTH:

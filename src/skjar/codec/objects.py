@@ -40,7 +40,7 @@ from .nodes import (
     Node,
     SharedRef,
 )
-from .registry import ENCODERS, OBJECT_STEPS, VALIDATORS, decodes
+from .registry import ENCODERS, OBJECT_STEPS, OWNED_INDEXES, VALIDATORS, decodes
 
 NEWOBJ_FUNC = copyreg.__newobj__  # type: ignore[attr-defined]
 FUNCTION_TYPES = (
@@ -366,6 +366,29 @@ def _validate(dec: Decoder, name: str, args: Any, state: Any) -> None:
     if dec.shells:
         _refuse_pending(dec, name, (args, state))
     validator(args, state)
+    _note_owned(dec, name, args, state)
+
+
+def _note_owned(dec: Decoder, name: str, args: Any, state: Any) -> None:
+    """Note the index arrays ``name``'s checked state holds by reference, which must be
+    its own (registry.OWNED_INDEXES; checked at the end of the load)."""
+    owned = OWNED_INDEXES.get(name)
+    if owned is not None:
+        dec.owned_indexes.append((name, owned(args, state)))
+
+
+def _check_for(dec: Decoder, name: str) -> Any:
+    """``name``'s meaning check as the walker calls it on a plain state, its owned index
+    arrays noted after it (the walker runs the check itself, not ``_validate``)."""
+    check = VALIDATORS.get(name)
+    if check is None or name not in OWNED_INDEXES:
+        return check
+
+    def check_and_note(args: Any, state: Any) -> None:
+        check(args, state)
+        _note_owned(dec, name, args, state)
+
+    return check_and_note
 
 
 def _refuse_pending(dec: Decoder, name: str, value: Any) -> None:
@@ -460,8 +483,8 @@ def _plan(dec: Decoder, code: int, name: str) -> tuple[Any, Any, Any] | None:
         cls = dec.require(name, OBJECT)
         if cls in ENCODERS:
             return None  # _new refuses it, in the handler
-        return (cls.__new__, cls, VALIDATORS.get(name))
-    return (dec.require(name, CALL), None, VALIDATORS.get(name))
+        return (cls.__new__, cls, _check_for(dec, name))
+    return (dec.require(name, CALL), None, _check_for(dec, name))
 
 
 def _setter(cls: type) -> tuple[Any, bool, Any] | None:

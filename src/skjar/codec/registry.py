@@ -28,6 +28,12 @@ EXAMPLES: dict[int, Callable[[], list[Any]]] = {}
 # fn(args, state) raises CorruptFileError before state that compiled code will
 # index into is handed over. args is () for INSTANCE.
 VALIDATORS: dict[str, Callable[[Any, Any], None]] = {}
+# The arrays a class's state holds by reference and its compiled code indexes with,
+# by exact name: fn(args, state) -> those arrays. They must not be shared with any
+# other part of the model (checked at the end of the load, Decoder.decode_root):
+# another object's in-place update would change them after their check
+# (docs/security.md, 12.13).
+OWNED_INDEXES: dict[str, Callable[[Any, Any], tuple[Any, ...]]] = {}
 # Exact types whose identity is preserved (shared references stay shared).
 MEMOIZED: set[type] = set()
 # The steps the compiled walker takes from the INSTANCE and RECONSTRUCT handlers to
@@ -70,6 +76,19 @@ def validates(*names: str) -> Callable[[Callable[[Any, Any], None]], Callable[[A
     def register(fn: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
         for name in names:
             VALIDATORS[name] = fn
+        return fn
+
+    return register
+
+
+def owns_indexes(
+    *names: str,
+) -> Callable[[Callable[[Any, Any], tuple[Any, ...]]], Callable[[Any, Any], tuple[Any, ...]]]:
+    """Register which arrays of the exact ``names``' state must be the object's own."""
+
+    def register(fn: Callable[[Any, Any], tuple[Any, ...]]) -> Callable[[Any, Any], tuple[Any, ...]]:
+        for name in names:
+            OWNED_INDEXES[name] = fn
         return fn
 
     return register

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import CorruptFileError
 from .decoder import brief
 from .numpy import indices_below
-from .registry import validates
+from .registry import owns_indexes, validates
 
 _CACHED_FLAGS = ("_has_sorted_indices", "_has_canonical_format", "has_canonical_format")
 
@@ -104,7 +104,13 @@ def _check(fmt: str) -> Any:
     return check
 
 
+def _index_arrays(args: Any, state: Any) -> tuple[Any, ...]:
+    """A sparse matrix's index arrays, which scipy's compiled code follows unchecked."""
+    coords = state.get("coords")
+    return (state.get("indices"), state.get("indptr"), *(coords if type(coords) is tuple else ()))
+
+
 for _fmt in ("csr", "csc", "coo", "bsr"):
-    validates(f"scipy.sparse._{_fmt}.{_fmt}_matrix", f"scipy.sparse._{_fmt}.{_fmt}_array")(
-        _check(_fmt)
-    )
+    _names = (f"scipy.sparse._{_fmt}.{_fmt}_matrix", f"scipy.sparse._{_fmt}.{_fmt}_array")
+    validates(*_names)(_check(_fmt))
+    owns_indexes(*_names)(_index_arrays)

@@ -19,7 +19,7 @@ from .. import _compiled
 from ..errors import CorruptFileError
 from .decoder import brief
 from .numpy import indices_below
-from .registry import validates
+from .registry import owns_indexes, validates
 
 
 @functools.cache
@@ -495,6 +495,13 @@ validates("sklearn.neighbors._kd_tree.KDTree")(functools.partial(check_binary_tr
 validates("sklearn.neighbors._ball_tree.BallTree")(functools.partial(check_binary_tree, planes=1))
 
 
+@owns_indexes("sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree")
+def binary_tree_indexes(args: Any, state: Any) -> tuple[Any, ...]:
+    """A KD/Ball tree keeps its idx_array and node_data by reference and its queries
+    index with them unchecked (check_binary_tree has passed them)."""
+    return state[1], state[2]
+
+
 @validates(
     *(
         f"sklearn.metrics._dist_metrics.{name}{bits}"
@@ -533,13 +540,22 @@ def check_distance_metric(args: Any, state: Any) -> None:
 
 
 # -- support vector machines -------------------------------------------------
-@validates(
+_LIBSVM = (
     "sklearn.svm._classes.SVC",
     "sklearn.svm._classes.NuSVC",
     "sklearn.svm._classes.SVR",
     "sklearn.svm._classes.NuSVR",
     "sklearn.svm._classes.OneClassSVM",
 )
+
+
+@owns_indexes(*_LIBSVM)
+def libsvm_indexes(args: Any, state: Any) -> tuple[Any, ...]:
+    """libsvm's prediction counts support vectors per class from _n_support, unchecked."""
+    return (state.get("support_"), state.get("_n_support")) if type(state) is dict else ()
+
+
+@validates(*_LIBSVM)
 def check_libsvm(args: Any, state: Any) -> None:
     import scipy.sparse as sp
 
