@@ -424,7 +424,10 @@ def _find(value: Any, name: str) -> Ext:
 
     def walk(v: Any) -> None:
         if isinstance(v, Ext):
-            if v.code == nodes.INSTANCE and v.payload[0] == name:
+            first = v.payload[0] if v.code == nodes.INSTANCE else None
+            if isinstance(first, Ext) and first.code == nodes.SHARED_DEF:
+                first = first.payload[1]  # a class name written once, shared after
+            if first == name:
                 found.append(v)
             walk(v.payload)
         elif isinstance(v, list):
@@ -505,6 +508,25 @@ def test_index_arrays_of_sparse_matrices_and_svms_are_their_own(name: str, key: 
     jar = jarcraft.decode(skjar.dumps(model))
     state = jarcraft.Jar.state(_find(jar.root, name))
     state[key] = _def(555, state[key])
+    jar.root[1] = _use(555)
+    with pytest.raises(CorruptFileError, match="index array it holds is shared"):
+        skjar.loads(jarcraft.encode(jar))
+
+
+def test_a_predictors_node_array_is_its_own() -> None:
+    """HistGradientBoosting's compiled prediction follows each predictor's children
+    unchecked, from the node array the predictor keeps by reference."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from skjar.errors import CorruptFileError
+
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 3))
+    model = [HistGradientBoostingClassifier(max_iter=2).fit(X, (X[:, 0] > 0.5).astype(int)), None]
+    jar = jarcraft.decode(skjar.dumps(model))
+    name = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+    state = jarcraft.Jar.state(_find(jar.root, name))
+    state["nodes"] = _def(555, state["nodes"])
     jar.root[1] = _use(555)
     with pytest.raises(CorruptFileError, match="index array it holds is shared"):
         skjar.loads(jarcraft.encode(jar))

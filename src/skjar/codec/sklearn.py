@@ -272,6 +272,13 @@ def check_gradient_boosting(args: Any, state: Any) -> None:
 
 
 # -- histogram gradient boosting ---------------------------------------------
+@owns_indexes("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor")
+def predictor_indexes(args: Any, state: Any) -> tuple[Any, ...]:
+    """A predictor keeps its node array by reference (converted only on another layout),
+    and its compiled prediction follows the children it holds, unchecked."""
+    return (state.get("nodes"),) if type(state) is dict else ()
+
+
 @validates("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor")
 def check_predictor(args: Any, state: Any) -> None:
     PREDICTOR_RECORD_DTYPE = _imported(_HGB_COMMON, "PREDICTOR_RECORD_DTYPE")
