@@ -353,7 +353,7 @@ def _validate(dec: Decoder, name: str, args: Any, state: Any) -> None:
         for part in state:
             if type(part) is dict:
                 dec.expand(part, name)
-    validator = VALIDATORS.get(name)
+    validator = _check_for(dec, name)
     if validator is None:
         return
     # Checks read state as a dict or tuple, and treat anything else as "unfitted"
@@ -366,27 +366,21 @@ def _validate(dec: Decoder, name: str, args: Any, state: Any) -> None:
     if dec.shells:
         _refuse_pending(dec, name, (args, state))
     validator(args, state)
-    _note_owned(dec, name, args, state)
-
-
-def _note_owned(dec: Decoder, name: str, args: Any, state: Any) -> None:
-    """Note the index arrays ``name``'s checked state holds by reference, which must be
-    its own (registry.OWNED_INDEXES; checked at the end of the load)."""
-    owned = OWNED_INDEXES.get(name)
-    if owned is not None:
-        dec.owned_indexes.append((name, owned(args, state)))
 
 
 def _check_for(dec: Decoder, name: str) -> Any:
-    """``name``'s meaning check as the walker calls it on a plain state, its owned index
-    arrays noted after it (the walker runs the check itself, not ``_validate``)."""
+    """``name``'s meaning check, or None; for a class whose state holds index arrays by
+    reference (registry.OWNED_INDEXES), followed by noting them, for the end of the
+    load to check they are its own. The one source of the check for ``_validate`` and
+    for the walker, which runs it itself on a plain state."""
     check = VALIDATORS.get(name)
-    if check is None or name not in OWNED_INDEXES:
+    owned = OWNED_INDEXES.get(name)
+    if check is None or owned is None:
         return check
 
     def check_and_note(args: Any, state: Any) -> None:
         check(args, state)
-        _note_owned(dec, name, args, state)
+        dec.owned_indexes.append((name, owned(args, state)))
 
     return check_and_note
 

@@ -321,7 +321,6 @@ class _FileWriter:
             self.started = self.written
 
 
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
