@@ -1,13 +1,16 @@
-"""The compiled reader front (src/skjar/_front.c) against its twin, open_source.
+"""The compiled reader front (src/skjar/_front.c) against its twins.
 
-``skjar.load(path)`` reads a small, unsigned, uncompressed jar in one compiled pass;
-anything else, and any damage, goes to ``open_source``, which then names the fault.
-So the front may step aside for any file, but must never accept one the twin refuses,
-nor read one differently.
+``skjar.load(path)`` reads a small, unsigned, uncompressed jar in one compiled pass
+(``read_small``); anything else, and any damage, goes to ``open_source``, which then
+names the fault. ``inspect`` and ``audit`` read a path's header in one compiled call
+(``read_head``), whose twin is the Python ``read_header`` of a file object. So the front
+may step aside for any file, but must never accept one its twin refuses, nor read one
+differently.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +20,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import skjar
+from skjar import _compiled
 from skjar.errors import CorruptFileError, SkjarError
 from skjar.format import pagein
 from skjar.format.header import declared_names
-from skjar.format.reader import OWN_ALLOCATION, open_source, read_small
+from skjar.format.reader import (
+    _SMALL_SPEC,
+    OWN_ALLOCATION,
+    Section,
+    _read_header_file,
+    open_source,
+    read_header,
+    read_small,
+)
 from test_speedups import needs_speedups
 
 pytestmark = needs_speedups
@@ -59,6 +71,81 @@ def both(path: Path) -> tuple[Any, Any]:
     except SkjarError as exc:
         twin = exc
     return fast, twin
+
+
+def head_both(path: Path) -> tuple[Any, Any]:
+    """read_head's answer, and its twin's (read_header of a file object, or its error),
+    in read_head's shape."""
+    assert _compiled.speedups is not None
+    fast = _compiled.speedups.read_head(os.fsencode(path), Section, _SMALL_SPEC)
+    try:
+        with open(path, "rb") as f:
+            view = _read_header_file(f)
+        if view.flags:
+            return fast, ("flags", view.flags)
+        layout = view.layout
+        twin: Any = (view.version, view.header, layout.tree, layout.buffers, layout.data_end,
+                     view.size)
+    except SkjarError as exc:
+        twin = exc
+    return fast, twin
+
+
+def _same_head(fast: Any, twin: Any, where: Any) -> None:
+    assert fast is None or fast == twin, where
+    assert fast is None or not isinstance(twin, Exception), where
+    if fast is not None:  # the sections are header.Section, as the twin's
+        assert type(fast[2]) is Section and all(type(b) is Section for b in fast[3])
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_headers_take_the_compiled_path(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "m.skjar"
+    skjar.dump(MODELS[name], path)
+    fast, twin = head_both(path)
+    assert fast is not None
+    _same_head(fast, twin, name)
+    assert read_header(path) == read_header(path.read_bytes())  # the bytes path: Python
+
+
+@pytest.mark.parametrize("make", ["signed", "zstd", "not a jar", "directory", "missing"])
+def test_read_head_steps_aside(make: str, tmp_path: Path) -> None:
+    path = tmp_path / "m.skjar"
+    if make == "signed":
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        skjar.dump(MODELS["logistic"], path, sign_with=Ed25519PrivateKey.generate())
+    elif make == "zstd":
+        skjar.dump(MODELS["logistic"], path, compress="zstd")
+    elif make == "not a jar":
+        path.write_bytes(b"\x80\x05" + bytes(100))
+    elif make == "directory":
+        path.mkdir()
+    fast, twin = head_both(path) if make not in ("directory", "missing") else (None, None)
+    assert _compiled.speedups is not None
+    assert _compiled.speedups.read_head(os.fsencode(path), Section, _SMALL_SPEC) is None
+    if make in ("signed", "zstd"):
+        assert fast is None and not isinstance(twin, Exception)
+        assert skjar.inspect(path).signed == (make == "signed")
+
+
+def test_a_header_longer_than_the_first_read(tmp_path: Path) -> None:
+    """The front reads 4 KiB first; a longer header needs a second read, in both calls."""
+    path = tmp_path / "m.skjar"
+    model = MODELS["logistic"]
+    skjar.dump(model, path, metadata={"notes": "x" * 10_000})
+    fast, twin = head_both(path)
+    assert fast is not None and fast[1]["metadata"]["notes"] == "x" * 10_000
+    _same_head(fast, twin, "long")
+    small, open_twin = both(path)
+    assert small is not None and small == open_twin
+    data = path.read_bytes()
+    for at in (4095, 4096, 4097, 8000):  # around and past the first read
+        damaged = bytearray(data)
+        damaged[at] ^= 4
+        path.write_bytes(damaged)
+        assert both(path)[0] is None, at
+        _same_head(*head_both(path), at)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -135,6 +222,7 @@ def _flip_each(data: bytes, spots: Any, path: Path) -> None:
         fast, twin = both(path)
         assert fast is None or fast == twin, at
         assert fast is None or not isinstance(twin, Exception), at
+        _same_head(*head_both(path), at)
 
 
 def test_flipped_bits_in_a_jar_with_large_sections_are_left_to_the_twin(tmp_path: Path) -> None:
@@ -209,3 +297,4 @@ def test_damaged_jars_are_read_alike(name: str, data: st.DataObject, tmp_path: P
     fast, twin = both(path)
     if fast is not None:
         assert not isinstance(twin, Exception) and fast == twin
+    _same_head(*head_both(path), how)

@@ -18,15 +18,15 @@ from types import ModuleType
 HELPERS = (
     "tree_ok", "predictor_ok", "strdict", "prefault", "address", "below", "binary_tree_ok",
     "no_timestamps", "start_writeback", "walk", "json", "read_small", "Hasher",
-    "tree_state_ok", "predictor_state_ok", "columns_ok",
+    "tree_state_ok", "predictor_state_ok", "columns_ok", "read_head",
 )
 # The helpers' calling conventions (SKJAR_SPEEDUPS_API in _speedups.c); a build of another
 # one is not used either (API 3: strdict reads values of any width, releases built keys;
 # 4: no_timestamps; 5: start_writeback; 6: walk; 7, 8: walk builds arrays; 9: json;
 # 10: read_small; 11: read_small's prefault threshold; 12: walk builds objects,
 # read_small takes large sections and a hasher; 13: the digest compiled in (Hasher), whole
-# Tree and TreePredictor states checked at once, columns_ok).
-API = 13
+# Tree and TreePredictor states checked at once, columns_ok; 14: read_head).
+API = 14
 
 
 def _load() -> ModuleType | None:

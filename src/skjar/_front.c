@@ -196,6 +196,114 @@ digest_ok(void *hasher, Piece *pieces, Py_ssize_t n, Py_ssize_t from, Py_ssize_t
 static const char *HEADER_KEYS[] = {"producer", "environment", "object", "metadata", "names",
                                     "layout"};
 
+/* The preamble, the header and its plain layout, read from `fd` (a file of `size`
+ * bytes) - what read_small and read_head share. 1: taken, with *header (a new
+ * reference), *head (the header's bytes, PyMem), *spans ((offset, length) per section,
+ * the tree first; PyMem), *count sections and *data_end; 0: not taken (any error
+ * cleared, nothing to free). */
+static int
+front_head(int fd, const Spec *s, Py_ssize_t size, unsigned char *pre, unsigned char **head_out,
+           Py_ssize_t *header_length_out, PyObject **header_out, Py_ssize_t **spans_out,
+           Py_ssize_t *count_out, Py_ssize_t *data_end_out)
+{
+    PyObject *header = NULL;
+    unsigned char *head = NULL;
+    Py_ssize_t *spans = NULL;
+    /* One read for the preamble and, in the usual case, the whole header too. */
+    unsigned char first[4096];
+    Py_ssize_t got = size < (Py_ssize_t)sizeof first ? size : (Py_ssize_t)sizeof first;
+    if (s->preamble > 64 || got < s->preamble || read_at(fd, (char *)first, got, 0)) {
+        goto not_taken;
+    }
+    memcpy(pre, first, (size_t)s->preamble);
+    if (memcmp(pre, s->magic, (size_t)s->magic_len) != 0) {
+        goto not_taken;
+    }
+    int major = (int)le(pre + s->magic_len, 2), minor = (int)le(pre + s->magic_len + 2, 2);
+    uint64_t flags = le(pre + s->magic_len + 4, 4), header_length = le(pre + s->magic_len + 8, 8);
+    if (major != s->major || minor > s->minor || flags != 0 || header_length < 2 ||
+        header_length > (uint64_t)s->max_header ||
+        header_length > (uint64_t)(size - s->preamble)) {
+        goto not_taken;
+    }
+    Py_ssize_t base = (Py_ssize_t)(s->preamble + (long long)header_length);
+    head = PyMem_Malloc((size_t)header_length);
+    if (head == NULL) {
+        goto not_taken;
+    }
+    if (base <= got) {
+        memcpy(head, first + s->preamble, (size_t)header_length);
+    } else if (read_at(fd, (char *)head, (Py_ssize_t)header_length, (Py_ssize_t)s->preamble)) {
+        goto not_taken;
+    }
+
+    /* The header: JSON, and the shape parse_header requires. */
+    header = skjar_json_parse(head, (Py_ssize_t)header_length);
+    if (header == NULL || !PyDict_CheckExact(header)) {
+        goto not_taken;
+    }
+    for (size_t i = 0; i < sizeof HEADER_KEYS / sizeof *HEADER_KEYS; i++) {
+        PyObject *v = PyDict_GetItemString(header, HEADER_KEYS[i]);
+        int want_list = i == 4;
+        if (v == NULL || (want_list ? !PyList_CheckExact(v) : !PyDict_CheckExact(v))) {
+            goto not_taken;
+        }
+    }
+
+    /* The layout, as plan_layout computes it. */
+    PyObject *layout = PyDict_GetItemString(header, "layout");
+    PyObject *tree = PyDict_GetItemString(layout, "tree");
+    PyObject *buffers = PyDict_GetItemString(layout, "buffers");
+    if (tree == NULL || !PyDict_CheckExact(tree) || buffers == NULL ||
+        !PyList_CheckExact(buffers) || PyList_GET_SIZE(buffers) > s->max_buffers) {
+        goto not_taken;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(buffers) + 1;
+    spans = PyMem_Malloc((size_t)count * 2 * sizeof(Py_ssize_t));
+    if (spans == NULL) {
+        goto not_taken;
+    }
+    Py_ssize_t pos = align_up(base, s->alignment), n;
+    if (pos > size || !plain_section(PyDict_GetItemString(tree, "length"),
+                                     PyDict_GetItemString(tree, "size"),
+                                     PyDict_GetItemString(tree, "codec"), size - pos, &n)) {
+        goto not_taken;
+    }
+    spans[0] = pos;
+    spans[1] = n;
+    pos += n;
+    for (Py_ssize_t i = 1; i < count; i++) {
+        PyObject *entry = PyList_GET_ITEM(buffers, i - 1);
+        if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != 3) {
+            goto not_taken; /* a pack, or malformed */
+        }
+        pos = align_up(pos, s->alignment);
+        if (pos > size || !plain_section(PyList_GET_ITEM(entry, 0), PyList_GET_ITEM(entry, 1),
+                                         PyList_GET_ITEM(entry, 2), size - pos, &n)) {
+            goto not_taken;
+        }
+        spans[2 * i] = pos;
+        spans[2 * i + 1] = n;
+        pos += n;
+    }
+    *head_out = head;
+    *header_length_out = (Py_ssize_t)header_length;
+    *header_out = header;
+    *spans_out = spans;
+    *count_out = count;
+    *data_end_out = pos;
+    return 1;
+
+not_taken:
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(header);
+    PyMem_Free(head);
+    PyMem_Free(spans);
+    return 0;
+}
+
 PyObject *
 skjar_read_small(PyObject *self, PyObject *args)
 {
@@ -227,76 +335,12 @@ skjar_read_small(PyObject *self, PyObject *args)
     unsigned char *head = NULL; /* the header's bytes, as first read */
 
     /* The preamble and the header first: a jar the front does not take is not read. */
-    if (s.preamble > (long long)sizeof pre || read_at(fd, (char *)pre, (Py_ssize_t)s.preamble, 0)) {
+    Py_ssize_t header_length = 0, count = 0, data_end = 0;
+    if (!front_head(fd, &s, size, pre, &head, &header_length, &header, &spans, &count,
+                    &data_end)) {
         goto not_fine;
     }
-    if (memcmp(pre, s.magic, (size_t)s.magic_len) != 0) {
-        goto not_fine;
-    }
-    int major = (int)le(pre + s.magic_len, 2), minor = (int)le(pre + s.magic_len + 2, 2);
-    uint64_t flags = le(pre + s.magic_len + 4, 4), header_length = le(pre + s.magic_len + 8, 8);
-    if (major != s.major || minor > s.minor || flags != 0 || header_length < 2 ||
-        header_length > (uint64_t)s.max_header ||
-        header_length > (uint64_t)(size - s.preamble)) {
-        goto not_fine;
-    }
-    Py_ssize_t base = (Py_ssize_t)(s.preamble + (long long)header_length);
-    head = PyMem_Malloc((size_t)header_length);
-    if (head == NULL ||
-        read_at(fd, (char *)head, (Py_ssize_t)header_length, (Py_ssize_t)s.preamble)) {
-        goto not_fine;
-    }
-
-    /* The header: JSON, and the shape parse_header requires. */
-    header = skjar_json_parse(head, (Py_ssize_t)header_length);
-    if (header == NULL || !PyDict_CheckExact(header)) {
-        goto not_fine;
-    }
-    for (size_t i = 0; i < sizeof HEADER_KEYS / sizeof *HEADER_KEYS; i++) {
-        PyObject *v = PyDict_GetItemString(header, HEADER_KEYS[i]);
-        int want_list = i == 4;
-        if (v == NULL || (want_list ? !PyList_CheckExact(v) : !PyDict_CheckExact(v))) {
-            goto not_fine;
-        }
-    }
-
-    /* The layout, as plan_layout computes it. */
-    PyObject *layout = PyDict_GetItemString(header, "layout");
-    PyObject *tree = PyDict_GetItemString(layout, "tree");
-    PyObject *buffers = PyDict_GetItemString(layout, "buffers");
-    if (tree == NULL || !PyDict_CheckExact(tree) || buffers == NULL ||
-        !PyList_CheckExact(buffers) || PyList_GET_SIZE(buffers) > s.max_buffers) {
-        goto not_fine;
-    }
-    Py_ssize_t count = PyList_GET_SIZE(buffers) + 1;
-    spans = PyMem_Malloc((size_t)count * 2 * sizeof(Py_ssize_t));
-    if (spans == NULL) {
-        goto not_fine;
-    }
-    Py_ssize_t pos = align_up(base, s.alignment), n;
-    if (pos > size || !plain_section(PyDict_GetItemString(tree, "length"),
-                                     PyDict_GetItemString(tree, "size"),
-                                     PyDict_GetItemString(tree, "codec"), size - pos, &n)) {
-        goto not_fine;
-    }
-    spans[0] = pos;
-    spans[1] = n;
-    pos += n;
-    for (Py_ssize_t i = 1; i < count; i++) {
-        PyObject *entry = PyList_GET_ITEM(buffers, i - 1);
-        if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != 3) {
-            goto not_fine; /* a pack, or malformed */
-        }
-        pos = align_up(pos, s.alignment);
-        if (pos > size || !plain_section(PyList_GET_ITEM(entry, 0), PyList_GET_ITEM(entry, 1),
-                                         PyList_GET_ITEM(entry, 2), size - pos, &n)) {
-            goto not_fine;
-        }
-        spans[2 * i] = pos;
-        spans[2 * i + 1] = n;
-        pos += n;
-    }
-    Py_ssize_t data_end = pos;
+    Py_ssize_t base = (Py_ssize_t)s.preamble + header_length, pos;
     if (data_end + s.trailer != size) {
         goto not_fine;
     }
@@ -454,5 +498,86 @@ done:
         skjar_xxh3_free(hasher);
     }
     Py_XDECREF(shared);
+    return out;
+}
+
+/* read_head(path, section, spec) -> ((major, minor), header, tree, buffers, data_end, size)
+ *                                   | None
+ *
+ * format/reader.py's read_header for a path, in one compiled call: the preamble (no
+ * flags), the header's JSON and shape, and its layout of "none"-coded sections, as
+ * front_head takes them for read_small, with `section` (header.Section, a tuple type)
+ * made for each. Nothing past the header is read or checked, as read_header reads
+ * nothing more. Anything else - a signed or compressed jar, a pack, damage, a file
+ * that cannot be opened - returns None, and read_header decides in Python.
+ */
+PyObject *
+skjar_read_head(PyObject *self, PyObject *args)
+{
+    const char *path;
+    PyTypeObject *section;
+    Spec s;
+    long long unused_max_file;
+    if (!PyArg_ParseTuple(args, "yO!(y#y#iiLLLLLLLLL):read_head", &path, &PyType_Type, &section,
+                          &s.magic, &s.magic_len, &s.end_magic, &s.end_magic_len, &s.major,
+                          &s.minor, &s.max_header, &s.max_buffers, &s.alignment, &s.preamble,
+                          &s.trailer, &s.digest, &s.own, &unused_max_file, &s.prefault)) {
+        return NULL;
+    }
+    if (!PyType_IsSubtype(section, &PyTuple_Type) || s.magic_len + 16 != s.preamble ||
+        s.alignment <= 0) {
+        PyErr_SetString(PyExc_ValueError, "read_head: wrong section type or format constants");
+        return NULL;
+    }
+    s.max_file = PY_SSIZE_T_MAX; /* a header is read from a jar of any size */
+    Py_ssize_t size = 0;
+    int fd = open_small(path, &s, &size);
+    if (fd < 0) {
+        Py_RETURN_NONE;
+    }
+    unsigned char pre[64], *head = NULL;
+    PyObject *header = NULL;
+    Py_ssize_t *spans = NULL, header_length = 0, count = 0, data_end = 0;
+    int taken = front_head(fd, &s, size, pre, &head, &header_length, &header, &spans, &count,
+                           &data_end);
+    close(fd);
+    if (!taken) {
+        Py_RETURN_NONE;
+    }
+    PyMem_Free(head);
+    PyObject *none = PyUnicode_InternFromString("none"), *empty = PyTuple_New(0);
+    PyObject *sections = PyTuple_New(count), *out = NULL;
+    if (none == NULL || empty == NULL || sections == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *offset = PyLong_FromSsize_t(spans[2 * i]);
+        PyObject *length = PyLong_FromSsize_t(spans[2 * i + 1]);
+        /* As tuple.__new__(section, items) makes it. */
+        PyObject *one = offset && length ? section->tp_alloc(section, 5) : NULL;
+        if (one == NULL) {
+            Py_XDECREF(offset);
+            Py_XDECREF(length);
+            goto done;
+        }
+        PyTuple_SET_ITEM(one, 0, offset);
+        PyTuple_SET_ITEM(one, 1, Py_NewRef(length));
+        PyTuple_SET_ITEM(one, 2, Py_NewRef(none));
+        PyTuple_SET_ITEM(one, 3, length);
+        PyTuple_SET_ITEM(one, 4, Py_NewRef(empty));
+        PyTuple_SET_ITEM(sections, i, one);
+    }
+    PyObject *buffers = PyTuple_GetSlice(sections, 1, count);
+    if (buffers != NULL) {
+        out = Py_BuildValue("((ii)ONNnn)", (int)le(pre + s.magic_len, 2),
+                            (int)le(pre + s.magic_len + 2, 2), header,
+                            Py_NewRef(PyTuple_GET_ITEM(sections, 0)), buffers, data_end, size);
+    }
+done:
+    PyMem_Free(spans);
+    Py_XDECREF(header);
+    Py_XDECREF(none);
+    Py_XDECREF(empty);
+    Py_XDECREF(sections);
     return out;
 }

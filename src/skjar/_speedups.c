@@ -841,12 +841,15 @@ start_writeback(PyObject *self, PyObject *args)
 PyObject *skjar_walk(PyObject *self, PyObject *args);
 PyObject *skjar_json(PyObject *self, PyObject *args);
 PyObject *skjar_read_small(PyObject *self, PyObject *args);
+PyObject *skjar_read_head(PyObject *self, PyObject *args);
 int skjar_add_hasher(PyObject *module);
 
 static PyMethodDef methods[] = {
     {"json", skjar_json, METH_VARARGS, "json(text) -> object | None"},
     {"read_small", skjar_read_small, METH_VARARGS,
      "read_small(path, admit, frombuffer, spec) -> (tree, buffers, declared) | None"},
+    {"read_head", skjar_read_head, METH_VARARGS,
+     "read_head(path, section, spec) -> (version, header, tree, buffers, data_end, size) | None"},
     {"walk", skjar_walk, METH_VARARGS,
      "walk(tree, dec, decoders, pairs_hook, shared, error, limits, arrays, objects) -> object"},
     {"tree_ok", tree_ok, METH_VARARGS,
@@ -881,7 +884,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 13
+#define SKJAR_SPEEDUPS_API 14
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

@@ -36,6 +36,9 @@ def json(text: Any) -> Any: ...
 def read_small(
     path: bytes, admit: Any, frombuffer: Any, spec: tuple[Any, ...]
 ) -> tuple[memoryview, list[Any], dict[str, Any]] | None: ...
+def read_head(
+    path: bytes, section: type, spec: tuple[Any, ...]
+) -> tuple[tuple[int, int], dict[str, Any], Any, tuple[Any, ...], int, int] | None: ...
 def walk(
     tree: Any, dec: Any, decoders: dict[int, Any], pairs_hook: Any, shared: dict[int, Any],
     error: type[Exception], limits: tuple[int, int, int, int, int],

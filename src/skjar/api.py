@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import io
+import operator
 import os
 import warnings
 from collections.abc import Iterable
@@ -288,12 +289,28 @@ class Info:
         return out
 
 
+# What the default trust says of a (name, module, uses): it never changes in a process,
+# and the same few dozen names recur in every jar (bounded against a stream of odd ones).
+_DEFAULT_INFOS: dict[tuple[str, str, frozenset[str]], NameInfo] = {}
+
+
 def _name_infos(header: dict[str, Any], policy: TrustPolicy) -> tuple[NameInfo, ...]:
+    memo = _DEFAULT_INFOS if not policy.extra else None
     out = []
     for name, (module, uses) in sorted(declared_names(header).items()):
-        bad = tuple(u for u in sorted(uses) if policy.lookup(name, module, u) is None)
-        out.append(NameInfo(name, module, tuple(sorted(uses)), not bad, bad))
+        key = (name, module, uses)
+        info = memo.get(key) if memo is not None else None
+        if info is None:
+            bad = tuple(u for u in sorted(uses) if policy.lookup(name, module, u) is None)
+            info = NameInfo(name, module, tuple(sorted(uses)), not bad, bad)
+            if memo is not None and len(memo) < 4096:
+                memo[key] = info
+        out.append(info)
     return tuple(out)
+
+
+_LENGTH, _SIZE = operator.attrgetter("length"), operator.attrgetter("size")
+_MEMBERS = operator.attrgetter("members")
 
 
 def inspect(source: Source) -> Info:
@@ -308,6 +325,7 @@ def inspect(source: Source) -> Info:
     """
     view = read_header(source)
     header, layout, size, version = view.header, view.layout, view.size, view.version
+    buffers = layout.buffers
     sizes = {
         "file": size
         if size is not None
@@ -315,9 +333,11 @@ def inspect(source: Source) -> Info:
         "header": layout.tree.offset,
         "tree_stored": layout.tree.length,
         "tree": layout.tree.size,
-        "buffers": sum(b.buffer_count for b in layout.buffers),
-        "data_stored": sum(b.length for b in layout.buffers),
-        "data": sum(b.size for b in layout.buffers),
+        # Sums over C getters: no Python step per section.
+        "buffers": sum(map(len, map(_MEMBERS, buffers)))
+        + sum(map(operator.not_, map(_MEMBERS, buffers))),  # a pack's members, or 1
+        "data_stored": sum(map(_LENGTH, buffers)),
+        "data": sum(map(_SIZE, buffers)),
     }
     return Info(
         format_version=f"{version[0]}.{version[1]}",

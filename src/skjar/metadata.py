@@ -314,8 +314,10 @@ def _here_packages() -> dict[str, str]:
 
 def version_skew(env: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """Packages whose version differs between the jar and this process: name -> (jar, here)."""
-    here = _here_packages()
+    here = _here_packages()  # exactly the SKEW_PACKAGES
     theirs = env.get("packages", {}) if isinstance(env.get("packages"), dict) else {}
+    if here.items() <= theirs.items():
+        return {}  # the usual answer, from one comparison
     return {
         pkg: (str(theirs[pkg]), here[pkg])
         for pkg in SKEW_PACKAGES

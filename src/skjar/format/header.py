@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .. import _compiled
@@ -32,8 +31,9 @@ class Section(NamedTuple):
         return len(self.members) or 1
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
+    """Where the tree and every buffer section lie (a tuple, as Section, for speed)."""
+
     tree: Section
     buffers: tuple[Section, ...]
     data_end: int
@@ -112,6 +112,12 @@ def parse_header(raw: bytes | memoryview) -> dict[str, Any]:
     return header
 
 
+# (name, module) pairs already found well-formed: the same few dozen recur in every
+# header, and this check is most of an audit's Python (bounded against odd streams).
+_WELL_FORMED: set[tuple[str, str]] = set()
+_USE_SET = frozenset(USES)
+
+
 def declared_names(header: dict[str, Any]) -> dict[str, tuple[str, frozenset[str]]]:
     """name -> (module, uses), checked: exact dotted names, module a prefix of name."""
     out: dict[str, tuple[str, frozenset[str]]] = {}
@@ -119,19 +125,28 @@ def declared_names(header: dict[str, Any]) -> dict[str, tuple[str, frozenset[str
         if type(entry) is not dict:
             raise CorruptFileError("header: malformed names entry")
         name, module, uses = entry.get("name"), entry.get("module"), entry.get("uses")
+        try:
+            kinds = frozenset(uses) if type(uses) is list else None
+        except TypeError:  # an unhashable item: not a use
+            kinds = None
         if (
             type(name) is not str
             or type(module) is not str
-            or not module
-            or not name.startswith(module + ".")
-            or not all(p.isidentifier() for p in name.split("."))
-            or type(uses) is not list
-            or not uses
-            or any(u not in USES for u in uses)
+            or not kinds
+            or not kinds <= _USE_SET
             or name in out
         ):
             raise CorruptFileError(f"header: malformed names entry {entry!r:.120}")
-        out[name] = (module, frozenset(uses))
+        if (name, module) not in _WELL_FORMED:
+            if (
+                not module
+                or not name.startswith(module + ".")
+                or not all(p.isidentifier() for p in name.split("."))
+            ):
+                raise CorruptFileError(f"header: malformed names entry {entry!r:.120}")
+            if len(_WELL_FORMED) < 4096:
+                _WELL_FORMED.add((name, module))
+        out[name] = (module, kinds)
     return out
 
 

@@ -17,7 +17,7 @@ import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
@@ -638,9 +638,12 @@ def _read_stream(f: IO[bytes]) -> bytes:
         chunks.append(chunk)
 
 
-@dataclass(frozen=True)
-class HeaderView:
-    """What the preamble and header say, before any data is read."""
+class HeaderView(NamedTuple):
+    """What the preamble and header say, before any data is read.
+
+    (A tuple: made on every inspect and audit, where a frozen dataclass's setattr per
+    field is a measurable part of the time.)
+    """
 
     version: tuple[int, int]
     flags: int
@@ -665,6 +668,13 @@ def read_header(source: Source) -> HeaderView:
         return HeaderView(version, flags, header, layout, view.nbytes)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
+        fast = _compiled.speedups
+        # The common case in one compiled call (_front.c's read_head): it answers None
+        # for anything else, and the Python below decides.
+        got = fast.read_head(os.fsencode(path), Section, _SMALL_SPEC) if fast is not None else None
+        if got is not None:
+            version, header, tree, buffers, data_end, size = got
+            return HeaderView(version, 0, header, Layout(tree, buffers, data_end), size)
         try:
             with open(path, "rb") as f:
                 return _read_header_file(f)
