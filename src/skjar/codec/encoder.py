@@ -106,6 +106,9 @@ class Encoder:
         self._verified: dict[int, str] = {}
         self._interned: dict[Any, Shared] = {}
         self._packers: list[msgpack.Packer] = []  # idle ones; see _pack
+        # A bit generator's state already read by its holder (id -> numpy's state dict):
+        # MT19937's state getter copies its key a word at a time, ~30 us a read.
+        self.bitgen_states: dict[int, dict[str, Any]] = {}
         # Instances met deeper than DEFER_DEPTH are written as empty shells whose
         # state follows at the top level (a linked list of 10,000 instances, as in
         # Birch's leaves, would otherwise nest 10,000 levels deep).

@@ -363,7 +363,7 @@ BIT_GENERATORS = {
 def _enc_bitgen(enc: Encoder, obj: Any, path: Path) -> Node:
     cls = type(obj)
     name = enc.intern(enc.declare(cls.__module__, cls.__qualname__, OBJECT))
-    state = obj.state
+    state = enc.bitgen_states.get(id(obj)) or obj.state
     fields = _seed_fields(getattr(obj, "seed_seq", None))
     if fields is not None:
         # Kept, as pickle keeps it: spawn() and .seed_seq after a load are the original's.
@@ -498,16 +498,15 @@ def _check_positions(state: dict[str, Any]) -> None:
 @encodes(np.random.RandomState, memoize=True)
 def _enc_randomstate(enc: Encoder, obj: np.random.RandomState, path: Path) -> Node:
     enc.declare("numpy.random.mtrand", "RandomState", OBJECT)
-    state = obj.get_state(legacy=False)
+    state = obj.get_state(legacy=False)  # the bit generator's state, and the Gaussian
     bitgen = obj._bit_generator
-    return Node(
-        RANDOMSTATE,
-        [
-            enc.encode(bitgen, (path, "bit_generator")),
-            int(state["has_gauss"]),
-            float(state["gauss"]),
-        ],
-    )
+    own = {k: v for k, v in state.items() if k not in ("has_gauss", "gauss")}
+    enc.bitgen_states[id(bitgen)] = own  # read once, not again by _enc_bitgen
+    try:
+        node = enc.encode(bitgen, (path, "bit_generator"))
+    finally:
+        del enc.bitgen_states[id(bitgen)]
+    return Node(RANDOMSTATE, [node, int(state["has_gauss"]), float(state["gauss"])])
 
 
 @decodes(RANDOMSTATE, lambda: [np.random.RandomState(0), np.random.RandomState(np.random.PCG64(1))])
