@@ -485,6 +485,22 @@ def test_the_json_parser_accepts_nothing_its_twin_refuses(value: Any, data: st.D
 
 
 @needs_speedups
+def test_the_json_parsers_string_cache_returns_only_equal_strings() -> None:
+    """Short ASCII strings are reused across parses from a cache of 256 slots: thousands
+    of them, of every length to its limit and beyond, many colliding, parsed twice in
+    other orders and as keys, must come back exactly as written."""
+    import json
+    import random
+
+    rng = random.Random(5)
+    alphabet = "ab\\\"/ \x7fnone"  # few letters: many strings alike, escapes in some
+    words = sorted({"".join(rng.choices(alphabet, k=rng.randint(0, 34))) for _ in range(3000)})
+    for order in (words, words[::-1], rng.sample(words, len(words))):
+        raw = json.dumps([order, {w: i for i, w in enumerate(order)}]).encode()
+        assert speedups.json(raw) == _twin(raw)  # type: ignore[union-attr]
+
+
+@needs_speedups
 @pytest.mark.parametrize(
     "raw",
     [b'{"a":1,"a":2}', b"NaN", b"[Infinity]", b"-Infinity", b"[1,]", b"{,}", b"01", b"-", b"1.",

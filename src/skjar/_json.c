@@ -61,12 +61,42 @@ hex4(const unsigned char *q, Py_UCS4 *out)
     return 0;
 }
 
+/* Short ASCII strings already made, by a hash of their bytes: a header repeats its
+ * keys and codec names ("none" once per section), and every header repeats the same
+ * keys. Reusing them spares an allocation each (and, in a forked process, the page
+ * faults of fresh allocations). Strings are immutable, so sharing one is invisible. */
+#define SHORT_MAX 32
+#define SHORT_SLOTS 256
+static PyObject *short_strings[SHORT_SLOTS];
+
+static PyObject *
+short_ascii(const unsigned char *q, Py_ssize_t n)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h = (h ^ q[i]) * 16777619u;
+    }
+    PyObject **slot = &short_strings[(h ^ (h >> 16)) % SHORT_SLOTS];
+    PyObject *s = *slot;
+    if (s != NULL && PyUnicode_GET_LENGTH(s) == n && memcmp(PyUnicode_1BYTE_DATA(s), q, (size_t)n) == 0) {
+        return Py_NewRef(s);
+    }
+    s = PyUnicode_New(n, 127);
+    if (s == NULL) {
+        return NULL;
+    }
+    memcpy(PyUnicode_1BYTE_DATA(s), q, (size_t)n);
+    Py_XSETREF(*slot, Py_NewRef(s));
+    return s;
+}
+
 /* A string; j->pos is just past its opening quote. */
 static PyObject *
 string(Json *j)
 {
     Py_ssize_t start = j->pos;
     int escaped = 0;
+    unsigned char high = 0; /* any byte >= 0x80 */
     for (;;) {
         if (j->pos >= j->end) {
             return NULL;
@@ -78,6 +108,7 @@ string(Json *j)
         if (c < 0x20) {
             return NULL;
         }
+        high |= c;
         if (c == '\\') {
             escaped = 1;
             j->pos++; /* the escaped character is checked below */
@@ -85,6 +116,9 @@ string(Json *j)
         j->pos++;
     }
     Py_ssize_t stop = j->pos++;
+    if (!escaped && !(high & 0x80) && stop - start <= SHORT_MAX) {
+        return short_ascii(j->p + start, stop - start);
+    }
     if (!escaped) {
         PyObject *s = PyUnicode_DecodeUTF8((const char *)j->p + start, stop - start, NULL);
         if (s == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
