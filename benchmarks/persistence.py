@@ -150,6 +150,13 @@ FIGURES: dict[str, tuple[str, Callable[[float], str], str]] = {
         fmt_bytes,
         "RSS includes mapped file pages touched during load (shared page cache for mmap).",
     ),
+    "rss_anon_after_load_extra": (
+        "Private memory after load (fresh process): new anonymous RSS",
+        fmt_bytes,
+        "The peak above also counts the code and file pages a load touches, which the page "
+        "cache shares between processes; this counts only the process's own new memory "
+        "(0B: none beyond pages it already had).",
+    ),
     "audit_s": (
         "Inspect/audit time (parent process)",
         fmt_seconds,
@@ -311,7 +318,6 @@ def summarize(cells: list[dict[str, Any]]) -> None:
         for extra in (
             "first_predict_s",
             "rss_after_load_extra",
-            "rss_anon_after_load_extra",
             "rss_file_after_load_extra",
             "rss_after_predict_extra",
         ):
