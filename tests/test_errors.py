@@ -635,3 +635,55 @@ def test_matching_versions_load_silently(jar: bytes) -> None:
     crafted.header["environment"]["packages"]["some-other-package"] = "0.0.1"
     crafted.header["environment"]["python"] = "2.7.18"
     load_quietly(jarcraft.encode(crafted), strict_versions=True)  # only the skew packages count
+
+
+def _nul_path_calls(tmp_path: Path, jar: bytes) -> dict[str, Any]:
+    """Every public entry point given a path no file can have (a NUL inside), in each of
+    its path arguments, the others valid."""
+    import pickle
+
+    good = tmp_path / "m.skjar"
+    good.write_bytes(jar)
+    pkl = tmp_path / "m.pkl"
+    pkl.write_bytes(pickle.dumps({"a": 1}))
+    key = skjar.generate_key()
+    key_path = tmp_path / "k.pem"
+    skjar.save_key(key, key_path)
+    bad = str(tmp_path / "a\0b")
+    return {
+        "dump": lambda: skjar.dump({"a": 1}, bad),
+        "dump sign_with": lambda: skjar.dump({"a": 1}, tmp_path / "n.skjar", sign_with=bad),
+        "load": lambda: skjar.load(bad),
+        "load mmap": lambda: skjar.load(bad, mmap=True),
+        "load verify_with": lambda: skjar.load(good, verify_with=bad),
+        "inspect": lambda: skjar.inspect(bad),
+        "audit": lambda: skjar.audit(bad),
+        "verify": lambda: skjar.verify(bad),
+        "sign": lambda: skjar.sign(bad, key),
+        "sign output": lambda: skjar.sign(good, key, output=bad),
+        "convert": lambda: skjar.convert(bad, tmp_path / "c.skjar"),
+        "convert output": lambda: skjar.convert(pkl, bad),
+        "load_legacy": lambda: skjar.load_legacy(bad),
+        "save_key": lambda: skjar.save_key(key, bad),
+        "load_private_key": lambda: skjar.load_private_key(bad),
+        "load_public_key": lambda: skjar.load_public_key(bad),
+    }
+
+
+NUL_CALLS = [
+    "dump", "dump sign_with", "load", "load mmap", "load verify_with", "inspect", "audit",
+    "verify", "sign", "sign output", "convert", "convert output", "load_legacy", "save_key",
+    "load_private_key", "load_public_key",
+]
+
+
+@pytest.mark.parametrize("call", NUL_CALLS)
+def test_a_path_with_a_nul_is_an_invalid_argument(call: str, tmp_path: Path, jar: bytes) -> None:
+    """No file can have such a name: every entry point says so with an InvalidArgumentError
+    (not the OS layer's bare ValueError), and writes nothing."""
+    calls = _nul_path_calls(tmp_path, jar)
+    assert sorted(calls) == sorted(NUL_CALLS)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(skjar.InvalidArgumentError, match="NUL"):
+        calls[call]()
+    assert sorted(os.listdir(tmp_path)) == before

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from ._paths import file_path
 from .codec import Decoder, Encoder
 from .errors import InvalidArgumentError, VersionSkewWarning
 from .format.compression import parse_compress
@@ -80,7 +81,7 @@ def dump(
     """
     signer = _signer(sign_with)
     if isinstance(target, (str, os.PathLike)):
-        path = os.fspath(target)
+        path = file_path(target)
         if os.path.isdir(path):
             raise InvalidArgumentError(f"{path!r} is a directory: give a file name to dump to")
         directory = os.path.dirname(os.path.abspath(path))
@@ -403,9 +404,9 @@ def sign(source: PathLike, key: Any, *, output: PathLike | None = None) -> str:
     from .signing import fingerprint, load_private_key, raw_public
 
     signer = load_private_key(key)
-    path = os.fspath(source)
+    path = file_path(source)
     raw = open_source(path, mmap=True, admit=declared_names)
     tree_end = raw.layout.tree.offset + raw.layout.tree.length
-    target = os.fspath(output) if output is not None else path
+    target = file_path(output) if output is not None else path
     sign_existing(path, target, tree_end, raw.layout.data_end, signer)
     return fingerprint(raw_public(signer.public_key()))

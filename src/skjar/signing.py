@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from ._paths import file_path
 from .errors import InvalidArgumentError, SignatureError
 from .format.spec import SIGNATURE_DOMAIN
 
@@ -71,7 +72,7 @@ def save_key(key: Any, path: str | os.PathLike[str]) -> str:
     """
     from cryptography.hazmat.primitives import serialization
 
-    path = os.fspath(path)
+    path = file_path(path)
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -95,7 +96,7 @@ def public_pem(public_key: Any) -> bytes:
 def _read_source(source: KeySource) -> bytes:
     if isinstance(source, (str, os.PathLike)):
         try:
-            with open(source, "rb") as f:
+            with open(file_path(source), "rb") as f:
                 return f.read()
         except OSError as exc:
             raise InvalidArgumentError(

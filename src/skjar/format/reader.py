@@ -22,6 +22,7 @@ from typing import IO, Any, NamedTuple
 import numpy as np
 
 from .. import _compiled
+from .._paths import file_path
 from ..errors import CorruptFileError, FormatVersionError, InvalidArgumentError, NotASkjarFileError
 from . import pagein
 from .compression import Decompressor, run_parallel
@@ -558,7 +559,7 @@ def read_small(
     fast = _compiled.speedups
     if fast is None:
         return None
-    return fast.read_small(os.fsencode(path), admit, _FROMBUFFER, _SMALL_SPEC)
+    return fast.read_small(os.fsencode(file_path(path)), admit, _FROMBUFFER, _SMALL_SPEC)
 
 
 def open_source(
@@ -576,7 +577,7 @@ def open_source(
         view = _byte_view(source)
         return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit, keys, verify)
     if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
+        path = file_path(source)
         try:
             f = open(path, "rb")  # noqa: SIM115 - closed below, or kept by the mapping
         except IsADirectoryError:
@@ -667,7 +668,7 @@ def read_header(source: Source) -> HeaderView:
         layout = plan_layout(n, header["layout"], version)
         return HeaderView(version, flags, header, layout, view.nbytes)
     if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
+        path = file_path(source)
         fast = _compiled.speedups
         # The common case in one compiled call (_front.c's read_head): it answers None
         # for anything else, and the Python below decides.

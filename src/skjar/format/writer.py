@@ -318,7 +318,10 @@ class _FileWriter:
             self.started = self.written
 
 
-_TEMPORARY_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+# O_BINARY: on Windows a descriptor is opened in text mode without it (as mkstemp knows).
+_TEMPORARY_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
 
 
 def _new_temporary(directory: str) -> tuple[int, str]:

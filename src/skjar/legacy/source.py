@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
+from .._paths import file_path
 from ..errors import CorruptFileError, InvalidArgumentError, ReadError
 from ..format.spec import MAGIC
 
@@ -352,7 +353,7 @@ def open_legacy(src: Any) -> Iterator[Opened]:
     directory: str | None = None
     owned: IO[bytes] | None = None
     if isinstance(src, (str, os.PathLike)):
-        path = os.fspath(src)
+        path = file_path(src)
         if os.path.isdir(path):
             raise InvalidArgumentError(f"{path!r} is a directory, not a pickle or joblib file")
         try:
