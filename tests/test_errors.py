@@ -687,3 +687,96 @@ def test_a_path_with_a_nul_is_an_invalid_argument(call: str, tmp_path: Path, jar
     with pytest.raises(skjar.InvalidArgumentError, match="NUL"):
         calls[call]()
     assert sorted(os.listdir(tmp_path)) == before
+
+
+UNOPENABLE = ["a name too long", "a file as a folder"]
+UNOPENABLE_CALLS = ["load", "load mmap", "inspect", "audit", "verify", "dump", "sign output",
+                    "convert", "convert output", "load_legacy"]
+
+
+@pytest.mark.parametrize("call", UNOPENABLE_CALLS)
+@pytest.mark.parametrize("how", UNOPENABLE)
+def test_a_path_that_cannot_be_opened_is_an_invalid_argument(
+    how: str, call: str, tmp_path: Path, jar: bytes
+) -> None:
+    """Reasons a path cannot be opened beyond a missing file or a directory (ENAMETOOLONG,
+    ENOTDIR) are bad arguments too, not the OSError escaping as it did; nothing is written."""
+    import pickle
+
+    good = tmp_path / "m.skjar"
+    good.write_bytes(jar)
+    pkl = tmp_path / "m.pkl"
+    pkl.write_bytes(pickle.dumps({"a": 1}))
+    bad = tmp_path / ("a" * 300 + ".skjar") if how == "a name too long" else good / "x.skjar"
+    calls: dict[str, Callable[[], Any]] = {
+        "load": lambda: skjar.load(bad),
+        "load mmap": lambda: skjar.load(bad, mmap=True),
+        "inspect": lambda: skjar.inspect(bad),
+        "audit": lambda: skjar.audit(bad),
+        "verify": lambda: skjar.verify(bad),
+        "dump": lambda: skjar.dump({"a": 1}, bad),
+        "sign output": lambda: skjar.sign(good, skjar.generate_key(), output=bad),
+        "convert": lambda: skjar.convert(bad, tmp_path / "c.skjar"),
+        "convert output": lambda: skjar.convert(pkl, bad),
+        "load_legacy": lambda: skjar.load_legacy(bad),
+    }
+    assert sorted(calls) == sorted(UNOPENABLE_CALLS)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(skjar.InvalidArgumentError, match=re.escape(str(bad)[:40])):
+        calls[call]()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def _special(kind: str, path: Path) -> Any:
+    """Make a special file at ``path``; returns what keeps it alive (a bound socket)."""
+    import socket
+
+    if kind == "named pipe":
+        os.mkfifo(path)
+        return None
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    return sock
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes and unix sockets: POSIX")
+@pytest.mark.parametrize("kind", ["named pipe", "socket"])
+@pytest.mark.parametrize("via", ["dump", "sign output"])
+def test_a_save_never_replaces_a_special_file(
+    kind: str, via: str, tmp_path: Path, jar: bytes
+) -> None:
+    """A save to a path renames a new file over it: over a device, a pipe or a socket that
+    would destroy it (as root, skjar.dump(model, "/dev/null") replaced /dev/null). It is
+    refused instead, saying how to write into it, and the special file stays."""
+    import stat as stat_module
+
+    target = tmp_path / "special"
+    keep = _special(kind, target)
+    try:
+        mode = os.lstat(target).st_mode
+        good = tmp_path / "m.skjar"
+        good.write_bytes(jar)
+        with pytest.raises(skjar.InvalidArgumentError, match=f"is a {kind}.*open\\("):
+            if via == "dump":
+                skjar.dump({"a": 1}, target)
+            else:
+                skjar.sign(good, skjar.generate_key(), output=target)
+        assert os.lstat(target).st_mode == mode
+        assert not stat_module.S_ISREG(mode)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["m.skjar", "special"]
+    finally:
+        if keep is not None:
+            keep.close()
+
+
+def test_a_save_through_a_symbolic_link_replaces_the_link(tmp_path: Path) -> None:
+    """A rename replaces the link itself: the file it pointed to keeps its bytes, and
+    the link's name now holds the new jar."""
+    old = tmp_path / "v1.skjar"
+    skjar.dump({"v": 1}, old)
+    before = old.read_bytes()
+    link = tmp_path / "current.skjar"
+    link.symlink_to(old)
+    skjar.dump({"v": 2}, link)
+    assert not link.is_symlink() and skjar.load(link) == {"v": 2}
+    assert old.read_bytes() == before

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from ._paths import file_path
+from ._paths import check_save_target, file_path
 from .codec import Decoder, Encoder
 from .errors import InvalidArgumentError, VersionSkewWarning
 from .format.compression import parse_compress
@@ -82,13 +82,7 @@ def dump(
     signer = _signer(sign_with)
     if isinstance(target, (str, os.PathLike)):
         path = file_path(target)
-        if os.path.isdir(path):
-            raise InvalidArgumentError(f"{path!r} is a directory: give a file name to dump to")
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise InvalidArgumentError(
-                f"cannot write {path!r}: folder {directory!r} does not exist"
-            )
+        check_save_target(path)
         header, payloads = _serialize(obj, compress, metadata)
         write_atomic(path, lambda f: write_jar(f.write, header, payloads, signer))
         return
@@ -408,5 +402,6 @@ def sign(source: PathLike, key: Any, *, output: PathLike | None = None) -> str:
     raw = open_source(path, mmap=True, admit=declared_names)
     tree_end = raw.layout.tree.offset + raw.layout.tree.length
     target = file_path(output) if output is not None else path
+    check_save_target(target)
     sign_existing(path, target, tree_end, raw.layout.data_end, signer)
     return fingerprint(raw_public(signer.public_key()))

@@ -22,7 +22,7 @@ from typing import IO, Any, NamedTuple
 import numpy as np
 
 from .. import _compiled
-from .._paths import file_path
+from .._paths import file_path, open_to_read
 from ..errors import CorruptFileError, FormatVersionError, InvalidArgumentError, NotASkjarFileError
 from . import pagein
 from .compression import Decompressor, run_parallel
@@ -578,15 +578,7 @@ def open_source(
         return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit, keys, verify)
     if isinstance(source, (str, os.PathLike)):
         path = file_path(source)
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - closed below, or kept by the mapping
-        except IsADirectoryError:
-            raise InvalidArgumentError(f"{path!r} is a directory, not a skjar file") from None
-        except FileNotFoundError:
-            raise InvalidArgumentError(f"no such file: {path!r}") from None
-        except PermissionError:
-            raise InvalidArgumentError(f"permission denied reading {path!r}") from None
-        with f:
+        with open_to_read(path) as f:
             size = os.fstat(f.fileno()).st_size
             if mmap:
                 if size < PREAMBLE_SIZE:
@@ -676,11 +668,8 @@ def read_header(source: Source) -> HeaderView:
         if got is not None:
             version, header, tree, buffers, data_end, size = got
             return HeaderView(version, 0, header, Layout(tree, buffers, data_end), size)
-        try:
-            with open(path, "rb") as f:
-                return _read_header_file(f)
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-            raise InvalidArgumentError(f"cannot read {path!r}: {exc.strerror}") from None
+        with open_to_read(path) as f:
+            return _read_header_file(f)
     if not hasattr(source, "read"):
         raise InvalidArgumentError(f"cannot read a skjar from {type(source).__name__}")
     return _read_header_file(source)

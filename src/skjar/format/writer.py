@@ -11,6 +11,7 @@ from typing import IO, Any, Protocol
 import numpy as np
 
 from .. import _compiled
+from .._paths import cannot_write
 from .compression import Compressor, run_parallel
 from .digest import new_hasher
 from .header import encode_header, pack_offsets
@@ -238,7 +239,10 @@ def write_atomic(path: str, writer: Callable[[Writable], Any]) -> None:
     exception the temporary file is removed.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = _new_temporary(directory)
+    try:
+        fd, tmp = _new_temporary(directory)
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
     try:
         try:
             fast = _compiled.speedups
@@ -248,7 +252,10 @@ def write_atomic(path: str, writer: Callable[[Writable], Any]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise cannot_write(path, exc) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
