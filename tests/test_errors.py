@@ -780,3 +780,53 @@ def test_a_save_through_a_symbolic_link_replaces_the_link(tmp_path: Path) -> Non
     skjar.dump({"v": 2}, link)
     assert not link.is_symlink() and skjar.load(link) == {"v": 2}
     assert old.read_bytes() == before
+
+
+def _feed_pipe(fifo: Path, data: bytes, done: threading.Event, broken: list[str]) -> None:
+    """Write ``data`` into a named pipe; if a reader closes it first, record that and keep
+    opening it for writing (and closing it) until ``done``, so that a reader waiting for a
+    writer sees the end of the stream instead of hanging the test."""
+    import time
+
+    try:
+        with open(fifo, "wb") as f:
+            f.write(data)
+    except BrokenPipeError:
+        broken.append("the reader closed the pipe before reading it")
+        deadline = time.monotonic() + 10
+        while not done.is_set() and time.monotonic() < deadline:
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # no reader waiting yet
+                time.sleep(0.01)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes: POSIX")
+@pytest.mark.parametrize("call", ["load", "inspect", "audit"])
+def test_a_jar_streams_through_a_named_pipe(call: str, tmp_path: Path, model: Any) -> None:
+    """A path naming a pipe is read as a stream: the compiled front must not open it (and
+    take the writer's data), and its size is not its fstat size (0)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    done, broken = threading.Event(), []
+    writer = threading.Thread(target=_feed_pipe, args=(fifo, skjar.dumps(model), done, broken))
+    writer.start()
+    try:
+        got = getattr(skjar, call)(fifo)
+    finally:
+        done.set()
+        writer.join(15)
+    assert not broken
+    if call == "load":
+        assert (got.coef_ == model.coef_).all()
+    elif call == "inspect":
+        assert got.type.endswith("LogisticRegression")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+@pytest.mark.parametrize("mmap", [False, True])
+def test_a_device_is_not_read_forever(mmap: bool) -> None:
+    """A path naming a device (read only here) is refused, not read until memory runs
+    out; mmap=True on a pipe or a device is refused too."""
+    with pytest.raises(skjar.InvalidArgumentError, match="not a regular file"):
+        skjar.load("/dev/zero", mmap=mmap)

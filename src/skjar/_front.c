@@ -36,6 +36,9 @@
 #ifndef O_CLOEXEC
 #define O_CLOEXEC 0
 #endif
+#ifndef O_NONBLOCK
+#define O_NONBLOCK 0
+#endif
 
 PyObject *skjar_json_parse(const unsigned char *p, Py_ssize_t n);
 int skjar_populate(void *p, Py_ssize_t n);
@@ -73,11 +76,18 @@ align_up(Py_ssize_t n, long long alignment)
 static int
 open_small(const char *path, const Spec *s, Py_ssize_t *size)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* A named pipe must not be opened here: even without blocking, an open reader lets
+     * its writer start, and closing it loses what was written. It is not a regular file,
+     * so it is left to the Python reader, which streams it. (O_NONBLOCK: should the path
+     * become a pipe between the two calls, the open still does not wait for a writer.) */
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+        return -1;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         return -1;
     }
-    struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < s->preamble ||
         st.st_size > s->max_file) {
         close(fd);

@@ -14,6 +14,7 @@ import itertools
 import mmap as _mmap
 import os
 import re
+import stat
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -579,7 +580,10 @@ def open_source(
     if isinstance(source, (str, os.PathLike)):
         path = file_path(source)
         with open_to_read(path) as f:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return _read_special(f, path, st.st_mode, mmap, admit, keys, verify)
+            size = st.st_size
             if mmap:
                 if size < PREAMBLE_SIZE:
                     return _read_all(_Reader(None, f, zero_copy=False), size, admit, keys, verify)
@@ -611,6 +615,20 @@ def open_source(
         view = memoryview(data)
         return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit, keys, verify)
     return _read_all(_Reader(None, source, zero_copy=False), stream_size, admit, keys, verify)
+
+
+def _read_special(
+    f: IO[bytes], path: str, mode: int, mmap: bool, admit: Admit, keys: list[bytes] | None,
+    verify: str,
+) -> RawJar:
+    """A path that names a pipe or a socket is read as a stream, as such a file object is;
+    a device is refused (``/dev/zero`` would be read forever)."""
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        raise InvalidArgumentError(f"{path!r} is not a regular file or a pipe: nothing to load")
+    if mmap:
+        raise InvalidArgumentError(f"mmap=True needs a regular file; {path!r} is a pipe")
+    view = memoryview(_read_stream(f))
+    return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit, keys, verify)
 
 
 def _byte_view(source: bytes | bytearray | memoryview) -> memoryview:
