@@ -74,8 +74,11 @@ align_up(Py_ssize_t n, long long alignment)
 /* An open descriptor of the regular file at `path`, if it is small enough, and its size;
  * -1 otherwise (cannot open, not a regular file, too small or too large). */
 static int
-open_small(const char *path, const Spec *s, Py_ssize_t *size)
+open_small(const char *path, Py_ssize_t path_len, const Spec *s, Py_ssize_t *size)
 {
+    if (memchr(path, 0, (size_t)path_len) != NULL) {
+        return -1; /* no file has such a name: the Python reader says so */
+    }
     /* A named pipe must not be opened here: even without blocking, an open reader lets
      * its writer start, and closing it loses what was written. It is not a regular file,
      * so it is left to the Python reader, which streams it. (O_NONBLOCK: should the path
@@ -318,9 +321,10 @@ PyObject *
 skjar_read_small(PyObject *self, PyObject *args)
 {
     const char *path;
+    Py_ssize_t path_len;
     PyObject *admit, *frombuffer;
     Spec s;
-    if (!PyArg_ParseTuple(args, "yOO(y#y#iiLLLLLLLLL):read_small", &path, &admit, &frombuffer, &s.magic, &s.magic_len, &s.end_magic, &s.end_magic_len,
+    if (!PyArg_ParseTuple(args, "y#OO(y#y#iiLLLLLLLLL):read_small", &path, &path_len, &admit, &frombuffer, &s.magic, &s.magic_len, &s.end_magic, &s.end_magic_len,
                           &s.major, &s.minor, &s.max_header, &s.max_buffers, &s.alignment,
                           &s.preamble, &s.trailer, &s.digest, &s.own, &s.max_file,
                           &s.prefault)) {
@@ -332,7 +336,7 @@ skjar_read_small(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_ssize_t size = 0;
-    int fd = open_small(path, &s, &size);
+    int fd = open_small(path, path_len, &s, &size);
     if (fd < 0) {
         Py_RETURN_NONE;
     }
@@ -525,10 +529,11 @@ PyObject *
 skjar_read_head(PyObject *self, PyObject *args)
 {
     const char *path;
+    Py_ssize_t path_len;
     PyTypeObject *section;
     Spec s;
     long long unused_max_file;
-    if (!PyArg_ParseTuple(args, "yO!(y#y#iiLLLLLLLLL):read_head", &path, &PyType_Type, &section,
+    if (!PyArg_ParseTuple(args, "y#O!(y#y#iiLLLLLLLLL):read_head", &path, &path_len, &PyType_Type, &section,
                           &s.magic, &s.magic_len, &s.end_magic, &s.end_magic_len, &s.major,
                           &s.minor, &s.max_header, &s.max_buffers, &s.alignment, &s.preamble,
                           &s.trailer, &s.digest, &s.own, &unused_max_file, &s.prefault)) {
@@ -541,7 +546,7 @@ skjar_read_head(PyObject *self, PyObject *args)
     }
     s.max_file = PY_SSIZE_T_MAX; /* a header is read from a jar of any size */
     Py_ssize_t size = 0;
-    int fd = open_small(path, &s, &size);
+    int fd = open_small(path, path_len, &s, &size);
     if (fd < 0) {
         Py_RETURN_NONE;
     }

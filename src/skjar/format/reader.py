@@ -560,7 +560,8 @@ def read_small(
     fast = _compiled.speedups
     if fast is None:
         return None
-    return fast.read_small(os.fsencode(file_path(path)), admit, _FROMBUFFER, _SMALL_SPEC)
+    # A path no file can have is left to open_source, which says so (file_path).
+    return fast.read_small(os.fsencode(path), admit, _FROMBUFFER, _SMALL_SPEC)
 
 
 def open_source(
