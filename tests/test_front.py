@@ -108,19 +108,27 @@ def test_headers_take_the_compiled_path(name: str, tmp_path: Path) -> None:
     assert read_header(path) == read_header(path.read_bytes())  # the bytes path: Python
 
 
-@pytest.mark.parametrize("make", ["signed", "zstd", "not a jar", "directory", "missing"])
-def test_read_head_steps_aside(make: str, tmp_path: Path) -> None:
-    path = tmp_path / "m.skjar"
+def _make(make: str, path: Path) -> None:
+    """At ``path``, a jar the front steps aside for, or something that is no jar."""
     if make == "signed":
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         skjar.dump(MODELS["logistic"], path, sign_with=Ed25519PrivateKey.generate())
     elif make == "zstd":
         skjar.dump(MODELS["logistic"], path, compress="zstd")
+    elif make == "large file":  # read with the page-in helpers instead
+        skjar.dump(np.zeros(pagein.MIN_TOTAL, np.uint8), path)
     elif make == "not a jar":
         path.write_bytes(b"\x80\x05" + bytes(100))
     elif make == "directory":
         path.mkdir()
+    # "missing": nothing at all
+
+
+@pytest.mark.parametrize("make", ["signed", "zstd", "not a jar", "directory", "missing"])
+def test_read_head_steps_aside(make: str, tmp_path: Path) -> None:
+    path = tmp_path / "m.skjar"
+    _make(make, path)
     fast, twin = head_both(path) if make not in ("directory", "missing") else (None, None)
     assert _compiled.speedups is not None
     assert _compiled.speedups.read_head(os.fsencode(path), Section, _SMALL_SPEC) is None
@@ -175,18 +183,7 @@ def test_small_jars_take_the_compiled_path(name: str, tmp_path: Path) -> None:
 )
 def test_the_front_steps_aside(make: str, tmp_path: Path) -> None:
     path = tmp_path / "m.skjar"
-    if make == "signed":
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-        skjar.dump(MODELS["logistic"], path, sign_with=Ed25519PrivateKey.generate())
-    elif make == "zstd":
-        skjar.dump(MODELS["logistic"], path, compress="zstd")
-    elif make == "large file":  # read with the page-in helpers instead
-        skjar.dump(np.zeros(pagein.MIN_TOTAL, np.uint8), path)
-    elif make == "not a jar":
-        path.write_bytes(b"\x80\x05" + bytes(100))
-    elif make == "directory":
-        path.mkdir()
+    _make(make, path)
     assert read_small(path, declared_names) is None
     if make in ("signed", "zstd", "large file"):
         assert both(path)[1] is not None  # the twin reads it

@@ -38,12 +38,12 @@ def file_path(source: str | os.PathLike[str]) -> str:
     return path
 
 
-def open_to_read(path: str) -> IO[bytes]:
+def open_to_read(path: str, what: str = "a skjar file") -> IO[bytes]:
     """``open(path, "rb")``; any reason it cannot be opened is an InvalidArgumentError."""
     try:
         return open(path, "rb")
     except IsADirectoryError:
-        raise InvalidArgumentError(f"{path!r} is a directory, not a skjar file") from None
+        raise InvalidArgumentError(f"{path!r} is a directory, not {what}") from None
     except FileNotFoundError:
         raise InvalidArgumentError(f"no such file: {path!r}") from None
     except PermissionError:

@@ -25,6 +25,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
 
+from .._paths import open_to_read
+from ..errors import InvalidArgumentError
 from ._render import InputError
 
 FORMATS = ("csv", "parquet", "jsonl")
@@ -251,13 +253,9 @@ class Reader:
 
 def _open_path(path: str) -> IO[bytes]:
     try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise InputError(f"no such file: {path!r}") from None
-    except IsADirectoryError:
-        raise InputError(f"{path!r} is a directory, not a data file") from None
-    except PermissionError:
-        raise InputError(f"permission denied reading {path!r}") from None
+        return open_to_read(path, "a data file")
+    except InvalidArgumentError as exc:  # an input error to the CLI: exit 2
+        raise InputError(str(exc)) from None
 
 
 def open_reader(
