@@ -769,6 +769,20 @@ def test_a_save_never_replaces_a_special_file(
             keep.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes: POSIX")
+def test_a_save_never_replaces_a_link_to_a_special_file(tmp_path: Path) -> None:
+    """A link to a device or a pipe (as /dev/stdout is) is refused too: replacing the
+    link would destroy it, and writing through it is what passing the file open does."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "out.skjar"
+    link.symlink_to(fifo)
+    with pytest.raises(skjar.InvalidArgumentError, match=r"is a named pipe.*open\("):
+        skjar.dump({"a": 1}, link)
+    assert link.is_symlink() and os.readlink(link) == str(fifo)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.skjar", "pipe"]
+
+
 def test_a_save_through_a_symbolic_link_replaces_the_link(tmp_path: Path) -> None:
     """A rename replaces the link itself: the file it pointed to keeps its bytes, and
     the link's name now holds the new jar."""

@@ -54,18 +54,19 @@ def open_to_read(path: str, what: str = "a skjar file") -> IO[bytes]:
 
 def check_save_target(path: str) -> None:
     """Refuse a target a save must not replace: a directory, or an existing special file
-    (a device, a pipe, a socket), which the temporary file renamed over it would destroy.
-    A symbolic link is replaced itself, as a rename does; what it points to is untouched.
+    (a device, a pipe, a socket), which the temporary file renamed over it would destroy,
+    or a symbolic link to one (``/dev/stdout``). A link to a regular file, or to nothing,
+    is replaced itself, as a rename does; the file it points to is untouched.
     """
     if os.path.isdir(path):
         raise InvalidArgumentError(f"{path!r} is a directory: give a file name to dump to")
     try:
-        mode = os.lstat(path).st_mode
+        mode = os.stat(path).st_mode  # through links: what a write to the path would reach
     except FileNotFoundError:
-        mode = None
+        mode = None  # nothing there, or a link to nothing
     except OSError as exc:
         raise InvalidArgumentError(f"cannot write {path!r}: {exc.strerror or exc}") from None
-    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+    if mode is not None and not stat.S_ISREG(mode):
         kind = (
             "a character device" if stat.S_ISCHR(mode)
             else "a block device" if stat.S_ISBLK(mode)
