@@ -399,9 +399,9 @@ def sign(source: PathLike, key: Any, *, output: PathLike | None = None) -> str:
 
     signer = load_private_key(key)
     path = file_path(source)
+    target = file_path(output) if output is not None else path
+    check_save_target(target)  # before reading a large jar for nothing
     raw = open_source(path, mmap=True, admit=declared_names)
     tree_end = raw.layout.tree.offset + raw.layout.tree.length
-    target = file_path(output) if output is not None else path
-    check_save_target(target)
     sign_existing(path, target, tree_end, raw.layout.data_end, signer)
     return fingerprint(raw_public(signer.public_key()))
