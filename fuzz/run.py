@@ -152,6 +152,14 @@ def run_atheris(seconds: float, args: argparse.Namespace, log: Path) -> Result:
             (FINDINGS / name).write_bytes(data)
             new = [name]
         result.findings += [str(FINDINGS / n) for n in new]
+        if not new and (proc.returncode != 0 or elapsed < left - 10):
+            # Stopped early with nothing on record (killed from outside, or an exit code
+            # libFuzzer did not explain): say so, and fuzz on for the time left, so that
+            # a pass never ends quietly short.
+            print(f"atheris stopped after {elapsed:.0f} s of {left:.0f} (exit code "
+                  f"{proc.returncode}) with no input on record; restarting (log: {log})")
+            attempt += 1
+            continue
         if proc.returncode == 0 or not args.keep_going:
             break
         attempt += 1
