@@ -206,6 +206,24 @@ digest_ok(void *hasher, Piece *pieces, Py_ssize_t n, Py_ssize_t from, Py_ssize_t
     return from == to && size == 16 && memcmp(got, expect, 16) == 0;
 }
 
+/* The format constants (format/reader.py's _SMALL_SPEC), checked to fit together. */
+static int
+parse_spec(PyObject *spec, Spec *s, const char *who)
+{
+    if (!PyArg_ParseTuple(spec, "y#y#iiLLLLLLLLL", &s->magic, &s->magic_len, &s->end_magic,
+                          &s->end_magic_len, &s->major, &s->minor, &s->max_header,
+                          &s->max_buffers, &s->alignment, &s->preamble, &s->trailer, &s->digest,
+                          &s->own, &s->max_file, &s->prefault)) {
+        return 0;
+    }
+    if (s->magic_len + 16 != s->preamble || s->alignment <= 0 || s->alignment > 64 ||
+        64 % s->alignment != 0 || s->trailer != 2 * s->digest + s->end_magic_len) {
+        PyErr_Format(PyExc_ValueError, "%s: the format constants do not fit", who);
+        return 0;
+    }
+    return 1;
+}
+
 static const char *HEADER_KEYS[] = {"producer", "environment", "object", "metadata", "names",
                                     "layout"};
 
@@ -322,17 +340,11 @@ skjar_read_small(PyObject *self, PyObject *args)
 {
     const char *path;
     Py_ssize_t path_len;
-    PyObject *admit, *frombuffer;
+    PyObject *admit, *frombuffer, *spec;
     Spec s;
-    if (!PyArg_ParseTuple(args, "y#OO(y#y#iiLLLLLLLLL):read_small", &path, &path_len, &admit, &frombuffer, &s.magic, &s.magic_len, &s.end_magic, &s.end_magic_len,
-                          &s.major, &s.minor, &s.max_header, &s.max_buffers, &s.alignment,
-                          &s.preamble, &s.trailer, &s.digest, &s.own, &s.max_file,
-                          &s.prefault)) {
-        return NULL;
-    }
-    if (s.magic_len + 16 != s.preamble || s.alignment <= 0 || s.alignment > 64 ||
-        64 % s.alignment != 0 || s.trailer != 2 * s.digest + s.end_magic_len) {
-        PyErr_SetString(PyExc_ValueError, "read_small: the format constants do not fit");
+    if (!PyArg_ParseTuple(args, "y#OOO!:read_small", &path, &path_len, &admit, &frombuffer,
+                          &PyTuple_Type, &spec) ||
+        !parse_spec(spec, &s, "read_small")) {
         return NULL;
     }
     Py_ssize_t size = 0;
@@ -531,17 +543,15 @@ skjar_read_head(PyObject *self, PyObject *args)
     const char *path;
     Py_ssize_t path_len;
     PyTypeObject *section;
+    PyObject *spec;
     Spec s;
-    long long unused_max_file;
-    if (!PyArg_ParseTuple(args, "y#O!(y#y#iiLLLLLLLLL):read_head", &path, &path_len, &PyType_Type, &section,
-                          &s.magic, &s.magic_len, &s.end_magic, &s.end_magic_len, &s.major,
-                          &s.minor, &s.max_header, &s.max_buffers, &s.alignment, &s.preamble,
-                          &s.trailer, &s.digest, &s.own, &unused_max_file, &s.prefault)) {
+    if (!PyArg_ParseTuple(args, "y#O!O!:read_head", &path, &path_len, &PyType_Type, &section,
+                          &PyTuple_Type, &spec) ||
+        !parse_spec(spec, &s, "read_head")) {
         return NULL;
     }
-    if (!PyType_IsSubtype(section, &PyTuple_Type) || s.magic_len + 16 != s.preamble ||
-        s.alignment <= 0) {
-        PyErr_SetString(PyExc_ValueError, "read_head: wrong section type or format constants");
+    if (!PyType_IsSubtype(section, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "read_head: the section type must be a tuple type");
         return NULL;
     }
     s.max_file = PY_SSIZE_T_MAX; /* a header is read from a jar of any size */

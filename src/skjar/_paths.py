@@ -58,14 +58,14 @@ def check_save_target(path: str) -> None:
     or a symbolic link to one (``/dev/stdout``). A link to a regular file, or to nothing,
     is replaced itself, as a rename does; the file it points to is untouched.
     """
-    if os.path.isdir(path):
-        raise InvalidArgumentError(f"{path!r} is a directory: give a file name to dump to")
     try:
         mode = os.stat(path).st_mode  # through links: what a write to the path would reach
     except FileNotFoundError:
         mode = None  # nothing there, or a link to nothing
     except OSError as exc:
         raise InvalidArgumentError(f"cannot write {path!r}: {exc.strerror or exc}") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise InvalidArgumentError(f"{path!r} is a directory: give a file name to dump to")
     if mode is not None and not stat.S_ISREG(mode):
         kind = (
             "a character device" if stat.S_ISCHR(mode)

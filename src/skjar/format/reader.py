@@ -611,10 +611,7 @@ def open_source(
         raise InvalidArgumentError("the file object is in text mode: open it with 'rb'")
     stream_size = _file_size(source)
     if stream_size is None or not hasattr(source, "readinto"):
-        # A pipe or socket: sizes cannot be checked up front, so read it into memory.
-        data = _read_stream(source)
-        view = memoryview(data)
-        return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit, keys, verify)
+        return _read_whole_stream(source, admit, keys, verify)
     return _read_all(_Reader(None, source, zero_copy=False), stream_size, admit, keys, verify)
 
 
@@ -628,6 +625,14 @@ def _read_special(
         raise InvalidArgumentError(f"{path!r} is not a regular file or a pipe: nothing to load")
     if mmap:
         raise InvalidArgumentError(f"mmap=True needs a regular file; {path!r} is a pipe")
+    return _read_whole_stream(f, admit, keys, verify)
+
+
+def _read_whole_stream(
+    f: IO[bytes], admit: Admit, keys: list[bytes] | None, verify: str
+) -> RawJar:
+    """A pipe or a socket: its size cannot be checked up front, so it is read into memory
+    first (memory follows the bytes sent, never a size the header declares)."""
     view = memoryview(_read_stream(f))
     return _read_all(_Reader(view, None, zero_copy=False), view.nbytes, admit, keys, verify)
 

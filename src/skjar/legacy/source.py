@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
-from .._paths import file_path
+from .._paths import file_path, open_to_read
 from ..errors import CorruptFileError, InvalidArgumentError, ReadError
 from ..format.spec import MAGIC
 
@@ -354,12 +354,7 @@ def open_legacy(src: Any) -> Iterator[Opened]:
     owned: IO[bytes] | None = None
     if isinstance(src, (str, os.PathLike)):
         path = file_path(src)
-        if os.path.isdir(path):
-            raise InvalidArgumentError(f"{path!r} is a directory, not a pickle or joblib file")
-        try:
-            owned = open(path, "rb")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise InvalidArgumentError(f"cannot open {path!r}: {exc}") from None
+        owned = open_to_read(path, "a pickle or joblib file")  # closed below
         fileobj: IO[bytes] = owned
         directory = os.path.dirname(os.path.abspath(path))
     elif hasattr(src, "read"):
