@@ -164,11 +164,13 @@ def test_small_jars_take_the_compiled_path(name: str, tmp_path: Path) -> None:
     assert fast is not None and fast == twin
     tree, buffers, _ = read_small(path, declared_names)  # type: ignore[misc]
     for part in buffers:  # 64-byte aligned as in the file, writable, as the twin's
-        assert part.ctypes.data % 64 == 0 and part.flags.writeable
+        assert type(part) is memoryview and part.format == "B" and not part.readonly
+        assert np.frombuffer(part, np.uint8).ctypes.data % 64 == 0
     # A large section has an allocation of its own, shared with no other section, so
     # that it is freed as soon as its consumer is done with it (as read_body does).
-    owners = [part.base for part in (np.asarray(tree), *buffers)]
-    for owner, part in zip(owners, (np.asarray(tree), *buffers)):
+    owners = [part.obj for part in (tree, *buffers)]
+    assert all(type(owner) is bytearray for owner in owners)
+    for owner, part in zip(owners, (tree, *buffers)):
         if part.nbytes >= OWN_ALLOCATION:
             assert sum(o is owner for o in owners) == 1
     loaded = skjar.load(path)
@@ -295,3 +297,133 @@ def test_damaged_jars_are_read_alike(name: str, data: st.DataObject, tmp_path: P
     if fast is not None:
         assert not isinstance(twin, Exception) and fast == twin
     _same_head(*head_both(path), how)
+
+
+# -- a default load's trust and versions, judged in C (read_small's `known`) ----------
+def _admit_in_python(header: dict[str, Any]) -> tuple[Any, str | None]:
+    """What skjar.load's admit does for a load trusting only the defaults."""
+    from skjar.metadata import check_versions
+    from skjar.trust import TrustPolicy
+
+    declared = declared_names(header)
+    TrustPolicy().check((n, m, u) for n, (m, uses) in declared.items() for u in uses)
+    return declared, check_versions(header["environment"], False)
+
+
+def _known() -> tuple[Any, Any]:
+    from skjar.metadata import here_packages
+    from skjar.trust import DEFAULT_USES
+
+    return DEFAULT_USES, here_packages()
+
+
+def test_every_default_name_is_well_formed() -> None:
+    """The compiled admit takes a name the defaults trust under its module as
+    well-formed, without declared_names' identifier checks: so each must pass them."""
+    from jarcraft import minimal_header, name_entry
+    from skjar.trust import DEFAULT_USES
+
+    entries = [name_entry(n, m, sorted(uses)) for n, (m, uses) in DEFAULT_USES.items()]
+    assert len(entries) > 300
+    declared = declared_names({**minimal_header(), "names": entries})
+    assert declared == {n: (m, frozenset(u)) for n, (m, u) in DEFAULT_USES.items()}
+
+
+def _name_entries() -> Any:
+    """Header name entries: trusted ones as the writer makes them, and ones with each
+    part of an entry changed (module, uses, types, duplicates, extra keys)."""
+    from jarcraft import name_entry
+    from skjar.trust import DEFAULT_USES
+
+    defaults = sorted(DEFAULT_USES.items())
+    trusted = st.sampled_from(defaults).map(lambda kv: name_entry(kv[0], kv[1][0], kv[1][1]))
+
+    def changed(entry: dict[str, Any], how: str, junk: Any) -> Any:
+        entry = dict(entry)
+        if how == "module":  # the same dotted text split elsewhere, or another module
+            entry["module"] = entry["name"].split(".")[0] if junk else entry["module"] + "x"
+        elif how == "uses":
+            entry["uses"] = [*entry["uses"], junk if junk else "call"]
+        elif how == "no uses":
+            entry["uses"] = []
+        elif how == "type":
+            entry[junk if junk in ("name", "module", "uses") else "name"] = 7
+        elif how == "extra key":
+            entry["extra"] = junk
+        elif how == "not a dict":
+            return [entry["name"]]
+        elif how == "unknown":
+            entry["name"] = entry["module"] + ".NotAThing"
+        elif how == "uses not a list":
+            entry["uses"] = tuple(entry["uses"])
+        return entry
+
+    hows = ["module", "uses", "no uses", "type", "extra key", "not a dict", "unknown",
+            "uses not a list"]
+    junk = st.sampled_from(["", "name", "module", "uses", "object", "value", "call", "exec", 0])
+    return st.one_of(trusted, trusted, st.builds(changed, trusted, st.sampled_from(hows), junk))
+
+
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(entries=st.lists(_name_entries(), max_size=6), data=st.data())
+def test_the_compiled_admit_agrees_with_python(entries: Any, data: st.DataObject,
+                                               tmp_path: Path) -> None:
+    """Any names and versions in a jar with valid digests: the compiled admit answers as
+    the Python admit would (the same names, no version warning), or leaves it the
+    question; it never admits what Python refuses, nor misses a version skew."""
+    import jarcraft
+    from skjar.metadata import here_packages
+
+    packages: dict[str, Any] = dict(here_packages())
+    how = data.draw(st.sampled_from(["same", "other", "missing", "not a str", "extra"]))
+    package = data.draw(st.sampled_from(sorted(packages)))
+    if how == "other":
+        packages[package] += ".post1"
+    elif how == "missing":
+        del packages[package]
+    elif how == "not a str":
+        packages[package] = 1
+    elif how == "extra":
+        packages["pandas"] = "0.0"
+    if data.draw(st.booleans()):
+        entries.append(entries[0] if entries else {"name": 1})  # a duplicate
+    header = {**jarcraft.minimal_header(), "names": entries, "environment": {"packages": packages}}
+    path = tmp_path / "m.skjar"
+    path.write_bytes(jarcraft.build(None, entries, header=header))
+    asked: list[Any] = []
+
+    def admit(header: dict[str, Any]) -> Any:
+        asked.append(header)
+        return declared_names(header)
+
+    try:
+        expected: Any = _admit_in_python(jarcraft.decode(path.read_bytes()).header)
+    except SkjarError as exc:
+        expected = exc
+    try:
+        got = read_small(path, admit, _known())
+    except SkjarError as exc:  # refused: by Python, asked
+        assert asked and type(exc) is type(expected) and str(exc) == str(expected)
+    else:
+        assert got is not None
+        if not asked:  # answered in C: only what Python admits silently
+            assert not isinstance(expected, Exception), expected
+            assert expected == (got[2], None)
+    if isinstance(expected, Exception):  # and the load says what Python says
+        with pytest.raises(type(expected)) as info:
+            skjar.load(path)
+        assert str(info.value) == str(expected)
+
+
+def test_the_compiled_admit_takes_real_models(tmp_path: Path) -> None:
+    """What the writer makes is admitted in C (the reason it exists)."""
+    path = tmp_path / "m.skjar"
+    for model in MODELS.values():
+        skjar.dump(model, path)
+
+        def admit(header: dict[str, Any]) -> Any:
+            raise AssertionError("admit was asked")
+
+        got = read_small(path, admit, _known())
+        assert got is not None and got[2] == _admit_in_python(read_header(path).header)[0]

@@ -25,8 +25,9 @@ HELPERS = (
 # 4: no_timestamps; 5: start_writeback; 6: walk; 7, 8: walk builds arrays; 9: json;
 # 10: read_small; 11: read_small's prefault threshold; 12: walk builds objects,
 # read_small takes large sections and a hasher; 13: the digest compiled in (Hasher), whole
-# Tree and TreePredictor states checked at once, columns_ok; 14: read_head).
-API = 14
+# Tree and TreePredictor states checked at once, columns_ok; 14: read_head; 15: read_small
+# judges a default load's trust and versions itself).
+API = 15
 
 
 def _load() -> ModuleType | None:

@@ -1,4 +1,4 @@
-/* read_small(path, admit, frombuffer, spec) -> (tree, buffers, declared) | None
+/* read_small(path, admit, spec, known) -> (tree, buffers, declared) | None
  *
  * The common case of format/reader.py's open_source in one compiled pass: a jar read
  * from a path, unsigned, uncompressed, under the page-in helpers' size (spec[11]: at
@@ -14,13 +14,15 @@
  *   - the trailer's end magic, both XXH3-128 digests (_digest.c; the first over the
  *     bytes up to the tree's end, the second over all of them), and zero padding
  *     between sections;
- *   - then admit(header) - trust and versions, in Python - whose errors propagate.
+ *   - then admit(header) - trust and versions, in Python - whose errors propagate;
+ *     when `known` is not None (a load trusting only the defaults), its common answer
+ *     is first sought in C (fast_admit).
  *
  * The preamble and header are read first; a jar the front takes is then read with
  * one pread() per piece - each large section, and the runs of bytes between them
  * packed into one bytearray - every piece at an address equal to its file offset mod
- * 64, and the tree and buffers are numpy views of them (`frombuffer`: numpy.frombuffer
- * with dtype uint8), as open_source's are of its body. Anything else - a signed or
+ * 64, and the tree and buffers are memoryviews of them (open_source's are uint8 numpy
+ * views of its body: the decoder takes either). Anything else - a signed or
  * compressed jar, a pack, a file of the helpers' size, any check that fails, a file
  * that cannot be opened - returns None before admit, and open_source reads the file
  * again and accepts it or says precisely what is wrong.
@@ -335,15 +337,97 @@ not_taken:
     return 0;
 }
 
+/* What admit(header) returns - declared_names(header) - when the load trusts only the
+ * defaults and the header shows no version skew, compiled: a new dict, or NULL with no
+ * error set for anything else (an untrusted or malformed name, other versions, an odd
+ * type anywhere), which admit then judges in Python and names precisely.
+ * `known` is (trust, here): trust.DEFAULT_USES (name -> (module, uses), every pair of
+ * which declared_names accepts: tests/test_front.py) and metadata.here_packages().
+ * A name the defaults trust under its module for all its uses is well-formed by that
+ * alone, so only declared_names' type checks are repeated here. */
+static PyObject *
+fast_admit(PyObject *header, PyObject *known)
+{
+    PyObject *trust, *here, *out = NULL;
+    if (!PyTuple_CheckExact(known) || PyTuple_GET_SIZE(known) != 2) {
+        return NULL;
+    }
+    trust = PyTuple_GET_ITEM(known, 0);
+    here = PyTuple_GET_ITEM(known, 1);
+    PyObject *env = PyDict_GetItemString(header, "environment");
+    PyObject *theirs = env && PyDict_CheckExact(env) ? PyDict_GetItemString(env, "packages") : NULL;
+    PyObject *names = PyDict_GetItemString(header, "names");
+    if (!PyDict_CheckExact(trust) || !PyDict_CheckExact(here) || theirs == NULL ||
+        !PyDict_CheckExact(theirs) || names == NULL || !PyList_CheckExact(names)) {
+        return NULL;
+    }
+    /* metadata.version_skew's "no skew": every package here, at the same version. */
+    Py_ssize_t at = 0;
+    PyObject *package, *version;
+    while (PyDict_Next(here, &at, &package, &version)) {
+        PyObject *theirs_version = PyDict_GetItemWithError(theirs, package);
+        if (theirs_version == NULL || !PyUnicode_CheckExact(theirs_version) ||
+            !PyUnicode_CheckExact(version) || PyUnicode_Compare(theirs_version, version) != 0) {
+            goto not_fast;
+        }
+    }
+    out = PyDict_New();
+    for (Py_ssize_t i = 0; out != NULL && i < PyList_GET_SIZE(names); i++) {
+        PyObject *entry = PyList_GET_ITEM(names, i);
+        if (!PyDict_CheckExact(entry)) {
+            goto not_fast;
+        }
+        PyObject *name = PyDict_GetItemString(entry, "name");
+        PyObject *module = PyDict_GetItemString(entry, "module");
+        PyObject *uses = PyDict_GetItemString(entry, "uses");
+        if (name == NULL || !PyUnicode_CheckExact(name) || module == NULL ||
+            !PyUnicode_CheckExact(module) || uses == NULL || !PyList_CheckExact(uses) ||
+            PyList_GET_SIZE(uses) == 0 || PyDict_GetItemWithError(out, name) != NULL) {
+            goto not_fast;
+        }
+        PyObject *trusted = PyDict_GetItemWithError(trust, name);
+        if (trusted == NULL || !PyTuple_CheckExact(trusted) || PyTuple_GET_SIZE(trusted) != 2 ||
+            !PyUnicode_CheckExact(PyTuple_GET_ITEM(trusted, 0)) ||
+            PyUnicode_Compare(PyTuple_GET_ITEM(trusted, 0), module) != 0 ||
+            !PyFrozenSet_CheckExact(PyTuple_GET_ITEM(trusted, 1))) {
+            goto not_fast;
+        }
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(uses); k++) {
+            PyObject *use = PyList_GET_ITEM(uses, k);
+            /* every default use is one of trust.USES */
+            if (!PyUnicode_CheckExact(use) ||
+                PySet_Contains(PyTuple_GET_ITEM(trusted, 1), use) != 1) {
+                goto not_fast;
+            }
+        }
+        PyObject *kinds = PyFrozenSet_New(uses);
+        PyObject *value = kinds ? PyTuple_Pack(2, module, kinds) : NULL;
+        Py_XDECREF(kinds);
+        if (value == NULL || PyDict_SetItem(out, name, value) < 0) {
+            Py_XDECREF(value);
+            goto not_fast;
+        }
+        Py_DECREF(value);
+    }
+    return out;
+
+not_fast:
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(out);
+    return NULL;
+}
+
 PyObject *
 skjar_read_small(PyObject *self, PyObject *args)
 {
     const char *path;
     Py_ssize_t path_len;
-    PyObject *admit, *frombuffer, *spec;
+    PyObject *admit, *spec, *known;
     Spec s;
-    if (!PyArg_ParseTuple(args, "y#OOO!:read_small", &path, &path_len, &admit, &frombuffer,
-                          &PyTuple_Type, &spec) ||
+    if (!PyArg_ParseTuple(args, "y#OO!O:read_small", &path, &path_len, &admit, &PyTuple_Type,
+                          &spec, &known) ||
         !parse_spec(spec, &s, "read_small")) {
         return NULL;
     }
@@ -464,33 +548,35 @@ skjar_read_small(PyObject *self, PyObject *args)
         pos = spans[2 * i] + spans[2 * i + 1];
     }
 
-    /* The sections, as views of the allocations holding them. */
-    array = PyObject_CallOneArg(frombuffer, shared);
+    /* The sections, as memoryviews of the allocations holding them (a numpy view each
+     * cost a small model's load ~2 us and a page fault or so per section, cold). */
+    array = PyMemoryView_FromObject(shared);
     parts = array == NULL ? NULL : PyList_New(count);
     if (parts == NULL) {
         goto fail;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
         Piece *q = holder(pieces, npieces, spans[2 * i]);
-        PyObject *whole = q->owner ? PyObject_CallOneArg(frombuffer, q->owner) : Py_NewRef(array);
+        PyObject *whole = q->owner ? PyMemoryView_FromObject(q->owner) : Py_NewRef(array);
         Py_ssize_t from_at = q->start + spans[2 * i] - q->off;
-        PyObject *from = PyLong_FromSsize_t(from_at);
-        PyObject *to = PyLong_FromSsize_t(from_at + spans[2 * i + 1]);
-        PyObject *cut = whole && from && to ? PySlice_New(from, to, NULL) : NULL;
-        PyObject *part = cut ? PyObject_GetItem(whole, cut) : NULL;
+        PyObject *part =
+            whole ? PySequence_GetSlice(whole, from_at, from_at + spans[2 * i + 1]) : NULL;
         Py_XDECREF(whole);
-        Py_XDECREF(from);
-        Py_XDECREF(to);
-        Py_XDECREF(cut);
         if (part == NULL) {
             goto fail;
         }
         PyList_SET_ITEM(parts, i, part);
     }
-    PyObject *tree_view = PyMemoryView_FromObject(PyList_GET_ITEM(parts, 0));
-    PyObject *rest = tree_view ? PyList_GetSlice(parts, 1, count) : NULL;
+    PyObject *tree_view = Py_NewRef(PyList_GET_ITEM(parts, 0));
+    PyObject *rest = PyList_GetSlice(parts, 1, count);
     /* Trust and versions are judged on a verified header only, as in open_source. */
-    PyObject *declared = rest ? PyObject_CallOneArg(admit, header) : NULL;
+    PyObject *declared = NULL;
+    if (rest != NULL) {
+        declared = known != Py_None ? fast_admit(header, known) : NULL;
+        if (declared == NULL) {
+            declared = PyObject_CallOneArg(admit, header);
+        }
+    }
     if (declared != NULL) {
         out = PyTuple_Pack(3, tree_view, rest, declared);
     }

@@ -847,7 +847,7 @@ int skjar_add_hasher(PyObject *module);
 static PyMethodDef methods[] = {
     {"json", skjar_json, METH_VARARGS, "json(text) -> object | None"},
     {"read_small", skjar_read_small, METH_VARARGS,
-     "read_small(path, admit, frombuffer, spec) -> (tree, buffers, declared) | None"},
+     "read_small(path, admit, spec, known) -> (tree, buffers, declared) | None"},
     {"read_head", skjar_read_head, METH_VARARGS,
      "read_head(path, section, spec) -> (version, header, tree, buffers, data_end, size) | None"},
     {"walk", skjar_walk, METH_VARARGS,
@@ -884,7 +884,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 14
+#define SKJAR_SPEEDUPS_API 15
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import numpy as np
+
 from ._paths import check_save_target, file_path
 from .codec import Decoder, Encoder
 from .errors import InvalidArgumentError, VersionSkewWarning
@@ -19,9 +21,17 @@ from .format.header import declared_names
 from .format.reader import Source, open_source, read_header, read_small
 from .format.spec import FLAG_SIGNED, SIGNATURE_SIZE
 from .format.writer import build_sections, write_atomic, write_jar, writer_for
-from .metadata import check_metadata, check_versions, environment, producer, summarize, version_skew
+from .metadata import (
+    check_metadata,
+    check_versions,
+    environment,
+    here_packages,
+    producer,
+    summarize,
+    version_skew,
+)
 from .signing import verify_keys
-from .trust import TrustedItem, TrustPolicy
+from .trust import DEFAULT_USES, TrustedItem, TrustPolicy
 
 PathLike = str | os.PathLike[str]
 
@@ -121,6 +131,11 @@ def dumps(
 
 
 # -- reading ---------------------------------------------------------------
+# A load that trusts only the defaults needs no policy of its own: what it resolves,
+# every such load resolves the same way.
+_DEFAULT_POLICY = TrustPolicy()
+
+
 def _check_flag(value: Any, name: str) -> None:
     if not isinstance(value, bool):
         raise InvalidArgumentError(f"{name}= must be True or False, got {value!r}")
@@ -157,7 +172,7 @@ def load(
     ``"structure"`` with ``mmap=True`` - that is what makes it O(1) - and
     ``"full"`` otherwise, or whenever a signature is checked.
     """
-    policy = TrustPolicy(trusted)
+    policy = _DEFAULT_POLICY if type(trusted) is tuple and not trusted else TrustPolicy(trusted)
     keys = verify_keys(verify_with)
     if verify not in (None, "full", "structure"):
         raise InvalidArgumentError(f"verify={verify!r}: use 'full', 'structure' or None (default)")
@@ -182,11 +197,12 @@ def load(
         return declared
 
     small = (
-        read_small(source, admit)
+        read_small(source, admit, (DEFAULT_USES, here_packages()) if not policy.extra else None)
         if isinstance(source, (str, os.PathLike)) and not mmap and keys is None and check == "full"
         else None
     )
     tree: bytes | memoryview
+    buffers: list[np.ndarray] | list[memoryview]
     if small is not None:
         tree, buffers, declared = small
     else:

@@ -307,14 +307,14 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=1)
-def _here_packages() -> dict[str, str]:
+def here_packages() -> dict[str, str]:
     """This process's numpy/scipy/scikit-learn versions (fixed for its lifetime)."""
     return _core_packages()
 
 
 def version_skew(env: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """Packages whose version differs between the jar and this process: name -> (jar, here)."""
-    here = _here_packages()  # exactly the SKEW_PACKAGES
+    here = here_packages()  # exactly the SKEW_PACKAGES
     theirs = env.get("packages", {}) if isinstance(env.get("packages"), dict) else {}
     if here.items() <= theirs.items():
         return {}  # the usual answer, from one comparison

@@ -64,6 +64,10 @@ def _table() -> dict[str, TrustEntry]:
 
 
 DEFAULT_TRUST: dict[str, TrustEntry] = _table()
+# The same, as the compiled front reads it (read_small's `known`): name -> (module, uses).
+DEFAULT_USES: dict[str, tuple[str, frozenset[str]]] = {
+    name: (entry.module, entry.uses) for name, entry in DEFAULT_TRUST.items() if entry.module
+}
 _DEFAULT_RESOLVED: dict[tuple[str, str, str], Any] = {}
 
 

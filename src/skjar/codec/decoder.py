@@ -62,11 +62,12 @@ class Decoder:
 
     def __init__(
         self,
-        buffers: list[np.ndarray],
+        buffers: list[np.ndarray] | list[memoryview],
         declared: dict[str, tuple[str, frozenset[str]]],
         policy: TrustPolicy,
     ) -> None:
-        self._buffers: list[np.ndarray | None] = list(buffers)
+        # uint8 arrays, or memoryviews (read_small's): the walker builds arrays on either.
+        self._buffers: list[np.ndarray | memoryview | None] = list(buffers)
         self._declared = declared
         self._policy = policy
         self._shared: dict[int, Any] = {}
@@ -221,7 +222,7 @@ class Decoder:
         if buf is None:
             raise CorruptFileError(f"buffer {index} is used twice")
         self._buffers[index] = None
-        return buf
+        return np.frombuffer(buf, np.uint8) if type(buf) is memoryview else buf
 
     def require(self, name: Any, use: str) -> Any:
         """The trusted object behind ``name`` for ``use``, if the header declared it so."""

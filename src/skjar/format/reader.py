@@ -8,7 +8,6 @@ any section is decompressed or decoded.
 from __future__ import annotations
 
 import bisect
-import functools
 import io
 import itertools
 import mmap as _mmap
@@ -541,12 +540,11 @@ _SMALL_SPEC = (
     MAGIC, END_MAGIC, FORMAT_MAJOR, FORMAT_MINOR, MAX_HEADER_SIZE, MAX_BUFFERS, ALIGNMENT,
     PREAMBLE_SIZE, TRAILER_SIZE, DIGEST_SIZE, OWN_ALLOCATION, pagein.MIN_TOTAL - 1, PREFAULT_MIN,
 )
-_FROMBUFFER = functools.partial(np.frombuffer, dtype=np.uint8)
 
 
 def read_small(
-    path: str | os.PathLike[str], admit: Admit
-) -> tuple[memoryview, list[np.ndarray], dict[str, tuple[str, frozenset[str]]]] | None:
+    path: str | os.PathLike[str], admit: Admit, known: tuple[Any, ...] | None = None
+) -> tuple[memoryview, list[memoryview], dict[str, tuple[str, frozenset[str]]]] | None:
     """``open_source(path, mmap=False, verify="full")``'s tree, buffers and declared names
     for an unsigned, uncompressed jar under pagein.MIN_TOTAL (whose larger ones the
     helper threads read), read and verified in one compiled pass (``_front.c``), large
@@ -556,12 +554,16 @@ def read_small(
     In a fresh process the Python reader's first run costs more than a small model's
     whole decode (iris-knn: ~1.2 of ~2.4 ms, mostly first-touch page faults; mlp: 4.05
     -> 3.50 ms with the front).
+
+    ``known`` - ``(trust.DEFAULT_USES, metadata.here_packages())``, for a load that
+    trusts only the defaults - lets the front give admit's usual answer itself (all
+    names trusted, no version skew); anything else still goes to ``admit``.
     """
     fast = _compiled.speedups
     if fast is None:
         return None
     # A path no file can have is left to open_source, which says so (file_path).
-    return fast.read_small(os.fsencode(path), admit, _FROMBUFFER, _SMALL_SPEC)
+    return fast.read_small(os.fsencode(path), admit, _SMALL_SPEC, known)
 
 
 def open_source(
