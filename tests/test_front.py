@@ -60,17 +60,32 @@ def _models() -> dict[str, Any]:
 MODELS = _models()
 
 
-def both(path: Path) -> tuple[Any, Any]:
+# How a path is loaded: read and verified in full (mmap=False), or mapped (mmap=True)
+# with its structure verified (the default) or all of it.
+READ = (False, "full")
+MODES = [READ, (True, "structure"), (True, "full")]
+
+
+def both(path: Path, mode: tuple[bool, str] = READ) -> tuple[Any, Any]:
     """The front's answer, and the twin's (its tree, buffers and names, or its error)."""
-    fast = read_small(path, declared_names)
+    mapped, verify = mode
+    fast = read_small(path, declared_names, mmap=mapped, verify=verify)
     if fast is not None:
-        fast = (bytes(fast[0]), [b.tobytes() for b in fast[1]], fast[2])
+        fast = (bytes(fast[0]), [bytes(b) for b in fast[1]], fast[2])
     try:
-        raw = open_source(path, mmap=False, admit=declared_names)
+        raw = open_source(path, mmap=mapped, admit=declared_names, verify=verify)
         twin: Any = (bytes(raw.tree), [b.tobytes() for b in raw.buffers], raw.declared)
     except SkjarError as exc:
         twin = exc
     return fast, twin
+
+
+def agree(path: Path, where: Any) -> None:
+    """In every mode, the front steps aside or reads exactly what its twin reads from a
+    jar the twin accepts."""
+    for mode in MODES:
+        fast, twin = both(path, mode)
+        assert fast is None or (not isinstance(twin, Exception) and fast == twin), (where, mode)
 
 
 def head_both(path: Path) -> tuple[Any, Any]:
@@ -153,6 +168,7 @@ def test_a_header_longer_than_the_first_read(tmp_path: Path) -> None:
         damaged[at] ^= 4
         path.write_bytes(damaged)
         assert both(path)[0] is None, at
+        agree(path, at)
         _same_head(*head_both(path), at)
 
 
@@ -160,8 +176,9 @@ def test_a_header_longer_than_the_first_read(tmp_path: Path) -> None:
 def test_small_jars_take_the_compiled_path(name: str, tmp_path: Path) -> None:
     path = tmp_path / "m.skjar"
     skjar.dump(MODELS[name], path)
-    fast, twin = both(path)
-    assert fast is not None and fast == twin
+    for mode in MODES:
+        fast, twin = both(path, mode)
+        assert fast is not None and fast == twin, mode
     tree, buffers, _ = read_small(path, declared_names)  # type: ignore[misc]
     for part in buffers:  # 64-byte aligned as in the file, writable, as the twin's
         assert type(part) is memoryview and part.format == "B" and not part.readonly
@@ -189,6 +206,12 @@ def test_the_front_steps_aside(make: str, tmp_path: Path) -> None:
     assert read_small(path, declared_names) is None
     if make in ("signed", "zstd", "large file"):
         assert both(path)[1] is not None  # the twin reads it
+    for mode in MODES[1:]:  # mapped: a jar of any size is taken, nothing else
+        fast, twin = both(path, mode) if make not in ("directory", "missing") else (None, None)
+        assert (fast is not None) == (make == "large file") and (fast is None or fast == twin)
+        assert read_small(path, declared_names, mmap=True, verify=mode[1]) is None or (
+            make == "large file"
+        )
 
 
 def test_admit_errors_pass_through(tmp_path: Path) -> None:
@@ -218,9 +241,7 @@ def _flip_each(data: bytes, spots: Any, path: Path) -> None:
         damaged = bytearray(data)
         damaged[at] ^= 1 << (at % 8)
         path.write_bytes(damaged)
-        fast, twin = both(path)
-        assert fast is None or fast == twin, at
-        assert fast is None or not isinstance(twin, Exception), at
+        agree(path, at)
         _same_head(*head_both(path), at)
 
 
@@ -271,6 +292,7 @@ def test_padding_is_checked_behind_valid_digests(name: str, tmp_path: Path) -> N
         fast, twin = both(path)
         assert fast is None and isinstance(twin, CorruptFileError), at
         assert "padding" in str(twin)
+        agree(path, at)  # mapped, the structure check passes it: the same either way
 
 
 @settings(max_examples=300, deadline=None,
@@ -293,9 +315,7 @@ def test_damaged_jars_are_read_alike(name: str, data: st.DataObject, tmp_path: P
         raw += data.draw(st.binary(min_size=1, max_size=80))
     path = tmp_path / "m.skjar"
     path.write_bytes(bytes(raw))
-    fast, twin = both(path)
-    if fast is not None:
-        assert not isinstance(twin, Exception) and fast == twin
+    agree(path, how)
     _same_head(*head_both(path), how)
 
 

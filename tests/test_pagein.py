@@ -69,7 +69,7 @@ def test_a_jar_read_with_helpers_loads_the_same(
         real(self, chunks, helpers)
 
     monkeypatch.setattr(pagein.PageIn, "__init__", spy)
-    monkeypatch.setattr(skjar.api, "read_small", lambda *a: None)  # never the compiled front
+    monkeypatch.setattr(skjar.api, "read_small", lambda *a, **k: None)  # never the compiled front
     if source == "path":
         loaded = skjar.load(path)
     elif source == "file object":

@@ -26,7 +26,7 @@ HELPERS = (
 # 10: read_small; 11: read_small's prefault threshold; 12: walk builds objects,
 # read_small takes large sections and a hasher; 13: the digest compiled in (Hasher), whole
 # Tree and TreePredictor states checked at once, columns_ok; 14: read_head; 15: read_small
-# judges a default load's trust and versions itself).
+# judges a default load's trust and versions itself, and maps jars for mmap=True).
 API = 15
 
 

@@ -1,4 +1,4 @@
-/* read_small(path, admit, spec, known) -> (tree, buffers, declared) | None
+/* read_small(path, admit, spec, known, mapper, full) -> (tree, buffers, declared) | None
  *
  * The common case of format/reader.py's open_source in one compiled pass: a jar read
  * from a path, unsigned, uncompressed, under the page-in helpers' size (spec[11]: at
@@ -17,6 +17,10 @@
  *   - then admit(header) - trust and versions, in Python - whose errors propagate;
  *     when `known` is not None (a load trusting only the defaults), its common answer
  *     is first sought in C (fast_admit).
+ *
+ * With `mapper` (mmap.mmap with ACCESS_COPY, called on the descriptor) the jar, of any
+ * size, is mapped instead of read, as open_source(mmap=True) maps it, and unless `full`
+ * only its structure is verified (the first digest, the padding before the tree).
  *
  * The preamble and header are read first; a jar the front takes is then read with
  * one pread() per piece - each large section, and the runs of bytes between them
@@ -424,12 +428,21 @@ skjar_read_small(PyObject *self, PyObject *args)
 {
     const char *path;
     Py_ssize_t path_len;
-    PyObject *admit, *spec, *known;
+    PyObject *admit, *spec, *known, *mapper;
+    int full;
     Spec s;
-    if (!PyArg_ParseTuple(args, "y#OO!O:read_small", &path, &path_len, &admit, &PyTuple_Type,
-                          &spec, &known) ||
+    if (!PyArg_ParseTuple(args, "y#OO!OOp:read_small", &path, &path_len, &admit, &PyTuple_Type,
+                          &spec, &known, &mapper, &full) ||
         !parse_spec(spec, &s, "read_small")) {
         return NULL;
+    }
+    int mapped = mapper != Py_None;
+    if (!mapped && !full) {
+        PyErr_SetString(PyExc_ValueError, "read_small: a read jar is verified in full");
+        return NULL;
+    }
+    if (mapped) {
+        s.max_file = PY_SSIZE_T_MAX; /* mapped, a jar of any size costs the same */
     }
     Py_ssize_t size = 0;
     int fd = open_small(path, path_len, &s, &size);
@@ -437,6 +450,8 @@ skjar_read_small(PyObject *self, PyObject *args)
         Py_RETURN_NONE;
     }
     PyObject *shared = NULL, *header = NULL, *array = NULL, *parts = NULL, *out = NULL;
+    PyObject *mapping = NULL;
+    Py_buffer map_view = {0};
     void *hasher = NULL;
     Py_ssize_t *spans = NULL; /* (offset, length) per section, the tree first */
     Piece *pieces = NULL;     /* the file's bytes in memory, in file order */
@@ -453,6 +468,21 @@ skjar_read_small(PyObject *self, PyObject *args)
     Py_ssize_t base = (Py_ssize_t)s.preamble + header_length, pos;
     if (data_end + s.trailer != size) {
         goto not_fine;
+    }
+
+    if (mapped) { /* one piece: the whole file, mapped copy-on-write (mapper: mmap.mmap) */
+        PyObject *fileno = PyLong_FromLong(fd);
+        mapping = fileno ? PyObject_CallOneArg(mapper, fileno) : NULL;
+        Py_XDECREF(fileno);
+        if (mapping == NULL || PyObject_GetBuffer(mapping, &map_view, PyBUF_SIMPLE) < 0) {
+            goto not_fine;
+        }
+        pieces = PyMem_Calloc(1, sizeof(Piece));
+        if (pieces == NULL || map_view.len != size) {
+            goto not_fine;
+        }
+        pieces[npieces++] = (Piece){0, size, map_view.buf, NULL, 0};
+        goto in_memory;
     }
 
     /* The file in pieces, as read_body splits a body: each section of `own` bytes or
@@ -508,6 +538,7 @@ skjar_read_small(PyObject *self, PyObject *args)
             goto not_fine;
         }
     }
+in_memory:
     /* Its preamble and header must be those just judged (the file may have changed
      * between the reads): the first piece starts at 0 and holds them, since the tree
      * starts after the header. */
@@ -529,8 +560,10 @@ skjar_read_small(PyObject *self, PyObject *args)
         PyErr_NoMemory();
         goto fail;
     }
+    /* A mapped load checks the structure only unless asked for more (open_source's
+     * verify="structure"): the data's pages are not read, nor the padding between them. */
     Py_ssize_t hashed = 0;
-    for (int stage = 0; stage < 2; stage++) {
+    for (int stage = 0; stage < (full ? 2 : 1); stage++) {
         Py_ssize_t upto = stage == 0 ? spans[0] + spans[1] : data_end;
         int ok = digest_ok(hasher, pieces, npieces, hashed, upto, trailer + stage * s.digest,
                            s.digest);
@@ -540,7 +573,7 @@ skjar_read_small(PyObject *self, PyObject *args)
         hashed = upto;
     }
     pos = base;
-    for (Py_ssize_t i = 0; i < count; i++) {
+    for (Py_ssize_t i = 0; i < (full ? count : 1); i++) {
         const unsigned char *gap = at(pieces, npieces, pos, spans[2 * i] - pos);
         if (gap == NULL || !all_zero(gap, spans[2 * i] - pos)) {
             goto not_fine;
@@ -550,7 +583,7 @@ skjar_read_small(PyObject *self, PyObject *args)
 
     /* The sections, as memoryviews of the allocations holding them (a numpy view each
      * cost a small model's load ~2 us and a page fault or so per section, cold). */
-    array = PyMemoryView_FromObject(shared);
+    array = PyMemoryView_FromObject(mapped ? mapping : shared);
     parts = array == NULL ? NULL : PyList_New(count);
     if (parts == NULL) {
         goto fail;
@@ -597,6 +630,10 @@ done:
     if (fd >= 0) {
         close(fd);
     }
+    if (map_view.obj != NULL) {
+        PyBuffer_Release(&map_view);
+    }
+    Py_XDECREF(mapping); /* the sections' views hold it */
     for (Py_ssize_t k = 0; pieces != NULL && k < npieces; k++) {
         Py_XDECREF(pieces[k].owner);
     }

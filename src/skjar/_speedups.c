@@ -875,7 +875,7 @@ int skjar_add_hasher(PyObject *module);
 static PyMethodDef methods[] = {
     {"json", skjar_json, METH_VARARGS, "json(text) -> object | None"},
     {"read_small", skjar_read_small, METH_VARARGS,
-     "read_small(path, admit, spec, known) -> (tree, buffers, declared) | None"},
+     "read_small(path, admit, spec, known, mapper, full) -> (tree, buffers, declared) | None"},
     {"read_head", skjar_read_head, METH_VARARGS,
      "read_head(path, section, spec) -> (version, header, tree, buffers, data_end, size) | None"},
     {"walk", skjar_walk, METH_VARARGS,

@@ -196,9 +196,13 @@ def load(
             skew.append(message)
         return declared
 
+    # A path, unsigned: the compiled front reads (or maps) the common jar in one call.
     small = (
-        read_small(source, admit, (DEFAULT_USES, here_packages()) if not policy.extra else None)
-        if isinstance(source, (str, os.PathLike)) and not mmap and keys is None and check == "full"
+        read_small(
+            source, admit, (DEFAULT_USES, here_packages()) if not policy.extra else None,
+            mmap=mmap, verify=check,
+        )
+        if isinstance(source, (str, os.PathLike)) and keys is None
         else None
     )
     tree: bytes | memoryview
