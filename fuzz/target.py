@@ -151,7 +151,10 @@ def outcome(exc: BaseException | None) -> str:
 
 
 # Inputs up to this size are also loaded from a file: skjar.load(path) reads small jars
-# through a compiled front of its own (src/skjar/_front.c), which must agree with loads.
+# through a compiled front of its own (src/skjar/_front.c), which must agree with loads;
+# mapped (mmap=True, through the same front) with verify="full" it must agree too, and
+# with the default structure check it may load what loads refuses for damaged data
+# bytes, but must still raise nothing but SkjarError and do nothing forbidden.
 _FILE_MAX = 4 << 20
 _file: str | None = None
 
@@ -198,6 +201,19 @@ def check(data: bytes, exercise: bool = False) -> str:
                     raise Finding(f"load(path) raised {type(exc).__name__}: {exc!s:.300}") from exc
                 if from_file.split(":")[0] != result.split(":")[0]:
                     raise Finding(f"loads gave {result!r:.200}, load(path) {from_file!r:.200}")
+                for verify in ("full", "structure"):
+                    try:
+                        skjar.load(path, mmap=True, verify=verify)
+                        mapped = "ok"
+                    except SkjarError as exc:
+                        mapped = outcome(exc)
+                    except Exception as exc:
+                        raise Finding(
+                            f"load(path, mmap=True, verify={verify!r}) raised "
+                            f"{type(exc).__name__}: {exc!s:.300}"
+                        ) from exc
+                    if verify == "full" and mapped.split(":")[0] != result.split(":")[0]:
+                        raise Finding(f"loads gave {result!r:.200}, mapped {mapped!r:.200}")
             if _events:
                 raise Finding(f"forbidden action while loading: {_events[:3]}")
             if obj is not None and exercise:
