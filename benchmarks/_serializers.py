@@ -251,7 +251,7 @@ class SkjarSerializer(Serializer):
             importlib.import_module("zstandard")
         elif self.compress == "lz4":
             # skjar's codec is lz4's block format (joblib's is the frame format): left to
-            # the timed load, importing it cost a tiny model's load ~3 ms.
+            # the timed load, importing it cost a tiny model's load ~2 ms.
             importlib.import_module("lz4.block")
 
     def save(self, model: Any, path: str) -> None:
