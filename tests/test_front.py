@@ -331,10 +331,10 @@ def _admit_in_python(header: dict[str, Any]) -> tuple[Any, str | None]:
 
 
 def _known() -> tuple[Any, Any]:
-    from skjar.metadata import here_packages
+    from skjar.metadata import SKEW_MODULES
     from skjar.trust import DEFAULT_USES
 
-    return DEFAULT_USES, here_packages()
+    return DEFAULT_USES, SKEW_MODULES
 
 
 def test_every_default_name_is_well_formed() -> None:

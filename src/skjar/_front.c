@@ -345,33 +345,44 @@ not_taken:
  * defaults and the header shows no version skew, compiled: a new dict, or NULL with no
  * error set for anything else (an untrusted or malformed name, other versions, an odd
  * type anywhere), which admit then judges in Python and names precisely.
- * `known` is (trust, here): trust.DEFAULT_USES (name -> (module, uses), every pair of
- * which declared_names accepts: tests/test_front.py) and metadata.here_packages().
- * A name the defaults trust under its module for all its uses is well-formed by that
- * alone, so only declared_names' type checks are repeated here. */
+ * `known` is (trust, packages): trust.DEFAULT_USES (name -> (module, uses), every pair of
+ * which declared_names accepts: tests/test_front.py) and metadata.SKEW_MODULES ((module,
+ * package) pairs). A name the defaults trust under its module for all its uses is
+ * well-formed by that alone, so only declared_names' type checks are repeated here; the
+ * versions here are read as metadata.here_packages reads an imported module's (its
+ * __version__, a str), and a package not imported is left to Python. */
 static PyObject *
 fast_admit(PyObject *header, PyObject *known)
 {
-    PyObject *trust, *here, *out = NULL;
+    PyObject *trust, *packages, *out = NULL;
     if (!PyTuple_CheckExact(known) || PyTuple_GET_SIZE(known) != 2) {
         return NULL;
     }
     trust = PyTuple_GET_ITEM(known, 0);
-    here = PyTuple_GET_ITEM(known, 1);
+    packages = PyTuple_GET_ITEM(known, 1);
     PyObject *env = PyDict_GetItemString(header, "environment");
     PyObject *theirs = env && PyDict_CheckExact(env) ? PyDict_GetItemString(env, "packages") : NULL;
     PyObject *names = PyDict_GetItemString(header, "names");
-    if (!PyDict_CheckExact(trust) || !PyDict_CheckExact(here) || theirs == NULL ||
-        !PyDict_CheckExact(theirs) || names == NULL || !PyList_CheckExact(names)) {
+    PyObject *modules = PySys_GetObject("modules"); /* borrowed */
+    if (!PyDict_CheckExact(trust) || !PyTuple_CheckExact(packages) || theirs == NULL ||
+        !PyDict_CheckExact(theirs) || names == NULL || !PyList_CheckExact(names) ||
+        modules == NULL || !PyDict_Check(modules)) {
         return NULL;
     }
     /* metadata.version_skew's "no skew": every package here, at the same version. */
-    Py_ssize_t at = 0;
-    PyObject *package, *version;
-    while (PyDict_Next(here, &at, &package, &version)) {
-        PyObject *theirs_version = PyDict_GetItemWithError(theirs, package);
-        if (theirs_version == NULL || !PyUnicode_CheckExact(theirs_version) ||
-            !PyUnicode_CheckExact(version) || PyUnicode_Compare(theirs_version, version) != 0) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(packages); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(packages, i);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            goto not_fast;
+        }
+        PyObject *module = PyDict_GetItemWithError(modules, PyTuple_GET_ITEM(pair, 0));
+        PyObject *version = module ? PyObject_GetAttrString(module, "__version__") : NULL;
+        PyObject *theirs_version = PyDict_GetItemWithError(theirs, PyTuple_GET_ITEM(pair, 1));
+        int same = version != NULL && PyUnicode_CheckExact(version) && theirs_version != NULL &&
+                   PyUnicode_CheckExact(theirs_version) &&
+                   PyUnicode_Compare(theirs_version, version) == 0;
+        Py_XDECREF(version);
+        if (!same) {
             goto not_fast;
         }
     }

@@ -22,10 +22,10 @@ from .format.reader import Source, open_source, read_header, read_small
 from .format.spec import FLAG_SIGNED, SIGNATURE_SIZE
 from .format.writer import build_sections, write_atomic, write_jar, writer_for
 from .metadata import (
+    SKEW_MODULES,
     check_metadata,
     check_versions,
     environment,
-    here_packages,
     producer,
     summarize,
     version_skew,
@@ -199,7 +199,7 @@ def load(
     # A path, unsigned: the compiled front reads (or maps) the common jar in one call.
     small = (
         read_small(
-            source, admit, (DEFAULT_USES, here_packages()) if not policy.extra else None,
+            source, admit, (DEFAULT_USES, SKEW_MODULES) if not policy.extra else None,
             mmap=mmap, verify=check,
         )
         if isinstance(source, (str, os.PathLike)) and keys is None

@@ -24,6 +24,8 @@ MAX_LIST = 1000  # feature names, classes, parameter lists: enough to read, boun
 MAX_REPR = 200
 MAX_CHILDREN = 50
 SKEW_PACKAGES = ("scikit-learn", "numpy", "scipy")
+# The modules whose versions those are (module, distribution), in the header's order.
+SKEW_MODULES = (("numpy", "numpy"), ("scipy", "scipy"), ("sklearn", "scikit-learn"))
 
 
 def _version_of(module_name: str) -> str | None:
@@ -38,9 +40,11 @@ def _package_version(module: str, distribution: str) -> str:
     Reading the installed version avoids importing scikit-learn (seconds) just
     to inspect a file or dump a plain dict.
     """
-    loaded = _version_of(module)
-    if loaded:
-        return loaded
+    return _version_of(module) or _installed_version(distribution)
+
+
+@functools.cache
+def _installed_version(distribution: str) -> str:
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
@@ -48,11 +52,7 @@ def _package_version(module: str, distribution: str) -> str:
 
 
 def _core_packages() -> dict[str, str]:
-    return {
-        "numpy": np.__version__,
-        "scipy": _package_version("scipy", "scipy"),
-        "scikit-learn": _package_version("sklearn", "scikit-learn"),
-    }
+    return {package: _package_version(module, package) for module, package in SKEW_MODULES}
 
 
 def environment(names: dict[str, tuple[str, set[str]]] | None = None) -> dict[str, Any]:
@@ -306,9 +306,9 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
         ) from None
 
 
-@functools.lru_cache(maxsize=1)
 def here_packages() -> dict[str, str]:
-    """This process's numpy/scipy/scikit-learn versions (fixed for its lifetime)."""
+    """This process's numpy/scipy/scikit-learn versions: an imported module's own, else the
+    installed one (read once). The compiled front reads them the same way (SKEW_MODULES)."""
     return _core_packages()
 
 

@@ -566,7 +566,7 @@ def read_small(
     whole decode (iris-knn: ~1.2 of ~2.4 ms, mostly first-touch page faults; mlp: 4.05
     -> 3.50 ms with the front).
 
-    ``known`` - ``(trust.DEFAULT_USES, metadata.here_packages())``, for a load that
+    ``known`` - ``(trust.DEFAULT_USES, metadata.SKEW_MODULES)``, for a load that
     trusts only the defaults - lets the front give admit's usual answer itself (all
     names trusted, no version skew); anything else still goes to ``admit``.
 
