@@ -51,13 +51,15 @@ def _installed_version(distribution: str) -> str:
         return "not installed"
 
 
-def _core_packages() -> dict[str, str]:
+def here_packages() -> dict[str, str]:
+    """This process's numpy/scipy/scikit-learn versions: an imported module's own, else the
+    installed one (read once). The compiled front reads them the same way (SKEW_MODULES)."""
     return {package: _package_version(module, package) for module, package in SKEW_MODULES}
 
 
 def environment(names: dict[str, tuple[str, set[str]]] | None = None) -> dict[str, Any]:
     """The versions that made a jar: Python, platform, and every package it references."""
-    packages = _core_packages()
+    packages = here_packages()
     for module, _ in (names or {}).values():
         top = module.split(".")[0]
         if top in ("numpy", "scipy", "sklearn", "builtins", "collections"):
@@ -304,12 +306,6 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
         raise InvalidArgumentError(
             f"metadata= must be JSON-serialisable (str, numbers, bools, None, lists, dicts): {exc}"
         ) from None
-
-
-def here_packages() -> dict[str, str]:
-    """This process's numpy/scipy/scikit-learn versions: an imported module's own, else the
-    installed one (read once). The compiled front reads them the same way (SKEW_MODULES)."""
-    return _core_packages()
 
 
 def version_skew(env: dict[str, Any]) -> dict[str, tuple[str, str]]:
