@@ -453,3 +453,43 @@ def test_the_compiled_admit_takes_real_models(tmp_path: Path) -> None:
 
         got = read_small(path, admit, _known())
         assert got is not None and got[2] == _admit_in_python(read_header(path).header)[0]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_untrusted_and_skewed_jars_are_judged_alike_on_every_path(
+    mode: tuple[bool, str], tmp_path: Path
+) -> None:
+    """An untrusted name, a malformed one, or other library versions: a path, read or
+    mapped through the compiled front, gives loads' error or warning, word for word."""
+    import warnings
+
+    import jarcraft
+    from jarcraft import Ext, name_entry
+    from skjar.codec import nodes
+
+    skewed = jarcraft.decode(skjar.dumps(MODELS["logistic"]))
+    skewed.header["environment"]["packages"]["scikit-learn"] = "0.0.1"
+    jars = {
+        "untrusted": jarcraft.build(Ext(nodes.REF, "os.system"),
+                                    [name_entry("os.system", "os", ("value",))]),
+        "malformed": jarcraft.build(None, [name_entry("numpy.log1p", "numpyx", ("value",))]),
+        "skewed": jarcraft.encode(skewed),
+    }
+    mapped, verify = mode
+    for what, data in jars.items():
+        path = tmp_path / f"{what}.skjar"
+        path.write_bytes(data)
+        for strict in (False, True):
+            outcomes = []
+            for source, options in ((data, {}), (path, {"mmap": mapped, "verify": verify})):
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    try:
+                        skjar.load(source, strict_versions=strict, **options)
+                        outcome = "loaded"
+                    except SkjarError as exc:
+                        outcome = f"{type(exc).__name__}: {exc}"
+                outcomes.append((outcome, [str(w.message) for w in caught]))
+            assert outcomes[0] == outcomes[1], (what, strict)
+            assert outcomes[0][0] != "loaded" or what == "skewed"
+            assert what != "skewed" or bool(outcomes[0][1]) != strict
