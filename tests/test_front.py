@@ -69,7 +69,7 @@ MODES = [READ, (True, "structure"), (True, "full")]
 def both(path: Path, mode: tuple[bool, str] = READ) -> tuple[Any, Any]:
     """The front's answer, and the twin's (its tree, buffers and names, or its error)."""
     mapped, verify = mode
-    fast = read_small(path, declared_names, mmap=mapped, verify=verify)
+    fast: Any = read_small(path, declared_names, mmap=mapped, verify=verify)
     if fast is not None:
         fast = (bytes(fast[0]), [bytes(b) for b in fast[1]], fast[2])
     try:
@@ -481,7 +481,10 @@ def test_untrusted_and_skewed_jars_are_judged_alike_on_every_path(
         path.write_bytes(data)
         for strict in (False, True):
             outcomes = []
-            for source, options in ((data, {}), (path, {"mmap": mapped, "verify": verify})):
+            ways: list[tuple[Any, dict[str, Any]]] = [
+                (data, {}), (path, {"mmap": mapped, "verify": verify}),
+            ]
+            for source, options in ways:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     try:
