@@ -690,9 +690,9 @@ _METRICS_WITH_STATE = ("SEuclidean", "Minkowski", "Mahalanobis")
 
 
 def _check_metric_width(metric: Any, params: Any, d: int, what: str) -> None:
-    from sklearn.metrics import DistanceMetric
-
-    if isinstance(metric, DistanceMetric):
+    # (Not a `from ... import`: from a package that runs importlib's Python-level
+    # _handle_fromlist, twice per first load of a neighbours model.)
+    if isinstance(metric, _imported("sklearn.metrics", "DistanceMetric")):
         kind = type(metric).__name__
         if kind.startswith(_METRICS_WITH_STATE):  # (the others' state is not read)
             _, vec, mat = metric.__getstate__()[:3]
