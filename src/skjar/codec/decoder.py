@@ -10,6 +10,8 @@ each node re-checks that its name and use are declared there.
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 import re
 import reprlib
 from collections import Counter
@@ -125,8 +127,10 @@ class Decoder:
             raise CorruptFileError("an instance was created but never given its state")
         if self.owned_indexes and self._shared:
             self._refuse_shared_indexes()
-        unused = [i for i, b in enumerate(self._buffers) if b is not None]
-        if unused:
+        # (C-level calls, not a comprehension: each of those is a Python function whose
+        # first run a fresh process pays for.)
+        if any(map(operator.is_not, self._buffers, itertools.repeat(None))):
+            unused = [i for i, b in enumerate(self._buffers) if b is not None]
             raise CorruptFileError(f"buffers {unused[:10]} are declared but never used by the tree")
         return obj
 
@@ -135,9 +139,9 @@ class Decoder:
         idx_array): if the file also placed it elsewhere, an in-place update there
         after the load (StandardScaler.partial_fit adds to its int64 n_samples_seen_)
         would change it past its check. Honest models never share these."""
-        shared = {id(value) for value in self._shared.values()}
+        shared = set(map(id, self._shared.values()))
         for name, arrays in self.owned_indexes:
-            if any(id(array) in shared for array in arrays):
+            if not shared.isdisjoint(map(id, arrays)):
                 raise CorruptFileError(
                     f"{name}: an index array it holds is shared with another part of the "
                     "model, which could change it after its meaning check"
