@@ -9,9 +9,7 @@ import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import IO, Any
-
-import numpy as np
+from typing import IO, TYPE_CHECKING, Any
 
 from ._paths import check_save_target, file_path
 from .codec import Decoder, Encoder
@@ -32,6 +30,9 @@ from .metadata import (
 )
 from .signing import verify_keys
 from .trust import DEFAULT_USES, TrustedItem, TrustPolicy
+
+if TYPE_CHECKING:  # an annotation only: numpy is imported by the codec anyway
+    import numpy as np
 
 PathLike = str | os.PathLike[str]
 

@@ -642,7 +642,9 @@ def _read_special(
     if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
         raise InvalidArgumentError(f"{path!r} is not a regular file or a pipe: nothing to load")
     if mmap:
-        raise InvalidArgumentError(f"mmap=True needs a regular file; {path!r} is a pipe")
+        raise InvalidArgumentError(
+            f"mmap=True needs a regular file; {path!r} is a pipe or a socket"
+        )
     return _read_whole_stream(f, admit, keys, verify)
 
 
