@@ -98,6 +98,7 @@ class Result:
         self.executions = 0
         self.seconds = 0.0
         self.findings: list[str] = []
+        self.reasons: dict[str, str] = {}  # finding -> what went wrong, for the summary
 
     def line(self) -> str:
         rate = self.executions / self.seconds if self.seconds else 0.0
@@ -131,7 +132,9 @@ def run_atheris(seconds: float, args: argparse.Namespace, log: Path) -> Result:
             str(work), str(SEEDS),
         ]
         if args.seed is not None:
-            cmd.insert(2, f"-seed={args.seed + attempt}")
+            # libFuzzer reads -seed=0 as "pick one at random": shift by one so that
+            # every --seed, 0 included, replays the same mutations.
+            cmd.insert(2, f"-seed={args.seed + attempt + 1}")
         env = _env(not args.no_exercise)
         env["SKJAR_FUZZ_CURRENT"] = str(current)
         started = time.monotonic()
@@ -152,6 +155,8 @@ def run_atheris(seconds: float, args: argparse.Namespace, log: Path) -> Result:
             (FINDINGS / name).write_bytes(data)
             new = [name]
         result.findings += [str(FINDINGS / n) for n in new]
+        for name in new:
+            result.reasons[str(FINDINGS / name)] = _atheris_reason(run_text)
         if not new and (proc.returncode != 0 or elapsed < left - 10):
             # Stopped early with nothing on record (killed from outside, or an exit code
             # libFuzzer did not explain): say so, and fuzz on for the time left, so that
@@ -165,6 +170,35 @@ def run_atheris(seconds: float, args: argparse.Namespace, log: Path) -> Result:
         attempt += 1
     current.unlink(missing_ok=True)
     return result
+
+
+_REASON_START = re.compile(r"^(=== Uncaught Python exception|==\d+== ?ERROR|ERROR: libFuzzer)",
+                           re.M)
+
+
+def _atheris_reason(run_text: str, lines: int = 25) -> str:
+    """The exception or crash report libFuzzer logged for a finding, trimmed.
+
+    Printed with the summary so that a CI log, where the findings directory is
+    gone, still says what broke.
+    """
+    match = _REASON_START.search(run_text)
+    if match is None:
+        return ""
+    return "\n".join(run_text[match.start():].splitlines()[:lines])
+
+
+def _input_note(path: str, limit: int = 6144) -> str:
+    """A small finding's bytes as base64, to rebuild it from a log alone."""
+    import base64
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return ""
+    if len(data) > limit:
+        return f"({len(data)} bytes: too large to print)"
+    return f"({len(data)} bytes, base64) " + base64.b64encode(data).decode()
 
 
 # -- the loop -------------------------------------------------------------------------
@@ -258,6 +292,15 @@ def run_loop(seconds: float, args: argparse.Namespace, log: Path) -> Result:
     return result
 
 
+def _loop_reason(path: str) -> str:
+    """The traceback the loop driver wrote beside its finding, if any."""
+    text = Path(path).with_suffix(".txt")
+    try:
+        return "\n".join(text.read_text(errors="replace").splitlines()[-25:])
+    except OSError:
+        return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Fuzz skjar.loads for a bounded time.")
     ap.add_argument("--seconds", type=float, default=60, help="fuzzing time per engine")
@@ -307,6 +350,12 @@ def main(argv: list[str] | None = None) -> int:
         print(r.line())
         for path in r.findings:
             print(f"  FINDING: {path}")
+            reason = r.reasons.get(path) or _loop_reason(path)
+            for line in reason.splitlines():
+                print(f"    | {line}")
+            note = _input_note(path)
+            if note:
+                print(f"    input {note}")
     total = sum(r.executions for r in results)
     print(f"total: {total} executions, wall time {time.monotonic() - began:.0f} s")
     return 1 if any(r.findings for r in results) else 0

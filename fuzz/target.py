@@ -268,7 +268,16 @@ def use(obj: Any, depth: int = 0) -> None:
     even on attribute access: only a crash, a hang or a forbidden action counts.)
     """
     try:
-        _use(obj, depth)
+        if depth:
+            _use(obj, depth)
+            return
+        # A crafted n_jobs on a fitted sub-estimator that get_params cannot reach
+        # (HistGradientBoosting's _preprocessor) started loky workers: that tests
+        # joblib, not skjar, and took 30 s. Every Parallel runs in this process.
+        from joblib import parallel_config
+
+        with parallel_config(backend="sequential"):
+            _use(obj, depth)
     except Exception:
         pass
 

@@ -61,6 +61,9 @@ def damaged_trees(draw: Any) -> tuple[list[int], list[int], list[int], int, int]
     feature = [draw(st.integers(0, n_features - 1)) if lc != -1 else -2 for lc in left]
     true_depth = _reference_depth(left, right)
     max_depth = true_depth + draw(st.sampled_from([0, 0, 0, 1, -1, -3]))
+    # An overstatement up to n - 1 is harmless; n and beyond is refused (2**63 - 1
+    # wrapped decision_path's allocation).
+    max_depth = draw(st.sampled_from([max_depth] * 6 + [n - 1, n, n + 4, 2**63 - 1]))
     for _ in range(draw(st.integers(0, 2))):
         target = draw(st.sampled_from(["left", "right", "feature"]))
         i = draw(st.integers(0, n - 1))
@@ -228,9 +231,9 @@ def test_each_fault_is_named_by_both(edit: Any, message: str) -> None:
     left, right = [1, 3, -1, -1, -1], [2, 4, -1, -1, -1]
     feature = [0, 1, -2, -2, -2]
     edit(left, right, feature)
-    small = _outcome(checks._small_tree_ok, left, right, feature, 2, 5, "t")
+    small = _outcome(checks._small_tree_ok, left, right, feature, 2, 4, "t")
     arrays = [np.array(v, dtype=np.intp) for v in (left, right, feature)]
-    vectorised = _outcome(checks._vectorised_tree_ok, *arrays, 2, 5, "t")
+    vectorised = _outcome(checks._vectorised_tree_ok, *arrays, 2, 4, "t")
     assert message in small and message in vectorised, (small, vectorised)
 
 
@@ -238,7 +241,7 @@ def test_depth_is_checked_by_both() -> None:
     left, right = [1, 3, -1, -1, -1], [2, 4, -1, -1, -1]  # depth 2
     feature = [0, 0, -2, -2, -2]
     arrays = [np.array(v, dtype=np.intp) for v in (left, right, feature)]
-    for max_depth, ok in ((2, True), (1, False)):
+    for max_depth, ok in ((2, True), (1, False), (4, True), (5, False), (2**63 - 1, False)):
         small = _outcome(checks._small_tree_ok, left, right, feature, 1, max_depth, "t")
         vectorised = _outcome(checks._vectorised_tree_ok, *arrays, 1, max_depth, "t")
         assert (small == "accepted") == ok == (vectorised == "accepted"), (small, vectorised)

@@ -67,8 +67,8 @@ tree_nodes_ok(const char *base, Py_ssize_t n, Py_ssize_t itemsize, Py_ssize_t of
               Py_ssize_t off_right, Py_ssize_t off_feature, Py_ssize_t n_features,
               Py_ssize_t max_depth)
 {
-    if (n > INT32_MAX) {
-        return 0; /* the Python twin decides */
+    if (n > INT32_MAX || max_depth >= n) {
+        return 0; /* the Python twin decides (a max_depth of n or more: see _max_depth_reachable) */
     }
     /* depth[i] > 0 exactly when node i already has a parent (a child is at least 1 deep). */
     int32_t *depth = PyMem_RawCalloc(n ? (size_t)n : 1, sizeof(int32_t));
@@ -117,7 +117,7 @@ tree_nodes_ok(const char *base, Py_ssize_t n, Py_ssize_t itemsize, Py_ssize_t of
  * has two children or none (-1, -1); a split's children lie in (i, n), so
  * depths are final when reached and there are no cycles; no node has two
  * parents; split features lie in [0, n_features); and no node is deeper than
- * max_depth. The twin is sklearn._small_tree_ok.
+ * max_depth, itself below n. The twin is sklearn._small_tree_ok.
  */
 static PyObject *
 tree_ok(PyObject *self, PyObject *args)

@@ -314,7 +314,14 @@ def test_tree_max_depth_below_its_depth_is_refused() -> None:
     with pytest.raises(skjar.CorruptFileError, match="max_depth 4 is below"):
         skjar.loads(tree_with_max_depth(4))
     assert skjar.loads(tree_with_max_depth(5)).tree_.max_depth == 5
-    assert skjar.loads(tree_with_max_depth(50)).tree_.max_depth == 50  # an overstatement is safe
+    # An overstatement is safe up to what the nodes could reach; past it, refused: a
+    # max_depth of 2**63 - 1 wrapped decision_path's n_samples * (1 + max_depth)
+    # allocation to a few entries (heap overflow, found while fuzzing, 2026-12-05).
+    nodes = skjar.loads(tree_with_max_depth(5)).tree_.node_count
+    assert skjar.loads(tree_with_max_depth(nodes - 1)).tree_.max_depth == nodes - 1
+    for too_deep in (nodes, 2**63 - 1):
+        with pytest.raises(skjar.CorruptFileError, match=f"max_depth {too_deep} is more than"):
+            skjar.loads(tree_with_max_depth(too_deep))
 
 
 def test_tree_node_with_two_parents_is_refused() -> None:

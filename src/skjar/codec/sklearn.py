@@ -132,6 +132,7 @@ def _vectorised_tree_ok(
 ) -> None:
     """``check_tree``'s node checks for large trees: a few passes, then work on splits only."""
     n = len(left)
+    _max_depth_reachable(max_depth, n, what)
     is_inner = left != -1
     if not np.array_equal(right != -1, is_inner):
         raise _fail(what, "a node has exactly one child")
@@ -144,6 +145,17 @@ def _vectorised_tree_ok(
     if len(children) and np.bincount(children, minlength=n).max() > 1:
         raise _fail(what, "a node has two parents: the nodes do not form a tree")
     _depth_ok(inner, lc, rc, n, max_depth, what)
+
+
+def _max_depth_reachable(max_depth: int, n: int, what: str) -> None:
+    """A tree of ``n`` nodes is less than ``n`` deep, and sklearn never stores more.
+
+    decision_path() allocates n_samples * (1 + max_depth) entries in C arithmetic:
+    a max_depth of 2**63 - 1 wrapped that to a small array, and the paths were
+    written past it (heap overflow; found while fuzzing).
+    """
+    if max_depth >= n:
+        raise _fail(what, f"max_depth {max_depth} is more than a tree of {n} nodes can reach")
 
 
 def _depth_ok(
@@ -192,6 +204,7 @@ def _small_tree_ok(
 ) -> None:
     """The checks of ``_vectorised_tree_ok`` in one forward pass over the node lists."""
     n = len(left)
+    _max_depth_reachable(max_depth, n, what)
     depth = [0] * n  # a node without a parent is a root of its own, at depth 0
     has_parent = [False] * n
     deepest = 0
