@@ -185,10 +185,13 @@ def _atheris_reason(run_text: str, lines: int = 25) -> str:
     match = _REASON_START.search(run_text)
     if match is None:
         return ""
-    return "\n".join(run_text[match.start():].splitlines()[:lines])
+    # A few lines before it too: glibc's "corrupted double-linked list" and the like
+    # come just before libFuzzer's "deadly signal".
+    before = run_text[: match.start()].splitlines()[-6:]
+    return "\n".join(before + run_text[match.start():].splitlines()[:lines])
 
 
-def _input_note(path: str, limit: int = 6144) -> str:
+def _input_note(path: str, limit: int = 12288) -> str:
     """A small finding's bytes as base64, to rebuild it from a log alone."""
     import base64
 

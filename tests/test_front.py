@@ -496,3 +496,63 @@ def test_untrusted_and_skewed_jars_are_judged_alike_on_every_path(
             assert outcomes[0] == outcomes[1], (what, strict)
             assert outcomes[0][0] != "loaded" or what == "skewed"
             assert what != "skewed" or bool(outcomes[0][1]) != strict
+
+
+# -- the path, as given ------------------------------------------------------------------
+class _Fspath:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __fspath__(self) -> Any:
+        if isinstance(self.value, BaseException):
+            raise self.value
+        return self.value
+
+
+def test_the_front_takes_a_path_in_every_form(tmp_path: Path) -> None:
+    """str, bytes and os.PathLike are encoded as os.fsencode does, with no Python step."""
+    path = tmp_path / "m.skjar"
+    skjar.dump(MODELS["plain"], path)
+    want = skjar.loads(path.read_bytes())
+    for form in (str(path), os.fsencode(path), path, _Fspath(str(path)), _Fspath(bytes(path))):
+        got = read_small(form, declared_names)
+        assert got is not None, form
+        assert _compiled.speedups is not None
+        assert _compiled.speedups.read_head(form, Section, _SMALL_SPEC) is not None, form
+    assert skjar.load(_Fspath(str(path)))["a"] == want["a"]
+
+
+@pytest.mark.parametrize("form", ["a\x00b", b"a\x00b", 3.5, _Fspath(ValueError("no")),
+                                  _Fspath(42)])
+def test_a_path_no_file_can_have_is_left_to_python(form: Any) -> None:
+    assert read_small(form, declared_names) is None
+    assert _compiled.speedups is not None
+    assert _compiled.speedups.read_head(form, Section, _SMALL_SPEC) is None
+
+
+def test_an_interrupt_in_fspath_is_not_swallowed() -> None:
+    with pytest.raises(KeyboardInterrupt):
+        read_small(_Fspath(KeyboardInterrupt()), declared_names)
+    with pytest.raises(SkjarError, match="NUL"):
+        skjar.load("a\x00b")
+
+
+# -- must a load check a signature? ---------------------------------------------------------
+@pytest.mark.parametrize("value", [None, "", " ", " \t\n\r\v\f", "k.pem", " k.pem ", "\u00a0",
+                                   "\u2003x", "\x1c"])
+def test_env_set_never_misses_what_os_environ_holds(value: str | None,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled answer may say "look" where os.environ holds only whitespace outside
+    ASCII (verify_keys then decides), but never "no" where it holds keys."""
+    from skjar.signing import VERIFY_KEYS_ENV, _keys_named_in_environment, keys_in_environment
+
+    if value is None:
+        monkeypatch.delenv(VERIFY_KEYS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(VERIFY_KEYS_ENV, value)
+    assert _compiled.speedups is not None
+    compiled = _compiled.speedups.env_set(VERIFY_KEYS_ENV)
+    assert keys_in_environment() == compiled
+    python = _keys_named_in_environment()
+    assert compiled or not python, (value, compiled, python)
+    assert compiled == (value is not None and value.strip(" \t\n\r\v\f") != "")

@@ -18,7 +18,7 @@ from types import ModuleType
 HELPERS = (
     "tree_ok", "predictor_ok", "strdict", "prefault", "address", "below", "binary_tree_ok",
     "no_timestamps", "start_writeback", "walk", "json", "read_small", "Hasher",
-    "tree_state_ok", "predictor_state_ok", "columns_ok", "read_head",
+    "tree_state_ok", "predictor_state_ok", "columns_ok", "read_head", "env_set",
 )
 # The helpers' calling conventions (SKJAR_SPEEDUPS_API in _speedups.c); a build of another
 # one is not used either (API 3: strdict reads values of any width, releases built keys;
@@ -26,8 +26,9 @@ HELPERS = (
 # 10: read_small; 11: read_small's prefault threshold; 12: walk builds objects,
 # read_small takes large sections and a hasher; 13: the digest compiled in (Hasher), whole
 # Tree and TreePredictor states checked at once, columns_ok; 14: read_head; 15: read_small
-# judges a default load's trust and versions itself, and maps jars for mmap=True).
-API = 15
+# judges a default load's trust and versions itself, and maps jars for mmap=True; 16:
+# env_set, and read_small/read_head encode the path themselves).
+API = 16
 
 
 def _load() -> ModuleType | None:

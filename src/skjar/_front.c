@@ -106,6 +106,27 @@ open_small(const char *path, Py_ssize_t path_len, const Spec *s, Py_ssize_t *siz
     return fd;
 }
 
+/* open_small for a path given as str, bytes or os.PathLike (encoded as os.fsencode
+ * does, without its Python). -1 for anything open_small refuses and for a path that
+ * cannot be encoded (an embedded NUL, undecodable text): the Python reader then
+ * decides and names the fault. -2 with the exception set for any other failure (a
+ * KeyboardInterrupt in a PathLike's __fspath__ is not swallowed). */
+static int
+open_path(PyObject *path_arg, const Spec *s, Py_ssize_t *size)
+{
+    PyObject *encoded = NULL;
+    if (!PyUnicode_FSConverter(path_arg, &encoded)) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError) && !PyErr_ExceptionMatches(PyExc_TypeError)) {
+            return -2;
+        }
+        PyErr_Clear(); /* (UnicodeError is a ValueError) */
+        return -1;
+    }
+    int fd = open_small(PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded), s, size);
+    Py_DECREF(encoded);
+    return fd;
+}
+
 /* Read n bytes at `offset` into `out`: 0, or -1 (an error, or the file is shorter). */
 static int
 read_at(int fd, char *out, Py_ssize_t n, Py_ssize_t offset)
@@ -437,13 +458,11 @@ not_fast:
 PyObject *
 skjar_read_small(PyObject *self, PyObject *args)
 {
-    const char *path;
-    Py_ssize_t path_len;
-    PyObject *admit, *spec, *known, *mapper;
+    PyObject *path_arg, *admit, *spec, *known, *mapper;
     int full;
     Spec s;
-    if (!PyArg_ParseTuple(args, "y#OO!OOp:read_small", &path, &path_len, &admit, &PyTuple_Type,
-                          &spec, &known, &mapper, &full) ||
+    if (!PyArg_ParseTuple(args, "OOO!OOp:read_small", &path_arg, &admit, &PyTuple_Type, &spec,
+                          &known, &mapper, &full) ||
         !parse_spec(spec, &s, "read_small")) {
         return NULL;
     }
@@ -456,8 +475,11 @@ skjar_read_small(PyObject *self, PyObject *args)
         s.max_file = PY_SSIZE_T_MAX; /* mapped, a jar of any size costs the same */
     }
     Py_ssize_t size = 0;
-    int fd = open_small(path, path_len, &s, &size);
+    int fd = open_path(path_arg, &s, &size);
     if (fd < 0) {
+        if (fd == -2) {
+            return NULL;
+        }
         Py_RETURN_NONE;
     }
     PyObject *shared = NULL, *header = NULL, *array = NULL, *parts = NULL, *out = NULL;
@@ -674,12 +696,11 @@ done:
 PyObject *
 skjar_read_head(PyObject *self, PyObject *args)
 {
-    const char *path;
-    Py_ssize_t path_len;
+    PyObject *path_arg;
     PyTypeObject *section;
     PyObject *spec;
     Spec s;
-    if (!PyArg_ParseTuple(args, "y#O!O!:read_head", &path, &path_len, &PyType_Type, &section,
+    if (!PyArg_ParseTuple(args, "OO!O!:read_head", &path_arg, &PyType_Type, &section,
                           &PyTuple_Type, &spec) ||
         !parse_spec(spec, &s, "read_head")) {
         return NULL;
@@ -690,8 +711,11 @@ skjar_read_head(PyObject *self, PyObject *args)
     }
     s.max_file = PY_SSIZE_T_MAX; /* a header is read from a jar of any size */
     Py_ssize_t size = 0;
-    int fd = open_small(path, path_len, &s, &size);
+    int fd = open_path(path_arg, &s, &size);
     if (fd < 0) {
+        if (fd == -2) {
+            return NULL;
+        }
         Py_RETURN_NONE;
     }
     unsigned char pre[64], *head = NULL;

@@ -28,7 +28,7 @@ from .metadata import (
     summarize,
     version_skew,
 )
-from .signing import verify_keys
+from .signing import keys_in_environment, verify_keys
 from .trust import DEFAULT_USES, TrustedItem, TrustPolicy
 
 if TYPE_CHECKING:  # an annotation only: numpy is imported by the codec anyway
@@ -174,7 +174,7 @@ def load(
     ``"full"`` otherwise, or whenever a signature is checked.
     """
     policy = _DEFAULT_POLICY if type(trusted) is tuple and not trusted else TrustPolicy(trusted)
-    keys = verify_keys(verify_with)
+    keys = verify_keys(verify_with) if verify_with is not None or keys_in_environment() else None
     if verify not in (None, "full", "structure"):
         raise InvalidArgumentError(f"verify={verify!r}: use 'full', 'structure' or None (default)")
     check = (

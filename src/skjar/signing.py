@@ -14,10 +14,12 @@ before any object is built::
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from . import _compiled
 from ._paths import file_path
 from .errors import InvalidArgumentError, SignatureError
 from .format.spec import SIGNATURE_DOMAIN
@@ -167,6 +169,21 @@ def raw_public(public_key: Any) -> bytes:
 def fingerprint(raw_public_key: bytes) -> str:
     """A short, stable name for a public key: the first 16 hex digits of its BLAKE3 hash."""
     return str(_blake3()(raw_public_key).hexdigest()[:16])
+
+
+def _keys_named_in_environment() -> bool:
+    return bool(os.environ.get(VERIFY_KEYS_ENV, "").strip())
+
+
+# A load's first question, "must it check a signature?", for the common answer (no
+# verify_with=): the compiled getenv where built. os.environ's Python cost a forked
+# process's first load ~35 page faults, ~0.1 ms (iris-knn: ~6%). True sends the load
+# to verify_keys, which reads os.environ and decides.
+keys_in_environment: Callable[[], bool] = (
+    functools.partial(_compiled.speedups.env_set, VERIFY_KEYS_ENV)
+    if _compiled.speedups is not None
+    else _keys_named_in_environment
+)
 
 
 def verify_keys(verify_with: KeySource | Iterable[KeySource] | None) -> list[bytes] | None:

@@ -579,10 +579,8 @@ def read_small(
     if fast is None or not (mmap or verify == "full"):
         return None  # a read jar is verified in full, or open_source does it
     # A path no file can have is left to open_source, which says so (file_path).
-    return fast.read_small(
-        os.fsencode(path), admit, _SMALL_SPEC, known, _MAP_COPY if mmap else None,
-        verify == "full",
-    )
+    return fast.read_small(path, admit, _SMALL_SPEC, known, _MAP_COPY if mmap else None,
+                           verify == "full")
 
 
 def open_source(
@@ -708,7 +706,7 @@ def read_header(source: Source) -> HeaderView:
         fast = _compiled.speedups
         # The common case in one compiled call (_front.c's read_head): it answers None
         # for anything else, and the Python below decides.
-        got = fast.read_head(os.fsencode(path), Section, _SMALL_SPEC) if fast is not None else None
+        got = fast.read_head(path, Section, _SMALL_SPEC) if fast is not None else None
         if got is not None:
             version, header, tree, buffers, data_end, size = got
             return HeaderView(version, 0, header, Layout(tree, buffers, data_end), size)
