@@ -27,8 +27,9 @@ HELPERS = (
 # read_small takes large sections and a hasher; 13: the digest compiled in (Hasher), whole
 # Tree and TreePredictor states checked at once, columns_ok; 14: read_head; 15: read_small
 # judges a default load's trust and versions itself, and maps jars for mmap=True; 16:
-# env_set, and read_small/read_head encode the path themselves).
-API = 16
+# env_set, and read_small/read_head encode the path themselves; 17: walk takes its
+# per-load objects apart from one static tuple, and counts the buffers it takes).
+API = 17
 
 
 def _load() -> ModuleType | None:

@@ -906,7 +906,7 @@ static PyMethodDef methods[] = {
     {"read_head", skjar_read_head, METH_VARARGS,
      "read_head(path, section, spec) -> (version, header, tree, buffers, data_end, size) | None"},
     {"walk", skjar_walk, METH_VARARGS,
-     "walk(tree, dec, decoders, pairs_hook, shared, error, limits, arrays, objects) -> object"},
+     "walk(tree, dec, pairs_hook, shared, buffers, shells, static) -> object"},
     {"tree_ok", tree_ok, METH_VARARGS,
      "tree_ok(nodes, itemsize, left, right, feature, n_features, max_depth) -> bool"},
     {"tree_state_ok", tree_state_ok, METH_VARARGS,
@@ -940,7 +940,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 16
+#define SKJAR_SPEEDUPS_API 17
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

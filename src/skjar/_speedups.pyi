@@ -42,10 +42,8 @@ def read_head(
     path: str | bytes | os.PathLike[str], section: type, spec: tuple[Any, ...]
 ) -> tuple[tuple[int, int], dict[str, Any], Any, tuple[Any, ...], int, int] | None: ...
 def walk(
-    tree: Any, dec: Any, decoders: dict[int, Any], pairs_hook: Any, shared: dict[int, Any],
-    error: type[Exception], limits: tuple[int, int, int, int, int],
-    arrays: tuple[int, int, int, type, Any, dict[Any, Any], list[Any]],
-    objects: tuple[Any, ...],
+    tree: Any, dec: Any, pairs_hook: Any, shared: dict[int, Any], buffers: list[Any],
+    shells: dict[int, Any], static: tuple[Any, ...],
 ) -> Any: ...
 
 class Hasher:

@@ -1,4 +1,9 @@
-/* walk(tree, dec, decoders, pairs_hook, shared, error, limits, arrays) -> object
+/* walk(tree, dec, pairs_hook, shared, buffers, shells, static) -> object
+ *
+ * static = (decoders, error, limits, arrays, objects): decoder.WALK_STATIC, the same
+ * for every load; the rest is this load's Decoder, its map builder, shared objects,
+ * buffer list (each taken once, set to None, and counted into dec.taken) and pending
+ * instances.
  *
  * The object tree's parse and node dispatch in one pass, without a Python frame or a
  * msgpack.unpackb call per typed node. The twin is codec/decoder.py's Decoder.unpack
@@ -23,7 +28,7 @@
  *     decoders[code](dec, payload) with dec.depth set to the node's depth - except
  *     that an NDARRAY node (arrays[0]) of the common form is built here (fast_array:
  *     arrays = (code, max_ndim, inline_max, numpy.ndarray, numpy.empty, validated
- *     dtypes, dec's buffer list)).
+ *     dtypes), taking from `buffers`).
  *
  * Errors the twin raises as `error` (CorruptFileError) are raised with its message;
  * malformed msgpack raises ValueError, which the caller reports as a malformed tree,
@@ -68,10 +73,11 @@ typedef struct {
     int instance_code, reconstruct_code, state_default, state_cython, items_none, zipdict_code;
     PyObject *plans, *setters, *plan_fn, *setter_fn, *validate_fn, *finish_fn, *skjar_error,
         *shells;
+    Py_ssize_t taken; /* buffers taken from `buffers` (set to None) */
 } Walk;
 
 static PyObject *str_depth, *str_in_root, *str_shared_node, *str_expanded, *str_expand_budget,
-    *str_name;
+    *str_name, *str_taken;
 
 static PyObject *
 incomplete(void)
@@ -318,6 +324,7 @@ fast_array(Walk *w, PyObject *payload)
             Py_DECREF(buf);
             return NULL;
         }
+        w->taken++;
     }
     PyObject *dims = PyList_AsTuple(shape);
     PyObject *order = PyUnicode_FromString(fortran == Py_True ? "F" : "C");
@@ -926,15 +933,25 @@ skjar_walk(PyObject *self, PyObject *args)
     Py_buffer tree;
     Walk w;
     memset(&w, 0, sizeof w);
-    if (!PyArg_ParseTuple(args, "y*OO!OO!O(Liiii)(iiiOOO!O!)(iiiiiiO!O!OOOOOO!):walk", &tree, &w.dec, &PyDict_Type,
-                          &w.decoders, &w.pairs_hook, &PyDict_Type, &w.shared, &w.error,
-                          &w.max_nodes, &w.max_nesting, &w.root, &w.shared_def,
+    /* (The per-load objects first; `static` is decoder.WALK_STATIC, built once.) */
+    if (!PyArg_ParseTuple(args, "y*OOO!O!O!(O!O(Liiii)(iiiOOO!)(iiiiiiOOOOO)):walk", &tree,
+                          &w.dec, &w.pairs_hook, &PyDict_Type, &w.shared, &PyList_Type,
+                          &w.buffers, &PyDict_Type, &w.shells, &PyDict_Type, &w.decoders,
+                          &w.error, &w.max_nodes, &w.max_nesting, &w.root, &w.shared_def,
                           &w.shared_ref, &w.array_code, &w.max_ndim, &w.inline_max, &w.ndarray,
-                          &w.empty, &PyDict_Type, &w.dtypes, &PyList_Type, &w.buffers,
-                          &w.instance_code, &w.reconstruct_code, &w.state_default,
-                          &w.state_cython, &w.items_none, &w.zipdict_code, &PyDict_Type, &w.plans, &PyDict_Type, &w.setters,
-                          &w.plan_fn, &w.setter_fn, &w.validate_fn, &w.finish_fn,
-                          &w.skjar_error, &PyDict_Type, &w.shells)) {
+                          &w.empty, &PyDict_Type, &w.dtypes, &w.instance_code,
+                          &w.reconstruct_code, &w.state_default, &w.state_cython,
+                          &w.items_none, &w.zipdict_code, &w.plan_fn, &w.setter_fn,
+                          &w.validate_fn, &w.finish_fn, &w.skjar_error)) {
+        return NULL;
+    }
+    /* This load's plans per name and setters per class (the steps are asked once each). */
+    w.plans = PyDict_New();
+    w.setters = PyDict_New();
+    if (w.plans == NULL || w.setters == NULL) {
+        Py_XDECREF(w.plans);
+        Py_XDECREF(w.setters);
+        PyBuffer_Release(&tree);
         return NULL;
     }
     if (str_depth == NULL) {
@@ -944,8 +961,12 @@ skjar_walk(PyObject *self, PyObject *args)
         str_expanded = PyUnicode_InternFromString("_expanded");
         str_expand_budget = PyUnicode_InternFromString("_expand_budget");
         str_name = PyUnicode_InternFromString("__name__");
+        str_taken = PyUnicode_InternFromString("taken");
         if (str_depth == NULL || str_in_root == NULL || str_shared_node == NULL ||
-            str_expanded == NULL || str_expand_budget == NULL || str_name == NULL) {
+            str_expanded == NULL || str_expand_budget == NULL || str_name == NULL ||
+            str_taken == NULL) {
+            Py_DECREF(w.plans);
+            Py_DECREF(w.setters);
             PyBuffer_Release(&tree);
             return NULL;
         }
@@ -958,11 +979,24 @@ skjar_walk(PyObject *self, PyObject *args)
         Py_XDECREF(w.stack[i].key);
     }
     PyMem_Free(w.stack);
+    Py_DECREF(w.plans);
+    Py_DECREF(w.setters);
     PyBuffer_Release(&tree);
     PyObject *zero = PyLong_FromLong(0);
     if (out != NULL && (zero == NULL || PyObject_SetAttr(w.dec, str_depth, zero) < 0)) {
         Py_CLEAR(out);
     }
     Py_XDECREF(zero);
+    if (out != NULL && w.taken) { /* dec.taken += the buffers taken here (see decode_root) */
+        PyObject *before = PyObject_GetAttr(w.dec, str_taken);
+        PyObject *sum = NULL, *add = PyLong_FromSsize_t(w.taken);
+        if (before == NULL || add == NULL || (sum = PyNumber_Add(before, add)) == NULL ||
+            PyObject_SetAttr(w.dec, str_taken, sum) < 0) {
+            Py_CLEAR(out);
+        }
+        Py_XDECREF(before);
+        Py_XDECREF(add);
+        Py_XDECREF(sum);
+    }
     return out;
 }

@@ -10,8 +10,6 @@ each node re-checks that its name and use are declared there.
 from __future__ import annotations
 
 import functools
-import itertools
-import operator
 import re
 import reprlib
 from collections import Counter
@@ -54,6 +52,27 @@ _LIMITS = (MAX_NODES, MAX_NESTING, ROOT, SHARED_DEF, SHARED_REF)
 # itself; codec/numpy.py fills it.
 ARRAY_DTYPES: dict[Any, tuple[np.dtype[Any], int]] = {}
 
+
+
+def walk_static() -> tuple[Any, ...]:
+    """What the compiled walker takes that is the same for every load: the handler table,
+    limits, the array fast path's constants and the object fast path's steps (set by
+    codec/__init__ once every handler is registered). Built once: a tuple built per load
+    touched each of its ~25 items, a page fault apiece in a forked process's first load."""
+    global WALK_STATIC
+    steps = OBJECT_STEPS
+    WALK_STATIC = (
+        DECODERS, CorruptFileError, _LIMITS,
+        (NDARRAY, MAX_NDIM, INLINE_MAX, np.ndarray, np.empty, ARRAY_DTYPES),
+        (INSTANCE if steps else -1, RECONSTRUCT if steps else -1, STATE_DEFAULT, STATE_CYTHON,
+         ITEMS_NONE, ZIPDICT, steps.get("plan"), steps.get("setter"), steps.get("validate"),
+         steps.get("finish"), SkjarError),
+    )
+    return WALK_STATIC
+
+
+WALK_STATIC: tuple[Any, ...] | None = None
+
 # Typed-node depth up to which payloads are unpacked with msgpack.unpackb (fast,
 # but ~40 KiB of C stack per level); deeper ones use a heap-allocated Unpacker.
 _STACK_DEPTH = 8
@@ -79,6 +98,7 @@ class Decoder:
         self.depth = 0
         self.in_root = False
         self._nodes = 0
+        self.taken = 0  # buffers taken (each at most once), by take_buffer and the walker
         # Values whose hash is costly (see track_tuple): id -> (value, depth, work).
         self._costly: dict[int, tuple[Any, int, int]] = {}
         self._hash_work = 0
@@ -95,18 +115,8 @@ class Decoder:
         fast = _compiled.speedups
         try:
             if fast is not None:
-                arrays = (NDARRAY, MAX_NDIM, INLINE_MAX, np.ndarray, np.empty, ARRAY_DTYPES,
-                          self._buffers)
-                steps = OBJECT_STEPS
-                objects: tuple[Any, ...] = (
-                    INSTANCE if steps else -1, RECONSTRUCT if steps else -1, STATE_DEFAULT,
-                    STATE_CYTHON, ITEMS_NONE, ZIPDICT, {}, {}, steps.get("plan"), steps.get("setter"),
-                    steps.get("validate"), steps.get("finish"), SkjarError, self.shells,
-                )
-                obj = fast.walk(
-                    tree, self, DECODERS, self.safe_dict, self._shared, CorruptFileError, _LIMITS,
-                    arrays, objects,
-                )
+                obj = fast.walk(tree, self, self.safe_dict, self._shared, self._buffers,
+                                self.shells, WALK_STATIC or walk_static())
             else:
                 obj = self.unpack(tree)
                 if _may_hold_timestamps(tree):
@@ -127,11 +137,15 @@ class Decoder:
             raise CorruptFileError("an instance was created but never given its state")
         if self.owned_indexes and self._shared:
             self._refuse_shared_indexes()
-        # (C-level calls, not a comprehension: each of those is a Python function whose
-        # first run a fresh process pays for.)
-        if any(map(operator.is_not, self._buffers, itertools.repeat(None))):
+        # Each buffer is taken at most once (take_buffer, and the walker, which adds its own
+        # count): as many taken as there are proves every one used, with no pass over them
+        # (whose first run cost a forked process's first load ~10 page faults).
+        if self.taken != len(self._buffers):
             unused = [i for i, b in enumerate(self._buffers) if b is not None]
-            raise CorruptFileError(f"buffers {unused[:10]} are declared but never used by the tree")
+            if unused:
+                raise CorruptFileError(
+                    f"buffers {unused[:10]} are declared but never used by the tree"
+                )
         return obj
 
     def _refuse_shared_indexes(self) -> None:
@@ -226,6 +240,7 @@ class Decoder:
         if buf is None:
             raise CorruptFileError(f"buffer {index} is used twice")
         self._buffers[index] = None
+        self.taken += 1
         return np.frombuffer(buf, np.uint8) if type(buf) is memoryview else buf
 
     def require(self, name: Any, use: str) -> Any:
