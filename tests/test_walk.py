@@ -592,3 +592,169 @@ KEYED = {
 @pytest.mark.parametrize("node", KEYED.values(), ids=KEYED.keys())
 def test_keyed_dicts_build_alike(node: Any) -> None:
     agree(pack_tree(node), same_message=True)
+
+
+# -- plans and setters made in C (default_plan, class_setter) against objects._plan/_setter --
+def _default_names() -> list[tuple[str, str, str]]:
+    """(name, module, use) for every default name trusted to be made or called whose
+    module imports here."""
+    import importlib
+
+    from skjar.trust import DEFAULT_TRUST
+
+    out = []
+    for name, entry in sorted(DEFAULT_TRUST.items()):
+        assert entry.module is not None
+        try:
+            importlib.import_module(entry.module)
+        except ImportError:
+            continue
+        out += [(name, entry.module, use) for use in sorted(entry.uses) if use in ("object", "call")]
+    return out
+
+
+DEFAULT_NAMES = _default_names()
+
+
+def _python_plan(declared: dict[str, Any], code: int, name: str) -> Any:
+    from skjar.codec import objects
+    from skjar.trust import TrustPolicy
+
+    try:
+        return objects._plan(Decoder([], declared, TrustPolicy()), code, name)
+    except SkjarError as exc:
+        return exc
+
+
+def test_the_default_names_are_many() -> None:
+    assert len(DEFAULT_NAMES) > 300  # the test below is not quietly empty
+
+
+@pytest.mark.parametrize("name,module,use", DEFAULT_NAMES, ids=[f"{n}:{u}" for n, _, u in DEFAULT_NAMES])
+def test_default_plans_are_the_pythons(name: str, module: str, use: str) -> None:
+    """Made in C, a plan is the Python's to the object; where C steps aside, the Python
+    plan is one it must not make: an owned-index note's closure, a class with a node of
+    its own, or a refusal."""
+    from skjar.codec.decoder import WALK_STATIC
+    from skjar.trust import DEFAULT_USES
+
+    assert speedups is not None and WALK_STATIC is not None
+    code = nodes.INSTANCE if use == "object" else nodes.RECONSTRUCT
+    declared = {name: (module, frozenset({use}))}
+    python = _python_plan(declared, code, name)
+    compiled = speedups.walk_plan(declared, DEFAULT_USES, WALK_STATIC, code, name)
+    if compiled is None:
+        from skjar.codec.registry import ENCODERS, OWNED_INDEXES, VALIDATORS
+
+        assert (
+            python is None
+            or isinstance(python, SkjarError)
+            or (name in OWNED_INDEXES and name in VALIDATORS)
+            or python[1] in ENCODERS
+        ), (name, python)
+        return
+    assert type(compiled) is tuple and type(python) is tuple, (compiled, python)
+    assert compiled[0] == python[0] and compiled[1] is python[1], (compiled, python)
+    assert compiled[2] is python[2] or compiled[2] == python[2]
+
+
+@pytest.mark.parametrize(
+    "declared, known, name, code",
+    [
+        # not declared, or declared for another use, or under another module
+        ({}, "defaults", "sklearn.preprocessing._data.StandardScaler", nodes.INSTANCE),
+        ({"sklearn.preprocessing._data.StandardScaler": ("sklearn.preprocessing._data",
+                                                         frozenset({"value"}))},
+         "defaults", "sklearn.preprocessing._data.StandardScaler", nodes.INSTANCE),
+        ({"sklearn.preprocessing._data.StandardScaler": ("sklearn.preprocessing",
+                                                         frozenset({"object"}))},
+         "defaults", "sklearn.preprocessing._data.StandardScaler", nodes.INSTANCE),
+        # a load with trust of its own: the Python resolves
+        ({"sklearn.preprocessing._data.StandardScaler": ("sklearn.preprocessing._data",
+                                                         frozenset({"object"}))},
+         None, "sklearn.preprocessing._data.StandardScaler", nodes.INSTANCE),
+        # names the defaults do not hold, or hold for another use
+        ({"os.system": ("os", frozenset({"call"}))}, "defaults", "os.system", nodes.RECONSTRUCT),
+        ({"sklearn.preprocessing._data.StandardScaler": ("sklearn.preprocessing._data",
+                                                         frozenset({"call"}))},
+         "defaults", "sklearn.preprocessing._data.StandardScaler", nodes.RECONSTRUCT),
+        # not a str
+        ({}, "defaults", 42, nodes.INSTANCE),
+    ],
+)
+def test_default_plans_step_aside(declared: Any, known: Any, name: Any, code: int) -> None:
+    from skjar.codec.decoder import WALK_STATIC
+    from skjar.trust import DEFAULT_USES
+
+    assert speedups is not None
+    known = DEFAULT_USES if known == "defaults" else known
+    assert speedups.walk_plan(declared, known, WALK_STATIC, code, name) is None
+
+
+@pytest.mark.parametrize(
+    "entry, code",
+    [
+        (("fake.module.never.imported", "fake.module.never.imported.Thing"), nodes.INSTANCE),
+        (("sklearn.base", "sklearn.base.NoSuchName"), nodes.INSTANCE),
+        (("os", "os.path"), nodes.INSTANCE),  # a module
+        (("math", "math.sqrt"), nodes.INSTANCE),  # not a class
+        (("math", "math.pi"), nodes.RECONSTRUCT),  # not callable
+        (("numpy.random._pcg64", "numpy.random._pcg64.PCG64"), nodes.INSTANCE),  # own node
+        (("sklearn.neighbors._kd_tree", "sklearn.neighbors._kd_tree.KDTree"), nodes.INSTANCE),
+    ],
+)
+def test_default_plans_step_aside_from_what_python_must_word(entry: tuple[str, str],
+                                                             code: int) -> None:
+    """Resolution that imports, fails, or finds the wrong kind of thing - and a meaning
+    check that notes owned indexes - stays the Python's, which words it (or builds the
+    closure); here the defaults are made to hold each name."""
+    from skjar.codec.decoder import WALK_STATIC
+
+    assert speedups is not None
+    module, name = entry
+    use = "object" if code == nodes.INSTANCE else "call"
+    declared = {name: (module, frozenset({use}))}
+    known = {name: (module, frozenset({use}))}
+    assert speedups.walk_plan(declared, known, WALK_STATIC, code, name) is None
+    assert "fake.module.never.imported" not in sys.modules
+
+
+def _default_classes() -> list[type]:
+    from skjar.codec import objects
+    from skjar.trust import DEFAULT_TRUST, TrustPolicy
+
+    policy, out = TrustPolicy(), []
+    for name, module, use in DEFAULT_NAMES:
+        if use == "object":
+            cls = policy.resolve(name, module, use)
+            if isinstance(cls, type):
+                out.append(cls)
+    del DEFAULT_TRUST, objects
+    return out
+
+
+class _OddModule(str):
+    pass
+
+
+class _OddSetter:
+    def __setstate__(self, state: Any) -> None:  # pragma: no cover - never called
+        pass
+
+
+_OddSetter.__setstate__.__module__ = _OddModule("sklearn.base")  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("cls", [*_default_classes(), type, int, dict, np.ndarray, _OddSetter],
+                         ids=lambda c: getattr(c, "__qualname__", str(c)))
+def test_setters_are_the_pythons(cls: type) -> None:
+    from skjar.codec import objects
+    from skjar.codec.decoder import WALK_STATIC
+
+    assert speedups is not None
+    compiled = speedups.walk_setter(WALK_STATIC, cls)
+    python = objects._setter(cls)
+    if compiled is Ellipsis:  # a __module__ that is not a plain str: the Python decides
+        assert cls is _OddSetter
+        return
+    assert compiled == python, (cls, compiled, python)

@@ -18,7 +18,8 @@ from types import ModuleType
 HELPERS = (
     "tree_ok", "predictor_ok", "strdict", "prefault", "address", "below", "binary_tree_ok",
     "no_timestamps", "start_writeback", "walk", "json", "read_small", "Hasher",
-    "tree_state_ok", "predictor_state_ok", "columns_ok", "read_head", "env_set",
+    "tree_state_ok", "predictor_state_ok", "columns_ok", "read_head", "env_set", "walk_plan",
+    "walk_setter",
 )
 # The helpers' calling conventions (SKJAR_SPEEDUPS_API in _speedups.c); a build of another
 # one is not used either (API 3: strdict reads values of any width, releases built keys;
@@ -28,8 +29,9 @@ HELPERS = (
 # Tree and TreePredictor states checked at once, columns_ok; 14: read_head; 15: read_small
 # judges a default load's trust and versions itself, and maps jars for mmap=True; 16:
 # env_set, and read_small/read_head encode the path themselves; 17: walk takes its
-# per-load objects apart from one static tuple, and counts the buffers it takes).
-API = 17
+# per-load objects apart from one static tuple, and counts the buffers it takes; 18: the
+# walker plans default-trusted names and sets up classes' state setters itself).
+API = 18
 
 
 def _load() -> ModuleType | None:

@@ -894,6 +894,8 @@ env_set(PyObject *self, PyObject *arg)
 /* The object tree's walker, the header's JSON parser, the reader's front for small
  * jars and the digest have files of their own. */
 PyObject *skjar_walk(PyObject *self, PyObject *args);
+PyObject *skjar_walk_plan(PyObject *self, PyObject *args);
+PyObject *skjar_walk_setter(PyObject *self, PyObject *args);
 PyObject *skjar_json(PyObject *self, PyObject *args);
 PyObject *skjar_read_small(PyObject *self, PyObject *args);
 PyObject *skjar_read_head(PyObject *self, PyObject *args);
@@ -906,7 +908,10 @@ static PyMethodDef methods[] = {
     {"read_head", skjar_read_head, METH_VARARGS,
      "read_head(path, section, spec) -> (version, header, tree, buffers, data_end, size) | None"},
     {"walk", skjar_walk, METH_VARARGS,
-     "walk(tree, dec, pairs_hook, shared, buffers, shells, static) -> object"},
+     "walk(tree, dec, pairs_hook, shared, buffers, shells, declared, known, static) -> object"},
+    {"walk_plan", skjar_walk_plan, METH_VARARGS,
+     "walk_plan(declared, known, static, code, name) -> plan | None"},
+    {"walk_setter", skjar_walk_setter, METH_VARARGS, "walk_setter(static, cls) -> setter"},
     {"tree_ok", tree_ok, METH_VARARGS,
      "tree_ok(nodes, itemsize, left, right, feature, n_features, max_depth) -> bool"},
     {"tree_state_ok", tree_state_ok, METH_VARARGS,
@@ -940,7 +945,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 17
+#define SKJAR_SPEEDUPS_API 18
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

@@ -43,8 +43,15 @@ def read_head(
 ) -> tuple[tuple[int, int], dict[str, Any], Any, tuple[Any, ...], int, int] | None: ...
 def walk(
     tree: Any, dec: Any, pairs_hook: Any, shared: dict[int, Any], buffers: list[Any],
-    shells: dict[int, Any], static: tuple[Any, ...],
+    shells: dict[int, Any], declared: dict[str, Any], known: dict[str, Any] | None,
+    static: tuple[Any, ...],
 ) -> Any: ...
+
+def walk_plan(
+    declared: dict[str, Any], known: dict[str, Any] | None, static: tuple[Any, ...], code: int,
+    name: Any,
+) -> tuple[Any, Any, Any] | None: ...
+def walk_setter(static: tuple[Any, ...], cls: Any) -> Any: ...
 
 class Hasher:
     """XXH3-128, as python-xxhash's xxh3_128 (see _digest.c)."""

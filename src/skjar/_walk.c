@@ -1,9 +1,10 @@
-/* walk(tree, dec, pairs_hook, shared, buffers, shells, static) -> object
+/* walk(tree, dec, pairs_hook, shared, buffers, shells, declared, known, static) -> object
  *
  * static = (decoders, error, limits, arrays, objects): decoder.WALK_STATIC, the same
  * for every load; the rest is this load's Decoder, its map builder, shared objects,
- * buffer list (each taken once, set to None, and counted into dec.taken) and pending
- * instances.
+ * buffer list (each taken once, set to None, and counted into dec.taken), pending
+ * instances, declared names and - trusting only the defaults - trust.DEFAULT_USES
+ * (else None; see default_plan).
  *
  * The object tree's parse and node dispatch in one pass, without a Python frame or a
  * msgpack.unpackb call per typed node. The twin is codec/decoder.py's Decoder.unpack
@@ -74,10 +75,15 @@ typedef struct {
     PyObject *plans, *setters, *plan_fn, *setter_fn, *validate_fn, *finish_fn, *skjar_error,
         *shells;
     Py_ssize_t taken; /* buffers taken from `buffers` (set to None) */
+    /* default_plan and class_setter (NULL/None: ask plan_fn and setter_fn): the header's
+     * declared names, trust.DEFAULT_USES for a load trusting only the defaults, and the
+     * registry tables objects._plan and objects._setter read. */
+    PyObject *declared, *known, *encoders, *validators, *owned, *not_stateful;
 } Walk;
 
 static PyObject *str_depth, *str_in_root, *str_shared_node, *str_expanded, *str_expand_budget,
-    *str_name, *str_taken;
+    *str_name, *str_taken, *str_object, *str_call, *str_new, *str_setstate, *str_setstate_cython,
+    *str_module, *str_qualname, *str_sklearn_base, *str_base_setstate;
 
 static PyObject *
 incomplete(void)
@@ -392,6 +398,140 @@ guarded_failure(Walk *w, PyObject *name, const char *step)
     return NULL;
 }
 
+/* objects._plan(dec, code, name) for a name the defaults trust, made here: (cls.__new__,
+ * cls, check) for INSTANCE, (fn, None, check) for RECONSTRUCT, as a new reference; or
+ * Py_None (a new reference too) for "ask plan_fn", which then answers or raises as the
+ * handler would. It answers only where Decoder.require and TrustPolicy.resolve would
+ * pass without a word: a load trusting only the defaults (w->known), the name declared
+ * for the use in the header and trusted for it under the same module, that module
+ * already imported, the attribute path resolving to a class (INSTANCE, not one with a
+ * node of its own) or a callable (RECONSTRUCT), and a meaning check that needs no note
+ * of owned indexes (objects._check_for). Anything else - an import, an error to word,
+ * a closure to make - is Python's. A forked process's first load spent ~60 page faults
+ * in that Python (require, resolve, lookup and _plan's first runs). The twin is
+ * objects._plan: tests/test_walk.py compares them on every default name. */
+static PyObject *
+default_plan(Walk *w, int code, PyObject *name)
+{
+    PyObject *use = code == w->instance_code ? str_object : str_call;
+    if (w->known == NULL || w->known == Py_None || !PyUnicode_CheckExact(name)) {
+        Py_RETURN_NONE;
+    }
+    PyObject *declared = PyDict_GetItemWithError(w->declared, name);
+    PyObject *known = declared ? PyDict_GetItemWithError(w->known, name) : NULL;
+    if (known == NULL || !PyTuple_CheckExact(declared) || PyTuple_GET_SIZE(declared) != 2 ||
+        !PyTuple_CheckExact(known) || PyTuple_GET_SIZE(known) != 2) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *module = PyTuple_GET_ITEM(declared, 0);
+    PyObject *uses = PyTuple_GET_ITEM(declared, 1), *trusted = PyTuple_GET_ITEM(known, 1);
+    if (!PyUnicode_CheckExact(module) || !PyUnicode_CheckExact(PyTuple_GET_ITEM(known, 0)) ||
+        PyUnicode_Compare(module, PyTuple_GET_ITEM(known, 0)) != 0 ||
+        !PyFrozenSet_CheckExact(uses) || !PyFrozenSet_CheckExact(trusted) ||
+        PySet_Contains(uses, use) != 1 || PySet_Contains(trusted, use) != 1) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    /* The defaults name "module.qualname" with the module apart: the rest is the path. */
+    Py_ssize_t skip = PyUnicode_GET_LENGTH(module) + 1, end = PyUnicode_GET_LENGTH(name);
+    PyObject *obj = PyDict_GetItemWithError(PyImport_GetModuleDict(), module);
+    if (obj == NULL || skip >= end ||
+        PyUnicode_Tailmatch(name, module, 0, skip - 1, -1) != 1 ||
+        PyUnicode_READ_CHAR(name, skip - 1) != '.') {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(obj);
+    while (skip < end) {
+        Py_ssize_t dot = PyUnicode_FindChar(name, '.', skip, end, 1);
+        Py_ssize_t stop = dot < 0 ? end : dot;
+        PyObject *part = PyUnicode_Substring(name, skip, stop);
+        PyObject *next = part ? PyObject_GetAttr(obj, part) : NULL;
+        Py_XDECREF(part);
+        Py_SETREF(obj, next);
+        if (obj == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_AttributeError) ||
+                PyErr_ExceptionMatches(PyExc_ValueError)) {
+                PyErr_Clear(); /* resolve's getattr raises it again, and words it */
+                Py_RETURN_NONE;
+            }
+            return NULL; /* (a KeyboardInterrupt, a MemoryError) */
+        }
+        skip = stop + 1;
+    }
+    int instance = code == w->instance_code;
+    PyObject *check = PyDict_GetItemWithError(w->validators, name);
+    PyObject *owned = check ? PyDict_GetItemWithError(w->owned, name) : NULL;
+    int in_encoders = instance && PyType_Check(obj) ? PyDict_Contains(w->encoders, obj) : 0;
+    if (PyErr_Occurred() || owned != NULL || in_encoders != 0 || PyModule_Check(obj) ||
+        (instance ? !PyType_Check(obj) : !PyCallable_Check(obj))) {
+        Py_DECREF(obj);
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *make = instance ? PyObject_GetAttr(obj, str_new) : Py_NewRef(obj);
+    PyObject *plan = make ? PyTuple_Pack(3, make, instance ? obj : Py_None,
+                                         check ? check : Py_None)
+                          : NULL;
+    Py_XDECREF(make);
+    Py_DECREF(obj);
+    return plan;
+}
+
+/* getattr(obj, name, None) as a new reference: NULL only with an error other than
+ * AttributeError set. */
+static PyObject *
+attr_or_none(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        value = Py_NewRef(Py_None);
+    }
+    return value;
+}
+
+/* objects._setter(cls), made here: None for a type that takes no state, else
+ * (__setstate__, whether it is sklearn's BaseEstimator.__setstate__, __setstate_cython__)
+ * with None for one it lacks; Ellipsis for "ask setter_fn" (a __module__ or __qualname__
+ * that is not a plain str); a new reference, or NULL with an error set. Only its
+ * first run's Python (~10 page faults in a forked process) is saved: the answer is the
+ * same. The twin is objects._setter (tests/test_walk.py compares them on every default
+ * class). */
+static PyObject *
+class_setter(Walk *w, PyObject *cls)
+{
+    int stateless = PyObject_IsSubclass(cls, w->not_stateful);
+    if (stateless != 0) {
+        return stateless < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    PyObject *setstate = attr_or_none(cls, str_setstate);
+    PyObject *cython = setstate ? attr_or_none(cls, str_setstate_cython) : NULL;
+    PyObject *module = cython && setstate != Py_None ? attr_or_none(setstate, str_module) : NULL;
+    PyObject *qualname = module ? attr_or_none(setstate, str_qualname) : NULL;
+    PyObject *out = NULL;
+    if (cython != NULL && (setstate == Py_None || qualname != NULL)) {
+        if (setstate != Py_None &&
+            ((module != Py_None && !PyUnicode_CheckExact(module)) ||
+             (qualname != Py_None && !PyUnicode_CheckExact(qualname)))) {
+            out = Py_NewRef(Py_Ellipsis); /* not plain str: _updates_dict's == decides */
+        } else {
+            int base = setstate != Py_None && module != Py_None && qualname != Py_None &&
+                       PyUnicode_Compare(module, str_sklearn_base) == 0 &&
+                       PyUnicode_Compare(qualname, str_base_setstate) == 0;
+            out = PyTuple_Pack(3, setstate, base ? Py_True : Py_False, cython);
+        }
+    }
+    Py_XDECREF(setstate);
+    Py_XDECREF(cython);
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    return out;
+}
+
 /* `plan_fn(dec, code, name)` or `setter_fn(type)` once per key, cached in `cache`:
  * borrowed, Py_None where the fast path does not apply, NULL with an error set. */
 static PyObject *
@@ -402,11 +542,19 @@ cached_plan(Walk *w, PyObject *cache, PyObject *key, PyObject *fn, int code)
         return plan;
     }
     if (code >= 0) {
-        PyObject *code_obj = PyLong_FromLong(code);
-        plan = code_obj ? PyObject_CallFunctionObjArgs(fn, w->dec, code_obj, key, NULL) : NULL;
-        Py_XDECREF(code_obj);
+        plan = default_plan(w, code, key);
+        if (plan == Py_None) {
+            Py_DECREF(plan);
+            PyObject *code_obj = PyLong_FromLong(code);
+            plan = code_obj ? PyObject_CallFunctionObjArgs(fn, w->dec, code_obj, key, NULL)
+                            : NULL;
+            Py_XDECREF(code_obj);
+        }
     } else {
-        plan = PyObject_CallOneArg(fn, key);
+        plan = class_setter(w, key);
+        if (plan == Py_Ellipsis) {
+            Py_SETREF(plan, PyObject_CallOneArg(fn, key));
+        }
     }
     if (plan == NULL) {
         return NULL;
@@ -927,6 +1075,87 @@ run(Walk *w)
     }
 }
 
+/* The attribute and text names the walker uses, interned once: 0, or -1 with an error. */
+static int
+intern_names(void)
+{
+    if (str_base_setstate != NULL) {
+        return 0;
+    }
+    str_depth = PyUnicode_InternFromString("depth");
+    str_in_root = PyUnicode_InternFromString("in_root");
+    str_shared_node = PyUnicode_InternFromString("shared_node");
+    str_expanded = PyUnicode_InternFromString("_expanded");
+    str_expand_budget = PyUnicode_InternFromString("_expand_budget");
+    str_name = PyUnicode_InternFromString("__name__");
+    str_taken = PyUnicode_InternFromString("taken");
+    str_object = PyUnicode_InternFromString("object");
+    str_call = PyUnicode_InternFromString("call");
+    str_new = PyUnicode_InternFromString("__new__");
+    str_setstate = PyUnicode_InternFromString("__setstate__");
+    str_setstate_cython = PyUnicode_InternFromString("__setstate_cython__");
+    str_module = PyUnicode_InternFromString("__module__");
+    str_qualname = PyUnicode_InternFromString("__qualname__");
+    str_sklearn_base = PyUnicode_InternFromString("sklearn.base");
+    str_base_setstate = PyUnicode_InternFromString("BaseEstimator.__setstate__");
+    return str_depth && str_in_root && str_shared_node && str_expanded && str_expand_budget &&
+                   str_name && str_taken && str_object && str_call && str_new && str_setstate &&
+                   str_setstate_cython && str_module && str_qualname && str_sklearn_base &&
+                   str_base_setstate
+               ? 0
+               : -1;
+}
+
+/* walk_plan(declared, known, static, code, name) -> plan | None and walk_setter(static,
+ * cls) -> setter: default_plan and class_setter alone, for their twin tests
+ * (tests/test_walk.py), on a walk with only their inputs. */
+static int
+steps_only(Walk *w, PyObject *static_)
+{
+    PyObject *ignored;
+    return PyArg_ParseTuple(static_, "OOOO(iiiiiiOOOOOO!O!O!O!):walk_steps", &ignored, &ignored,
+                            &ignored, &ignored, &w->instance_code, &w->reconstruct_code,
+                            &w->state_default, &w->state_cython, &w->items_none,
+                            &w->zipdict_code, &ignored, &ignored, &ignored, &ignored, &ignored,
+                            &PyDict_Type, &w->encoders, &PyDict_Type, &w->validators,
+                            &PyDict_Type, &w->owned, &PyTuple_Type, &w->not_stateful) &&
+                   intern_names() == 0
+               ? 0
+               : -1;
+}
+
+PyObject *
+skjar_walk_plan(PyObject *self, PyObject *args)
+{
+    Walk w;
+    memset(&w, 0, sizeof w);
+    PyObject *static_, *name;
+    int code;
+    if (!PyArg_ParseTuple(args, "O!OO!iO:walk_plan", &PyDict_Type, &w.declared, &w.known,
+                          &PyTuple_Type, &static_, &code, &name) ||
+        steps_only(&w, static_) < 0) {
+        return NULL;
+    }
+    if (code != w.instance_code && code != w.reconstruct_code) {
+        PyErr_SetString(PyExc_ValueError, "walk_plan: code must be INSTANCE or RECONSTRUCT");
+        return NULL;
+    }
+    return default_plan(&w, code, name);
+}
+
+PyObject *
+skjar_walk_setter(PyObject *self, PyObject *args)
+{
+    Walk w;
+    memset(&w, 0, sizeof w);
+    PyObject *static_, *cls;
+    if (!PyArg_ParseTuple(args, "O!O:walk_setter", &PyTuple_Type, &static_, &cls) ||
+        steps_only(&w, static_) < 0) {
+        return NULL;
+    }
+    return class_setter(&w, cls);
+}
+
 PyObject *
 skjar_walk(PyObject *self, PyObject *args)
 {
@@ -934,15 +1163,23 @@ skjar_walk(PyObject *self, PyObject *args)
     Walk w;
     memset(&w, 0, sizeof w);
     /* (The per-load objects first; `static` is decoder.WALK_STATIC, built once.) */
-    if (!PyArg_ParseTuple(args, "y*OOO!O!O!(O!O(Liiii)(iiiOOO!)(iiiiiiOOOOO)):walk", &tree,
-                          &w.dec, &w.pairs_hook, &PyDict_Type, &w.shared, &PyList_Type,
-                          &w.buffers, &PyDict_Type, &w.shells, &PyDict_Type, &w.decoders,
-                          &w.error, &w.max_nodes, &w.max_nesting, &w.root, &w.shared_def,
-                          &w.shared_ref, &w.array_code, &w.max_ndim, &w.inline_max, &w.ndarray,
-                          &w.empty, &PyDict_Type, &w.dtypes, &w.instance_code,
-                          &w.reconstruct_code, &w.state_default, &w.state_cython,
-                          &w.items_none, &w.zipdict_code, &w.plan_fn, &w.setter_fn,
-                          &w.validate_fn, &w.finish_fn, &w.skjar_error)) {
+    if (!PyArg_ParseTuple(args,
+                          "y*OOO!O!O!O!O(O!O(Liiii)(iiiOOO!)(iiiiiiOOOOOO!O!O!O!)):walk",
+                          &tree, &w.dec, &w.pairs_hook, &PyDict_Type, &w.shared, &PyList_Type,
+                          &w.buffers, &PyDict_Type, &w.shells, &PyDict_Type, &w.declared,
+                          &w.known, &PyDict_Type, &w.decoders, &w.error, &w.max_nodes,
+                          &w.max_nesting, &w.root, &w.shared_def, &w.shared_ref, &w.array_code,
+                          &w.max_ndim, &w.inline_max, &w.ndarray, &w.empty, &PyDict_Type,
+                          &w.dtypes, &w.instance_code, &w.reconstruct_code, &w.state_default,
+                          &w.state_cython, &w.items_none, &w.zipdict_code, &w.plan_fn,
+                          &w.setter_fn, &w.validate_fn, &w.finish_fn, &w.skjar_error,
+                          &PyDict_Type, &w.encoders, &PyDict_Type, &w.validators, &PyDict_Type,
+                          &w.owned, &PyTuple_Type, &w.not_stateful)) {
+        return NULL;
+    }
+    if (w.known != Py_None && !PyDict_CheckExact(w.known)) {
+        PyErr_SetString(PyExc_TypeError, "walk: known must be a dict or None");
+        PyBuffer_Release(&tree);
         return NULL;
     }
     /* This load's plans per name and setters per class (the steps are asked once each). */
@@ -954,22 +1191,11 @@ skjar_walk(PyObject *self, PyObject *args)
         PyBuffer_Release(&tree);
         return NULL;
     }
-    if (str_depth == NULL) {
-        str_depth = PyUnicode_InternFromString("depth");
-        str_in_root = PyUnicode_InternFromString("in_root");
-        str_shared_node = PyUnicode_InternFromString("shared_node");
-        str_expanded = PyUnicode_InternFromString("_expanded");
-        str_expand_budget = PyUnicode_InternFromString("_expand_budget");
-        str_name = PyUnicode_InternFromString("__name__");
-        str_taken = PyUnicode_InternFromString("taken");
-        if (str_depth == NULL || str_in_root == NULL || str_shared_node == NULL ||
-            str_expanded == NULL || str_expand_budget == NULL || str_name == NULL ||
-            str_taken == NULL) {
-            Py_DECREF(w.plans);
-            Py_DECREF(w.setters);
-            PyBuffer_Release(&tree);
-            return NULL;
-        }
+    if (intern_names() < 0) {
+        Py_DECREF(w.plans);
+        Py_DECREF(w.setters);
+        PyBuffer_Release(&tree);
+        return NULL;
     }
     w.p = tree.buf;
     w.end = tree.len;

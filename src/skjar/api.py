@@ -135,6 +135,10 @@ def dumps(
 # A load that trusts only the defaults needs no policy of its own: what it resolves,
 # every such load resolves the same way.
 _DEFAULT_POLICY = TrustPolicy()
+# Built once: a tuple built per load touches each item (a page fault apiece in a forked
+# process's first load).
+_DEFAULT_KNOWN = (DEFAULT_USES, SKEW_MODULES)
+_PATH_TYPES = (str, os.PathLike)
 
 
 def _check_flag(value: Any, name: str) -> None:
@@ -182,8 +186,10 @@ def load(
         if keys is not None or (verify or ("structure" if mmap else "full")) == "full"
         else "structure"
     )
-    _check_flag(mmap, "mmap")
-    _check_flag(strict_versions, "strict_versions")
+    if mmap is not False and mmap is not True:  # (no call in the common case)
+        _check_flag(mmap, "mmap")
+    if strict_versions is not False and strict_versions is not True:
+        _check_flag(strict_versions, "strict_versions")
 
     skew: list[str] = []
 
@@ -199,11 +205,9 @@ def load(
 
     # A path, unsigned: the compiled front reads (or maps) the common jar in one call.
     small = (
-        read_small(
-            source, admit, (DEFAULT_USES, SKEW_MODULES) if not policy.extra else None,
-            mmap=mmap, verify=check,
-        )
-        if isinstance(source, (str, os.PathLike)) and keys is None
+        read_small(source, admit, _DEFAULT_KNOWN if not policy.extra else None, mmap=mmap,
+                   verify=check)
+        if isinstance(source, _PATH_TYPES) and keys is None
         else None
     )
     tree: bytes | memoryview

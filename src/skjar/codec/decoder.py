@@ -29,7 +29,7 @@ from ..format.spec import (
     MAX_NESTING,
     MAX_NODES,
 )
-from ..trust import TrustPolicy
+from ..trust import DEFAULT_USES, TrustPolicy
 from .nodes import (
     INSTANCE,
     ITEMS_NONE,
@@ -42,7 +42,7 @@ from .nodes import (
     STATE_DEFAULT,
     ZIPDICT,
 )
-from .registry import DECODERS, OBJECT_STEPS
+from .registry import DECODERS, ENCODERS, OBJECT_STEPS, OWNED_INDEXES, VALIDATORS
 
 # What the compiled walker enforces as _ext_hook does (see _walk.c).
 _LIMITS = (MAX_NODES, MAX_NESTING, ROOT, SHARED_DEF, SHARED_REF)
@@ -60,13 +60,15 @@ def walk_static() -> tuple[Any, ...]:
     codec/__init__ once every handler is registered). Built once: a tuple built per load
     touched each of its ~25 items, a page fault apiece in a forked process's first load."""
     global WALK_STATIC
+    from .objects import NOT_STATEFUL  # (objects imports this module)
+
     steps = OBJECT_STEPS
     WALK_STATIC = (
         DECODERS, CorruptFileError, _LIMITS,
         (NDARRAY, MAX_NDIM, INLINE_MAX, np.ndarray, np.empty, ARRAY_DTYPES),
         (INSTANCE if steps else -1, RECONSTRUCT if steps else -1, STATE_DEFAULT, STATE_CYTHON,
          ITEMS_NONE, ZIPDICT, steps.get("plan"), steps.get("setter"), steps.get("validate"),
-         steps.get("finish"), SkjarError),
+         steps.get("finish"), SkjarError, ENCODERS, VALIDATORS, OWNED_INDEXES, NOT_STATEFUL),
     )
     return WALK_STATIC
 
@@ -115,8 +117,11 @@ class Decoder:
         fast = _compiled.speedups
         try:
             if fast is not None:
-                obj = fast.walk(tree, self, self.safe_dict, self._shared, self._buffers,
-                                self.shells, WALK_STATIC or walk_static())
+                obj = fast.walk(
+                    tree, self, self.safe_dict, self._shared, self._buffers, self.shells,
+                    self._declared, None if self._policy.extra else DEFAULT_USES,
+                    WALK_STATIC or walk_static(),
+                )
             else:
                 obj = self.unpack(tree)
                 if _may_hold_timestamps(tree):
