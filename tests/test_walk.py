@@ -758,3 +758,39 @@ def test_setters_are_the_pythons(cls: type) -> None:
         assert cls is _OddSetter
         return
     assert compiled == python, (cls, compiled, python)
+
+
+def test_the_walker_builds_flat_tuples_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Up to _UNTRACKED_WORK items, none a tuple, nothing costly on record: built in C;
+    anything else goes to the handler, which records what track_tuple must."""
+    from skjar.codec import builtins as handlers
+    from skjar.codec.decoder import _UNTRACKED_WORK
+
+    calls: list[int] = []
+
+    def spy(dec: Decoder, payload: Any) -> Any:
+        calls.append(len(payload))
+        return handlers._dec_tuple(dec, payload)
+
+    monkeypatch.setitem(DECODERS, nodes.TUPLE, spy)
+    flat = Ext(nodes.TUPLE, list(range(_UNTRACKED_WORK)))
+    status, value = decode(pack_tree([flat, Ext(nodes.TUPLE, [])]), True)
+    assert status == "ok" and value == [tuple(range(_UNTRACKED_WORK)), ()] and not calls
+    for tree, handled in (
+        ([Ext(nodes.TUPLE, list(range(_UNTRACKED_WORK + 1)))], [_UNTRACKED_WORK + 1]),
+        ([Ext(nodes.TUPLE, [Ext(nodes.TUPLE, [1])])], [1]),  # the outer (the inner is flat: C)
+        # a big int on record: tuples after it are the handler's
+        ([Ext(nodes.BIGINT, b"\x01" * 600), Ext(nodes.TUPLE, [1])], [1]),
+    ):
+        calls.clear()
+        assert decode(pack_tree(tree), True)[0] == "ok"
+        assert calls == handled, (tree, calls)
+
+
+@pytest.mark.parametrize("items", [
+    [], [1, "a", None], list(range(64)), list(range(65)), [[1, 2], {"a": 3}],
+    [Ext(nodes.TUPLE, [1, 2])], [Ext(nodes.BIGINT, b"\x01" * 600)],
+])
+def test_tuples_build_alike(items: list[Any]) -> None:
+    agree(pack_tree([Ext(nodes.TUPLE, items), Ext(nodes.SET, [Ext(nodes.TUPLE, items)])]),
+          same_message=True)

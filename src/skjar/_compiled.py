@@ -30,8 +30,9 @@ HELPERS = (
 # judges a default load's trust and versions itself, and maps jars for mmap=True; 16:
 # env_set, and read_small/read_head encode the path themselves; 17: walk takes its
 # per-load objects apart from one static tuple, and counts the buffers it takes; 18: the
-# walker plans default-trusted names and sets up classes' state setters itself).
-API = 18
+# walker plans default-trusted names and sets up classes' state setters itself; 19: and
+# builds flat tuples).
+API = 19
 
 
 def _load() -> ModuleType | None:

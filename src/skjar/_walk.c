@@ -79,11 +79,14 @@ typedef struct {
      * declared names, trust.DEFAULT_USES for a load trusting only the defaults, and the
      * registry tables objects._plan and objects._setter read. */
     PyObject *declared, *known, *encoders, *validators, *owned, *not_stateful;
+    /* The TUPLE fast path (see fast_tuple). */
+    int tuple_code;
+    Py_ssize_t untracked_work;
 } Walk;
 
 static PyObject *str_depth, *str_in_root, *str_shared_node, *str_expanded, *str_expand_budget,
     *str_name, *str_taken, *str_object, *str_call, *str_new, *str_setstate, *str_setstate_cython,
-    *str_module, *str_qualname, *str_sklearn_base, *str_base_setstate;
+    *str_module, *str_qualname, *str_sklearn_base, *str_base_setstate, *str_costly;
 
 static PyObject *
 incomplete(void)
@@ -737,6 +740,39 @@ done:
     return out;
 }
 
+/* A TUPLE node [items...] of at most w->untracked_work items, none of them a tuple,
+ * while no value's hashing cost is on record (dec._costly empty), built as
+ * builtins._dec_tuple builds it: charged to the load, then tuple(payload), which
+ * Decoder.track_tuple would leave unrecorded (depth 1, work <= _UNTRACKED_WORK). A KD
+ * tree's state is one: the handler's first run cost a forked process ~15 page faults.
+ * Anything else returns NULL with no error set: the handler's. */
+static PyObject *
+fast_tuple(Walk *w, PyObject *payload)
+{
+    if (!PyList_CheckExact(payload) || PyList_GET_SIZE(payload) > w->untracked_work) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(payload);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyTuple_Check(PyList_GET_ITEM(payload, i))) {
+            return NULL;
+        }
+    }
+    PyObject *costly = PyObject_GetAttr(w->dec, str_costly);
+    if (costly == NULL) {
+        return NULL;
+    }
+    int untracked = PyDict_CheckExact(costly) && PyDict_GET_SIZE(costly) == 0;
+    Py_DECREF(costly);
+    if (!untracked) {
+        return NULL;
+    }
+    PyObject *what = PyUnicode_FromString("a tuple");
+    int charged = what != NULL && expand(w, payload, n, what) == 0;
+    Py_XDECREF(what);
+    return charged ? PyList_AsTuple(payload) : NULL;
+}
+
 /* A ZIPDICT node [keys, values] of str keys, built as builtins._dec_zipdict builds it:
  * charged to the load, then dict(zip(keys, values)), a repeated key refused with the
  * handler's message. Anything else returns NULL with no error set: the handler's. */
@@ -783,6 +819,12 @@ fast_zipdict(Walk *w, PyObject *payload)
 static PyObject *
 call_node(Walk *w, int code, PyObject *fn, PyObject *payload)
 {
+    if (code == w->tuple_code) {
+        PyObject *out = fast_tuple(w, payload);
+        if (out != NULL || PyErr_Occurred()) {
+            return out;
+        }
+    }
     if (code == w->zipdict_code) {
         PyObject *out = fast_zipdict(w, payload);
         if (out != NULL || PyErr_Occurred()) {
@@ -1097,11 +1139,12 @@ intern_names(void)
     str_module = PyUnicode_InternFromString("__module__");
     str_qualname = PyUnicode_InternFromString("__qualname__");
     str_sklearn_base = PyUnicode_InternFromString("sklearn.base");
+    str_costly = PyUnicode_InternFromString("_costly");
     str_base_setstate = PyUnicode_InternFromString("BaseEstimator.__setstate__");
     return str_depth && str_in_root && str_shared_node && str_expanded && str_expand_budget &&
                    str_name && str_taken && str_object && str_call && str_new && str_setstate &&
                    str_setstate_cython && str_module && str_qualname && str_sklearn_base &&
-                   str_base_setstate
+                   str_costly && str_base_setstate
                ? 0
                : -1;
 }
@@ -1113,12 +1156,13 @@ static int
 steps_only(Walk *w, PyObject *static_)
 {
     PyObject *ignored;
-    return PyArg_ParseTuple(static_, "OOOO(iiiiiiOOOOOO!O!O!O!):walk_steps", &ignored, &ignored,
-                            &ignored, &ignored, &w->instance_code, &w->reconstruct_code,
+    return PyArg_ParseTuple(static_, "OOOO(iiiiiiOOOOOO!O!O!O!in):walk_steps", &ignored,
+                            &ignored, &ignored, &ignored, &w->instance_code, &w->reconstruct_code,
                             &w->state_default, &w->state_cython, &w->items_none,
                             &w->zipdict_code, &ignored, &ignored, &ignored, &ignored, &ignored,
                             &PyDict_Type, &w->encoders, &PyDict_Type, &w->validators,
-                            &PyDict_Type, &w->owned, &PyTuple_Type, &w->not_stateful) &&
+                            &PyDict_Type, &w->owned, &PyTuple_Type, &w->not_stateful,
+                            &w->tuple_code, &w->untracked_work) &&
                    intern_names() == 0
                ? 0
                : -1;
@@ -1164,7 +1208,7 @@ skjar_walk(PyObject *self, PyObject *args)
     memset(&w, 0, sizeof w);
     /* (The per-load objects first; `static` is decoder.WALK_STATIC, built once.) */
     if (!PyArg_ParseTuple(args,
-                          "y*OOO!O!O!O!O(O!O(Liiii)(iiiOOO!)(iiiiiiOOOOOO!O!O!O!)):walk",
+                          "y*OOO!O!O!O!O(O!O(Liiii)(iiiOOO!)(iiiiiiOOOOOO!O!O!O!in)):walk",
                           &tree, &w.dec, &w.pairs_hook, &PyDict_Type, &w.shared, &PyList_Type,
                           &w.buffers, &PyDict_Type, &w.shells, &PyDict_Type, &w.declared,
                           &w.known, &PyDict_Type, &w.decoders, &w.error, &w.max_nodes,
@@ -1174,7 +1218,8 @@ skjar_walk(PyObject *self, PyObject *args)
                           &w.state_cython, &w.items_none, &w.zipdict_code, &w.plan_fn,
                           &w.setter_fn, &w.validate_fn, &w.finish_fn, &w.skjar_error,
                           &PyDict_Type, &w.encoders, &PyDict_Type, &w.validators, &PyDict_Type,
-                          &w.owned, &PyTuple_Type, &w.not_stateful)) {
+                          &w.owned, &PyTuple_Type, &w.not_stateful, &w.tuple_code,
+                          &w.untracked_work)) {
         return NULL;
     }
     if (w.known != Py_None && !PyDict_CheckExact(w.known)) {

@@ -40,6 +40,7 @@ from .nodes import (
     SHARED_REF,
     STATE_CYTHON,
     STATE_DEFAULT,
+    TUPLE,
     ZIPDICT,
 )
 from .registry import DECODERS, ENCODERS, OBJECT_STEPS, OWNED_INDEXES, VALIDATORS
@@ -68,7 +69,8 @@ def walk_static() -> tuple[Any, ...]:
         (NDARRAY, MAX_NDIM, INLINE_MAX, np.ndarray, np.empty, ARRAY_DTYPES),
         (INSTANCE if steps else -1, RECONSTRUCT if steps else -1, STATE_DEFAULT, STATE_CYTHON,
          ITEMS_NONE, ZIPDICT, steps.get("plan"), steps.get("setter"), steps.get("validate"),
-         steps.get("finish"), SkjarError, ENCODERS, VALIDATORS, OWNED_INDEXES, NOT_STATEFUL),
+         steps.get("finish"), SkjarError, ENCODERS, VALIDATORS, OWNED_INDEXES, NOT_STATEFUL,
+         TUPLE, _UNTRACKED_WORK),
     )
     return WALK_STATIC
 
