@@ -794,3 +794,53 @@ def test_the_walker_builds_flat_tuples_itself(monkeypatch: pytest.MonkeyPatch) -
 def test_tuples_build_alike(items: list[Any]) -> None:
     agree(pack_tree([Ext(nodes.TUPLE, items), Ext(nodes.SET, [Ext(nodes.TUPLE, items)])]),
           same_message=True)
+
+
+SCALARS = [np.float64(1.5), np.float64(-0.0), np.float64("nan"), np.float32(2.5), np.float16(0.5),
+           np.int8(-3), np.int64(-(2**63)), np.uint64(2**64 - 1), np.bool_(True), np.bool_(False),
+           np.complex128(1 + 2j), np.complex64(-1j)]
+
+
+def _scalar_node(value: np.generic, descr: str | None = None) -> Any:
+    return Ext(nodes.NPSCALAR, [descr or value.dtype.str, value.tobytes()])
+
+
+@pytest.mark.parametrize("value", SCALARS, ids=repr)
+def test_scalars_build_alike(value: np.generic) -> None:
+    """The same type, dtype and bytes (-0.0 and NaN included) from both walkers."""
+    results = [decode(pack_tree([_scalar_node(value)]), compiled) for compiled in (True, False)]
+    for status, got in results:
+        assert status == "ok"
+        assert type(got[0]) is type(value) and got[0].dtype == value.dtype
+        assert got[0].tobytes() == value.tobytes()
+
+
+def test_the_walker_builds_scalars_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validated dtypes in C; a big-endian one only once the handler has validated it,
+    a wrong size and a structured or unknown descr always by the handler."""
+    from skjar.codec import numpy as handlers
+
+    calls: list[Any] = []
+
+    def spy(dec: Decoder, payload: Any) -> Any:
+        calls.append(payload[0])
+        return handlers._dec_scalar(dec, payload)
+
+    monkeypatch.setitem(DECODERS, nodes.NPSCALAR, spy)
+    assert decode(pack_tree([_scalar_node(v) for v in SCALARS]), True)[0] == "ok" and not calls
+    wrong_size = Ext(nodes.NPSCALAR, ["<f8", b"\x00" * 4])
+    assert decode(pack_tree([wrong_size]), True)[0] == "refused" and calls == ["<f8"]
+    calls.clear()
+    record = np.array([(1, 2.0)], dtype=[("a", "<i4"), ("b", "<f8")])[0]
+    structured = Ext(nodes.NPSCALAR, [[["a", "<i4"], ["b", "<f8"]], record.tobytes()])
+    status, got = decode(pack_tree([structured]), True)
+    assert status == "ok" and got[0] == record and len(calls) == 1
+    calls.clear()
+    # A big-endian descr: built by the handler until it has validated it, then in C.
+    monkeypatch.delitem(handlers._DTYPES, ">f8", raising=False)
+    monkeypatch.delitem(ARRAY_DTYPES, ">f8", raising=False)
+    node = Ext(nodes.NPSCALAR, [">f8", np.array(3.25, ">f8").tobytes()])
+    for _ in range(2):
+        status, got = decode(pack_tree([node]), True)
+        assert status == "ok" and got[0] == 3.25 and type(got[0]) is np.float64  # as numpy gives
+    assert calls == [">f8"]

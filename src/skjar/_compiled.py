@@ -31,8 +31,8 @@ HELPERS = (
 # env_set, and read_small/read_head encode the path themselves; 17: walk takes its
 # per-load objects apart from one static tuple, and counts the buffers it takes; 18: the
 # walker plans default-trusted names and sets up classes' state setters itself; 19: and
-# builds flat tuples).
-API = 19
+# builds flat tuples; 20: and numpy scalars).
+API = 20
 
 
 def _load() -> ModuleType | None:

@@ -67,7 +67,7 @@ typedef struct {
     long long max_nodes;
     int max_nesting, root, shared_def, shared_ref, in_root;
     /* The NDARRAY fast path (see fast_array); array_code is -1 without it. */
-    int array_code, max_ndim, inline_max;
+    int array_code, max_ndim, inline_max, scalar_code; /* (and NPSCALAR: see fast_scalar) */
     PyObject *ndarray, *empty, *dtypes, *buffers;
     /* The INSTANCE / RECONSTRUCT fast path (see fast_object); instance_code is -1
      * without it. */
@@ -355,6 +355,39 @@ fast_array(Walk *w, PyObject *payload)
     if (out == NULL && !PyErr_Occurred()) {
         PyErr_SetString(PyExc_SystemError, "fast_array: no array and no error");
     }
+    return out;
+}
+
+/* An NPSCALAR node [descr, data] of a (non-structured) dtype the handler has validated,
+ * built as codec/numpy.py's _dec_scalar builds it: numpy.ndarray((), dtype, data)[()],
+ * the value np.frombuffer(data, dtype, count=1)[0] is. A size that does not fit, or
+ * anything else, returns NULL with no error set: the handler's, which names the fault.
+ * (Its first run, and descr_dtype's, cost a forked process's load of svc ~20 page
+ * faults.) */
+static PyObject *
+fast_scalar(Walk *w, PyObject *payload)
+{
+    if (!PyList_CheckExact(payload) || PyList_GET_SIZE(payload) != 2 ||
+        !PyUnicode_CheckExact(PyList_GET_ITEM(payload, 0)) ||
+        !PyBytes_CheckExact(PyList_GET_ITEM(payload, 1))) {
+        return NULL;
+    }
+    PyObject *known = known_dtype(w, PyList_GET_ITEM(payload, 0));
+    if (known == NULL) {
+        return NULL;
+    }
+    PyObject *data = PyList_GET_ITEM(payload, 1);
+    Py_ssize_t itemsize = PyLong_AsSsize_t(PyTuple_GET_ITEM(known, 1));
+    if (itemsize <= 0 || PyBytes_GET_SIZE(data) != itemsize) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *dims = PyTuple_New(0);
+    PyObject *args[3] = {dims, PyTuple_GET_ITEM(known, 0), data};
+    PyObject *array = dims ? PyObject_Vectorcall(w->ndarray, args, 3, NULL) : NULL;
+    PyObject *out = array ? PyObject_GetItem(array, dims) : NULL;
+    Py_XDECREF(array);
+    Py_XDECREF(dims);
     return out;
 }
 
@@ -831,6 +864,12 @@ call_node(Walk *w, int code, PyObject *fn, PyObject *payload)
             return out;
         }
     }
+    if (code == w->scalar_code) {
+        PyObject *out = fast_scalar(w, payload);
+        if (out != NULL || PyErr_Occurred()) {
+            return out;
+        }
+    }
     if (code == w->array_code) {
         PyObject *out = fast_array(w, payload);
         if (out != NULL || PyErr_Occurred()) {
@@ -1208,13 +1247,13 @@ skjar_walk(PyObject *self, PyObject *args)
     memset(&w, 0, sizeof w);
     /* (The per-load objects first; `static` is decoder.WALK_STATIC, built once.) */
     if (!PyArg_ParseTuple(args,
-                          "y*OOO!O!O!O!O(O!O(Liiii)(iiiOOO!)(iiiiiiOOOOOO!O!O!O!in)):walk",
+                          "y*OOO!O!O!O!O(O!O(Liiii)(iiiOOO!i)(iiiiiiOOOOOO!O!O!O!in)):walk",
                           &tree, &w.dec, &w.pairs_hook, &PyDict_Type, &w.shared, &PyList_Type,
                           &w.buffers, &PyDict_Type, &w.shells, &PyDict_Type, &w.declared,
                           &w.known, &PyDict_Type, &w.decoders, &w.error, &w.max_nodes,
                           &w.max_nesting, &w.root, &w.shared_def, &w.shared_ref, &w.array_code,
                           &w.max_ndim, &w.inline_max, &w.ndarray, &w.empty, &PyDict_Type,
-                          &w.dtypes, &w.instance_code, &w.reconstruct_code, &w.state_default,
+                          &w.dtypes, &w.scalar_code, &w.instance_code, &w.reconstruct_code, &w.state_default,
                           &w.state_cython, &w.items_none, &w.zipdict_code, &w.plan_fn,
                           &w.setter_fn, &w.validate_fn, &w.finish_fn, &w.skjar_error,
                           &PyDict_Type, &w.encoders, &PyDict_Type, &w.validators, &PyDict_Type,

@@ -34,6 +34,7 @@ from .nodes import (
     INSTANCE,
     ITEMS_NONE,
     NDARRAY,
+    NPSCALAR,
     RECONSTRUCT,
     ROOT,
     SHARED_DEF,
@@ -66,7 +67,7 @@ def walk_static() -> tuple[Any, ...]:
     steps = OBJECT_STEPS
     WALK_STATIC = (
         DECODERS, CorruptFileError, _LIMITS,
-        (NDARRAY, MAX_NDIM, INLINE_MAX, np.ndarray, np.empty, ARRAY_DTYPES),
+        (NDARRAY, MAX_NDIM, INLINE_MAX, np.ndarray, np.empty, ARRAY_DTYPES, NPSCALAR),
         (INSTANCE if steps else -1, RECONSTRUCT if steps else -1, STATE_DEFAULT, STATE_CYTHON,
          ITEMS_NONE, ZIPDICT, steps.get("plan"), steps.get("setter"), steps.get("validate"),
          steps.get("finish"), SkjarError, ENCODERS, VALIDATORS, OWNED_INDEXES, NOT_STATEFUL,
