@@ -481,6 +481,10 @@ default_plan(Walk *w, int code, PyObject *name)
     Py_INCREF(obj);
     while (skip < end) {
         Py_ssize_t dot = PyUnicode_FindChar(name, '.', skip, end, 1);
+        if (dot == -2) {
+            Py_DECREF(obj);
+            return NULL;
+        }
         Py_ssize_t stop = dot < 0 ? end : dot;
         PyObject *part = PyUnicode_Substring(name, skip, stop);
         PyObject *next = part ? PyObject_GetAttr(obj, part) : NULL;

@@ -55,7 +55,6 @@ _LIMITS = (MAX_NODES, MAX_NESTING, ROOT, SHARED_DEF, SHARED_REF)
 ARRAY_DTYPES: dict[Any, tuple[np.dtype[Any], int]] = {}
 
 
-
 def walk_static() -> tuple[Any, ...]:
     """What the compiled walker takes that is the same for every load: the handler table,
     limits, the array fast path's constants and the object fast path's steps (set by
