@@ -11,6 +11,7 @@ for anything unusual, but must never accept what the Python refuses.
 
 from __future__ import annotations
 
+import functools
 from types import SimpleNamespace
 from typing import Any
 from unittest import mock
@@ -381,3 +382,188 @@ def test_the_compiled_state_checks_refuse_bad_fields() -> None:
     with pytest.raises(TypeError):
         speedups.tree_state_ok(TREE_ARGS, TREE_STATE, "ndarray", NODE_DTYPE, 64, 0, 8, 16)
     assert speedups.tree_state_ok((), {}, np.ndarray, NODE_DTYPE, 64, 0, 8, 16) is False
+
+
+# -- nearest neighbours and libsvm: the same rule for their compiled whole-state checks --
+def _whole_states() -> dict[str, tuple[Any, Any]]:
+    """Honest states, by case: (the Python check, the state it is given)."""
+    import scipy.sparse as sp
+    from sklearn.metrics import DistanceMetric
+    from sklearn.neighbors import BallTree, KDTree, KNeighborsClassifier
+    from sklearn.svm import SVC, SVR, NuSVC, OneClassSVM
+
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 3))
+    y = (X[:, 0] > 0.5).astype(int)
+    kd = functools.partial(checks.check_binary_tree, planes=2)
+    ball = functools.partial(checks.check_binary_tree, planes=1)
+    cases: dict[str, tuple[Any, Any]] = {
+        "kd": (kd, KDTree(X, leaf_size=5).__reduce__()[2]),
+        "ball": (ball, BallTree(X, leaf_size=5).__reduce__()[2]),
+        "kd-weighted": (kd, KDTree(X, leaf_size=5, sample_weight=rng.random(60)).__reduce__()[2]),
+        "ball-haversine": (ball, BallTree(X[:, :2], metric="haversine").__reduce__()[2]),
+        "ball-minkowski-w": (
+            ball, BallTree(X, metric="minkowski", p=3, w=rng.random(3)).__reduce__()[2]
+        ),
+        "ball-seuclidean": (ball, BallTree(X, metric="seuclidean", V=rng.random(3)).__reduce__()[2]),
+        "metric": (checks.check_distance_metric, DistanceMetric.get_metric("euclidean").__getstate__()),
+        "metric-mahalanobis": (
+            checks.check_distance_metric,
+            DistanceMetric.get_metric("mahalanobis", VI=np.eye(3)).__getstate__(),
+        ),
+    }
+    for name, params in {
+        "knn-kd": dict(algorithm="kd_tree"),
+        "knn-brute": dict(algorithm="brute"),
+        "knn-minkowski-w": dict(algorithm="brute", metric="minkowski", p=3,
+                                metric_params={"w": rng.random(3)}),
+        "knn-haversine": dict(algorithm="ball_tree", metric="haversine"),
+        "knn-metric-object": dict(algorithm="brute", metric="euclidean"),
+    }.items():
+        data = X[:, :2] if "haversine" in name else X
+        model = KNeighborsClassifier(3, **params).fit(data, y)
+        if name == "knn-metric-object":
+            model.effective_metric_ = DistanceMetric.get_metric("euclidean")
+        cases[name] = (checks.check_neighbors, dict(vars(model)))
+    three = (X[:, 0] * 3).astype(int)
+    for name, model in {
+        "svc": SVC(probability=True, random_state=0).fit(X, three),
+        "svc-binary": SVC().fit(X, y),
+        "nusvc": NuSVC(nu=0.3).fit(X, three),
+        "svr": SVR().fit(X, X[:, 1]),
+        "oneclass": OneClassSVM().fit(X),
+        "svc-precomputed": SVC(kernel="precomputed").fit(X @ X.T, y),
+        "svc-sparse": SVC().fit(sp.csr_matrix(X), y),
+        "svc-unfitted": SVC(),
+    }.items():
+        cases[name] = (checks.check_libsvm, model.__getstate__())
+    return cases
+
+
+WHOLE_STATES = _whole_states()
+COMPILED_WHOLE = {
+    checks.check_distance_metric: lambda state: speedups.distance_metric_state_ok(state, np.ndarray),
+    checks.check_neighbors: lambda state: speedups.neighbors_state_ok(state, np.ndarray),
+    checks.check_libsvm: lambda state: speedups.libsvm_state_ok(state, np.ndarray),
+}
+
+
+def _whole_verdicts(case: str, state: Any) -> tuple[bool, str]:
+    """(the compiled whole-state verdict, the Python check's outcome with no twin)."""
+    check = WHOLE_STATES[case][0]
+    if isinstance(check, functools.partial):
+        compiled = speedups.binary_tree_state_ok(
+            state, check.keywords["planes"], np.ndarray, checks._NODE_DATA, *checks._NODE_LAYOUT
+        )
+    else:
+        compiled = COMPILED_WHOLE[check](state)
+    with mock.patch.object(_compiled, "speedups", None):
+        return compiled, _outcome(check, (), state)
+
+
+# What these states hold beside arrays and ints: metrics, metric names, parameters,
+# kernels, shapes.
+def _state_damage() -> list[Any]:
+    from sklearn.metrics import DistanceMetric
+
+    return [
+        lambda v: DistanceMetric.get_metric("haversine") if hasattr(v, "__getstate__") else v,
+        lambda v: DistanceMetric.get_metric("seuclidean", V=np.ones(5)) if hasattr(v, "__getstate__") else v,
+        lambda v: DistanceMetric.get_metric("minkowski", p=3, w=np.ones(5)) if hasattr(v, "__getstate__") else v,
+        lambda v: DistanceMetric.get_metric("mahalanobis", VI=np.eye(5)) if hasattr(v, "__getstate__") else v,
+        lambda v: "haversine" if isinstance(v, str) else v,
+        lambda v: "haversine_x" if isinstance(v, str) else v,
+        lambda v: "Haversine" if isinstance(v, str) else v,
+        lambda v: {"w": np.ones(5)} if isinstance(v, dict) or v is None else v,
+        lambda v: {"w": np.ones((3, 4)), "p": 2} if isinstance(v, dict) or v is None else v,
+        lambda v: {"V": [1.0] * 5} if isinstance(v, dict) or v is None else v,
+        lambda v: 3.0 if type(v) is float else v,
+        lambda v: 3 if type(v) is float else v,
+        lambda v: np.float64(v) if type(v) is float else v,
+        lambda v: "precomputed" if isinstance(v, str) else v,
+        lambda v: (v[0] + 1, v[1]) if type(v) is tuple and len(v) == 2 else v,
+        lambda v: (0, v[1]) if type(v) is tuple and len(v) == 2 else v,
+        lambda v: (np.int64(v[0]), v[1]) if type(v) is tuple and len(v) == 2 else v,
+        lambda v: v[:, :-1] if isinstance(v, np.ndarray) and v.ndim == 2 else v,
+        lambda v: v[:-1, :] if isinstance(v, np.ndarray) and v.ndim == 2 else v,
+        lambda v: v[:0] if isinstance(v, np.ndarray) and v.ndim == 2 else v,
+        lambda v: v * 0 - 1 if isinstance(v, np.ndarray) and v.dtype.kind == "i" else v,
+        lambda v: np.array([2**62, 2**62]) if isinstance(v, np.ndarray) and v.dtype.kind == "i" else v,
+        lambda v: object(),
+    ]
+
+
+WHOLE_DAMAGE = ENTRY_DAMAGE + _state_damage()
+
+
+def _damaged_whole(case: str, damage: list[tuple[int, int]], drop: bool) -> Any:
+    """The honest state of ``case`` with entries replaced, and maybe one dropped."""
+    state = WHOLE_STATES[case][1]
+    target: Any = dict(state) if type(state) is dict else list(state)
+    keys = list(target) if type(target) is dict else list(range(len(target)))
+    for slot, how in damage:
+        key = keys[slot % len(keys)]
+        try:
+            target[key] = WHOLE_DAMAGE[how](target[key])
+        except (ValueError, TypeError, OverflowError):  # not applicable to this entry
+            pass
+    if drop:
+        if type(target) is dict:
+            target.pop(keys[0])
+        else:
+            target.pop()
+    return target if type(target) is dict else tuple(target)
+
+
+@pytest.mark.skipif(speedups is None, reason="the compiled helpers are not built")
+@pytest.mark.parametrize("case", sorted(WHOLE_STATES))
+def test_honest_whole_states_pass_and_mostly_take_the_compiled_check(case: str) -> None:
+    compiled, python = _whole_verdicts(case, WHOLE_STATES[case][1])
+    assert python == "accepted"
+    # Metrics whose own vector or matrix must be read, metric objects in an estimator's
+    # state and sparse support vectors are left to the Python twin; the rest is compiled.
+    deferred = case in ("ball-minkowski-w", "ball-seuclidean", "knn-metric-object", "svc-sparse")
+    assert compiled is not deferred
+
+
+@pytest.mark.skipif(speedups is None, reason="the compiled helpers are not built")
+@pytest.mark.parametrize("case", sorted(WHOLE_STATES))
+def test_the_compiled_whole_checks_accept_no_damaged_entry_the_python_refuses(case: str) -> None:
+    """Every single damage to every entry, exhaustively."""
+    for slot in range(len(WHOLE_STATES[case][1])):
+        for how in range(len(WHOLE_DAMAGE)):
+            compiled, python = _whole_verdicts(case, _damaged_whole(case, [(slot, how)], False))
+            if compiled:
+                assert python == "accepted", (slot, how, python)
+
+
+@pytest.mark.skipif(speedups is None, reason="the compiled helpers are not built")
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(sorted(WHOLE_STATES)),
+    st.lists(st.tuples(st.integers(0, 60), st.integers(0, len(WHOLE_DAMAGE) - 1)), max_size=4),
+    st.booleans(),
+)
+def test_the_compiled_whole_checks_accept_no_damaged_state_the_python_refuses(
+    case: str, damage: list[tuple[int, int]], drop: bool
+) -> None:
+    """Several damages at once, where one may hide another."""
+    compiled, python = _whole_verdicts(case, _damaged_whole(case, damage, drop))
+    if compiled:
+        assert python == "accepted", (case, damage, python)
+
+
+@pytest.mark.skipif(speedups is None, reason="the compiled helpers are not built")
+def test_the_compiled_whole_checks_refuse_bad_arguments() -> None:
+    state = WHOLE_STATES["kd"][1]
+    with pytest.raises(ValueError, match="fields"):
+        speedups.binary_tree_state_ok(state, 2, np.ndarray, checks._NODE_DATA, 32, 0, 8, 28)
+    with pytest.raises(TypeError):
+        speedups.binary_tree_state_ok(state, 2, "ndarray", checks._NODE_DATA, *checks._NODE_LAYOUT)
+    with pytest.raises(TypeError):
+        speedups.neighbors_state_ok({}, None)
+    assert speedups.distance_metric_state_ok([], np.ndarray) is False
+    assert speedups.neighbors_state_ok({}, np.ndarray) is True  # unfitted
+    assert speedups.libsvm_state_ok({}, np.ndarray) is True
+    with pytest.raises(TypeError):
+        speedups.libsvm_state_ok({}, None)

@@ -295,6 +295,7 @@ def test_real_models_take_every_compiled_path(
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC
 
     rng = np.random.default_rng(0)
     X = rng.integers(0, 4, size=(300, 3)).astype(float)
@@ -309,6 +310,7 @@ def test_real_models_take_every_compiled_path(
         np.arange(20_000.0),  # a body large enough to be prefaulted
         KNeighborsClassifier(algorithm="kd_tree").fit(X, y),
         KNeighborsClassifier(algorithm="ball_tree").fit(X, y),
+        SVC(probability=True, random_state=0).fit(X, y),
     ]
     counting = _Counting(speedups)
     monkeypatch.setattr(_compiled, "speedups", counting)
@@ -322,7 +324,12 @@ def test_real_models_take_every_compiled_path(
     assert counting.calls.get("predictor_ok", 0) == 3
     assert counting.calls.get("strdict", 0) == 1
     assert counting.calls.get("prefault", 0) == 1
-    assert counting.calls.get("binary_tree_ok", 0) == 2
+    assert counting.calls.get("binary_tree_state_ok", 0) == 2  # a KD tree, a ball tree
+    assert counting.calls.get("binary_tree_ok", 0) == 0
+    assert counting.calls.get("below", 0) == 0  # their index arrays: checked with them
+    assert counting.calls.get("distance_metric_state_ok", 0) == 2
+    assert counting.calls.get("neighbors_state_ok", 0) == 2
+    assert counting.calls.get("libsvm_state_ok", 0) == 1
 
 
 @needs_speedups

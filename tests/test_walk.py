@@ -632,9 +632,10 @@ def test_the_default_names_are_many() -> None:
 
 @pytest.mark.parametrize("name,module,use", DEFAULT_NAMES, ids=[f"{n}:{u}" for n, _, u in DEFAULT_NAMES])
 def test_default_plans_are_the_pythons(name: str, module: str, use: str) -> None:
-    """Made in C, a plan is the Python's to the object; where C steps aside, the Python
-    plan is one it must not make: an owned-index note's closure, a class with a node of
-    its own, or a refusal."""
+    """Made in C, a plan is the Python's to the object (an owned-index note's closure
+    becomes the pair it closes over, which the walker runs as the closure does: see
+    test_owned_indexes_are_noted_as_the_closure_notes_them); where C steps aside, the
+    Python plan is one it must not make: a class with a node of its own, or a refusal."""
     from skjar.codec.decoder import WALK_STATIC
     from skjar.trust import DEFAULT_USES
 
@@ -643,19 +644,20 @@ def test_default_plans_are_the_pythons(name: str, module: str, use: str) -> None
     declared = {name: (module, frozenset({use}))}
     python = _python_plan(declared, code, name)
     compiled = speedups.walk_plan(declared, DEFAULT_USES, WALK_STATIC, code, name)
-    if compiled is None:
-        from skjar.codec.registry import ENCODERS, OWNED_INDEXES, VALIDATORS
+    from skjar.codec.registry import ENCODERS, OWNED_INDEXES, VALIDATORS
 
-        assert (
-            python is None
-            or isinstance(python, SkjarError)
-            or (name in OWNED_INDEXES and name in VALIDATORS)
-            or python[1] in ENCODERS
-        ), (name, python)
+    if compiled is None:
+
+        assert python is None or isinstance(python, SkjarError) or python[1] in ENCODERS, (
+            name, python)
         return
     assert type(compiled) is tuple and type(python) is tuple, (compiled, python)
     assert compiled[0] == python[0] and compiled[1] is python[1], (compiled, python)
-    assert compiled[2] is python[2] or compiled[2] == python[2]
+    if name in OWNED_INDEXES and name in VALIDATORS:
+        assert python[2].__name__ == "check_and_note"
+        assert compiled[2] == (VALIDATORS[name], OWNED_INDEXES[name])
+    else:
+        assert compiled[2] is python[2] or compiled[2] == python[2]
 
 
 @pytest.mark.parametrize(
@@ -700,14 +702,12 @@ def test_default_plans_step_aside(declared: Any, known: Any, name: Any, code: in
         (("math", "math.sqrt"), nodes.INSTANCE),  # not a class
         (("math", "math.pi"), nodes.RECONSTRUCT),  # not callable
         (("numpy.random._pcg64", "numpy.random._pcg64.PCG64"), nodes.INSTANCE),  # own node
-        (("sklearn.neighbors._kd_tree", "sklearn.neighbors._kd_tree.KDTree"), nodes.INSTANCE),
     ],
 )
 def test_default_plans_step_aside_from_what_python_must_word(entry: tuple[str, str],
                                                              code: int) -> None:
-    """Resolution that imports, fails, or finds the wrong kind of thing - and a meaning
-    check that notes owned indexes - stays the Python's, which words it (or builds the
-    closure); here the defaults are made to hold each name."""
+    """Resolution that imports, fails, or finds the wrong kind of thing stays the
+    Python's, which words it; here the defaults are made to hold each name."""
     from skjar.codec.decoder import WALK_STATIC
 
     assert speedups is not None
@@ -844,3 +844,38 @@ def test_the_walker_builds_scalars_itself(monkeypatch: pytest.MonkeyPatch) -> No
         status, got = decode(pack_tree([node]), True)
         assert status == "ok" and got[0] == 3.25 and type(got[0]) is np.float64  # as numpy gives
     assert calls == [">f8"]
+
+
+def test_owned_indexes_are_noted_as_the_closure_notes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled walker runs a plan's (check, owned) pair as objects._check_for's
+    closure runs: the same arrays noted under the same names, in the same order, for
+    the end of the load to prove them the object's own."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC
+
+    import skjar
+    from skjar import api
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40, 3)), np.arange(40) % 2
+    data = skjar.dumps([KNeighborsClassifier(algorithm="kd_tree").fit(X, y),
+                        KNeighborsClassifier(algorithm="ball_tree").fit(X, y),
+                        SVC().fit(X, y)])
+    decoders: list[Decoder] = []
+
+    class Recording(Decoder):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            decoders.append(self)
+
+    monkeypatch.setattr(api, "Decoder", Recording)
+    for compiled in (True, False):
+        monkeypatch.setattr(_compiled, "speedups", speedups if compiled else None)
+        skjar.loads(data)
+    with_c, without = (d.owned_indexes for d in decoders)
+    assert [name for name, _ in with_c] == [name for name, _ in without] == [
+        "sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn.svm._classes.SVC"]
+    for (_, ours), (_, theirs) in zip(with_c, without):
+        assert len(ours) == len(theirs) and all(
+            type(a) is type(b) and np.array_equal(a, b) for a, b in zip(ours, theirs))

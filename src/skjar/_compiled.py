@@ -19,7 +19,8 @@ HELPERS = (
     "tree_ok", "predictor_ok", "strdict", "prefault", "address", "below", "binary_tree_ok",
     "no_timestamps", "start_writeback", "walk", "json", "read_small", "Hasher",
     "tree_state_ok", "predictor_state_ok", "columns_ok", "read_head", "env_set", "walk_plan",
-    "walk_setter",
+    "walk_setter", "binary_tree_state_ok", "distance_metric_state_ok", "neighbors_state_ok",
+    "libsvm_state_ok",
 )
 # The helpers' calling conventions (SKJAR_SPEEDUPS_API in _speedups.c); a build of another
 # one is not used either (API 3: strdict reads values of any width, releases built keys;
@@ -31,8 +32,9 @@ HELPERS = (
 # env_set, and read_small/read_head encode the path themselves; 17: walk takes its
 # per-load objects apart from one static tuple, and counts the buffers it takes; 18: the
 # walker plans default-trusted names and sets up classes' state setters itself; 19: and
-# builds flat tuples; 20: and numpy scalars).
-API = 20
+# builds flat tuples; 20: and numpy scalars; 21: whole KD/Ball tree, distance metric,
+# neighbours estimator and libsvm states checked at once).
+API = 21
 
 
 def _load() -> ModuleType | None:

@@ -12,6 +12,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #if defined(__linux__)
@@ -643,6 +644,24 @@ columns_ok(PyObject *self, PyObject *mapping)
     return PyBool_FromLong(ok);
 }
 
+/* binary_tree_ok's loop over `n_nodes` records (fields checked by the caller). */
+static int
+binary_nodes_ok(const char *base, Py_ssize_t n_nodes, Py_ssize_t itemsize, Py_ssize_t off_start,
+                Py_ssize_t off_end, Py_ssize_t off_leaf, Py_ssize_t n)
+{
+    int ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; ok && i < n_nodes; i++) {
+        const char *rec = base + i * itemsize;
+        const int64_t start = read_i64(rec + off_start);
+        const int64_t end = read_i64(rec + off_end);
+        ok = 0 <= start && start <= end && end <= n &&
+             (i < (n_nodes - 1) / 2 || read_i64(rec + off_leaf) != 0);
+    }
+    Py_END_ALLOW_THREADS
+    return ok;
+}
+
 /* binary_tree_ok(node_data, n, itemsize, start, end, is_leaf) -> bool
  *
  * A KDTree/BallTree's node records, which its query code follows unchecked:
@@ -670,45 +689,17 @@ binary_tree_ok(PyObject *self, PyObject *args)
                                           "records with the given fields");
         return NULL;
     }
-    const char *base = nodes.buf;
-    const Py_ssize_t n_nodes = nodes.len / itemsize;
-    int ok = 1;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; ok && i < n_nodes; i++) {
-        const char *rec = base + i * itemsize;
-        const int64_t start = read_i64(rec + off_start);
-        const int64_t end = read_i64(rec + off_end);
-        ok = 0 <= start && start <= end && end <= n &&
-             (i < (n_nodes - 1) / 2 || read_i64(rec + off_leaf) != 0);
-    }
-    Py_END_ALLOW_THREADS
+    const int ok = binary_nodes_ok(nodes.buf, nodes.len / itemsize, itemsize, off_start,
+                                   off_end, off_leaf, n);
     PyBuffer_Release(&nodes);
     return PyBool_FromLong(ok);
 }
 
-/* below(values, itemsize, is_signed, n) -> bool
- *
- * Every value of a contiguous native-endian integer array (`itemsize` 1, 2, 4
- * or 8 bytes, signed or not) lies in [0, n). The twin is numpy.indices_below,
- * whose numpy reduction costs ~0.3 ms the first time a process runs it.
- */
-static PyObject *
-below(PyObject *self, PyObject *args)
+/* Whether all `count` native integers at `p` (`itemsize` 1, 2, 4 or 8, checked by the
+ * caller) lie in [0, n), n >= 0: below's loop. */
+static int
+values_below(const char *p, Py_ssize_t count, Py_ssize_t itemsize, int is_signed, Py_ssize_t n)
 {
-    Py_buffer buf;
-    Py_ssize_t itemsize, n;
-    int is_signed;
-    if (!PyArg_ParseTuple(args, "y*npn", &buf, &itemsize, &is_signed, &n)) {
-        return NULL;
-    }
-    if (!valid_width(itemsize) || buf.len % itemsize != 0 || n < 0) {
-        PyBuffer_Release(&buf);
-        PyErr_SetString(PyExc_ValueError, "below: itemsize must be 1, 2, 4 or 8 and divide "
-                                          "the buffer, n must be >= 0");
-        return NULL;
-    }
-    const char *p = buf.buf;
-    const Py_ssize_t count = buf.len / itemsize;
     const uint64_t limit = (uint64_t)n;
     uint64_t above = 0;
     Py_BEGIN_ALLOW_THREADS
@@ -746,8 +737,346 @@ below(PyObject *self, PyObject *args)
     }
 #undef BELOW
     Py_END_ALLOW_THREADS
+    return !above;
+}
+
+/* below(values, itemsize, is_signed, n) -> bool
+ *
+ * Every value of a contiguous native-endian integer array (`itemsize` 1, 2, 4
+ * or 8 bytes, signed or not) lies in [0, n). The twin is numpy.indices_below,
+ * whose numpy reduction costs ~0.3 ms the first time a process runs it.
+ */
+static PyObject *
+below(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t itemsize, n;
+    int is_signed;
+    if (!PyArg_ParseTuple(args, "y*npn", &buf, &itemsize, &is_signed, &n)) {
+        return NULL;
+    }
+    if (!valid_width(itemsize) || buf.len % itemsize != 0 || n < 0) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "below: itemsize must be 1, 2, 4 or 8 and divide "
+                                          "the buffer, n must be >= 0");
+        return NULL;
+    }
+    const int ok = values_below(buf.buf, buf.len / itemsize, itemsize, is_signed, n);
     PyBuffer_Release(&buf);
-    return PyBool_FromLong(!above);
+    return PyBool_FromLong(ok);
+}
+
+/* -- whole-state checks of the nearest-neighbours family ---------------------------- */
+
+/* A float array (any float width, native order) of `ndim` dimensions, its shape in
+ * `shape` (at least `ndim` slots): 1, else 0 with nothing set. `obj` may be NULL. */
+static int
+float_shape(PyObject *obj, PyObject *ndarray, int ndim, Py_ssize_t *shape)
+{
+    Py_buffer view;
+    if (!array_view(obj, ndarray, &view, PyBUF_RECORDS_RO)) {
+        return 0;
+    }
+    const int ok = view.ndim == ndim && format_kind(view.format) == 'f';
+    for (int k = 0; ok && k < ndim; k++) {
+        shape[k] = view.shape[k];
+    }
+    PyBuffer_Release(&view);
+    return ok;
+}
+
+/* Whether the str `text` starts with the ASCII `prefix`. */
+static int
+starts_with(PyObject *text, const char *prefix)
+{
+    const Py_ssize_t len = (Py_ssize_t)strlen(prefix);
+    if (PyUnicode_GET_LENGTH(text) < len) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < len; i++) {
+        if (PyUnicode_READ_CHAR(text, i) != (Py_UCS4)(unsigned char)prefix[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* What a distance metric object's type name says of data `d` columns wide: 1 when
+ * sklearn.check_binary_tree's metric checks pass without reading the metric's state,
+ * 0 for a metric whose own vector or matrix must be read (the twin decides). */
+static int
+metric_fits(PyObject *metric, Py_ssize_t d)
+{
+    PyObject *getstate = PyObject_GetAttrString(metric, "__getstate__");
+    if (getstate == NULL || getstate == Py_None) {
+        PyErr_Clear();
+        Py_XDECREF(getstate);
+        return 0;
+    }
+    Py_DECREF(getstate);
+    PyObject *name = PyObject_GetAttrString((PyObject *)Py_TYPE(metric), "__name__");
+    if (name == NULL || !PyUnicode_Check(name)) {
+        PyErr_Clear();
+        Py_XDECREF(name);
+        return 0;
+    }
+    const int ok = !starts_with(name, "SEuclidean") && !starts_with(name, "Minkowski") &&
+                   !starts_with(name, "Mahalanobis") &&
+                   (d == 2 || !starts_with(name, "Haversine"));
+    Py_DECREF(name);
+    return ok;
+}
+
+/* binary_tree_state_ok(state, planes, ndarray, node_dtype, itemsize, start, end, is_leaf)
+ *     -> bool
+ *
+ * Every check of sklearn.check_binary_tree on a KDTree's or BallTree's 13-tuple state,
+ * in one call: float64 data (n x d), an intp idx_array of n indices into it, node_data
+ * of `node_dtype` with 2**n_levels - 1 records passing binary_tree_ok, node_bounds of
+ * `planes` x n_nodes x d floats, a plausible leaf_size, sample weights (or None) per
+ * row, and a metric whose state need not be read. True only where the twin passes;
+ * False sends the caller to it. A 3-neighbours iris model spent about a sixth of its
+ * first load in that Python.
+ */
+static PyObject *
+binary_tree_state_ok(PyObject *self, PyObject *args)
+{
+    PyObject *state, *ndarray, *expected;
+    Py_ssize_t planes, itemsize, off_start, off_end, off_leaf;
+    if (!PyArg_ParseTuple(args, "OnO!Onnnn", &state, &planes, &PyType_Type, &ndarray, &expected,
+                          &itemsize, &off_start, &off_end, &off_leaf)) {
+        return NULL;
+    }
+    if (itemsize <= 0 || !field_fits(off_start, 8, itemsize) || !field_fits(off_end, 8, itemsize) ||
+        !field_fits(off_leaf, 8, itemsize)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "binary_tree_state_ok: the fields do not fit the record");
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(state) || PyTuple_GET_SIZE(state) != 13) {
+        Py_RETURN_FALSE;
+    }
+    PyObject **item = &PyTuple_GET_ITEM(state, 0);
+    long long leaf_size, n_levels, n_nodes;
+    Py_ssize_t shape[3];
+    if (!exact_int(item[4], 1, &leaf_size) || !exact_int(item[5], 1, &n_levels) ||
+        !exact_int(item[6], 1, &n_nodes) || n_levels > 62 ||
+        n_nodes != ((long long)1 << n_levels) - 1) {
+        Py_RETURN_FALSE;
+    }
+    Py_buffer view;
+    /* data: float64, 2-d */
+    if (!array_view(item[0], ndarray, &view, PyBUF_RECORDS_RO)) {
+        Py_RETURN_FALSE;
+    }
+    const Py_ssize_t n = view.ndim == 2 ? view.shape[0] : -1;
+    const Py_ssize_t d = view.ndim == 2 ? view.shape[1] : -1;
+    int ok = n >= 0 && view.itemsize == 8 && format_kind(view.format) == 'f' &&
+             strchr(view.format, 'd') != NULL;
+    PyBuffer_Release(&view);
+    if (!ok || leaf_size > (n > 1 ? n : 1) * 2 + 1000000 ||
+        !float_shape(item[3], ndarray, 3, shape) || shape[0] != planes ||
+        shape[1] != n_nodes || shape[2] != d) {
+        Py_RETURN_FALSE;
+    }
+    if (item[12] != Py_None && (!float_shape(item[12], ndarray, 1, shape) || shape[0] != n)) {
+        Py_RETURN_FALSE;
+    }
+    if (!metric_fits(item[11], d)) {
+        Py_RETURN_FALSE;
+    }
+    /* idx_array: n intp indices below n, read where they lie (C-contiguous) */
+    if (!array_view(item[1], ndarray, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)) {
+        Py_RETURN_FALSE;
+    }
+    ok = view.ndim == 1 && format_kind(view.format) == 'i' &&
+         view.itemsize == (Py_ssize_t)sizeof(Py_ssize_t) && view.shape[0] == n &&
+         values_below(view.buf, n, view.itemsize, 1, n);
+    PyBuffer_Release(&view);
+    if (!ok || !records_view(item[2], ndarray, expected, itemsize, &view)) {
+        Py_RETURN_FALSE;
+    }
+    ok = view.shape[0] == n_nodes &&
+         binary_nodes_ok(view.buf, view.shape[0], itemsize, off_start, off_end, off_leaf, n);
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(ok);
+}
+
+/* distance_metric_state_ok(state, ndarray) -> bool
+ *
+ * sklearn.check_distance_metric's checks on a DistanceMetric's (p, vec, mat): a float
+ * p, a 1-d float vec, a square 2-d float mat. False sends the caller to the twin.
+ */
+static PyObject *
+distance_metric_state_ok(PyObject *self, PyObject *args)
+{
+    PyObject *state, *ndarray;
+    if (!PyArg_ParseTuple(args, "OO!", &state, &PyType_Type, &ndarray)) {
+        return NULL;
+    }
+    Py_ssize_t shape[2];
+    return PyBool_FromLong(
+        PyTuple_CheckExact(state) && PyTuple_GET_SIZE(state) == 3 &&
+        PyFloat_Check(PyTuple_GET_ITEM(state, 0)) &&
+        float_shape(PyTuple_GET_ITEM(state, 1), ndarray, 1, shape) &&
+        float_shape(PyTuple_GET_ITEM(state, 2), ndarray, 2, shape) && shape[0] == shape[1]);
+}
+
+/* Whether a (metric, metric_params) pair of a neighbours estimator fits data `d` columns
+ * wide without the twin: a metric named by a str (or None; anything else, a
+ * DistanceMetric included, goes to the twin), haversine only for d == 2, and every
+ * array among the params d (or d x d) wide. */
+static int
+metric_pair_fits(PyObject *metric, PyObject *params, PyObject *ndarray, Py_ssize_t d)
+{
+    if (metric != NULL && metric != Py_None &&
+        (!PyUnicode_Check(metric) || (d != 2 && starts_with(metric, "haversine")))) {
+        return 0;
+    }
+    if (params == NULL || !PyDict_Check(params)) {
+        return 1; /* the twin reads a dict's values only */
+    }
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(params, &pos, &key, &value)) {
+        if (!PyObject_TypeCheck(value, (PyTypeObject *)ndarray)) {
+            continue;
+        }
+        Py_buffer view;
+        if (!array_view(value, ndarray, &view, PyBUF_RECORDS_RO)) {
+            return 0;
+        }
+        int ok = 1;
+        for (int k = 0; k < view.ndim; k++) {
+            ok &= view.shape[k] == d;
+        }
+        PyBuffer_Release(&view);
+        if (!ok) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* neighbors_state_ok(state, ndarray) -> bool
+ *
+ * sklearn.check_neighbors on a fitted neighbours estimator's state dict: _fit_X a 2-d
+ * array of n_features_in_ columns and n_samples_fit_ rows, and both metrics fitting
+ * that width (metric_pair_fits). True for an unfitted dict too; False (a sparse _fit_X,
+ * a DistanceMetric object, anything unusual) sends the caller to the twin.
+ */
+static PyObject *
+neighbors_state_ok(PyObject *self, PyObject *args)
+{
+    PyObject *state, *ndarray;
+    if (!PyArg_ParseTuple(args, "OO!", &state, &PyType_Type, &ndarray)) {
+        return NULL;
+    }
+    if (!PyDict_CheckExact(state)) {
+        Py_RETURN_FALSE;
+    }
+    PyObject *fit_x = state_item(state, "_fit_X");
+    if (fit_x == NULL) {
+        Py_RETURN_TRUE; /* unfitted */
+    }
+    Py_buffer view;
+    if (!array_view(fit_x, ndarray, &view, PyBUF_RECORDS_RO)) {
+        Py_RETURN_FALSE;
+    }
+    const Py_ssize_t rows = view.ndim == 2 ? view.shape[0] : -1;
+    const Py_ssize_t cols = view.ndim == 2 ? view.shape[1] : -1;
+    PyBuffer_Release(&view);
+    long long d, fitted;
+    PyObject *n_fit = state_item(state, "n_samples_fit_");
+    return PyBool_FromLong(
+        rows >= 0 && exact_int(state_item(state, "n_features_in_"), 1, &d) && cols == d &&
+        (n_fit == NULL || (exact_int(n_fit, 0, &fitted) && fitted == rows)) &&
+        metric_pair_fits(state_item(state, "effective_metric_"),
+                         state_item(state, "effective_metric_params_"), ndarray, cols) &&
+        metric_pair_fits(state_item(state, "metric"), state_item(state, "metric_params"),
+                         ndarray, cols));
+}
+
+/* libsvm_state_ok(state, ndarray) -> bool
+ *
+ * sklearn.check_libsvm on an SVC/NuSVC/SVR/NuSVR/OneClassSVM state dict with dense
+ * support vectors: support_ indexing the shape_fit_[0] training rows, as many support
+ * vector rows (none for a precomputed kernel) and dual coefficient columns, per-class
+ * counts that sum to them, and intercepts and Platt parameters for every class pair.
+ * True for an unfitted dict too; False (sparse parts, a kernel that is not a str,
+ * anything unusual) sends the caller to the twin.
+ */
+static PyObject *
+libsvm_state_ok(PyObject *self, PyObject *args)
+{
+    PyObject *state, *ndarray;
+    if (!PyArg_ParseTuple(args, "OO!", &state, &PyType_Type, &ndarray)) {
+        return NULL;
+    }
+    if (!PyDict_CheckExact(state)) {
+        Py_RETURN_FALSE;
+    }
+    PyObject *support = state_item(state, "support_");
+    if (support == NULL) {
+        Py_RETURN_TRUE; /* unfitted */
+    }
+    PyObject *shape_fit = state_item(state, "shape_fit_");
+    PyObject *kernel = state_item(state, "kernel");
+    PyObject *n_features = state_item(state, "n_features_in_");
+    long long n_train, width = -1;
+    if (shape_fit == NULL || !PyTuple_CheckExact(shape_fit) || PyTuple_GET_SIZE(shape_fit) != 2 ||
+        !exact_int(PyTuple_GET_ITEM(shape_fit, 0), 0, &n_train) ||
+        (kernel != NULL && !PyUnicode_CheckExact(kernel)) ||
+        (n_features != NULL && n_features != Py_None && !exact_int(n_features, LLONG_MIN, &width))) {
+        Py_RETURN_FALSE;
+    }
+    const int precomputed = kernel != NULL && PyUnicode_CompareWithASCIIString(kernel,
+                                                                               "precomputed") == 0;
+    Py_buffer view;
+    if (!array_view(support, ndarray, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)) {
+        Py_RETURN_FALSE;
+    }
+    const Py_ssize_t n_sv = view.ndim == 1 ? view.shape[0] : -1;
+    int ok = n_sv >= 0 && format_kind(view.format) == 'i' && valid_width(view.itemsize) &&
+             (n_sv == 0 || values_below(view.buf, n_sv, view.itemsize, 1, n_train));
+    PyBuffer_Release(&view);
+    Py_ssize_t sv[2], dual[2], intercept[1], prob[1];
+    if (!ok || !float_shape(state_item(state, "support_vectors_"), ndarray, 2, sv) ||
+        !float_shape(state_item(state, "_dual_coef_"), ndarray, 2, dual) ||
+        !float_shape(state_item(state, "_intercept_"), ndarray, 1, intercept) ||
+        !(sv[0] == n_sv || (precomputed && sv[0] == 0)) || dual[1] != n_sv ||
+        (sv[0] != 0 && width >= 0 && sv[1] != width) ||
+        (n_features != NULL && n_features != Py_None && width < 0 && sv[0] != 0)) {
+        Py_RETURN_FALSE;
+    }
+    /* _n_support: one count >= 0 per class (any integer width, any strides) */
+    if (!array_view(state_item(state, "_n_support"), ndarray, &view, PyBUF_RECORDS_RO)) {
+        Py_RETURN_FALSE;
+    }
+    const Py_ssize_t n_class = view.ndim == 1 ? view.shape[0] : -1;
+    ok = n_class >= 0 && n_class < ((Py_ssize_t)1 << 31) && format_kind(view.format) == 'i' &&
+         valid_width(view.itemsize);
+    long long total = 0;
+    for (Py_ssize_t i = 0; ok && i < n_class; i++) {
+        const int64_t c = read_int((const char *)view.buf + i * view.strides[0], view.itemsize, 1);
+        ok = c >= 0 && c <= n_sv; /* (a sum of such counts stays far from overflow) */
+        total += c;
+    }
+    PyBuffer_Release(&view);
+    long long pairs = 1;
+    if (ok && state_item(state, "classes_") != NULL) {
+        ok = total == n_sv && dual[0] == n_class - 1;
+        pairs = (long long)n_class * (n_class - 1) / 2;
+    }
+    else {
+        ok = ok && dual[0] == 1;
+    }
+    const char *probs[2] = {"_probA", "_probB"};
+    for (int k = 0; ok && k < 2; k++) {
+        ok = float_shape(state_item(state, probs[k]), ndarray, 1, prob) &&
+             (prob[0] == 0 || prob[0] == pairs);
+    }
+    return PyBool_FromLong(ok && intercept[0] == pairs);
 }
 
 /* no_timestamps(tree) -> bool
@@ -934,6 +1263,14 @@ static PyMethodDef methods[] = {
     {"env_set", env_set, METH_O, "env_set(name) -> bool"},
     {"binary_tree_ok", binary_tree_ok, METH_VARARGS,
      "binary_tree_ok(node_data, n, itemsize, start, end, is_leaf) -> bool"},
+    {"binary_tree_state_ok", binary_tree_state_ok, METH_VARARGS,
+     "binary_tree_state_ok(state, planes, ndarray, node_dtype, itemsize, start, end, is_leaf)"
+     " -> bool"},
+    {"distance_metric_state_ok", distance_metric_state_ok, METH_VARARGS,
+     "distance_metric_state_ok(state, ndarray) -> bool"},
+    {"neighbors_state_ok", neighbors_state_ok, METH_VARARGS,
+     "neighbors_state_ok(state, ndarray) -> bool"},
+    {"libsvm_state_ok", libsvm_state_ok, METH_VARARGS, "libsvm_state_ok(state, ndarray) -> bool"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -945,7 +1282,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 20
+#define SKJAR_SPEEDUPS_API 21
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

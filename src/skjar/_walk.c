@@ -86,7 +86,8 @@ typedef struct {
 
 static PyObject *str_depth, *str_in_root, *str_shared_node, *str_expanded, *str_expand_budget,
     *str_name, *str_taken, *str_object, *str_call, *str_new, *str_setstate, *str_setstate_cython,
-    *str_module, *str_qualname, *str_sklearn_base, *str_base_setstate, *str_costly;
+    *str_module, *str_qualname, *str_sklearn_base, *str_base_setstate, *str_costly,
+    *str_owned_indexes;
 
 static PyObject *
 incomplete(void)
@@ -441,9 +442,10 @@ guarded_failure(Walk *w, PyObject *name, const char *step)
  * pass without a word: a load trusting only the defaults (w->known), the name declared
  * for the use in the header and trusted for it under the same module, that module
  * already imported, the attribute path resolving to a class (INSTANCE, not one with a
- * node of its own) or a callable (RECONSTRUCT), and a meaning check that needs no note
- * of owned indexes (objects._check_for). Anything else - an import, an error to word,
- * a closure to make - is Python's. A forked process's first load spent ~60 page faults
+ * node of its own) or a callable (RECONSTRUCT). The meaning check is the registered one,
+ * or for a class that keeps index arrays by reference (objects._check_for's closure) the
+ * pair (check, owned), which `validate` runs as that closure would. Anything else - an
+ * import, an error to word - is Python's. A forked process's first load spent ~60 page faults
  * in that Python (require, resolve, lookup and _plan's first runs). The twin is
  * objects._plan: tests/test_walk.py compares them on every default name. */
 static PyObject *
@@ -504,7 +506,7 @@ default_plan(Walk *w, int code, PyObject *name)
     PyObject *check = PyDict_GetItemWithError(w->validators, name);
     PyObject *owned = check ? PyDict_GetItemWithError(w->owned, name) : NULL;
     int in_encoders = instance && PyType_Check(obj) ? PyDict_Contains(w->encoders, obj) : 0;
-    if (PyErr_Occurred() || owned != NULL || in_encoders != 0 || PyModule_Check(obj) ||
+    if (PyErr_Occurred() || in_encoders != 0 || PyModule_Check(obj) ||
         (instance ? !PyType_Check(obj) : !PyCallable_Check(obj))) {
         Py_DECREF(obj);
         if (PyErr_Occurred()) {
@@ -513,9 +515,12 @@ default_plan(Walk *w, int code, PyObject *name)
         Py_RETURN_NONE;
     }
     PyObject *make = instance ? PyObject_GetAttr(obj, str_new) : Py_NewRef(obj);
-    PyObject *plan = make ? PyTuple_Pack(3, make, instance ? obj : Py_None,
-                                         check ? check : Py_None)
-                          : NULL;
+    PyObject *noted = make && owned ? PyTuple_Pack(2, check, owned) : NULL;
+    PyObject *plan = make && (noted || !owned)
+                         ? PyTuple_Pack(3, make, instance ? obj : Py_None,
+                                        noted ? noted : check ? check : Py_None)
+                         : NULL;
+    Py_XDECREF(noted);
     Py_XDECREF(make);
     Py_DECREF(obj);
     return plan;
@@ -630,27 +635,50 @@ expand(Walk *w, PyObject *items, Py_ssize_t count, PyObject *what)
     return failed ? -1 : 0;
 }
 
-/* objects._validate(dec, name, args, state) for a dict or None state, with no object
- * awaiting its state (else the Python function itself runs). 0, or -1 with an error. */
+/* objects._validate(dec, name, args, state) for a dict, tuple or None state, with no
+ * object awaiting its state (else the Python function itself runs); `check` as the plan
+ * gives it (see default_plan). 0, or -1 with an error. */
 static int
 validate(Walk *w, PyObject *name, PyObject *args, PyObject *state, PyObject *check)
 {
-    if ((state != Py_None && !PyDict_CheckExact(state)) ||
+    if ((state != Py_None && !PyDict_CheckExact(state) && !PyTuple_CheckExact(state)) ||
         (check != Py_None && PyDict_GET_SIZE(w->shells) != 0)) {
         PyObject *out = PyObject_CallFunctionObjArgs(w->validate_fn, w->dec, name, args, state,
                                                      NULL);
         Py_XDECREF(out);
         return out == NULL ? -1 : 0;
     }
-    if (state != Py_None && expand(w, state, PyDict_GET_SIZE(state), name) < 0) {
+    if (PyDict_CheckExact(state) && expand(w, state, PyDict_GET_SIZE(state), name) < 0) {
         return -1;
     }
-    if (check != Py_None) {
-        PyObject *out = PyObject_CallFunctionObjArgs(check, args, state, NULL);
+    for (Py_ssize_t i = 0; PyTuple_CheckExact(state) && i < PyTuple_GET_SIZE(state); i++) {
+        PyObject *part = PyTuple_GET_ITEM(state, i);
+        if (PyDict_CheckExact(part) && expand(w, part, PyDict_GET_SIZE(part), name) < 0) {
+            return -1;
+        }
+    }
+    if (check == Py_None) {
+        return 0;
+    }
+    /* (check, owned): objects._check_for's check_and_note, which then notes the index
+     * arrays the object keeps, for the end of the load to prove them its own. */
+    int noting = PyTuple_CheckExact(check) && PyTuple_GET_SIZE(check) == 2;
+    PyObject *out = PyObject_CallFunctionObjArgs(noting ? PyTuple_GET_ITEM(check, 0) : check,
+                                                 args, state, NULL);
+    if (out == NULL || !noting) {
         Py_XDECREF(out);
         return out == NULL ? -1 : 0;
     }
-    return 0;
+    Py_DECREF(out);
+    PyObject *arrays = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(check, 1), args, state,
+                                                    NULL);
+    PyObject *note = arrays ? PyTuple_Pack(2, name, arrays) : NULL;
+    PyObject *notes = note ? PyObject_GetAttr(w->dec, str_owned_indexes) : NULL;
+    int failed = notes == NULL || PyList_Append(notes, note) < 0;
+    Py_XDECREF(notes);
+    Py_XDECREF(note);
+    Py_XDECREF(arrays);
+    return failed ? -1 : 0;
 }
 
 /* An INSTANCE node [name, mode, state, kind, items] or a RECONSTRUCT node [name, args,
@@ -1184,7 +1212,8 @@ intern_names(void)
     str_sklearn_base = PyUnicode_InternFromString("sklearn.base");
     str_costly = PyUnicode_InternFromString("_costly");
     str_base_setstate = PyUnicode_InternFromString("BaseEstimator.__setstate__");
-    return str_depth && str_in_root && str_shared_node && str_expanded && str_expand_budget &&
+    str_owned_indexes = PyUnicode_InternFromString("owned_indexes");
+    return str_owned_indexes && str_depth && str_in_root && str_shared_node && str_expanded && str_expand_budget &&
                    str_name && str_taken && str_object && str_call && str_new && str_setstate &&
                    str_setstate_cython && str_module && str_qualname && str_sklearn_base &&
                    str_costly && str_base_setstate

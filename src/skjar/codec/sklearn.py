@@ -437,6 +437,8 @@ _NODE_DATA = np.dtype(
     [("idx_start", np.intp), ("idx_end", np.intp), ("is_leaf", np.intp), ("radius", np.float64)]
 )
 
+_NODE_LAYOUT = _record_layout(_NODE_DATA, ("idx_start", "idx_end", "is_leaf"))
+
 
 def _binary_tree_ranges_ok(n: int, node_data: np.ndarray, n_nodes: int, what: str) -> None:
     """The twin of the compiled ``binary_tree_ok``: every node's range inside the data,
@@ -451,6 +453,13 @@ def _binary_tree_ranges_ok(n: int, node_data: np.ndarray, n_nodes: int, what: st
 
 def check_binary_tree(args: Any, state: Any, planes: int | None = None) -> None:
     """``planes``: node_bounds planes the tree's query code reads (see below)."""
+    fast = _compiled.speedups
+    if (
+        fast is not None
+        and planes is not None
+        and fast.binary_tree_state_ok(state, planes, np.ndarray, _NODE_DATA, *_NODE_LAYOUT)
+    ):
+        return  # every check below, compiled: the common case of a checked load
     what = "KDTree/BallTree"
     if type(state) is not tuple or len(state) != 13:
         raise _fail(what, "state must be a 13-tuple")
@@ -470,9 +479,8 @@ def check_binary_tree(args: Any, state: Any, planes: int | None = None) -> None:
         raise _fail(what, "n_nodes, n_levels and node_data disagree")
     if not _is_layout(node_data.dtype, _NODE_DATA):
         raise _fail(what, "node_data has the wrong layout")
-    fast = _compiled.speedups if node_data.flags.c_contiguous else None
-    layout = _record_layout(_NODE_DATA, ("idx_start", "idx_end", "is_leaf"))
-    if fast is None or not fast.binary_tree_ok(node_data, n, *layout):
+    fast = fast if node_data.flags.c_contiguous else None
+    if fast is None or not fast.binary_tree_ok(node_data, n, *_NODE_LAYOUT):
         # Not fine (or no compiled twin): the numpy twin finds what is wrong and says so.
         _binary_tree_ranges_ok(n, node_data, n_nodes, what)
         if fast is not None:
@@ -547,6 +555,9 @@ def binary_tree_indexes(args: Any, state: Any) -> tuple[Any, ...]:
     )
 )
 def check_distance_metric(args: Any, state: Any) -> None:
+    fast = _compiled.speedups
+    if fast is not None and fast.distance_metric_state_ok(state, np.ndarray):
+        return  # the checks below, compiled
     what = "DistanceMetric"
     if type(state) is not tuple or len(state) != 3:
         raise _fail(what, "state must be (p, vec, mat)")
@@ -577,6 +588,9 @@ def libsvm_indexes(args: Any, state: Any) -> tuple[Any, ...]:
 
 @validates(*_LIBSVM)
 def check_libsvm(args: Any, state: Any) -> None:
+    fast = _compiled.speedups
+    if fast is not None and fast.libsvm_state_ok(state, np.ndarray):
+        return  # the checks below, compiled (dense support vectors, a kernel named by a str)
     import scipy.sparse as sp
 
     what = "libsvm model"
@@ -738,6 +752,9 @@ def _check_metric_width(metric: Any, params: Any, d: int, what: str) -> None:
     "sklearn.neighbors._graph.RadiusNeighborsTransformer",
 )
 def check_neighbors(args: Any, state: Any) -> None:
+    fast = _compiled.speedups
+    if fast is not None and fast.neighbors_state_ok(state, np.ndarray):
+        return  # the checks below, compiled (a dense _fit_X, metrics named by strings)
     import scipy.sparse as sp
 
     what = "nearest neighbors"
