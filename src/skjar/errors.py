@@ -13,7 +13,8 @@ The hierarchy::
     │   ├── SignatureError          a signature was required and is missing, invalid or by an unknown key
     │   ├── UnsupportedPickleError  convert: a legacy pickle uses a feature the safe reader cannot reproduce
     │   └── UntrustedTypeError      the jar references names that are not trusted
-    └── VersionMismatchError        load(strict_versions=True) on a jar made by other versions
+    └── VersionMismatchError        a jar made by other versions: strict_versions=True, or it
+                                    names something this environment's versions do not have
 
     SkjarWarning (UserWarning)
     ├── VersionSkewWarning          load on a jar made by other library versions
@@ -120,7 +121,9 @@ class UntrustedTypeError(ReadError):
 
 
 class VersionMismatchError(SkjarError):
-    """``load(strict_versions=True)`` met a jar made with other library versions."""
+    """A jar made with other library versions cannot be loaded here: ``load(...,
+    strict_versions=True)``, or the jar names a trusted class or function that this
+    environment's version of its library does not have."""
 
 
 class SkjarWarning(UserWarning):

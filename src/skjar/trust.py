@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _trusted_names
-from .errors import TrustSpecError, UntrustedTypeError
+from .errors import TrustSpecError, UntrustedTypeError, VersionMismatchError
 
 OBJECT = "object"
 VALUE = "value"
@@ -197,9 +197,12 @@ class TrustPolicy:
         if obj is None:
             # sys.modules first: import_module would return the same module, through
             # ~10 Python-level importlib steps (most of a cold first lookup).
-            obj = sys.modules.get(module) or importlib.import_module(module)
-            for part in name[len(module) + 1 :].split("."):
-                obj = getattr(obj, part)
+            try:
+                obj = sys.modules.get(module) or importlib.import_module(module)
+                for part in name[len(module) + 1 :].split("."):
+                    obj = getattr(obj, part)
+            except (ImportError, AttributeError) as exc:
+                raise _not_here(name, module, exc) from None
         if isinstance(obj, types.ModuleType):
             raise UntrustedTypeError(
                 [name], detail=f"{name!r} is a module, not a class or function."
@@ -214,6 +217,20 @@ class TrustPolicy:
         if entry.obj is None and entry.module is not None and entry is DEFAULT_TRUST.get(name):
             _DEFAULT_RESOLVED[key] = obj  # the defaults resolve the same way in every load
         return obj
+
+
+def _not_here(name: str, module: str, exc: Exception) -> VersionMismatchError:
+    """A trusted name this environment does not have: most often the file was made with
+    another version of the library (scipy 1.18 added scipy.interpolate._bsplines._BSpline)."""
+    package = module.partition(".")[0]
+    version = getattr(sys.modules.get(package), "__version__", None)
+    here = f"{package} {version}" if isinstance(version, str) else package
+    return VersionMismatchError(
+        f"{name!r} is trusted, but this environment ({here}) does not have it "
+        f"({type(exc).__name__}: {exc}). The file was most likely made with another version "
+        f"of {package}: `skjar inspect FILE` shows the versions that made it; load it where "
+        "those are installed."
+    )
 
 
 def is_trusted(name: str, use: str, trusted: Iterable[TrustedItem] = ()) -> bool:

@@ -681,15 +681,21 @@ def check_kmeans(args: Any, state: Any) -> None:
 
 
 # -- scipy splines (SplineTransformer) -----------------------------------------
-@validates("scipy.interpolate._bsplines.BSpline")
-def check_bspline(args: Any, state: Any) -> None:
+# scipy up to 1.17 keeps a BSpline's knots and coefficients in its own __dict__
+# (_t, _c); from 1.18 a BSpline delegates to a _BSpline (t, c) and its state is the
+# pair (delegate, an empty array naming the array library). The check takes either
+# layout; a BSpline's own __setstate__ takes only its scipy's, so a spline loads
+# under the scipy series that saved it (the header's versions tell which).
+_BSPLINES = "scipy.interpolate._bsplines"
+
+
+def _check_spline_fields(state: Any, t_key: str, c_key: str, what: str) -> None:
     """The checks BSpline's own constructor makes; compiled evaluation trusts them."""
-    what = "scipy BSpline"
     if type(state) is not dict:
         raise _fail(what, "state must be a dict")
     k = _int(state.get("k"), f"{what} degree k")
-    t = _array(state.get("_t"), f"{what} knots", 1, "f")
-    c = _array(state.get("_c"), f"{what} coefficients", None, "fc")
+    t = _array(state.get(t_key), f"{what} knots", 1, "f")
+    c = _array(state.get(c_key), f"{what} coefficients", None, "fc")
     axis = state.get("axis")
     if t.dtype != np.float64 or not t.flags.c_contiguous:
         raise _fail(what, "knots must be contiguous float64")
@@ -704,6 +710,31 @@ def check_bspline(args: Any, state: Any) -> None:
         raise _fail(what, "knots, coefficients and degree are inconsistent")
     if state.get("extrapolate") not in (True, False, "periodic"):
         raise _fail(what, "extrapolate must be a bool or 'periodic'")
+
+
+@validates(f"{_BSPLINES}._BSpline")
+def check_bspline_delegate(args: Any, state: Any) -> None:
+    """scipy >= 1.18: the NumPy spline a BSpline delegates to."""
+    _check_spline_fields(state, "t", "c", "scipy BSpline")
+
+
+@validates(f"{_BSPLINES}.BSpline")
+def check_bspline(args: Any, state: Any) -> None:
+    """Either layout of a BSpline's state (see above)."""
+    what = "scipy BSpline"
+    if type(state) is dict:  # scipy <= 1.17
+        _check_spline_fields(state, "_t", "_c", what)
+        return
+    if type(state) is not tuple or len(state) != 2:
+        raise _fail(what, "state must be a dict or a (spline, array) pair")
+    delegate, sentinel = state
+    # The delegate's own check ran when its state was set (a bare _BSpline, or one
+    # still waiting for its state, is refused: see objects._refuse_pending).
+    delegate_class = getattr(sys.modules.get(_BSPLINES), "_BSpline", None)
+    if delegate_class is None or type(delegate) is not delegate_class:
+        raise _fail(what, "it must delegate to a NumPy spline (scipy's _BSpline)")
+    if type(sentinel) is not np.ndarray or sentinel.size != 0:
+        raise _fail(what, "the array library must be named by an empty NumPy array")
 
 
 # -- nearest neighbors (brute force) -------------------------------------------------
