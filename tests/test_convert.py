@@ -183,6 +183,16 @@ def test_files_from_older_library_versions() -> None:
     data = data.replace(b"cjoblib.numpy_pickle\n", b"csklearn.externals.joblib.numpy_pickle\n")
     assert load_legacy(io.BytesIO(data))["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
 
+    # scikit-learn 1.7 pickles its Cython losses under their module's short name
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    hgb = HistGradientBoostingClassifier(max_iter=3).fit(X, model.predict(X))
+    old = pickle.dumps(hgb, protocol=2).replace(b"csklearn._loss._loss\n", b"c_loss\n")
+    assert b"c_loss\n__pyx_unpickle_CyHalf" in old
+    restored = load_legacy(io.BytesIO(old))
+    assert type(restored._loss.closs) is type(hgb._loss.closs)
+    np.testing.assert_array_equal(restored.predict(X), hgb.predict(X))
+
     class Unseekable(io.BytesIO):  # joblib <= 1.1 and unseekable outputs: no padding byte
         def tell(self) -> int:
             raise io.UnsupportedOperation("tell")

@@ -303,6 +303,24 @@ def test_a_trusted_name_missing_here_is_a_version_mismatch(
         skjar.loads(jarcraft.encode(crafted), trusted=[name])
 
 
+def test_a_class_named_by_its_modules_short_name_is_written_by_the_full_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Some extension builds name their module by its last part and register it under
+    both names (scikit-learn 1.7's losses: "_loss.CyHalfBinomialLoss"): a jar names the
+    module's own, importable name, which the default trust knows."""
+    import sklearn.preprocessing._data as real
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(np.arange(6.0).reshape(3, 2))
+    monkeypatch.setitem(sys.modules, "_data", real)
+    monkeypatch.setattr(StandardScaler, "__module__", "_data")
+    data = skjar.dumps(scaler)
+    names = [n.name for n in skjar.inspect(data).names]
+    assert names == ["sklearn.preprocessing._data.StandardScaler"]
+    assert type(skjar.loads(data)) is StandardScaler
+
+
 def test_the_tree_may_not_use_an_undeclared_use(lr_jar: bytes) -> None:
     crafted = jarcraft.decode(lr_jar)
     _declare(crafted, LR, "sklearn.linear_model._logistic", ["value"])  # trusted as value too

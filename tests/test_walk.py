@@ -95,12 +95,19 @@ def same(a: Any, b: Any) -> bool:
                 equal = bool(x == y)
             except Exception:
                 equal = False
-            if not equal and type(x).__module__ != "builtins" and hasattr(x, "__getstate__"):
-                seen.add(id(x))  # an extension type (a Cython Tree): compared by its state
-                stack.append((x.__getstate__(), y.__getstate__()))
+            if not equal and type(x).__module__ != "builtins":
+                seen.add(id(x))  # an extension or slotted type (a Cython Tree): by its state
+                stack.append((_state(x), _state(y)))
             elif not equal and repr(x) != repr(y):
                 return False
     return True
+
+
+def _state(obj: Any) -> Any:
+    """What pickle would store of ``obj``: its state, or (Python 3.10's object has no
+    __getstate__) its reduction's arguments and state."""
+    getstate = getattr(obj, "__getstate__", None)
+    return getstate() if getstate is not None else obj.__reduce_ex__(4)[1:3]
 
 
 def agree(

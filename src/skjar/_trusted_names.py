@@ -23,6 +23,7 @@ from __future__ import annotations
 ONLY_IN_SOME_VERSIONS: frozenset[str] = frozenset(
     {
         "scipy.interpolate._bsplines:_BSpline",  # scipy >= 1.18: what a BSpline delegates to
+        "sklearn.manifold._classical_mds:ClassicalMDS",  # scikit-learn >= 1.8
     }
 )
 

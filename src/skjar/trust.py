@@ -81,7 +81,11 @@ def name_of(obj: Any) -> tuple[str, str] | None:
         return None
     if "<" in qualname:  # <lambda>, <locals>: not importable by name
         return None
-    return module, qualname
+    # Some Cython builds name an extension module by its last part only (scikit-learn
+    # 1.7's sklearn._loss._loss calls its classes "_loss.CyHalfBinomialLoss") and
+    # register it under both names: the module's own name is the one to write.
+    real = getattr(sys.modules.get(module), "__name__", module)
+    return (real if isinstance(real, str) else module), qualname
 
 
 def _is_identifier_path(text: str) -> bool:

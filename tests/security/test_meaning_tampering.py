@@ -53,9 +53,13 @@ DTC = "sklearn.tree._classes.DecisionTreeClassifier"
 BSPLINE = "scipy.interpolate._bsplines.BSpline"
 # scipy >= 1.18: a BSpline's state is (the _BSpline it delegates to, an empty array),
 # and the knots and coefficients are the delegate's t and c (codec/sklearn.py).
-SPLINE_DELEGATES = hasattr(importlib.import_module("scipy.interpolate._bsplines"), "_BSpline")
+# Up to 1.17 they are the BSpline's own: _t and _c in 1.17 (behind properties), t and c before.
+_BSPLINES = importlib.import_module("scipy.interpolate._bsplines")
+SPLINE_DELEGATES = hasattr(_BSPLINES, "_BSpline")
 SPLINE, SPLINE_T, SPLINE_C = (
-    ("scipy.interpolate._bsplines._BSpline", "t", "c") if SPLINE_DELEGATES else (BSPLINE, "_t", "_c")
+    ("scipy.interpolate._bsplines._BSpline", "t", "c") if SPLINE_DELEGATES
+    else (BSPLINE, "_t", "_c") if isinstance(_BSPLINES.BSpline.__dict__.get("t"), property)
+    else (BSPLINE, "t", "c")
 )
 BUNCH = "sklearn.utils._bunch.Bunch"
 SCORER = "sklearn.metrics._scorer._Scorer"

@@ -682,7 +682,7 @@ def check_kmeans(args: Any, state: Any) -> None:
 
 # -- scipy splines (SplineTransformer) -----------------------------------------
 # scipy up to 1.17 keeps a BSpline's knots and coefficients in its own __dict__
-# (_t, _c); from 1.18 a BSpline delegates to a _BSpline (t, c) and its state is the
+# (t, c; _t, _c in 1.17); from 1.18 a BSpline delegates to a _BSpline (t, c) and its state is the
 # pair (delegate, an empty array naming the array library). The check takes either
 # layout; a BSpline's own __setstate__ takes only its scipy's, so a spline loads
 # under the scipy series that saved it (the header's versions tell which).
@@ -722,8 +722,10 @@ def check_bspline_delegate(args: Any, state: Any) -> None:
 def check_bspline(args: Any, state: Any) -> None:
     """Either layout of a BSpline's state (see above)."""
     what = "scipy BSpline"
-    if type(state) is dict:  # scipy <= 1.17
-        _check_spline_fields(state, "_t", "_c", what)
+    if type(state) is dict:  # scipy <= 1.17: knots and coefficients in its own __dict__,
+        # as _t and _c behind properties t and c from 1.17, as t and c before
+        private = isinstance(getattr(_imported(_BSPLINES, "BSpline"), "t", None), property)
+        _check_spline_fields(state, "_t" if private else "t", "_c" if private else "c", what)
         return
     if type(state) is not tuple or len(state) != 2:
         raise _fail(what, "state must be a dict or a (spline, array) pair")

@@ -120,12 +120,22 @@ ARG_ONLY = frozenset(
 )
 
 
+# Extension modules that some builds name by their last part only, which is what
+# pickle then writes (scikit-learn 1.7's losses: "_loss.CyHalfBinomialLoss"); the
+# process that wrote the file had the module under both names.
+SHORT_MODULE_NAMES = {"_loss": "sklearn._loss._loss"}
+
+
 def fix_name(module: str, qualname: str, protocol: int) -> tuple[str, str]:
-    """Map Python 2 names as pickle does for protocols < 3 (``fix_imports=True``).
+    """Map Python 2 names as pickle does for protocols < 3 (``fix_imports=True``), and
+    extension modules' short names to their full ones.
 
     >>> fix_name("__builtin__", "set", 2), fix_name("copy_reg", "_reconstructor", 0)
     (('builtins', 'set'), ('copyreg', '_reconstructor'))
+    >>> fix_name("_loss", "CyHalfBinomialLoss", 5)
+    ('sklearn._loss._loss', 'CyHalfBinomialLoss')
     """
+    module = SHORT_MODULE_NAMES.get(module, module)
     if protocol < 3:
         if (module, qualname) in _compat_pickle.NAME_MAPPING:
             module, qualname = _compat_pickle.NAME_MAPPING[(module, qualname)]
