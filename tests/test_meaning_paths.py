@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+from sklearn.metrics import DistanceMetric
 from sklearn.tree._tree import NODE_DTYPE
 
 from skjar import _compiled
@@ -453,7 +454,8 @@ def _whole_verdicts(case: str, state: Any) -> tuple[bool, str]:
     check = WHOLE_STATES[case][0]
     if isinstance(check, functools.partial):
         compiled = speedups.binary_tree_state_ok(
-            state, check.keywords["planes"], np.ndarray, checks._NODE_DATA, *checks._NODE_LAYOUT
+            state, check.keywords["planes"], np.ndarray, DistanceMetric, checks._NODE_DATA,
+            *checks._NODE_LAYOUT,
         )
     else:
         compiled = COMPILED_WHOLE[check](state)
@@ -490,6 +492,8 @@ def _state_damage() -> list[Any]:
         lambda v: v * 0 - 1 if isinstance(v, np.ndarray) and v.dtype.kind == "i" else v,
         lambda v: np.array([2**62, 2**62]) if isinstance(v, np.ndarray) and v.dtype.kind == "i" else v,
         lambda v: object(),
+        lambda v: None if isinstance(v, DistanceMetric) else v,
+        lambda v: type(v) if isinstance(v, DistanceMetric) else v,
     ]
 
 
@@ -554,12 +558,31 @@ def test_the_compiled_whole_checks_accept_no_damaged_state_the_python_refuses(
 
 
 @pytest.mark.skipif(speedups is None, reason="the compiled helpers are not built")
+@pytest.mark.parametrize("case", ["kd", "ball", "ball-minkowski-w"])
+@pytest.mark.parametrize("metric", [None, 0, "euclidean", object(), DistanceMetric])
+def test_a_tree_whose_metric_is_not_a_distance_metric_is_refused(case: str, metric: Any) -> None:
+    """Both twins, where agreeing is not enough: a tree given None as its metric loaded
+    with Python >= 3.11 (None has a __getstate__, which both took as the mark of a
+    metric) and dereferenced NULL on its first query (a fuzz finding)."""
+    state = list(WHOLE_STATES[case][1])
+    state[11] = metric
+    compiled, python = _whole_verdicts(case, tuple(state))
+    assert compiled is False
+    assert python.startswith("KDTree/BallTree: dist_metric is not a distance metric"), python
+
+
+@pytest.mark.skipif(speedups is None, reason="the compiled helpers are not built")
 def test_the_compiled_whole_checks_refuse_bad_arguments() -> None:
     state = WHOLE_STATES["kd"][1]
     with pytest.raises(ValueError, match="fields"):
-        speedups.binary_tree_state_ok(state, 2, np.ndarray, checks._NODE_DATA, 32, 0, 8, 28)
+        speedups.binary_tree_state_ok(state, 2, np.ndarray, DistanceMetric, checks._NODE_DATA,
+                                      32, 0, 8, 28)
     with pytest.raises(TypeError):
-        speedups.binary_tree_state_ok(state, 2, "ndarray", checks._NODE_DATA, *checks._NODE_LAYOUT)
+        speedups.binary_tree_state_ok(state, 2, "ndarray", DistanceMetric, checks._NODE_DATA,
+                                      *checks._NODE_LAYOUT)
+    with pytest.raises(TypeError):
+        speedups.binary_tree_state_ok(state, 2, np.ndarray, "DistanceMetric", checks._NODE_DATA,
+                                      *checks._NODE_LAYOUT)
     with pytest.raises(TypeError):
         speedups.neighbors_state_ok({}, None)
     assert speedups.distance_metric_state_ok([], np.ndarray) is False

@@ -33,8 +33,9 @@ HELPERS = (
 # per-load objects apart from one static tuple, and counts the buffers it takes; 18: the
 # walker plans default-trusted names and sets up classes' state setters itself; 19: and
 # builds flat tuples; 20: and numpy scalars; 21: whole KD/Ball tree, distance metric,
-# neighbours estimator and libsvm states checked at once).
-API = 21
+# neighbours estimator and libsvm states checked at once; 22: binary_tree_state_ok takes
+# the distance metric class its tree's metric must be an instance of).
+API = 22
 
 
 def _load() -> ModuleType | None:

@@ -803,17 +803,18 @@ starts_with(PyObject *text, const char *prefix)
 
 /* What a distance metric object's type name says of data `d` columns wide: 1 when
  * sklearn.check_binary_tree's metric checks pass without reading the metric's state,
- * 0 for a metric whose own vector or matrix must be read (the twin decides). */
+ * 0 for anything that is not a `metric_class` (scikit-learn's DistanceMetric) and for a
+ * metric whose own vector or matrix must be read (the twin decides). (Not "has a
+ * __getstate__": from Python 3.11 None has one, and a tree given None as its metric
+ * loaded and dereferenced NULL on its first query - a fuzz finding.) */
 static int
-metric_fits(PyObject *metric, Py_ssize_t d)
+metric_fits(PyObject *metric, PyObject *metric_class, Py_ssize_t d)
 {
-    PyObject *getstate = PyObject_GetAttrString(metric, "__getstate__");
-    if (getstate == NULL || getstate == Py_None) {
+    const int is_metric = PyObject_IsInstance(metric, metric_class);
+    if (is_metric != 1) {
         PyErr_Clear();
-        Py_XDECREF(getstate);
         return 0;
     }
-    Py_DECREF(getstate);
     PyObject *name = PyObject_GetAttrString((PyObject *)Py_TYPE(metric), "__name__");
     if (name == NULL || !PyUnicode_Check(name)) {
         PyErr_Clear();
@@ -827,8 +828,8 @@ metric_fits(PyObject *metric, Py_ssize_t d)
     return ok;
 }
 
-/* binary_tree_state_ok(state, planes, ndarray, node_dtype, itemsize, start, end, is_leaf)
- *     -> bool
+/* binary_tree_state_ok(state, planes, ndarray, metric_class, node_dtype, itemsize, start,
+ *                      end, is_leaf) -> bool
  *
  * Every check of sklearn.check_binary_tree on a KDTree's or BallTree's 13-tuple state,
  * in one call: float64 data (n x d), an intp idx_array of n indices into it, node_data
@@ -841,10 +842,11 @@ metric_fits(PyObject *metric, Py_ssize_t d)
 static PyObject *
 binary_tree_state_ok(PyObject *self, PyObject *args)
 {
-    PyObject *state, *ndarray, *expected;
+    PyObject *state, *ndarray, *metric_class, *expected;
     Py_ssize_t planes, itemsize, off_start, off_end, off_leaf;
-    if (!PyArg_ParseTuple(args, "OnO!Onnnn", &state, &planes, &PyType_Type, &ndarray, &expected,
-                          &itemsize, &off_start, &off_end, &off_leaf)) {
+    if (!PyArg_ParseTuple(args, "OnO!O!Onnnn", &state, &planes, &PyType_Type, &ndarray,
+                          &PyType_Type, &metric_class, &expected, &itemsize, &off_start,
+                          &off_end, &off_leaf)) {
         return NULL;
     }
     if (itemsize <= 0 || !field_fits(off_start, 8, itemsize) || !field_fits(off_end, 8, itemsize) ||
@@ -882,7 +884,7 @@ binary_tree_state_ok(PyObject *self, PyObject *args)
     if (item[12] != Py_None && (!float_shape(item[12], ndarray, 1, shape) || shape[0] != n)) {
         Py_RETURN_FALSE;
     }
-    if (!metric_fits(item[11], d)) {
+    if (!metric_fits(item[11], metric_class, d)) {
         Py_RETURN_FALSE;
     }
     /* idx_array: n intp indices below n, read where they lie (C-contiguous) */
@@ -1264,8 +1266,8 @@ static PyMethodDef methods[] = {
     {"binary_tree_ok", binary_tree_ok, METH_VARARGS,
      "binary_tree_ok(node_data, n, itemsize, start, end, is_leaf) -> bool"},
     {"binary_tree_state_ok", binary_tree_state_ok, METH_VARARGS,
-     "binary_tree_state_ok(state, planes, ndarray, node_dtype, itemsize, start, end, is_leaf)"
-     " -> bool"},
+     "binary_tree_state_ok(state, planes, ndarray, metric_class, node_dtype, itemsize, start, "
+     "end, is_leaf) -> bool"},
     {"distance_metric_state_ok", distance_metric_state_ok, METH_VARARGS,
      "distance_metric_state_ok(state, ndarray) -> bool"},
     {"neighbors_state_ok", neighbors_state_ok, METH_VARARGS,
@@ -1282,7 +1284,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 21
+#define SKJAR_SPEEDUPS_API 22
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

@@ -441,6 +441,12 @@ CASES = [
          edited(models.kd_neighbors, KDTREE, put(2, "idx_end", 0, 10**6))),
     Case("balltree-index-past-the-data", BINARY_CHECK,
          edited(models.ball_neighbors, BALLTREE, put(1, None, 0, 10**6))),
+    # (None has a __getstate__ from Python 3.11, which the checks took as the mark of a
+    # metric: the tree loaded and its query dereferenced NULL - a fuzz finding)
+    Case("kdtree-metric-none", BINARY_CHECK, edited(models.kd_neighbors, KDTREE, set_state(11, None))),
+    Case("balltree-metric-none", BINARY_CHECK,
+         edited(models.ball_neighbors, BALLTREE, set_state(11, None))),
+    Case("kdtree-metric-an-int", BINARY_CHECK, edited(models.kd_neighbors, KDTREE, set_state(11, 7))),
     Case("balltree-metric-given-state-after-the-check", PENDING,
          edited(ball_neighbors_1d, BALLTREE, metric_filled_after_the_check)),
     # support vector machines

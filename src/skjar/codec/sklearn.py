@@ -457,7 +457,10 @@ def check_binary_tree(args: Any, state: Any, planes: int | None = None) -> None:
     if (
         fast is not None
         and planes is not None
-        and fast.binary_tree_state_ok(state, planes, np.ndarray, _NODE_DATA, *_NODE_LAYOUT)
+        and fast.binary_tree_state_ok(
+            state, planes, np.ndarray, _imported("sklearn.metrics", "DistanceMetric"),
+            _NODE_DATA, *_NODE_LAYOUT,
+        )
     ):
         return  # every check below, compiled: the common case of a checked load
     what = "KDTree/BallTree"
@@ -494,9 +497,11 @@ def check_binary_tree(args: Any, state: Any, planes: int | None = None) -> None:
     if weight is not None and _array(weight, f"{what} sample_weight", 1, "f").shape != (n,):
         raise _fail(what, "sample_weight must have one entry per data row")
     metric = state[11]
-    getstate = getattr(metric, "__getstate__", None)
-    if getstate is None:
+    # (An instance, not "has a __getstate__": from Python 3.11 None has one, and a tree
+    # given None loaded and dereferenced NULL on its first query - a fuzz finding.)
+    if not isinstance(metric, _imported("sklearn.metrics", "DistanceMetric")):
         raise _fail(what, "dist_metric is not a distance metric")
+    getstate = metric.__getstate__
     kind = type(metric).__name__
     # Only these metrics index their own vector/matrix with the data's width.
     # (What their _validate_data demands, which a tree does not re-run on load:
