@@ -39,6 +39,7 @@ SVC = "sklearn.svm._classes.SVC"
 CSR = "scipy.sparse._csr.csr_matrix"
 KMEANS = "sklearn.cluster._kmeans.KMeans"
 GB = "sklearn.ensemble._gb.GradientBoostingRegressor"
+GB_CLASSIFIER = "sklearn.ensemble._gb.GradientBoostingClassifier"
 
 
 # -- models (fitted once per process) --------------------------------------------------------
@@ -111,6 +112,13 @@ def sparse_dict() -> dict[str, Any]:
 
 
 @functools.cache
+def gradient_boosting_multiclass() -> Any:
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    X, y = iris()
+    return GradientBoostingClassifier(n_estimators=2, max_depth=2, random_state=0).fit(X, y)
+
+
 def gradient_boosting() -> Any:
     from sklearn.ensemble import GradientBoostingRegressor
 
@@ -332,6 +340,16 @@ CASES = [
     Case("gb-several-trees-per-stage-without-multiclass-loss", gradient_boosting, GB,
          more_trees_per_stage(2)),
     Case("gb-later-tree-wider-than-the-model", gradient_boosting, GB, wide_later_tree),
+    # its initial estimator's raw predictions, which predict_stages adds K columns into
+    # (found while fuzzing with ASan: one class prior for three classes corrupted the heap)
+    Case("gb-initial-prior-narrower-than-the-classes", gradient_boosting_multiclass,
+         "sklearn.dummy.DummyClassifier", replace("class_prior_", lambda a: a[:1])),
+    Case("gb-initial-classes-fewer-than-the-trees", gradient_boosting_multiclass,
+         "sklearn.dummy.DummyClassifier", tree_state("n_classes_", 1)),
+    Case("gb-initial-regressor-without-outputs", gradient_boosting,
+         "sklearn.dummy.DummyRegressor", tree_state("n_outputs_", 0)),
+    Case("gb-initial-estimator-of-another-kind", gradient_boosting_multiclass, GB_CLASSIFIER,
+         tree_state("init_", "mean")),
     # histogram gradient boosting
     Case("hgb-left-out-of-range", hist_gradient_boosting, PREDICTOR,
          _node_edit("nodes", "left", lambda a: 0, 10**6)),

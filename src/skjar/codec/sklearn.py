@@ -282,6 +282,43 @@ def check_gradient_boosting(args: Any, state: Any) -> None:
             raise _fail(what, "estimators_ must hold DecisionTreeRegressor objects")
         if _tree_features(getattr(estimator, "tree_", None), what) != n_features:
             raise _fail(what, f"a tree splits on features other than the {n_features} inputs")
+    _check_initial_estimator(state.get("init_"), k, multiclass, what)
+
+
+def _check_initial_estimator(init: Any, k: int, multiclass: bool, what: str) -> None:
+    """predict_stages adds into columns 0 .. k-1 of the raw predictions that init_ starts
+    them from, unchecked: they must be k wide. A multiclass model whose DummyClassifier
+    knew one class prior made them 1 wide, and predict wrote past the array (found while
+    fuzzing with ASan). 'zero' makes them k wide; a binary model takes column 1 of
+    predict_proba (one column, or an IndexError); a regressor's predict gives one column
+    per output. Any other initial estimator's output cannot be judged from its state."""
+    if type(init) is str and init == "zero":
+        return
+    if type(init) is _imported("sklearn.dummy", "DummyClassifier"):
+        if not multiclass:
+            return
+        attributes = vars(init)
+        prior = attributes.get("class_prior_")
+        if (
+            attributes.get("n_outputs_") != 1
+            or type(attributes.get("n_classes_")) is not int
+            or attributes["n_classes_"] != k
+            or not isinstance(prior, np.ndarray)
+            or prior.shape != (k,)
+        ):
+            raise _fail(what, f"its initial estimator does not predict the {k} classes")
+        return
+    if type(init) is _imported("sklearn.dummy", "DummyRegressor"):
+        n_outputs = vars(init).get("n_outputs_")
+        if k != 1 or type(n_outputs) is not int or n_outputs < 1:
+            raise _fail(what, "its initial estimator does not predict one value per sample")
+        return
+    raise _fail(
+        what,
+        "its initial estimator (init_) is neither 'zero' nor scikit-learn's DummyClassifier "
+        "or DummyRegressor; compiled prediction adds into its output unchecked, and the "
+        "width of another estimator's output cannot be judged before it runs",
+    )
 
 
 # -- histogram gradient boosting ---------------------------------------------
