@@ -510,6 +510,47 @@ def test_long_chains_of_instances_round_trip(folder: Path) -> None:
         np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
 
+def _nested_checked_holders() -> dict[str, Any]:
+    """Models whose meaning checks read other instances: a KD tree its metric, a ball
+    tree its Mahalanobis metric, HGB its predictors, GB its initial estimator, a
+    SplineTransformer its BSplines (scipy >= 1.18: each BSpline its _BSpline)."""
+    from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import SplineTransformer
+
+    rng = np.random.RandomState(0)
+    X, y = rng.rand(120, 4), rng.randint(0, 3, 120)
+    mahalanobis = {"metric": "mahalanobis", "metric_params": {"VI": np.eye(4)}}
+    return {
+        "kd-tree": (KNeighborsClassifier(3).fit(X, y), X),
+        "ball-tree": (KNeighborsClassifier(3, algorithm="ball_tree", **mahalanobis).fit(X, y), X),
+        "hgb": (HistGradientBoostingClassifier(max_iter=3).fit(X, y), X),
+        "gb": (GradientBoostingClassifier(n_estimators=3).fit(X, y), X),
+        "spline": (SplineTransformer().fit(X), X),
+    }
+
+
+@pytest.mark.parametrize("case", ["kd-tree", "ball-tree", "hgb", "gb", "spline"])
+def test_checked_holders_load_at_any_depth(case: str, folder: Path) -> None:
+    """Instances met deeper than the encoder's DEFER_DEPTH get their state at the top
+    level, after everything else; a holder whose check reads them must then find them
+    complete. A KNN, HGB or GB model nested 30 lists deep was written with its KD tree,
+    predictors or initial estimator deferred, and its own check refused to load it."""
+    from skjar.codec.encoder import DEFER_DEPTH
+
+    model, X = _nested_checked_holders()[case]
+    expected = model.transform(X) if case == "spline" else model.predict(X)
+    for depth in range(DEFER_DEPTH - 8, DEFER_DEPTH + 3):
+        value = model
+        for _ in range(depth):
+            value = [value]
+        for loaded in round_trips(value, folder):
+            for _ in range(depth):
+                (loaded,) = loaded
+            got = loaded.transform(X) if case == "spline" else loaded.predict(X)
+            np.testing.assert_array_equal(got, expected, err_msg=f"nested {depth} deep")
+
+
 def test_header_parameters_are_get_params() -> None:
     """The header's estimator summary reads parameter names once per class (sklearn's
     get_params reads the __init__ signature per call): it must give what get_params does,

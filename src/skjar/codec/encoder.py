@@ -113,6 +113,9 @@ class Encoder:
         # state follows at the top level (a linked list of 10,000 instances, as in
         # Birch's leaves, would otherwise nest 10,000 levels deep).
         self.deferred: deque[tuple[Any, Node, Any]] = deque()
+        # Whether the state being encoded is that of a class with a meaning check,
+        # whose instances are then written in place, never deferred (objects.py).
+        self.under_check = False
 
     # -- entry points -------------------------------------------------------
     def encode_root(self, obj: Any) -> bytes:

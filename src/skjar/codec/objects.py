@@ -60,14 +60,16 @@ def _is_function_like(obj: Any) -> bool:
     )
 
 
-def _class_name(enc: Encoder, cls: type, use: str, path: Path) -> Any:
+def _class_name(enc: Encoder, cls: type, use: str, path: Path) -> tuple[str, Any]:
+    """``cls``'s name as the registry knows it, and as the tree writes it (interned)."""
     named = name_of(cls)
     if named is None:
         raise UnsupportedObjectError(
             f"class {cls!r} has no importable name (defined in a function?)", render_path(path)
         )
     enc.verify_importable(cls, *named, path)
-    return enc.intern(enc.declare(*named, use))
+    name = enc.declare(*named, use)
+    return name, enc.intern(name)
 
 
 def ref_node(enc: Encoder, obj: Any, path: Path) -> Node:
@@ -137,7 +139,7 @@ def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
 
     if func is NEWOBJ_FUNC and args and args[0] is cls and len(args) > 1:
         if issubclass(cls, tuple) and hasattr(cls, "_fields") and state is None:
-            name = _class_name(enc, cls, OBJECT, path)
+            _, name = _class_name(enc, cls, OBJECT, path)
             return Node(NAMEDTUPLE, [name, enc.encode_items(list(obj), path)])
         raise UnsupportedObjectError(
             f"{what} needs arguments to __new__, which skjar does not call", render_path(path)
@@ -150,18 +152,23 @@ def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
         mode = STATE_CYTHON
     else:
         return _reconstruct_node(enc, obj, func, args, state, listitems, dictitems, path)
-    name = _class_name(enc, cls, OBJECT, path)
-    if enc.depth > DEFER_DEPTH:
+    plain, name = _class_name(enc, cls, OBJECT, path)
+    # An instance whose holder has a meaning check is never deferred: the check runs
+    # when the holder gets its state, before a deferred instance would get its own,
+    # and refuses to judge an empty shell (_refuse_pending).
+    if enc.depth > DEFER_DEPTH and not enc.under_check:
         shell = Node(NEWOBJ, name)
         enc.share(shell)
-        enc.deferred.append((obj, shell, (mode, state, listitems, dictitems, path)))
+        enc.deferred.append((obj, shell, (plain, mode, state, listitems, dictitems, path)))
         return shell
     shell = enc.shells[id(obj)] = Node(NEWOBJ, name)
+    saved, enc.under_check = enc.under_check, plain in VALIDATORS
     try:
         kind, items = _encode_items(enc, listitems, dictitems, path)
         enc_state = None if mode == STATE_NONE else _encode_state(enc, state, path)
     finally:
         del enc.shells[id(obj)]
+        enc.under_check = saved
     # Only an object its own state refers back to needs the two-step form.
     first = shell if shell.share_id is not None else name
     return Node(INSTANCE, [first, mode, enc_state, kind, items])
@@ -169,15 +176,16 @@ def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
 
 def encode_deferred(enc: Encoder, obj: Any, shell: Node, rest: Any) -> Node:
     """The STATE node giving a deferred instance its state, encoded from the top level."""
-    mode, state, listitems, dictitems, path = rest
-    saved, enc.depth = enc.depth, 0
+    plain, mode, state, listitems, dictitems, path = rest
+    saved = enc.depth, enc.under_check
+    enc.depth, enc.under_check = 0, plain in VALIDATORS
     enc.shells[id(obj)] = shell
     try:
         kind, items = _encode_items(enc, listitems, dictitems, path)
         enc_state = None if mode == STATE_NONE else _encode_state(enc, state, path)
     finally:
         del enc.shells[id(obj)]
-        enc.depth = saved
+        enc.depth, enc.under_check = saved
     return Node(STATE, [SharedRef(shell), mode, enc_state, kind, items])
 
 
@@ -198,11 +206,16 @@ def _reconstruct_node(
             render_path(path),
         )
     enc.verify_importable(func, *named, path)
-    name = enc.intern(enc.declare(*named, CALL))
-    enc_args = [enc.encode(a, (path, f"<arg {i}>")) for i, a in enumerate(args)]
-    kind, items = _encode_items(enc, listitems, dictitems, path)
+    plain = enc.declare(*named, CALL)
+    name = enc.intern(plain)
+    saved, enc.under_check = enc.under_check, plain in VALIDATORS
+    try:
+        enc_args = [enc.encode(a, (path, f"<arg {i}>")) for i, a in enumerate(args)]
+        kind, items = _encode_items(enc, listitems, dictitems, path)
+        enc_state = None if state is None else _encode_state(enc, state, path)
+    finally:
+        enc.under_check = saved
     mode = STATE_NONE if state is None else STATE_DEFAULT
-    enc_state = None if state is None else _encode_state(enc, state, path)
     return Node(RECONSTRUCT, [name, enc_args, mode, enc_state, kind, items])
 
 
