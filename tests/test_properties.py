@@ -551,6 +551,53 @@ def test_checked_holders_load_at_any_depth(case: str, folder: Path) -> None:
             np.testing.assert_array_equal(got, expected, err_msg=f"nested {depth} deep")
 
 
+def test_references_a_checked_holder_cannot_load_are_refused_on_saving(folder: Path) -> None:
+    """A meaning check runs when its object gets its state, and refuses to judge an object
+    that is still waiting for its own: a back-reference to a container of the checked
+    object, or a shared object also stored deeper than DEFER_DEPTH (whose state comes at
+    the end of the file). Both were written, and their load then failed as a "corrupt"
+    file; dump now refuses them, saying where, and leaves the target as it was."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import Pipeline
+
+    from skjar.codec.encoder import DEFER_DEPTH
+
+    rng = np.random.RandomState(0)
+    X, y = rng.rand(40, 3), rng.randint(0, 2, 40)
+    target = folder / "kept.skjar"
+    skjar.dump([1, 2], target)
+
+    knn = KNeighborsClassifier(3).fit(X, y)
+    pipeline = Pipeline([("knn", knn)])
+    knn.owner_ = pipeline
+    with pytest.raises(skjar.UnsupportedObjectError, match=r"refers back to a Pipeline.*steps\[0\]\[1\]\.owner_"):
+        skjar.dump(pipeline, target)
+    knn.me_ = knn
+    del knn.owner_
+    with pytest.raises(skjar.UnsupportedObjectError, match="refers back to a KNeighborsClassifier"):
+        skjar.dumps(knn)
+    del knn.me_
+
+    deep: Any = knn._tree
+    for _ in range(DEFER_DEPTH + 1):
+        deep = [deep]
+    with pytest.raises(skjar.UnsupportedObjectError, match=r"KDTree that is also stored .*\[1\]\._tree"):
+        skjar.dump([deep, knn], target)
+    assert skjar.load(target) == [1, 2]
+
+    # The same structures load where no check judges the reference: an unchecked
+    # holder's back-reference, and the deep object met after the checked holder.
+    pipeline.me_ = pipeline
+    for loaded in round_trips(pipeline, folder):
+        assert loaded.me_ is loaded
+        np.testing.assert_array_equal(loaded.predict(X), pipeline.predict(X))
+    for a, b in round_trips([knn, deep], folder):
+        for _ in range(DEFER_DEPTH + 1):
+            (b,) = b
+        assert a._tree is b
+        np.testing.assert_array_equal(a.predict(X), knn.predict(X))
+
+
 def test_header_parameters_are_get_params() -> None:
     """The header's estimator summary reads parameter names once per class (sklearn's
     get_params reads the __init__ signature per call): it must give what get_params does,

@@ -113,9 +113,13 @@ class Encoder:
         # state follows at the top level (a linked list of 10,000 instances, as in
         # Birch's leaves, would otherwise nest 10,000 levels deep).
         self.deferred: deque[tuple[Any, Node, Any]] = deque()
-        # Whether the state being encoded is that of a class with a meaning check,
-        # whose instances are then written in place, never deferred (objects.py).
-        self.under_check = False
+        # The class with a meaning check whose state (or arguments) is being encoded,
+        # through containers only, or None. Its instances are written in place, never
+        # deferred (objects.py), and it must not refer to an instance that is still
+        # waiting for its state when it is loaded (objects._refuse_pending refuses that).
+        self.under_check: str | None = None
+        # Deferred instances whose STATE node is not written yet: id -> where first met.
+        self.pending: dict[int, Path] = {}
 
     # -- entry points -------------------------------------------------------
     def encode_root(self, obj: Any) -> bytes:
@@ -228,6 +232,14 @@ class Encoder:
         oid = id(obj)
         seen = self._memo.get(oid)
         if seen is not None:
+            if self.under_check and oid in self.pending:
+                raise UnsupportedObjectError(
+                    f"{self.under_check} refers to a {kind.__qualname__} that is also stored "
+                    f"more than {DEFER_DEPTH} levels deep (at {render_path(self.pending[oid])}"
+                    "), whose state skjar writes at the end of the file, after this class's "
+                    "meaning check needs it when loading. Store a copy in one of the two places",
+                    render_path(path),
+                )
             if seen.share_id is None:
                 seen.share_id = self._next_share
                 self._next_share += 1
@@ -235,6 +247,13 @@ class Encoder:
         if oid in self._in_progress:
             shell = self.shells.get(oid)
             if shell is not None:  # a cycle through an instance: refer to its empty shell
+                if self.under_check:
+                    raise UnsupportedObjectError(
+                        f"{self.under_check} refers back to a {kind.__qualname__} that contains "
+                        "it: when loading, its meaning check would run before that object is "
+                        "complete. Remove the back-reference before saving",
+                        render_path(path),
+                    )
                 if shell.share_id is None:
                     shell.share_id = self._next_share
                     self._next_share += 1

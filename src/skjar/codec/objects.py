@@ -100,6 +100,16 @@ def _encode_state(enc: Encoder, state: Any, path: Path) -> Any:
 
 
 def _encode_items(enc: Encoder, listitems: Any, dictitems: Any, path: Path) -> tuple[int, Any]:
+    """An instance's list or dict items, which no meaning check reads (a check reads its
+    class's arguments and state, and its holder's check does not look inside it)."""
+    saved, enc.under_check = enc.under_check, None
+    try:
+        return _encode_item_nodes(enc, listitems, dictitems, path)
+    finally:
+        enc.under_check = saved
+
+
+def _encode_item_nodes(enc: Encoder, listitems: Any, dictitems: Any, path: Path) -> tuple[int, Any]:
     if listitems is not None:
         return ITEMS_LIST, enc.encode_items(list(listitems), path)
     if dictitems is not None:
@@ -160,11 +170,13 @@ def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
         shell = Node(NEWOBJ, name)
         enc.share(shell)
         enc.deferred.append((obj, shell, (plain, mode, state, listitems, dictitems, path)))
+        enc.pending[id(obj)] = path
         return shell
     shell = enc.shells[id(obj)] = Node(NEWOBJ, name)
-    saved, enc.under_check = enc.under_check, plain in VALIDATORS
+    saved = enc.under_check
     try:
         kind, items = _encode_items(enc, listitems, dictitems, path)
+        enc.under_check = _checked(plain)
         enc_state = None if mode == STATE_NONE else _encode_state(enc, state, path)
     finally:
         del enc.shells[id(obj)]
@@ -174,18 +186,25 @@ def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
     return Node(INSTANCE, [first, mode, enc_state, kind, items])
 
 
+def _checked(name: str) -> str | None:
+    """``name`` if the loader runs a meaning check on it, else None (Encoder.under_check)."""
+    return name if name in VALIDATORS else None
+
+
 def encode_deferred(enc: Encoder, obj: Any, shell: Node, rest: Any) -> Node:
     """The STATE node giving a deferred instance its state, encoded from the top level."""
     plain, mode, state, listitems, dictitems, path = rest
     saved = enc.depth, enc.under_check
-    enc.depth, enc.under_check = 0, plain in VALIDATORS
+    enc.depth = 0
     enc.shells[id(obj)] = shell
     try:
         kind, items = _encode_items(enc, listitems, dictitems, path)
+        enc.under_check = _checked(plain)
         enc_state = None if mode == STATE_NONE else _encode_state(enc, state, path)
     finally:
         del enc.shells[id(obj)]
         enc.depth, enc.under_check = saved
+    enc.pending.pop(id(obj), None)
     return Node(STATE, [SharedRef(shell), mode, enc_state, kind, items])
 
 
@@ -208,7 +227,7 @@ def _reconstruct_node(
     enc.verify_importable(func, *named, path)
     plain = enc.declare(*named, CALL)
     name = enc.intern(plain)
-    saved, enc.under_check = enc.under_check, plain in VALIDATORS
+    saved, enc.under_check = enc.under_check, _checked(plain)
     try:
         enc_args = [enc.encode(a, (path, f"<arg {i}>")) for i, a in enumerate(args)]
         kind, items = _encode_items(enc, listitems, dictitems, path)
