@@ -10,9 +10,12 @@ shape and memory order for arrays, same dict order.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
+import pickle
 import tempfile
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from typing import Any
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import skjar
@@ -490,6 +493,20 @@ def test_bit_generators_keep_their_seed_sequence(folder: Path, seed: Any) -> Non
                 10**9, size=4).tolist()
 
 
+def test_legacy_seeded_generators_keep_having_no_seed_sequence(folder: Path) -> None:
+    """RandomState(42) - what every scikit-learn estimator's random_state=42 makes -
+    seeds its MT19937 the legacy way, without a SeedSequence; pickle keeps it None (with
+    numpy 2) and so must a load, not a fresh one from the OS's entropy."""
+    original = np.random.RandomState(42)
+    original.random_sample(3)
+    assert original._bit_generator.seed_seq is None
+    via_pickle = pickle.loads(pickle.dumps(original))._bit_generator.seed_seq
+    for loaded in round_trips(original, folder):
+        assert loaded._bit_generator.seed_seq is via_pickle
+        assert loaded.randint(10**9, size=4).tolist() == copy.deepcopy(original).randint(
+            10**9, size=4).tolist()
+
+
 def test_long_chains_of_instances_round_trip(folder: Path) -> None:
     """Birch links its leaves in a list (prev_leaf_/next_leaf_): ~100 leaves is common.
 
@@ -596,6 +613,114 @@ def test_references_a_checked_holder_cannot_load_are_refused_on_saving(folder: P
             (b,) = b
         assert a._tree is b
         np.testing.assert_array_equal(a.predict(X), knn.predict(X))
+
+
+@functools.cache
+def _graph_parts() -> dict[str, Any]:
+    return _nested_checked_holders()
+
+
+def _parts_of(model: Any) -> list[Any]:
+    """The instances a model's own check reads, which a graph may also share elsewhere."""
+    found = [getattr(model, "_tree", None), getattr(model, "init_", None)]
+    found += [p for ps in getattr(model, "_predictors", [])[:1] for p in ps[:1]]
+    found += getattr(model, "bsplines_", [])[:1]
+    return [part for part in found if part is not None and not isinstance(part, str)]
+
+
+@settings(SETTINGS, max_examples=200)
+@given(st.data())
+def test_dump_writes_only_what_load_takes(folder: Path, data: Any) -> None:
+    """Random graphs of checked models, the parts their checks read, plain holders,
+    nesting around DEFER_DEPTH, sharing and back-references: ``dump`` either refuses
+    with UnsupportedObjectError or writes a jar that loads into the same graph (the same
+    pickle, so the same values, types and sharing) whose models predict as before."""
+    from skjar.codec.encoder import DEFER_DEPTH
+
+    models = copy.deepcopy(_graph_parts())  # attributes get added below
+    names = sorted(models)
+    depths = st.sampled_from([0, 1, DEFER_DEPTH - 5, DEFER_DEPTH - 1, DEFER_DEPTH + 1,
+                              DEFER_DEPTH + 5])
+    root: list[Any] = []
+    used: list[tuple[Any, Any]] = []
+    holders: list[Any] = []
+    for _ in range(data.draw(st.integers(1, 4), label="items")):
+        model, X = models[data.draw(st.sampled_from(names), label="model")]
+        used.append((model, X))
+        choices = [model, *_parts_of(model)]
+        value: Any = choices[data.draw(st.integers(0, len(choices) - 1), label="part")]
+        if data.draw(st.booleans(), label="in a holder"):
+            holder = Holder()
+            holder.inner = value  # type: ignore[attr-defined]
+            holders.append(holder)
+            value = holder
+        for _ in range(data.draw(depths, label="depth")):
+            value = [value]
+        root.append(value)
+    if holders and data.draw(st.booleans(), label="back-reference"):
+        model, _ = used[data.draw(st.integers(0, len(used) - 1), label="from")]
+        model.back_ = holders[data.draw(st.integers(0, len(holders) - 1), label="to")]
+    try:
+        blob = skjar.dumps(root)
+    except skjar.UnsupportedObjectError as exc:
+        assert "refers back to" in str(exc) or "also stored more than" in str(exc), exc
+        event("refused")
+        return
+    event("loaded")
+    loaded = skjar.loads(blob, trusted=[Holder])
+    twins: dict[int, Any] = {}
+    _assert_same_graph(root, loaded, "root", twins, [])
+    for model, X in used:
+        if id(model) not in twins:  # only a part of it was placed
+            continue
+        twin = twins[id(model)]
+        want = model.transform(X) if hasattr(model, "transform") else model.predict(X)
+        got = twin.transform(X) if hasattr(twin, "transform") else twin.predict(X)
+        np.testing.assert_array_equal(got, want)
+
+
+_VALUES = (str, bytes, int, float, complex, bool, type(None), type, np.dtype, np.generic,
+           types.FunctionType, types.BuiltinFunctionType, np.ufunc)
+
+
+def _assert_same_graph(a: Any, b: Any, where: str, twins: dict[int, Any], keep: list[Any]) -> None:
+    """``b`` is ``a`` rebuilt: equal values, and the same sharing of mutable objects and
+    instances (``twins``: id in ``a`` -> its object in ``b``; ``keep`` holds the states
+    read on the way, so that no id is reused while they are compared)."""
+    assert type(a) is type(b), f"{where}: {type(a).__name__} became {type(b).__name__}"
+    if isinstance(a, _VALUES):
+        assert_same(a, b, where)
+        return
+    if type(a) is not tuple:
+        if id(a) in twins:
+            assert twins[id(a)] is b, f"{where}: a shared object became two"
+            return
+        assert all(other is not b for other in twins.values()), f"{where}: two became one"
+        twins[id(a)] = b
+    keep += [a, b]
+    if type(a) is np.random.SeedSequence:  # stored as ints (docs/format.md, BITGENERATOR)
+        def ints(value: Any) -> Any:
+            return None if value is None else np.asarray(value).astype(object).tolist()
+
+        for field in ("entropy", "spawn_key", "pool_size", "n_children_spawned"):
+            assert ints(getattr(a, field)) == ints(getattr(b, field)), f"{where}.{field}"
+    elif isinstance(a, np.ndarray) and a.dtype == object:
+        assert a.shape == b.shape, f"{where}: shape {a.shape} became {b.shape}"
+        for i, (x, y) in enumerate(zip(a.flat, b.flat)):
+            _assert_same_graph(x, y, f"{where}.flat[{i}]", twins, keep)
+    elif isinstance(a, np.ndarray):
+        assert_same(a, b, where)
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_graph(x, y, f"{where}[{i}]", twins, keep)
+    elif isinstance(a, dict):
+        assert list(a) == list(b), f"{where}: keys differ"
+        for key in a:
+            _assert_same_graph(a[key], b[key], f"{where}[{key!r}]", twins, keep)
+    else:
+        _assert_same_graph(a.__reduce_ex__(4)[1:3], b.__reduce_ex__(4)[1:3], f"{where}.<state>",
+                           twins, keep)
 
 
 def test_header_parameters_are_get_params() -> None:

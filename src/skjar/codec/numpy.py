@@ -364,11 +364,20 @@ def _enc_bitgen(enc: Encoder, obj: Any, path: Path) -> Node:
     cls = type(obj)
     name = enc.intern(enc.declare(cls.__module__, cls.__qualname__, OBJECT))
     state = enc.bitgen_states.get(id(obj)) or obj.state
-    fields = _seed_fields(getattr(obj, "seed_seq", None))
-    if fields is not None:
-        # Kept, as pickle keeps it: spawn() and .seed_seq after a load are the original's.
+    seed_seq = getattr(obj, "seed_seq", _ABSENT)  # (numpy >= 1.25)
+    # Kept, as pickle keeps it: spawn() and .seed_seq after a load are the original's,
+    # None included (a legacy-seeded generator: RandomState(42), as every scikit-learn
+    # estimator's random_state=42 makes).
+    fields = None if seed_seq is None else _seed_fields(seed_seq)
+    if fields is not None or seed_seq is None:
         state = {**state, SEED_SEQ: fields}
     return Node(BITGENERATOR, [name, enc.encode(state, (path, "state"))])
+
+
+_ABSENT = object()
+# numpy 2 bit generators take their seed sequence with their state (pickle's way):
+# the only way to give one back None, which no constructor makes.
+_STATE_AND_SEED = int(np.__version__.split(".")[0]) >= 2
 
 
 # The state map's extra entry for the bit generator's SeedSequence (numpy's own state
@@ -391,15 +400,19 @@ def _dec_bitgen(dec: Decoder, payload: Any) -> Any:
         raise CorruptFileError(f"{name} is not a numpy bit generator")
     if type(state) is not dict:
         raise CorruptFileError("bit generator state must be a dict")
-    if SEED_SEQ in state:
-        seed_seq = _seed_sequence(state[SEED_SEQ], name)
+    fields = state.get(SEED_SEQ, _ABSENT)
+    if fields is not _ABSENT:
         state = {k: v for k, v in state.items() if k != SEED_SEQ}
-        bitgen = _guarded_new(cls, seed_seq, name)  # seeded from it: no OS entropy read
-    else:
+    if fields is _ABSENT or fields is None:
         bitgen = cls()  # seeded from OS entropy, as pickle's loader does
+    else:  # seeded from it: no OS entropy read
+        bitgen = _guarded_new(cls, _seed_sequence(fields, name), name)
     try:
         _check_positions(state)
-        bitgen.state = state  # numpy validates names, types and sizes
+        if fields is None and _STATE_AND_SEED:
+            bitgen.__setstate__((state, None))  # numpy validates names, types and sizes
+        else:
+            bitgen.state = state  # (the same checks)
     except CorruptFileError:
         raise
     except Exception as exc:
