@@ -704,11 +704,11 @@ def _assert_same_graph(a: Any, b: Any, where: str, twins: dict[int, Any], keep: 
 
         for field in ("entropy", "spawn_key", "pool_size", "n_children_spawned"):
             assert ints(getattr(a, field)) == ints(getattr(b, field)), f"{where}.{field}"
-    elif isinstance(a, np.ndarray) and a.dtype == object:
+    elif type(a) is np.ndarray and a.dtype == object:
         assert a.shape == b.shape, f"{where}: shape {a.shape} became {b.shape}"
         for i, (x, y) in enumerate(zip(a.flat, b.flat)):
             _assert_same_graph(x, y, f"{where}.flat[{i}]", twins, keep)
-    elif isinstance(a, np.ndarray):
+    elif type(a) is np.ndarray:
         assert_same(a, b, where)
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), where
