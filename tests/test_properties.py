@@ -527,27 +527,47 @@ def test_long_chains_of_instances_round_trip(folder: Path) -> None:
         np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
 
+CHECKED_HOLDERS = ["kd-tree", "ball-tree", "hgb", "gb", "spline", "svc-sparse", "tree",
+                   "brute-sparse", "kmeans", "tfidf"]
+
+
 def _nested_checked_holders() -> dict[str, Any]:
-    """Models whose meaning checks read other instances: a KD tree its metric, a ball
-    tree its Mahalanobis metric, HGB its predictors, GB its initial estimator, a
-    SplineTransformer its BSplines (scipy >= 1.18: each BSpline its _BSpline)."""
+    """Models whose meaning checks read other objects: a KD tree its metric, a ball tree
+    its Mahalanobis metric, HGB its predictors, GB its initial estimator, a
+    SplineTransformer its BSplines (scipy >= 1.18: each BSpline its _BSpline), an SVC or
+    brute-force neighbours their sparse matrices, a decision tree its Tree (rebuilt by a
+    call); and k-means and a vectorizer, checked on their own arrays and dicts."""
+    import scipy.sparse as sp
+    from sklearn.cluster import KMeans
     from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
+    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.preprocessing import SplineTransformer
+    from sklearn.svm import SVC
+    from sklearn.tree import DecisionTreeClassifier
 
     rng = np.random.RandomState(0)
     X, y = rng.rand(120, 4), rng.randint(0, 3, 120)
+    sparse = sp.csr_matrix(np.where(X > 0.5, X, 0.0))
+    text = [" ".join(rng.choice(["spam", "ham", "eggs", "tea", "jam"], 6)) for _ in range(30)]
     mahalanobis = {"metric": "mahalanobis", "metric_params": {"VI": np.eye(4)}}
-    return {
+    models = {
         "kd-tree": (KNeighborsClassifier(3).fit(X, y), X),
         "ball-tree": (KNeighborsClassifier(3, algorithm="ball_tree", **mahalanobis).fit(X, y), X),
         "hgb": (HistGradientBoostingClassifier(max_iter=3).fit(X, y), X),
         "gb": (GradientBoostingClassifier(n_estimators=3).fit(X, y), X),
         "spline": (SplineTransformer().fit(X), X),
+        "svc-sparse": (SVC().fit(sparse, y), sparse),
+        "tree": (DecisionTreeClassifier(random_state=0).fit(X, y), X),
+        "brute-sparse": (KNeighborsClassifier(3, algorithm="brute").fit(sparse, y), sparse),
+        "kmeans": (KMeans(3, n_init=1, random_state=0).fit(X), X),
+        "tfidf": (TfidfVectorizer().fit(text), text),
     }
+    assert list(models) == CHECKED_HOLDERS
+    return models
 
 
-@pytest.mark.parametrize("case", ["kd-tree", "ball-tree", "hgb", "gb", "spline"])
+@pytest.mark.parametrize("case", CHECKED_HOLDERS)
 def test_checked_holders_load_at_any_depth(case: str, folder: Path) -> None:
     """Instances met deeper than the encoder's DEFER_DEPTH get their state at the top
     level, after everything else; a holder whose check reads them must then find them
@@ -556,7 +576,7 @@ def test_checked_holders_load_at_any_depth(case: str, folder: Path) -> None:
     from skjar.codec.encoder import DEFER_DEPTH
 
     model, X = _nested_checked_holders()[case]
-    expected = model.transform(X) if case == "spline" else model.predict(X)
+    expected = _outputs(model, X)
     for depth in range(DEFER_DEPTH - 8, DEFER_DEPTH + 3):
         value = model
         for _ in range(depth):
@@ -564,7 +584,7 @@ def test_checked_holders_load_at_any_depth(case: str, folder: Path) -> None:
         for loaded in round_trips(value, folder):
             for _ in range(depth):
                 (loaded,) = loaded
-            got = loaded.transform(X) if case == "spline" else loaded.predict(X)
+            got = _outputs(loaded, X)
             np.testing.assert_array_equal(got, expected, err_msg=f"nested {depth} deep")
 
 
@@ -620,9 +640,16 @@ def _graph_parts() -> dict[str, Any]:
     return _nested_checked_holders()
 
 
+def _outputs(model: Any, X: Any) -> np.ndarray:
+    out = model.predict(X) if hasattr(model, "predict") else model.transform(X)
+    return out.toarray() if hasattr(out, "toarray") else out
+
+
 def _parts_of(model: Any) -> list[Any]:
     """The instances a model's own check reads, which a graph may also share elsewhere."""
-    found = [getattr(model, "_tree", None), getattr(model, "init_", None)]
+    found = [getattr(model, "_tree", None), getattr(model, "init_", None),
+             getattr(model, "tree_", None), getattr(model, "support_vectors_", None),
+             getattr(model, "_fit_X", None)]
     found += [p for ps in getattr(model, "_predictors", [])[:1] for p in ps[:1]]
     found += getattr(model, "bsplines_", [])[:1]
     return [part for part in found if part is not None and not isinstance(part, str)]
@@ -671,12 +698,8 @@ def test_dump_writes_only_what_load_takes(folder: Path, data: Any) -> None:
     twins: dict[int, Any] = {}
     _assert_same_graph(root, loaded, "root", twins, [])
     for model, X in used:
-        if id(model) not in twins:  # only a part of it was placed
-            continue
-        twin = twins[id(model)]
-        want = model.transform(X) if hasattr(model, "transform") else model.predict(X)
-        got = twin.transform(X) if hasattr(twin, "transform") else twin.predict(X)
-        np.testing.assert_array_equal(got, want)
+        if id(model) in twins:  # (not when only a part of it was placed)
+            np.testing.assert_array_equal(_outputs(twins[id(model)], X), _outputs(model, X))
 
 
 _VALUES = (str, bytes, int, float, complex, bool, type(None), type, np.dtype, np.generic,
