@@ -168,6 +168,41 @@ def test_values_of_many_kinds_round_trip() -> None:
         assert got["masked"].mask.tolist() == [True, False]
         assert got["rs"].randint(1000) == np.random.RandomState(3).randint(1000)
         assert got["gen"].integers(1000) == np.random.default_rng(4).integers(1000)
+        # The seed sequences are kept where the pickle keeps them (numpy 2): none for the
+        # legacy-seeded RandomState, the generator's own, so spawn() is the original's.
+        via_pickle = pickle.loads(pickle.dumps(obj, protocol=protocol))
+        for key, bitgen in (("rs", "_bit_generator"), ("gen", "bit_generator")):
+            a = getattr(via_pickle[key], bitgen).seed_seq
+            b = getattr(got[key], bitgen).seed_seq
+            assert (a is None) is (b is None), key
+            if a is not None:
+                assert (a.entropy, a.spawn_key, a.n_children_spawned) == (
+                    b.entropy, b.spawn_key, b.n_children_spawned), key
+        assert [g.integers(10**9) for g in got["gen"].spawn(2)] == [
+            g.integers(10**9) for g in via_pickle["gen"].spawn(2)]
+
+
+class _BitGeneratorWith:
+    """Pickles as an MT19937 whose state carries ``seed_seq`` (numpy 2's pair form)."""
+
+    def __init__(self, seed_seq: Any) -> None:
+        self.seed_seq = seed_seq
+
+    def __reduce__(self) -> Any:
+        import numpy.random._pickle as numpy_pickle
+
+        ctor = getattr(numpy_pickle, "__bit_generator_ctor")  # (a class would mangle it)
+        return ctor, (np.random.MT19937,), (np.random.MT19937(1).state, self.seed_seq)
+
+
+@pytest.mark.parametrize("seed_seq", [5, "entropy", [1, 2], np.random.PCG64(1)])
+def test_a_bit_generators_seed_sequence_must_be_one(seed_seq: Any) -> None:
+    """Only None or a SeedSequence (built by the converter's own checked handler) is
+    handed to numpy's __setstate__ with the state."""
+    with pytest.raises(CorruptFileError, match="must be a SeedSequence"):
+        load_legacy(io.BytesIO(pickle.dumps(_BitGeneratorWith(seed_seq))))
+    kept = load_legacy(io.BytesIO(pickle.dumps(_BitGeneratorWith(None))))
+    assert type(kept) is np.random.MT19937 and kept.seed_seq is None
 
 
 def test_files_from_older_library_versions() -> None:

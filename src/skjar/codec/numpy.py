@@ -377,7 +377,7 @@ def _enc_bitgen(enc: Encoder, obj: Any, path: Path) -> Node:
 _ABSENT = object()
 # numpy 2 bit generators take their seed sequence with their state (pickle's way):
 # the only way to give one back None, which no constructor makes.
-_STATE_AND_SEED = int(np.__version__.split(".")[0]) >= 2
+STATE_AND_SEED = int(np.__version__.split(".")[0]) >= 2
 
 
 # The state map's extra entry for the bit generator's SeedSequence (numpy's own state
@@ -409,7 +409,7 @@ def _dec_bitgen(dec: Decoder, payload: Any) -> Any:
         bitgen = _guarded_new(cls, _seed_sequence(fields, name), name)
     try:
         _check_positions(state)
-        if fields is None and _STATE_AND_SEED:
+        if fields is None and STATE_AND_SEED:
             bitgen.__setstate__((state, None))  # numpy validates names, types and sizes
         else:
             bitgen.state = state  # (the same checks)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..codec.nodes import STATE_CYTHON, STATE_DEFAULT
+from ..codec.numpy import STATE_AND_SEED
 from ..errors import CorruptFileError, UnsupportedPickleError
 from ..trust import OBJECT
 from .arrays import (
@@ -278,11 +279,18 @@ def _bit_generator_class(vm: PickleVM, x: Any) -> type:
 
 
 def _set_bitgen_state(bitgen: Any, state: Any) -> None:
+    seed_seq: Any = NO_STATE
     if type(state) is tuple and len(state) == 2:  # numpy 2: (state dict, seed sequence)
-        state = state[0]
+        state, seed_seq = state
+        if seed_seq is not None and type(seed_seq) is not np.random.SeedSequence:
+            raise CorruptFileError("a bit generator's seed sequence must be a SeedSequence")
     if type(state) is not dict:
         raise CorruptFileError("a bit generator's state must be a dict")
-    guarded(type(bitgen).__name__, "setting its state", setattr, bitgen, "state", state)
+    name = type(bitgen).__name__
+    if seed_seq is NO_STATE or not STATE_AND_SEED:
+        guarded(name, "setting its state", setattr, bitgen, "state", state)
+    else:  # kept, as pickle keeps it (None for a legacy-seeded RandomState's MT19937)
+        guarded(name, "setting its state", bitgen.__setstate__, (state, seed_seq))
 
 
 def _bit_generator(vm: PickleVM, func: Ref, args: Any) -> Any:
