@@ -165,7 +165,10 @@ def load(
     raise ``UntrustedTypeError`` listing them all, before any import. The
     digest is verified before any object is built. With ``mmap=True`` the
     arrays are copy-on-write views of the file's pages: shared between
-    processes, writable by the model, never written back to the file.
+    processes, writable by the model, never written back to the file. A mapped file
+    must only be replaced by renaming a new one over it, as ``dump`` does: one rewritten
+    or truncated in place changes or faults (SIGBUS) the arrays of models already
+    loaded from it (docs/security.md, section 10).
     ``verify_with`` (public keys, or PEM paths; default: the ``SKJAR_VERIFY_KEYS``
     environment variable) requires a valid signature by one of them, checked
     before anything is built.
