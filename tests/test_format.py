@@ -24,6 +24,7 @@ import mmap
 import os
 import struct
 import threading
+import time
 import tracemalloc
 import warnings
 from collections.abc import Iterator
@@ -181,6 +182,33 @@ def test_dumping_twice_gives_the_same_bytes_but_the_header() -> None:
     a.header["producer"].pop("created")
     b.header["producer"].pop("created")
     assert a.header == b.header
+
+
+def test_source_date_epoch_makes_dumps_reproducible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SOURCE_DATE_EPOCH set (reproducible builds), the header's time is that one, so
+    the same model saved twice, seconds apart, is the same bytes - digest and all; a
+    parameter shown by its repr loses its memory address, which differs per object."""
+    from sklearn.linear_model import SGDClassifier
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    model = SGDClassifier(random_state=np.random.RandomState(0)).fit([[0.0], [1.0]], [0, 1])
+    first = skjar.dumps(model)
+    time.sleep(1.05)
+    assert skjar.dumps(copy.deepcopy(model)) == first
+    info = skjar.inspect(first)
+    assert info.producer["created"] == "2023-11-14T22:13:20+00:00"
+    assert info.params["random_state"] == "RandomState(MT19937)"
+
+    path = tmp_path / "kept.skjar"
+    skjar.dump(model, path)
+    for bad in ("yesterday", "-5", "1e9", ""):
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", bad)
+        with pytest.raises(skjar.InvalidArgumentError, match="SOURCE_DATE_EPOCH"):
+            skjar.dump({"new": 1}, path)
+    assert skjar.load(path).coef_.tolist() == model.coef_.tolist()
+    _only(path)
 
 
 # -- atomic writes ----------------------------------------------------------------------------

@@ -11,7 +11,9 @@ import functools
 import importlib.metadata
 import json
 import math
+import os
 import platform
+import re
 import sys
 from typing import Any
 
@@ -77,11 +79,23 @@ def environment(names: dict[str, tuple[str, set[str]]] | None = None) -> dict[st
 
 
 def producer() -> dict[str, Any]:
-    return {
-        "name": "skjar",
-        "version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-    }
+    return {"name": "skjar", "version": __version__, "created": _created()}
+
+
+def _created() -> str:
+    """Now, in UTC - or SOURCE_DATE_EPOCH, as reproducible builds set it: the same model
+    saved twice is then the same bytes (the one other difference between two dumps)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is None:
+        when = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+    elif not epoch.strip().isdigit() or len(epoch) > 12:
+        raise InvalidArgumentError(
+            f"SOURCE_DATE_EPOCH={epoch[:40]!r} is not a number of seconds since 1970: "
+            "set it to one (e.g. the last commit's time) or unset it"
+        )
+    else:
+        when = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
+    return when.isoformat()
 
 
 # -- JSON-safe summaries ---------------------------------------------------
@@ -118,8 +132,11 @@ def jsonable(value: Any, depth: int = 0) -> Any:
         return {"ref": f"{module}.{qualname}" if module else str(qualname)}
     if isinstance(value, np.ndarray):
         return {"array": {"shape": list(value.shape), "dtype": str(value.dtype)}}
-    text = repr(value)
+    text = _ADDRESS.sub("", repr(value))  # an address would differ from dump to dump
     return text if len(text) <= MAX_REPR else text[:MAX_REPR] + "…"
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def _array_list(value: Any) -> Any:
