@@ -334,6 +334,36 @@ def test_array_kinds_and_layouts_round_trip(folder: Path) -> None:
             raise AssertionError(f"{name}: {exc}") from None
 
 
+def test_record_gaps_are_zeros_not_leftover_memory(folder: Path) -> None:
+    """A non-contiguous record array is written from a contiguous copy, and numpy's
+    copies leave the gaps between a record's fields as whatever the allocator held
+    (heap addresses, other objects' bytes): the file carried them, and no two saves
+    were alike. The copy is zeroed first; the same goes for the converter's copies."""
+    import io
+
+    from skjar.legacy import load_legacy
+
+    padded = np.dtype({"names": ["a", "b"], "formats": ["<i8", "u1"], "offsets": [0, 8],
+                       "itemsize": 16})
+    records = np.zeros(64, padded)
+    records["a"], records["b"] = np.arange(64), 7
+    strided = records[::2]
+    saves = []
+    for _ in range(3):
+        litter = np.full(1 << 16, 0xAB, np.uint8)  # freed memory for the copy to land in
+        del litter
+        saves.append(skjar.dumps(strided))
+    assert saves[0] == saves[1] == saves[2]
+    for loaded in [skjar.loads(saves[0]), *round_trips(strided, folder)[1:]]:
+        raw = np.ascontiguousarray(loaded).view(np.uint8).reshape(-1, 16)
+        assert not raw[:, 9:].any(), "the gaps between fields must be zeros"
+        assert loaded["a"].tolist() == list(range(0, 64, 2))
+    for protocol in (2, 5):
+        data = pickle.dumps(records, protocol=protocol)
+        converted = load_legacy(io.BytesIO(data))
+        assert converted.tobytes() == pickle.loads(data).tobytes()
+
+
 def test_arrays_come_back_writeable_and_aligned(folder: Path) -> None:
     small = [np.arange(3.0), np.zeros((3, 4), ">i2"), np.array([1 + 2j], np.clongdouble)]  # inline
     large = [np.arange(1000.0), np.zeros((30, 40), ">i2"), np.ones((7, 9), "c16")]  # buffers

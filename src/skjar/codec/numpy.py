@@ -208,8 +208,22 @@ def _raw_bytes(arr: np.ndarray) -> np.ndarray:
     if arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous:
         flat = arr.T.reshape(-1)
     else:
-        flat = np.ascontiguousarray(arr).reshape(-1)
+        flat = contiguous(arr).reshape(-1)
     return flat.view(np.uint8) if flat.dtype.itemsize else np.empty(0, np.uint8)
+
+
+def contiguous(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in C order; a copy of a record array has zeros between its fields.
+
+    numpy copies records field by field (``ascontiguousarray``, ``copy``, ``byteswap``,
+    ``astype``), leaving the gaps between fields as whatever the allocator held - bytes
+    of other objects, heap addresses among them - which a saved file would then carry
+    (and no two saves alike)."""
+    if arr.flags.c_contiguous or arr.dtype.names is None:
+        return np.ascontiguousarray(arr)
+    out = np.zeros(arr.shape, arr.dtype)  # zeroed memory; assignment fills the fields
+    out[...] = arr
+    return out
 
 
 def array_node(enc: Encoder, arr: np.ndarray, path: Path = None) -> Node:

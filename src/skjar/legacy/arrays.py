@@ -29,6 +29,7 @@ __all__ = [
     "array_from_bytes",
     "array_from_items",
     "check_shape",
+    "exact_copy",
     "make_dtype",
     "native_byte_order",
     "scalar_from_bytes",
@@ -228,8 +229,14 @@ def array_from_bytes(
     order: Literal["C", "F"] = "F" if fortran else "C"
     if nbytes == 0:
         return np.empty(shape, dtype=dtype, order=order)
-    flat = np.frombuffer(raw, dtype=dtype, count=count).copy()
-    return flat.reshape(shape, order=order)
+    return exact_copy(raw, dtype, count).reshape(shape, order=order)
+
+
+def exact_copy(raw: Any, dtype: np.dtype[Any], count: int) -> np.ndarray:
+    """A writable array of ``count`` items holding exactly the bytes of ``raw``: copied
+    as bytes, since numpy copies a record array field by field and leaves the gaps
+    between fields uninitialised (another object's memory, in the converted jar)."""
+    return np.frombuffer(raw, dtype=np.uint8, count=count * dtype.itemsize).copy().view(dtype)
 
 
 def array_from_items(
@@ -299,6 +306,10 @@ def native_byte_order(array: np.ndarray) -> np.ndarray:
         and dtype.fields
         and all(f[0].byteorder == other for f in dtype.fields.values())
     )
-    if swapped:
+    if not swapped:
+        return array
+    if dtype.names is None:
         return array.byteswap().view(dtype.newbyteorder("="))
-    return array
+    out = np.zeros(array.shape, dtype.newbyteorder("="))  # (byteswap leaves the gaps
+    out[...] = array  # between a record's fields uninitialised: see exact_copy)
+    return out

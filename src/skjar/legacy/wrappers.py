@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptFileError, UnsupportedPickleError
-from .arrays import check_shape, native_byte_order, ndarray_from_state
+from .arrays import check_shape, exact_copy, native_byte_order, ndarray_from_state
 from .source import MAX_EXPANSION, SLACK, ByteSource, DecompressingReader, _zfile_length
 from .vm import OPAQUE, Marker, PickleVM, Ref, WrapperShell
 
@@ -98,7 +98,7 @@ def _read_numpy_wrapper(vm: PickleVM, st: dict[Any, Any]) -> Any:
         src.read_into(memoryview(flat.view(np.uint8).data).cast("B"), what)
     else:  # unknown size (compressed stream): grow only as real data arrives
         data = src.read(nbytes, what)
-        flat = np.frombuffer(data, dtype=dtype, count=count).copy()
+        flat = exact_copy(data, dtype, count)
     array = flat.reshape(shape[::-1]).transpose() if order == "F" else flat.reshape(shape)
     return native_byte_order(array)
 
