@@ -86,6 +86,12 @@ def sparse_formats() -> dict[str, Any]:
     return {"m": sp.csc_matrix(dense), "coo": sp.coo_matrix(dense)}
 
 
+def sparse_tall() -> dict[str, Any]:
+    import scipy.sparse as sp
+
+    return {"m": sp.csr_matrix(np.arange(12.0).reshape(4, 3) % 3)}
+
+
 DOCS = ["apple banana", "banana cherry", "cherry apple apple", "date"]
 DICTS = [{"a": 1, "b": 2}, {"b": 1, "c": 3}, {"a": 2}, {"d": 1}]
 CATEGORIES = [["a", "x"], ["b", "y"], ["c", "z"], ["a", "z"]]
@@ -235,6 +241,16 @@ def put(key: Any, field: str | None, index: Callable[[np.ndarray], Any] | Any, v
         jar.edit(jar.state(node)[key], change)
 
     return edit
+
+
+def wrapping_indptr(indptr: np.ndarray) -> np.ndarray:
+    """An indptr that decreases twice, by amounts whose differences wrap around in its
+    own integer type, so that ``np.diff(indptr) < 0`` sees no decrease."""
+    out = indptr.copy()
+    assert len(out) >= 5, "the matrix needs 4 rows (CSR) or columns (CSC)"
+    out[1:4] = (100, np.iinfo(out.dtype).min, -1)
+    assert not (np.diff(out) < 0).any() and (out[1:] < out[:-1]).any()
+    return out
 
 
 def reshape(key: Any, make: Callable[[np.ndarray], np.ndarray]) -> Edit:
@@ -462,6 +478,14 @@ CASES = [
     Case("csr-indptr-decreasing", SPARSE_CHECK,
          edited(models.sparse_dict, "scipy.sparse._csr.csr_matrix",
                 put("indptr", None, 1, 10**6)), use="sparse"),
+    # (np.diff wraps: 100 then the type's minimum then -1 "never decreased", and the
+    # matrix loaded and segfaulted in toarray - a fuzz finding)
+    Case("csr-indptr-decreasing-by-wrapping-around", SPARSE_CHECK,
+         edited(sparse_tall, "scipy.sparse._csr.csr_matrix",
+                reshape("indptr", wrapping_indptr)), use="sparse"),
+    Case("csc-indptr-decreasing-by-wrapping-around", SPARSE_CHECK,
+         edited(sparse_formats, "scipy.sparse._csc.csc_matrix",
+                reshape("indptr", wrapping_indptr)), use="sparse"),
     Case("csr-indptr-past-the-entries", SPARSE_CHECK,
          edited(models.sparse_dict, "scipy.sparse._csr.csr_matrix",
                 put("indptr", None, -1, 10**6)), use="sparse"),
