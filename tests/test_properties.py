@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 import skjar
 from exact import assert_same
+from skjar.codec.encoder import DEFER_DEPTH
 
 SETTINGS = settings(
     max_examples=60,
@@ -561,6 +562,7 @@ CHECKED_HOLDERS = ["kd-tree", "ball-tree", "hgb", "gb", "spline", "svc-sparse", 
                    "brute-sparse", "kmeans", "tfidf"]
 
 
+@functools.cache  # (fitted once; the graph test copies them before changing them)
 def _nested_checked_holders() -> dict[str, Any]:
     """Models whose meaning checks read other objects: a KD tree its metric, a ball tree
     its Mahalanobis metric, HGB its predictors, GB its initial estimator, a
@@ -603,7 +605,6 @@ def test_checked_holders_load_at_any_depth(case: str, folder: Path) -> None:
     level, after everything else; a holder whose check reads them must then find them
     complete. A KNN, HGB or GB model nested 30 lists deep was written with its KD tree,
     predictors or initial estimator deferred, and its own check refused to load it."""
-    from skjar.codec.encoder import DEFER_DEPTH
 
     model, X = _nested_checked_holders()[case]
     expected = _outputs(model, X)
@@ -627,7 +628,6 @@ def test_references_a_checked_holder_cannot_load_are_refused_on_saving(folder: P
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import Pipeline
 
-    from skjar.codec.encoder import DEFER_DEPTH
 
     rng = np.random.RandomState(0)
     X, y = rng.rand(40, 3), rng.randint(0, 2, 40)
@@ -665,11 +665,6 @@ def test_references_a_checked_holder_cannot_load_are_refused_on_saving(folder: P
         np.testing.assert_array_equal(a.predict(X), knn.predict(X))
 
 
-@functools.cache
-def _graph_parts() -> dict[str, Any]:
-    return _nested_checked_holders()
-
-
 def _outputs(model: Any, X: Any) -> np.ndarray:
     out = model.predict(X) if hasattr(model, "predict") else model.transform(X)
     return out.toarray() if hasattr(out, "toarray") else out
@@ -692,9 +687,8 @@ def test_dump_writes_only_what_load_takes(folder: Path, data: Any) -> None:
     nesting around DEFER_DEPTH, sharing and back-references: ``dump`` either refuses
     with UnsupportedObjectError or writes a jar that loads into the same graph (the same
     pickle, so the same values, types and sharing) whose models predict as before."""
-    from skjar.codec.encoder import DEFER_DEPTH
 
-    models = copy.deepcopy(_graph_parts())  # attributes get added below
+    models = copy.deepcopy(_nested_checked_holders())  # attributes get added below
     names = sorted(models)
     depths = st.sampled_from([0, 1, DEFER_DEPTH - 5, DEFER_DEPTH - 1, DEFER_DEPTH + 1,
                               DEFER_DEPTH + 5])

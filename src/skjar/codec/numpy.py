@@ -213,15 +213,21 @@ def _raw_bytes(arr: np.ndarray) -> np.ndarray:
 
 
 def contiguous(arr: np.ndarray) -> np.ndarray:
-    """``arr`` in C order; a copy of a record array has zeros between its fields.
+    """``arr`` in C order; a copy of a record array has zeros between its fields."""
+    if arr.flags.c_contiguous or arr.dtype.names is None:
+        return np.ascontiguousarray(arr)
+    return record_copy(arr, arr.dtype)
+
+
+def record_copy(arr: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """A C-order copy of record array ``arr`` as ``dtype`` (another byte order, say),
+    with zeros between its fields.
 
     numpy copies records field by field (``ascontiguousarray``, ``copy``, ``byteswap``,
     ``astype``), leaving the gaps between fields as whatever the allocator held - bytes
     of other objects, heap addresses among them - which a saved file would then carry
     (and no two saves alike)."""
-    if arr.flags.c_contiguous or arr.dtype.names is None:
-        return np.ascontiguousarray(arr)
-    out = np.zeros(arr.shape, arr.dtype)  # zeroed memory; assignment fills the fields
+    out = np.zeros(arr.shape, dtype)  # zeroed memory; assignment fills the fields
     out[...] = arr
     return out
 

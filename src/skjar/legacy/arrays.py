@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..codec.numpy import PLAIN_KINDS
+from ..codec.numpy import PLAIN_KINDS, record_copy
 from ..errors import CorruptFileError, UnsupportedPickleError
 from ..format.spec import MAX_NDIM
 
@@ -310,6 +310,4 @@ def native_byte_order(array: np.ndarray) -> np.ndarray:
         return array
     if dtype.names is None:
         return array.byteswap().view(dtype.newbyteorder("="))
-    out = np.zeros(array.shape, dtype.newbyteorder("="))  # (byteswap leaves the gaps
-    out[...] = array  # between a record's fields uninitialised: see exact_copy)
-    return out
+    return record_copy(array, dtype.newbyteorder("="))  # (not byteswap: see record_copy)
