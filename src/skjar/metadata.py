@@ -88,7 +88,7 @@ def _created() -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch is None:
         when = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
-    elif not epoch.strip().isdigit() or len(epoch) > 12:
+    elif not _EPOCH.fullmatch(epoch.strip()):
         raise InvalidArgumentError(
             f"SOURCE_DATE_EPOCH={epoch[:40]!r} is not a number of seconds since 1970: "
             "set it to one (e.g. the last commit's time) or unset it"
@@ -137,6 +137,7 @@ def jsonable(value: Any, depth: int = 0) -> Any:
 
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_EPOCH = re.compile("[0-9]{1,12}")  # (ASCII: str.isdigit also takes "²", which int refuses)
 
 
 def _array_list(value: Any) -> Any:
