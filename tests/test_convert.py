@@ -153,11 +153,15 @@ def test_values_of_many_kinds_round_trip() -> None:
         "masked": np.ma.MaskedArray([1.0, 2.0], mask=[True, False]),
         "rs": np.random.RandomState(3),
         "gen": np.random.default_rng(4),
+        "ellipsis": ...,
+        "object_fields": np.dtype([("a", "<u4"), ("b", "O")]),  # a dtype: not an array of it
     }
     for protocol in (0, 2, 5):
         got = load_legacy(io.BytesIO(pickle.dumps(obj, protocol=protocol)))
         for key in ("set", "frozenset", "complex", "slice", "range", "bytes", "big", "f32"):
             assert got[key] == obj[key] and type(got[key]) is type(obj[key]), key
+        assert got["ellipsis"] is Ellipsis
+        assert got["object_fields"] == obj["object_fields"]
         assert got["ordered"] == obj["ordered"] and list(got["ordered"]) == ["b", "a"]
         assert got["default"]["x"] == [1] and got["default"].default_factory is list
         assert got["partial"](1) == 3
@@ -553,6 +557,28 @@ def test_build_on_a_function_is_refused() -> None:
         load_legacy(io.BytesIO(data))
     assert info.value.names == ["sklearn.utils.validation.check_array"]
     assert check_array.__doc__ == doc
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_an_array_with_object_fields_is_refused(protocol: int) -> None:
+    """Its object fields would be pointers made from the file's bytes: never built."""
+    array = np.zeros(2, dtype=[("a", "<u4"), ("b", "O")])
+    with pytest.raises(UnsupportedPickleError, match="object fields"):
+        load_legacy(io.BytesIO(pickle.dumps(array, protocol=protocol)))
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"\x80\x02c__builtin__\nEllipsis\n)R.",  # called
+        b"\x80\x02c__builtin__\nEllipsis\n)\x81.",  # NEWOBJ on it
+        b"\x80\x02c__builtin__\nEllipsis\n}b.",  # BUILD on it
+    ],
+)
+def test_a_constant_is_only_a_value(stream: bytes) -> None:
+    """Ellipsis converts as a value; called, instantiated or built on, it is refused."""
+    with pytest.raises(UntrustedTypeError, match=r"builtins\.Ellipsis"):
+        load_legacy(io.BytesIO(stream))
 
 
 def test_build_on_a_container_or_twice_is_refused() -> None:

@@ -176,11 +176,6 @@ def _struct_dtype(names: Any, fields: Any, elsize: Any, aligned: bool) -> np.dty
             or spec[1] < 0
         ):
             raise _fail(what, f"malformed field {name!r:.40}")
-        if spec[0].hasobject:
-            raise UnsupportedPickleError(
-                "structured dtypes with object fields are not supported: they cannot be "
-                "stored in a skjar file"
-            )
         formats.append(spec[0])
         offsets.append(spec[1])
         title = spec[2] if len(spec) == 3 else None

@@ -32,6 +32,7 @@ from ..trust import OBJECT, USES, TrustPolicy
 __all__ = [
     "ARG_ONLY",
     "BIT_GENERATORS",
+    "CONSTANTS",
     "JOBLIB_WRAPPERS",
     "NEWOBJ_BUILTINS",
     "PYX_PREFIX",
@@ -100,6 +101,10 @@ BIT_GENERATORS: dict[str, str] = {
     "SFC64": "numpy.random._sfc64.SFC64",
 }
 
+# Built-in constants pickle writes as a global: the value itself, nothing imported.
+# (NotImplemented is left out: skjar's format has no node for it.)
+CONSTANTS: dict[str, object] = {"builtins.Ellipsis": Ellipsis}
+
 # Classes NEWOBJ may build with arguments, by a fixed safe equivalent.
 NEWOBJ_BUILTINS = frozenset({"builtins.complex"})
 
@@ -159,7 +164,7 @@ def pyx_class(name: str, module: str) -> str | None:
 
 def acceptable(policy: TrustPolicy, name: str, module: str) -> bool:
     """Whether ``name`` may appear in a file at all (its use is checked later)."""
-    if name in SAFE_CALLS or name in JOBLIB_WRAPPERS or name in ARG_ONLY:
+    if name in SAFE_CALLS or name in JOBLIB_WRAPPERS or name in ARG_ONLY or name in CONSTANTS:
         return True
     if any(policy.lookup(name, module, use) is not None for use in USES):
         return True

@@ -49,6 +49,7 @@ from ..format.spec import EXPAND_PER_BYTE, EXPAND_SLACK
 from ..trust import CALL, OBJECT, VALUE, TrustPolicy
 from .names import (
     ARG_ONLY,
+    CONSTANTS,
     JOBLIB_WRAPPERS,
     NEWOBJ_BUILTINS,
     acceptable,
@@ -293,6 +294,8 @@ class PickleVM:
         return x
 
     def _ref_value(self, ref: Ref) -> Any:
+        if ref.name in CONSTANTS:
+            return CONSTANTS[ref.name]
         policy = self.ctx.policy
         if policy.lookup(ref.name, ref.module, VALUE) is None:
             self.ctx.refuse(
