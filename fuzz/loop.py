@@ -1,6 +1,11 @@
 """A pure-Python fuzz loop around the structure-aware mutator (no atheris needed).
 
     python fuzz/loop.py --seconds N --seeds DIR --findings DIR --current FILE [--seed S]
+                        [--target loads|convert]
+
+``--target loads`` (the default) mutates jars (``mutator.py``) and checks
+``target.check``; ``--target convert`` mutates pickle and joblib files
+(``pickle_mutator.py``) and checks the converter (``target.check_convert``).
 
 Not coverage-guided: it keeps a mutated input as a new parent when its outcome
 (``target.outcome``: the error class and message shape) was not seen before, a
@@ -37,6 +42,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import mutator  # noqa: E402
+import pickle_mutator  # noqa: E402
 import target  # noqa: E402
 
 FINDING_STATUS = 3
@@ -44,13 +50,13 @@ FINDING_STATUS = 3
 RING = int(os.environ.get("SKJAR_FUZZ_RING", "64"))
 
 
-def save_finding(findings: str, data: bytes, kind: str, text: str) -> str:
+def save_finding(findings: str, data: bytes, kind: str, text: str, suffix: str = ".skjar") -> str:
     os.makedirs(findings, exist_ok=True)
     digest = hashlib.sha1(data).hexdigest()
-    path = os.path.join(findings, f"{kind}-{digest}.skjar")
+    path = os.path.join(findings, f"{kind}-{digest}{suffix}")
     with open(path, "wb") as f:
         f.write(data)
-    with open(path[: -len(".skjar")] + ".txt", "w") as f:
+    with open(path[: -len(suffix)] + ".txt", "w") as f:
         f.write(text)
     return path
 
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--no-exercise", action="store_true")
     ap.add_argument("--as-mb", type=int, default=3072)
+    ap.add_argument("--target", choices=("loads", "convert"), default="loads")
     args = ap.parse_args(argv)
 
     exercise = not args.no_exercise
@@ -72,9 +79,20 @@ def main(argv: list[str] | None = None) -> int:
     for name in sorted(os.listdir(args.seeds)):
         with open(os.path.join(args.seeds, name), "rb") as f:
             seeds.append(f.read())
-    donors = [j for j in (mutator.parse(s) for s in seeds) if j is not None]
+    if args.target == "convert":
+        check, suffix = target.check_convert, ".pkl"
+        streams = [p for p in (pickle_mutator.parse(s) for s in seeds) if p is not None]
+
+        def mutate(data: bytes, rng: random.Random) -> bytes:
+            return pickle_mutator.mutate(data, rng, donors=streams, max_size=1 << 20)
+    else:
+        check, suffix = target.check, ".skjar"
+        jars = [j for j in (mutator.parse(s) for s in seeds) if j is not None]
+
+        def mutate(data: bytes, rng: random.Random) -> bytes:
+            return mutator.mutate(data, rng, donors=jars, max_size=1 << 20)
     for s in seeds:  # warm up (lazy imports), and the seeds must load
-        target.check(s, exercise=exercise)
+        check(s, exercise=exercise)
     target.limit_memory(args.as_mb)
     mutator.trusted_pool()
 
@@ -88,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = start + args.seconds
     while time.monotonic() < deadline:
         parent = rng.choice(corpus) if corpus and rng.random() < 0.6 else rng.choice(seeds)
-        data = mutator.mutate(parent, rng, donors=donors, max_size=1 << 20)
+        data = mutate(parent, rng)
         with open(args.current, "wb") as f:
             f.write(data)
         if ring:
@@ -100,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.current + ".count", "w") as f:
                 f.write(str(execs))
         try:
-            result = target.check(data, exercise=exercise)
+            result = check(data, exercise=exercise)
         except target.Finding:
-            path = save_finding(args.findings, data, "loop-finding", traceback.format_exc())
+            kind = "loop-finding" if args.target == "loads" else "loop-convert-finding"
+            path = save_finding(args.findings, data, kind, traceback.format_exc(), suffix)
             print(f"FINDING {path}", flush=True)
             print(traceback.format_exc(), flush=True)
             _summary(execs, start, seen)

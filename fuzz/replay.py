@@ -1,6 +1,6 @@
 """Re-run fuzz inputs one at a time, each in a fresh process, to triage findings.
 
-    python fuzz/replay.py [--exercise] [--malloc-check] PATH...   (files or directories)
+    python fuzz/replay.py [--exercise] [--malloc-check] [--target convert] PATH...
 
 Each input is loaded by ``target.check`` in its own subprocess; the outcome
 (the error, "ok", a Finding, or the signal that killed the process) is printed
@@ -26,8 +26,9 @@ import sys, gc
 sys.path.insert(0, sys.argv[1])
 import target
 data = open(sys.argv[2], "rb").read()
+check = target.check_convert if sys.argv[4] == "convert" else target.check
 try:
-    result = target.check(data, exercise=sys.argv[3] == "1")
+    result = check(data, exercise=sys.argv[3] == "1")
 except target.Finding as exc:
     print("FINDING", exc)
     sys.exit(3)
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exercise", action="store_true")
     ap.add_argument("--malloc-check", action="store_true")
     ap.add_argument("--timeout", type=float, default=60)
+    ap.add_argument("--target", choices=("loads", "convert"), default="loads",
+                    help="the inputs are jars (loads) or pickle/joblib files (convert)")
     args = ap.parse_args(argv)
     files: list[Path] = []
     for p in map(Path, args.paths):
@@ -68,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     env["PYTHONWARNINGS"] = "ignore"
     bad = 0
     for f in files:
-        cmd = [sys.executable, "-c", CHILD, str(HERE), str(f), "1" if args.exercise else "0"]
+        cmd = [sys.executable, "-c", CHILD, str(HERE), str(f), "1" if args.exercise else "0",
+               args.target]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
                                   timeout=args.timeout)

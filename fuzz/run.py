@@ -2,6 +2,7 @@
 
     python fuzz/run.py --seconds 60                    # CI: atheris if installed, else the loop
     python fuzz/run.py --seconds 600 --engine both --keep-going   # a longer campaign
+    python fuzz/run.py --seconds 60 --target convert   # the pickle/joblib converter (loop)
 
 Engines:
 
@@ -37,6 +38,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SEEDS = HERE / "corpus" / "seeds"
+PICKLE_SEEDS = HERE / "corpus" / "pickle-seeds"
 FINDINGS = HERE / "findings"
 MAX_LEN = 1 << 18
 
@@ -65,23 +67,35 @@ def _env(exercise: bool) -> dict[str, str]:
     return env
 
 
-def ensure_seeds(regenerate: bool) -> None:
+def ensure_seeds(regenerate: bool, convert: bool = False) -> None:
     """Write the seed corpus unless it is there and every seed still loads."""
-    check = (
-        "import sys, warnings, pathlib, skjar\n"
-        "warnings.simplefilter('ignore')\n"
-        "files = sorted(pathlib.Path(sys.argv[1]).glob('*.skjar'))\n"
-        "assert files\n"
-        "for p in files: skjar.loads(p.read_bytes())\n"
-    )
+    if convert:
+        seeds, script = PICKLE_SEEDS, "pickle_seeds.py"
+        check = (
+            "import sys, warnings, pathlib, io\n"
+            "from skjar.legacy import load_legacy\n"
+            "warnings.simplefilter('ignore')\n"
+            "files = sorted(pathlib.Path(sys.argv[1]).glob('*.bin'))\n"
+            "assert files\n"
+            "for p in files: load_legacy(io.BytesIO(p.read_bytes()))\n"
+        )
+    else:
+        seeds, script = SEEDS, "seeds.py"
+        check = (
+            "import sys, warnings, pathlib, skjar\n"
+            "warnings.simplefilter('ignore')\n"
+            "files = sorted(pathlib.Path(sys.argv[1]).glob('*.skjar'))\n"
+            "assert files\n"
+            "for p in files: skjar.loads(p.read_bytes())\n"
+        )
     env = _env(exercise=False)
-    if not regenerate and SEEDS.is_dir():
-        ok = subprocess.run([sys.executable, "-c", check, str(SEEDS)], capture_output=True,
+    if not regenerate and seeds.is_dir():
+        ok = subprocess.run([sys.executable, "-c", check, str(seeds)], capture_output=True,
                             env=env)
         if ok.returncode == 0:
             return
-    shutil.rmtree(SEEDS, ignore_errors=True)
-    subprocess.run([sys.executable, str(HERE / "seeds.py"), str(SEEDS)], check=True, env=env)
+    shutil.rmtree(seeds, ignore_errors=True)
+    subprocess.run([sys.executable, str(HERE / script), str(seeds)], check=True, env=env)
 
 
 def have_atheris() -> bool:
@@ -228,9 +242,11 @@ def run_loop(seconds: float, args: argparse.Namespace, log: Path) -> Result:
         left = deadline - time.monotonic()
         if left < 5:
             break
+        convert = args.target == "convert"
         cmd = [
             sys.executable, str(HERE / "loop.py"), "--seconds", str(left),
-            "--seeds", str(SEEDS), "--findings", str(FINDINGS), "--current", str(current),
+            "--seeds", str(PICKLE_SEEDS if convert else SEEDS), "--findings", str(FINDINGS),
+            "--current", str(current), "--target", args.target,
         ]
         if args.seed is not None:
             cmd += ["--seed", str(args.seed + attempt)]
@@ -278,11 +294,13 @@ def run_loop(seconds: float, args: argparse.Namespace, log: Path) -> Result:
         elif kind or proc.returncode != 0:
             kind = kind or ("crash" if proc.returncode < 0 else "error")
             data = current.read_bytes() if current.exists() else b""
-            path = FINDINGS / f"loop-{kind}-{hashlib.sha1(data).hexdigest()}.skjar"
+            suffix = ".pkl" if convert else ".skjar"
+            prefix = "loop-convert" if convert else "loop"
+            path = FINDINGS / f"{prefix}-{kind}-{hashlib.sha1(data).hexdigest()}{suffix}"
             path.write_bytes(data)
             recent = Path(str(current) + ".recent")
             if recent.is_dir():  # the inputs before it (heap damage shows up late)
-                shutil.copytree(recent, str(path)[: -len(".skjar")] + ".recent",
+                shutil.copytree(recent, str(path)[: -len(suffix)] + ".recent",
                                 dirs_exist_ok=True)
             result.findings.append(str(path))
         else:
@@ -305,7 +323,8 @@ def _loop_reason(path: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Fuzz skjar.loads for a bounded time.")
+    ap = argparse.ArgumentParser(
+        description="Fuzz skjar.loads (or the pickle/joblib converter) for a bounded time.")
     ap.add_argument("--seconds", type=float, default=60, help="fuzzing time per engine")
     ap.add_argument("--engine", choices=("auto", "atheris", "loop", "both"), default="auto")
     ap.add_argument("--timeout", type=int, default=20, help="seconds per input before a hang")
@@ -318,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--malloc-check", action="store_true",
                     help="glibc's checking allocator: heap damage aborts at the input that did it")
     ap.add_argument("--fresh-seeds", action="store_true", help="rewrite the seed corpus")
+    ap.add_argument("--target", choices=("loads", "convert"), default="loads",
+                    help="skjar.loads on jars, or skjar.legacy.load_legacy on pickles "
+                         "and joblib files (loop engine only)")
     args = ap.parse_args(argv)
 
     global MALLOC_CHECK
@@ -325,15 +347,22 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     engines = {"auto": ["atheris" if have_atheris() else "loop"], "both": ["atheris", "loop"]}.get(
         args.engine, [args.engine])
+    if args.target == "convert":
+        if args.engine in ("atheris", "both"):
+            print("--target convert runs with the loop engine only")
+            return 2
+        engines = ["loop"]
     if "atheris" in engines and not have_atheris():
         print("atheris is not installed: pip install atheris (or use --engine loop)")
         return 2
-    ensure_seeds(args.fresh_seeds)
+    ensure_seeds(args.fresh_seeds, convert=args.target == "convert")
     FINDINGS.mkdir(parents=True, exist_ok=True)
-    logs = {e: FINDINGS.parent / f"{e}.log" for e in engines}
+    tag = "-convert" if args.target == "convert" else ""  # two campaigns may run at once
+    logs = {e: FINDINGS.parent / f"{e}{tag}.log" for e in engines}
     for path in logs.values():
         path.write_text("")
-    print(f"fuzzing skjar.loads with {', '.join(engines)} for {args.seconds:.0f} s"
+    what = "skjar.legacy.load_legacy" if args.target == "convert" else "skjar.loads"
+    print(f"fuzzing {what} with {', '.join(engines)} for {args.seconds:.0f} s"
           f" (logs: {', '.join(str(p) for p in logs.values())})", flush=True)
 
     results: list[Result] = []

@@ -11,6 +11,10 @@
   allocation a small file should never cause fails with MemoryError, which is
   a finding unless skjar turned it into a SkjarError first.
 
+``check_convert`` is the same property for the pickle/joblib converter
+(``skjar.legacy.load_legacy``), plus one of its own: what it returns dumps to a
+jar that loads, or ``dump`` refuses it with a ``SkjarError``.
+
 Optionally (``exercise=True``) a loaded estimator is also used - predict,
 transform, query on a small input - because the meaning checks exist so that
 compiled code cannot read out of bounds later: a segfault there is a finding,
@@ -19,6 +23,7 @@ a Python exception is not (the model is nonsense, and says so).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import resource
@@ -221,6 +226,95 @@ def check(data: bytes, exercise: bool = False) -> str:
                 use(obj)
             if _events:
                 raise Finding(f"forbidden action while using the loaded object: {_events[:3]}")
+    finally:
+        _active, _phase = False, "load"
+    return result
+
+
+# -- the converter's property -------------------------------------------------------------
+_legacy_file: str | None = None
+
+
+def _as_legacy_file(data: bytes) -> str:
+    """``data`` in a file of its own folder (old joblib files name sidecars beside them)."""
+    global _legacy_file
+    if _legacy_file is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="skjar-fuzz-legacy-")
+        atexit.register(shutil.rmtree, folder, True)
+        _legacy_file = os.path.join(folder, "input.pkl")
+    with open(_legacy_file, "wb") as f:
+        f.write(data)
+    return _legacy_file
+
+
+def check_convert(data: bytes, exercise: bool = False) -> str:
+    """Read ``data`` as a legacy pickle or joblib file; raise ``Finding`` on a broken contract.
+
+    The converter's contract (docs/convert.md): whatever the bytes, ``load_legacy``
+    returns an object or raises a ``SkjarError``, takes no foreign action, neither
+    hangs nor crashes; from a path it agrees with a file object; and what it
+    returns, ``skjar.dumps`` either writes or refuses with a ``SkjarError`` - and
+    what it writes, ``skjar.loads`` takes (``convert`` never writes a jar that
+    does not load).
+    """
+    global _active, _phase
+    from skjar.legacy import load_legacy
+
+    install_guard()
+    del _events[:]
+    obj: Any = None
+    result = "ok"
+    path = _as_legacy_file(data) if len(data) <= _FILE_MAX else None
+    _active = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                obj = load_legacy(io.BytesIO(data))
+            except SkjarError as exc:
+                result = outcome(exc)
+            except Exception as exc:
+                raise Finding(f"load_legacy raised {type(exc).__name__}: {exc!s:.300}") from exc
+            if path is not None:
+                try:
+                    load_legacy(path)
+                    from_file = "ok"
+                except SkjarError as exc:
+                    from_file = outcome(exc)
+                except Exception as exc:
+                    raise Finding(
+                        f"load_legacy(path) raised {type(exc).__name__}: {exc!s:.300}") from exc
+                if from_file.split(":")[0] != result.split(":")[0]:
+                    raise Finding(f"from bytes {result!r:.200}, from a path {from_file!r:.200}")
+            if _events:
+                raise Finding(f"forbidden action while converting: {_events[:3]}")
+            if obj is not None:
+                try:
+                    jar = skjar.dumps(obj)
+                except SkjarError as exc:
+                    result = "dump refused: " + outcome(exc)
+                except Exception as exc:
+                    raise Finding(
+                        f"dumps of the converted object raised {type(exc).__name__}: "
+                        f"{exc!s:.300}") from exc
+                else:
+                    try:
+                        skjar.loads(jar)
+                    except Exception as exc:
+                        raise Finding(
+                            f"the converted object dumps, but its jar does not load: "
+                            f"{type(exc).__name__}: {exc!s:.300}") from exc
+            if _events:
+                raise Finding(f"forbidden action while saving the converted object: {_events[:3]}")
+            if obj is not None and exercise:
+                _phase = "use"
+                use(obj)
+            if _events:
+                raise Finding(f"forbidden action while using the converted object: {_events[:3]}")
     finally:
         _active, _phase = False, "load"
     return result

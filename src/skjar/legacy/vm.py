@@ -148,6 +148,24 @@ class Marker:
         self.name = name
 
 
+def describe(x: Any) -> str:
+    """What a stack item is, in the file's terms (for messages; never the VM's own classes).
+
+    >>> describe(Ref("os", "system")), describe([1]), describe(Pending("numpy array", None))
+    ("the name 'os.system'", 'a list', 'numpy array (a value being built)')
+    """
+    t = type(x)
+    if t is Ref:
+        return f"the name {x.name!r}"
+    if t is Pending:
+        return f"{x.label} (a value being built)"
+    if t is WrapperShell:
+        return f"a joblib array wrapper ({x.name})"
+    if t is Marker:
+        return f"the name {x.name!r}"
+    return f"a {t.__name__}"
+
+
 @dataclass
 class Shell:
     """An instance created by ``cls.__new__(cls)`` in this stream, awaiting its state."""
@@ -676,7 +694,7 @@ class PickleVM:
         if target is OPAQUE and self.scan:
             return None
         if not isinstance(target, kind):
-            raise CorruptFileError(f"{what} applied to a {type(target).__name__}")
+            raise CorruptFileError(f"{what} applied to {describe(target)}")
         return target
 
     def op_APPEND(self) -> None:
@@ -826,14 +844,11 @@ class PickleVM:
             if self.scan and func is OPAQUE:
                 self.stack.append(OPAQUE)
                 return
-            t = type(func)
-            self.ctx.refuse(
-                f"{t.__module__}.{t.__qualname__}",
-                "REDUCE may only call a reconstructor named by the file; calling an "
-                "object built from the file is never allowed.",
+            # Not a name trust could allow: calling what the file built is never allowed.
+            raise CorruptFileError(
+                f"REDUCE calls {describe(func)}: only a reconstructor the file names may "
+                "be called; the file is damaged or crafted"
             )
-            self.stack.append(OPAQUE)
-            return
         if type(args) is not tuple and not (self.scan and args is OPAQUE):
             raise CorruptFileError(f"REDUCE of {func.name}: arguments must be a tuple")
         from .reductions import reduce_call
@@ -865,7 +880,7 @@ class PickleVM:
         shell = self.ctx.shells.get(id(target))
         if shell is None or shell.obj is not target:
             raise CorruptFileError(
-                f"BUILD gives state to a {t.__name__}, which is not an instance "
+                f"BUILD gives state to {describe(target)}, which is not an instance "
                 "created by this file"
             )
         self.apply_shell_state(shell, state)
