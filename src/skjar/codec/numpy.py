@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -219,15 +219,17 @@ def contiguous(arr: np.ndarray) -> np.ndarray:
     return record_copy(arr, arr.dtype)
 
 
-def record_copy(arr: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
-    """A C-order copy of record array ``arr`` as ``dtype`` (another byte order, say),
-    with zeros between its fields.
+def record_copy(
+    arr: np.ndarray, dtype: np.dtype[Any], order: Literal["C", "F"] = "C"
+) -> np.ndarray:
+    """A copy of record array ``arr`` as ``dtype`` (another byte order, say), laid out in
+    ``order``, with zeros between its fields.
 
     numpy copies records field by field (``ascontiguousarray``, ``copy``, ``byteswap``,
     ``astype``), leaving the gaps between fields as whatever the allocator held - bytes
     of other objects, heap addresses among them - which a saved file would then carry
     (and no two saves alike)."""
-    out = np.zeros(arr.shape, dtype)  # zeroed memory; assignment fills the fields
+    out = np.zeros(arr.shape, dtype, order=order)  # zeroed; assignment fills the fields
     out[...] = arr
     return out
 

@@ -247,7 +247,10 @@ def array_from_items(
     flat = np.empty(len(items), dtype=object)
     for i, item in enumerate(items):
         flat[i] = item
-    return flat.reshape(shape, order="F" if fortran else "C")
+    # numpy lists the items in C order whatever the layout (its __setstate__ fills the
+    # array in C order too); the flag only says how the array lies in memory.
+    array = flat.reshape(shape)
+    return np.asfortranarray(array) if fortran else array
 
 
 def ndarray_from_state(state: Any, what: str = "numpy array") -> np.ndarray:
@@ -268,7 +271,15 @@ def ndarray_from_state(state: Any, what: str = "numpy array") -> np.ndarray:
         raise _fail(what, "malformed dtype or order flag")
     if dtype.hasobject:
         return array_from_items(data, dtype, shape, bool(fortran), what)
-    return array_from_bytes(data, dtype, shape, bool(fortran), what)
+    array = array_from_bytes(data, dtype, shape, bool(fortran), what)
+    if dtype.byteorder == _SWAPPED:
+        # As numpy's __setstate__ does: a non-native array comes back native, its
+        # bytes swapped (a record dtype has no byte order of its own: kept as it is).
+        return array.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return array
+
+
+_SWAPPED = ">" if sys.byteorder == "little" else "<"
 
 
 def scalar_from_bytes(dtype: Any, data: Any) -> Any:
@@ -305,4 +316,8 @@ def native_byte_order(array: np.ndarray) -> np.ndarray:
         return array
     if dtype.names is None:
         return array.byteswap().view(dtype.newbyteorder("="))
-    return record_copy(array, dtype.newbyteorder("="))  # (not byteswap: see record_copy)
+    order: Literal["C", "F"] = (
+        "F" if array.ndim > 1 and array.flags.f_contiguous and not array.flags.c_contiguous
+        else "C"
+    )
+    return record_copy(array, dtype.newbyteorder("="), order)  # (not byteswap: see record_copy)

@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptFileError, UnsupportedPickleError
-from .arrays import check_shape, exact_copy, native_byte_order, ndarray_from_state
+from .arrays import (
+    array_from_bytes,
+    check_shape,
+    exact_copy,
+    native_byte_order,
+    ndarray_from_state,
+)
 from .source import MAX_EXPANSION, SLACK, ByteSource, DecompressingReader, _zfile_length
 from .vm import OPAQUE, Marker, PickleVM, Ref, WrapperShell
 
@@ -191,4 +197,4 @@ def _read_npy(vm: PickleVM, path: str, what: str) -> np.ndarray:
         data = src.read(nbytes, what)
         if src.remaining():
             raise CorruptFileError(f"{what}: trailing bytes after the array data")
-        return ndarray_from_state((shape, dtype, bool(fortran), data), what)
+        return array_from_bytes(data, dtype, shape, bool(fortran), what)  # as np.load: no swap
