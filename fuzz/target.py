@@ -400,7 +400,8 @@ def _use(obj: Any, depth: int = 0) -> None:
             return
     except Exception:
         return
-    repr(obj)
+    if not hasattr(obj, "get_params"):  # (sklearn's pretty-printer is exponential on shared DAGs)
+        repr(obj)
     module = type(obj).__module__ or ""
     if module.startswith("numpy.random"):
         state = getattr(obj, "state", None)  # bit generators (and their C state)

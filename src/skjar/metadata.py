@@ -215,7 +215,19 @@ def _column_names(cols: Any, names: list[Any]) -> list[str]:
 
 
 def summarize(obj: Any, depth: int = 0) -> dict[str, Any]:
-    """The estimator tree: type, parameters, schema and nested estimators."""
+    """The estimator tree: type, parameters, schema and nested estimators.
+
+    A description for people, read from the object's own attributes and properties:
+    an object whose attributes are not what scikit-learn's are (a hand-built one, or
+    a converted file's) is described by its type alone rather than failing the save.
+    """
+    try:
+        return _summarize(obj, depth)
+    except Exception as exc:
+        return {"type": _name(obj), "not_described": f"{type(exc).__name__}: {exc}"[:MAX_REPR]}
+
+
+def _summarize(obj: Any, depth: int) -> dict[str, Any]:
     out: dict[str, Any] = {"type": _name(obj)}
     if not hasattr(obj, "get_params") or isinstance(obj, type):
         if isinstance(obj, np.ndarray):
@@ -228,7 +240,7 @@ def summarize(obj: Any, depth: int = 0) -> dict[str, Any]:
         params = _shallow_params(obj)
     except Exception:
         params = {}
-    out["params"] = {k: jsonable(v) for k, v in params.items()}
+    out["params"] = {str(k): jsonable(v) for k, v in params.items()}
     schema = input_schema(obj)
     if schema:
         out["schema"] = schema
@@ -236,7 +248,7 @@ def summarize(obj: Any, depth: int = 0) -> dict[str, Any]:
     if depth < 6:
         children = _children(obj)
         if children:
-            out["children"] = {k: summarize(v, depth + 1) for k, v in children.items()}
+            out["children"] = {str(k): summarize(v, depth + 1) for k, v in children.items()}
     return out
 
 

@@ -430,7 +430,7 @@ def _dec_bitgen(dec: Decoder, payload: Any) -> Any:
     else:  # seeded from it: no OS entropy read
         bitgen = _guarded_new(cls, _seed_sequence(fields, name), name)
     try:
-        _check_positions(state)
+        check_positions(state)
         if fields is None and STATE_AND_SEED:
             bitgen.__setstate__((state, None))  # numpy validates names, types and sizes
         else:
@@ -514,7 +514,7 @@ def _guarded_new(cls: type, seed_seq: np.random.SeedSequence, name: str) -> Any:
 _POSITIONS = {"MT19937": (("state", "pos"), 624), "Philox": (("buffer_pos",), 4)}
 
 
-def _check_positions(state: dict[str, Any]) -> None:
+def check_positions(state: dict[str, Any]) -> None:
     """Checked on the decoded state before numpy stores it (so only exact ints pass)."""
     name = state.get("bit_generator")
     if state.get("has_uint32", 0) not in (0, 1) or type(state.get("has_uint32", 0)) is not int:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..codec.nodes import STATE_CYTHON, STATE_DEFAULT
-from ..codec.numpy import STATE_AND_SEED
+from ..codec.numpy import STATE_AND_SEED, check_positions
 from ..errors import CorruptFileError, UnsupportedPickleError
 from ..trust import OBJECT
 from .arrays import (
@@ -287,6 +287,7 @@ def _set_bitgen_state(bitgen: Any, state: Any) -> None:
     if type(state) is not dict:
         raise CorruptFileError("a bit generator's state must be a dict")
     name = type(bitgen).__name__
+    check_positions(state)  # numpy stores them unchecked, and its C code indexes with them
     if seed_seq is NO_STATE or not STATE_AND_SEED:
         guarded(name, "setting its state", setattr, bitgen, "state", state)
     else:  # kept, as pickle keeps it (None for a legacy-seeded RandomState's MT19937)
@@ -335,7 +336,13 @@ def _randomstate(vm: PickleVM, func: Ref, args: Any) -> Any:
         rs = np.random.RandomState(bitgen)
         if state is not NO_STATE:
             st = vm.value(state)
-            if type(st) not in (dict, tuple):
+            if type(st) is tuple:  # numpy's legacy form: ("MT19937", key, pos[, has_gauss, gauss])
+                if len(st) not in (3, 5):
+                    raise CorruptFileError("RandomState's legacy state must have 3 or 5 items")
+                check_positions({"bit_generator": st[0], "state": {"pos": st[2]}})
+            elif type(st) is dict:
+                check_positions(st)
+            else:
                 raise CorruptFileError("RandomState state must be a dict or a tuple")
             guarded("RandomState", "setting its state", rs.set_state, st)
         return rs

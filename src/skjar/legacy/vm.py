@@ -978,4 +978,12 @@ def run_vm(
     if scan.offending:
         raise UntrustedTypeError(scan.offending)
     build = Context(policy, scan=False, directory=directory)
-    return PickleVM(open_source(), build).run()
+    result = PickleVM(open_source(), build).run()
+    for shell in build.shells.values():
+        # An instance the stream created but never gave state: its meaning check still
+        # runs (on no state, as skjar's loader would), so an unchecked empty spline or
+        # tree is refused here rather than handed over.
+        validator = VALIDATORS.get(shell.name)
+        if not shell.built and validator is not None:
+            validator((), None)
+    return result
