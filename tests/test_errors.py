@@ -510,6 +510,9 @@ def test_the_current_format_version_loads(jar: bytes, model: Any) -> None:
 
 
 # -- dump: unsupported objects ------------------------------------------------------------
+_OUT_OF_ORDER = np.dtype({"names": ["a", "b"], "formats": ["<i4", "<i4"], "offsets": [4, 0]})
+
+
 def test_unsupported_object_names_its_path() -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -532,8 +535,12 @@ def test_unsupported_object_names_its_path() -> None:
         ([1, 2, (3, {"k": threading.Lock()})], "[2][1].k"),
         ({"gen": (i for i in range(3))}, "gen"),
         ({"mod": os}, "mod"),
+        ({"d": [_OUT_OF_ORDER]}, "d[0]"),  # no field-by-field descr (found by fuzzing)
+        ({"a": np.zeros(2, _OUT_OF_ORDER)}, "a"),
+        ({"a": np.zeros(2, [("x", "<i2"), ("y", _OUT_OF_ORDER)])}, "a"),
     ],
-    ids=["lambda", "ok-class", "lock", "generator", "module"],
+    ids=["lambda", "ok-class", "lock", "generator", "module", "overlapping-dtype",
+         "overlapping-array", "nested-overlap"],
 )
 def test_unsupported_values_name_their_path(value: Any, path: str | None) -> None:
     if path is None:

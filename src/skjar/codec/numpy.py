@@ -61,7 +61,15 @@ def _dtype_descr(dtype: np.dtype[Any], path: Path) -> Any:
         raise UnsupportedObjectError(f"sub-array dtype {dtype} is not supported", render_path(path))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # metadata is dropped, as in .npy files
-        descr = np.lib.format.dtype_to_descr(dtype)
+        try:
+            descr = np.lib.format.dtype_to_descr(dtype)
+        except ValueError as exc:  # fields out of order or overlapping: no descr for them
+            raise UnsupportedObjectError(
+                f"numpy dtype {dtype} cannot be described field by field ({exc}): give its "
+                "fields increasing, non-overlapping offsets (e.g. arr.astype of a dtype "
+                "listing them in memory order)",
+                render_path(path),
+            ) from None
     return _listify(descr)
 
 
