@@ -27,6 +27,7 @@ import io
 import os
 import re
 import resource
+import signal
 import sys
 import warnings
 from typing import Any
@@ -359,21 +360,44 @@ def use(obj: Any, depth: int = 0) -> None:
     """Call the usual inference methods on a small input; Python errors are fine.
 
     (A crafted model is nonsense and may fail in any way Python can report,
-    even on attribute access: only a crash, a hang or a forbidden action counts.)
+    even on attribute access: only a crash or a forbidden action counts. Slow use is
+    not: heavy computation from a crafted parameter - an ``ngram_range`` of (-10**9, 2)
+    - is outside skjar's guarantees (docs/security.md, section 11), so Python-level
+    use stops after ``USE_SECONDS``; a hang while loading is still a finding.)
     """
-    try:
-        if depth:
+    if depth:
+        try:
             _use(obj, depth)
-            return
-        # A crafted n_jobs on a fitted sub-estimator that get_params cannot reach
-        # (HistGradientBoosting's _preprocessor) started loky workers: that tests
-        # joblib, not skjar, and took 30 s. Every Parallel runs in this process.
-        from joblib import parallel_config
+        except Exception:
+            pass
+        return
+    # A crafted n_jobs on a fitted sub-estimator that get_params cannot reach
+    # (HistGradientBoosting's _preprocessor) started loky workers: that tests
+    # joblib, not skjar, and took 30 s. Every Parallel runs in this process.
+    from joblib import parallel_config
 
+    # CPU time, on SIGVTALRM: libFuzzer's own -timeout keeps ITIMER_REAL and SIGALRM.
+    previous = signal.signal(signal.SIGVTALRM, _out_of_time)
+    signal.setitimer(signal.ITIMER_VIRTUAL, USE_SECONDS)
+    try:
         with parallel_config(backend="sequential"):
             _use(obj, depth)
-    except Exception:
+    except (Exception, _OutOfTime):
         pass
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous if previous is not None else signal.SIG_DFL)
+
+
+USE_SECONDS = 3.0
+
+
+class _OutOfTime(BaseException):  # (not Exception: the model's own except clauses pass it)
+    pass
+
+
+def _out_of_time(signum: int, frame: Any) -> None:
+    raise _OutOfTime
 
 
 def _use(obj: Any, depth: int = 0) -> None:
