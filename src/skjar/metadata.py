@@ -224,7 +224,8 @@ def summarize(obj: Any, depth: int = 0) -> dict[str, Any]:
     try:
         return _summarize(obj, depth)
     except Exception as exc:
-        return {"type": _name(obj), "not_described": f"{type(exc).__name__}: {exc}"[:MAX_REPR]}
+        text = _ADDRESS.sub("", f"{type(exc).__name__}: {exc}")  # (reproducible saves)
+        return {"type": _name(obj), "not_described": text[:MAX_REPR]}
 
 
 def _summarize(obj: Any, depth: int) -> dict[str, Any]:
