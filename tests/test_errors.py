@@ -128,9 +128,11 @@ def test_bad_compress(compress: Any, message: str, tmp_path: Path) -> None:
         ({"nested": {1: "x"}}, "string keys"),
         (["a"], "dict"),
         ("a=1", "dict"),
+        ({"a": ["x\udcff"]}, "not valid Unicode"),  # a lone surrogate: UnicodeEncodeError before
+        ({"k\ud800": 1}, "not valid Unicode"),
     ],
     ids=["object", "set", "nan", "bytes", "array", "int-key", "tuple-key", "nested-int-key",
-         "list", "str"],
+         "list", "str", "surrogate-value", "surrogate-key"],
 )
 def test_bad_metadata(metadata: Any, message: str) -> None:
     """Metadata must survive as given: anything JSON cannot hold exactly is refused."""
@@ -538,9 +540,10 @@ def test_unsupported_object_names_its_path() -> None:
         ({"d": [_OUT_OF_ORDER]}, "d[0]"),  # no field-by-field descr (found by fuzzing)
         ({"a": np.zeros(2, _OUT_OF_ORDER)}, "a"),
         ({"a": np.zeros(2, [("x", "<i2"), ("y", _OUT_OF_ORDER)])}, "a"),
+        ({"k": [1, "x\udcffyz"]}, "k[1]"),  # a lone surrogate: no UTF-8 for it
     ],
     ids=["lambda", "ok-class", "lock", "generator", "module", "overlapping-dtype",
-         "overlapping-array", "nested-overlap"],
+         "overlapping-array", "nested-overlap", "lone-surrogate"],
 )
 def test_unsupported_values_name_their_path(value: Any, path: str | None) -> None:
     if path is None:

@@ -944,3 +944,16 @@ def test_the_header_summary_never_fails_a_save() -> None:
     info = skjar.inspect(io.BytesIO(skjar.dumps(named)))
     assert list(info.object["children"]) == ["LinearRegression()"]
     assert type(skjar.loads(skjar.dumps(named)).steps[0][0]) is LinearRegression
+
+
+def test_a_label_no_utf8_can_hold_is_summarised_as_its_escape() -> None:
+    """A numpy str array holds any code point, a lone surrogate too; the model saves and
+    loads exactly, and the header's summary (UTF-8 JSON) shows the escape as text.
+    (Found by fuzzing the converter: json's UTF-8 encoding raised out of dumps.)"""
+    from sklearn.linear_model import LogisticRegression
+
+    labels = np.array(["a\udcff", "b"])
+    model = LogisticRegression().fit([[0.0], [1.0]], labels)
+    data = skjar.dumps(model)
+    assert skjar.inspect(io.BytesIO(data)).schema["classes"] == ["a\\udcff", "b"]
+    assert skjar.loads(data).classes_.tolist() == labels.tolist()

@@ -332,7 +332,15 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
         raise InvalidArgumentError("metadata= must be a dict with string keys (JSON-serialisable)")
     _check_keys(metadata, "metadata")
     try:
-        return json.loads(json.dumps(metadata, allow_nan=False))
+        # Encoded as the header will be: UTF-8, where a lone surrogate cannot go.
+        return json.loads(json.dumps(metadata, allow_nan=False, ensure_ascii=False).encode())
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise InvalidArgumentError(
+            f"metadata= holds text that is not valid Unicode ({bad!r}, a lone surrogate, in "
+            f"{exc.object[:60]!r}): the header is UTF-8; replace it, e.g. "
+            "text.encode('utf-8', 'replace').decode()"
+        ) from None
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(
             f"metadata= must be JSON-serialisable (str, numbers, bools, None, lists, dicts): {exc}"

@@ -57,6 +57,31 @@ def render_path(path: Path) -> str:
     return out
 
 
+def _where_is(root: Any, text: str, limit: int = 100_000) -> Path:
+    """Where ``text`` first sits in ``root`` (containers and instance attributes,
+    breadth first): for an error message only, so bounded, and ``None`` if not found."""
+    queue: deque[tuple[Any, Path]] = deque([(root, None)])
+    seen: set[int] = set()
+    while queue and len(seen) < limit:
+        value, path = queue.popleft()
+        if value is text or (type(value) is str and value == text):
+            return path
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, dict):
+            for k, v in value.items():
+                queue.append((k, (path, "<key>")))
+                queue.append((v, (path, k)))
+        elif isinstance(value, (list, tuple)):
+            queue.extend((v, (path, i)) for i, v in enumerate(value))
+        elif isinstance(value, (set, frozenset)):
+            queue.extend((v, (path, "<item>")) for v in value)
+        elif isinstance(getattr(value, "__dict__", None), dict):
+            queue.extend((v, (path, k)) for k, v in vars(value).items())
+    return None
+
+
 def _atoms_only(values: Any) -> bool:
     """True when every value is an atom msgpack writes natively and losslessly."""
     kinds = set(map(type, values))
@@ -120,9 +145,11 @@ class Encoder:
         self.under_check: str | None = None
         # Deferred instances whose STATE node is not written yet: id -> where first met.
         self.pending: dict[int, Path] = {}
+        self._root: Any = None  # what encode_root was given (to place an error)
 
     # -- entry points -------------------------------------------------------
     def encode_root(self, obj: Any) -> bytes:
+        self._root = obj
         tree = self.encode(obj, None)
         if self.deferred:
             from .objects import encode_deferred
@@ -137,6 +164,15 @@ class Encoder:
             )
         except UnsupportedObjectError:
             raise
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start : exc.end]
+            raise UnsupportedObjectError(
+                f"a str holds {bad!r}, a lone surrogate, in {exc.object[:60]!r}: it is not "
+                "valid Unicode text, and the file stores text as UTF-8; replace it, e.g. "
+                "text.encode('utf-8', 'replace').decode() (a numpy str array holds any "
+                "code point and is stored as it is)",
+                render_path(_where_is(self._root, exc.object)),
+            ) from None
         except (
             TypeError,
             ValueError,

@@ -44,7 +44,31 @@ class Layout(NamedTuple):
 
 
 def encode_header(header: dict[str, Any]) -> bytes:
-    return json.dumps(header, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    """The header as UTF-8 JSON. A lone surrogate in the summary (a class label held in
+    a numpy str array, which stores any code point) is written as the text of its escape,
+    since UTF-8 cannot hold it; the user's metadata is checked for them before.
+
+    >>> json.loads(encode_header({"c": ["a" + chr(0xDCFF)]}))["c"] == ["a" + chr(92) + "udcff"]
+    True
+    """
+    try:
+        return _json_text(header).encode()
+    except UnicodeEncodeError:
+        return _json_text(_escaped_surrogates(header)).encode()
+
+
+def _json_text(header: dict[str, Any]) -> str:
+    return json.dumps(header, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _escaped_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode()
+    if isinstance(value, dict):
+        return {_escaped_surrogates(k): _escaped_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped_surrogates(v) for v in value]
+    return value
 
 
 def _int(value: Any, what: str) -> int:
