@@ -254,6 +254,23 @@ def test_a_generator_position_out_of_its_key_is_refused(pos: Any) -> None:
         assert restored.random() == pickle.loads(pickle.dumps(obj)).random()
 
 
+@pytest.mark.parametrize("has_gauss", [8, -(2**31), 2, True, 1.0])
+def test_a_random_state_flag_out_of_range_is_refused(has_gauss: Any) -> None:
+    """numpy stores has_gauss as any int; skjar's loader takes 0 or 1, so the converter
+    does too (it wrote a jar its loader refused; found by fuzzing the converter)."""
+    import numpy.random._pickle as numpy_pickle
+
+    rs_ctor = getattr(numpy_pickle, "__randomstate_ctor")
+    state = np.random.RandomState(1).get_state(legacy=False)
+    legacy = np.random.RandomState(1).get_state()
+    for st in ({**state, "has_gauss": has_gauss}, (*legacy[:3], has_gauss, 0.0)):
+        with pytest.raises(CorruptFileError, match="has_gauss"):
+            load_legacy(io.BytesIO(pickle.dumps(_Reduces(rs_ctor, ("MT19937",), st))))
+    rs = np.random.RandomState(1)
+    rs.standard_normal()  # leaves has_gauss 1: still converts
+    assert load_legacy(io.BytesIO(pickle.dumps(rs))).standard_normal() == rs.standard_normal()
+
+
 @pytest.mark.parametrize(
     "cls_name",
     ["scipy.interpolate._bsplines.BSpline", "sklearn.neighbors._kd_tree.KDTree"],

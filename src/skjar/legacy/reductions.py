@@ -340,10 +340,14 @@ def _randomstate(vm: PickleVM, func: Ref, args: Any) -> Any:
                 if len(st) not in (3, 5):
                     raise CorruptFileError("RandomState's legacy state must have 3 or 5 items")
                 check_positions({"bit_generator": st[0], "state": {"pos": st[2]}})
+                has_gauss = st[3] if len(st) == 5 else 0
             elif type(st) is dict:
                 check_positions(st)
+                has_gauss = st.get("has_gauss", 0)
             else:
                 raise CorruptFileError("RandomState state must be a dict or a tuple")
+            if has_gauss not in (0, 1) or type(has_gauss) is not int:  # as skjar's loader
+                raise CorruptFileError(f"RandomState: has_gauss must be 0 or 1, not {has_gauss!r:.40}")
             guarded("RandomState", "setting its state", rs.set_state, st)
         return rs
 
