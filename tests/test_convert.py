@@ -254,6 +254,26 @@ def test_a_generator_position_out_of_its_key_is_refused(pos: Any) -> None:
         assert restored.random() == pickle.loads(pickle.dumps(obj)).random()
 
 
+@pytest.mark.parametrize(
+    ("entropy", "pool_size", "spawn_key"),
+    [((1 << 2**21) - 1, 4, ()), (1, 1 << 16, ()), (1, 4, (1 << 40000,) * 64), (-1, 4, ())],
+    ids=["two-million-bit-entropy", "pool-of-65536", "huge-spawn-key", "negative"],
+)
+def test_a_seed_sequence_numpy_would_take_minutes_over_is_refused(
+    entropy: int, pool_size: int, spawn_key: tuple[int, ...]
+) -> None:
+    """The loader's bounds: numpy splits entropy ints and mixes the pool in quadratic time
+    (a 2**21-bit entropy took 39 s, a 65,536-word pool longer; found by fuzzing the
+    converter). Refused at once."""
+    import numpy.random.bit_generator as bit_generator
+
+    helper = getattr(bit_generator, "__pyx_unpickle_SeedSequence")
+    state = (entropy, 0, np.zeros(pool_size, np.uint32), pool_size, spawn_key)
+    reduced = _Reduces(helper, (np.random.SeedSequence, 0, state))
+    with pytest.raises(CorruptFileError, match="SeedSequence"):
+        load_legacy(io.BytesIO(pickle.dumps(reduced)))
+
+
 @pytest.mark.parametrize("has_gauss", [8, -(2**31), 2, True, 1.0])
 def test_a_random_state_flag_out_of_range_is_refused(has_gauss: Any) -> None:
     """numpy stores has_gauss as any int; skjar's loader takes 0 or 1, so the converter

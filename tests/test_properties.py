@@ -793,3 +793,27 @@ def test_header_parameters_are_get_params() -> None:
             return {"deep": deep}
 
     assert _shallow_params(Duck()) == {"deep": False}
+
+
+@pytest.mark.parametrize(
+    "seed_seq",
+    [np.random.SeedSequence([1 << 14000] * 200), np.random.SeedSequence(1, spawn_key=(1 << 14000,) * 200)],
+    ids=["entropy-of-2.8-million-bits", "spawn-key-of-2.8-million-bits"],
+)
+def test_a_seed_sequence_numpy_takes_minutes_over_is_not_loaded(
+    seed_seq: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """numpy splits entropy ints into words in time quadratic in each (2**21 bits: 39 s),
+    so the loader bounds each int and all the bits together (a single int is bounded by
+    Python's 4,300-digit limit already); the writer keeps no such sequence (found by
+    fuzzing the converter, which had no bound at all)."""
+    import skjar.codec.numpy as codec_numpy
+
+    bitgen = np.random.PCG64(seed_seq)
+    kept = skjar.loads(skjar.dumps(bitgen)).seed_seq  # the writer leaves it out
+    assert kept is None or kept.entropy != seed_seq.entropy
+    monkeypatch.setattr(codec_numpy, "seed_fields_ok", lambda fields: True)  # a writer without it
+    data = skjar.dumps(bitgen)
+    monkeypatch.undo()
+    with pytest.raises(skjar.CorruptFileError, match="seed sequence"):
+        skjar.loads(data)

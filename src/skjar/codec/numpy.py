@@ -414,6 +414,8 @@ STATE_AND_SEED = int(np.__version__.split(".")[0]) >= 2
 # has no such key; readers that predate it pass it to numpy, which ignores it).
 SEED_SEQ = "seed_seq"
 _MAX_SEED_WORDS = 1 << 16
+_MAX_INT_BITS = 32 << 10  # one entropy int: ~10 ms for numpy to split
+_MAX_SEED_BITS = 32 << 16  # all entropy and spawn-key bits of one seed sequence
 _MAX_POOL = 256
 
 
@@ -467,25 +469,32 @@ def _seed_fields(seed_seq: Any) -> list[Any] | None:
         seed_seq.pool_size,
         seed_seq.n_children_spawned,
     ]
-    return fields if _seed_fields_ok(fields) else None
+    return fields if seed_fields_ok(fields) else None
 
 
-def _seed_fields_ok(fields: Any) -> bool:
-    """The stored fields' rules, for the writer and the reader alike (pool_size sizes an
-    allocation: a huge one would be a memory bomb)."""
+def seed_fields_ok(fields: Any) -> bool:
+    """The stored fields' rules, for the writer, the reader and the pickle converter alike.
+
+    pool_size sizes an allocation and numpy mixes the pool in time quadratic in it; numpy
+    splits each entropy int into 32-bit words in time quadratic in its length (an int of
+    2**21 bits took 39 s): so the pool, each int and all the bits together are bounded.
+    """
+    budget = [_MAX_SEED_BITS]
+
+    def number(x: Any) -> bool:
+        if type(x) is not int or x < 0 or x.bit_length() > _MAX_INT_BITS:
+            return False
+        budget[0] -= x.bit_length()
+        return budget[0] >= 0
 
     def words(value: Any) -> bool:
-        return (
-            type(value) is list
-            and len(value) <= _MAX_SEED_WORDS
-            and all(type(x) is int and x >= 0 for x in value)
-        )
+        return type(value) is list and len(value) <= _MAX_SEED_WORDS and all(map(number, value))
 
     if type(fields) is not list or len(fields) != 4:
         return False
     entropy, spawn_key, pool_size, n_children = fields
     return (
-        (entropy is None or (type(entropy) is int and entropy >= 0) or words(entropy))
+        (entropy is None or number(entropy) or words(entropy))
         and words(spawn_key)
         and type(pool_size) is int
         and 4 <= pool_size <= _MAX_POOL
@@ -496,7 +505,7 @@ def _seed_fields_ok(fields: Any) -> bool:
 
 def _seed_sequence(fields: Any, name: str) -> np.random.SeedSequence:
     """The SeedSequence stored with a bit generator, checked before numpy sees it."""
-    if not _seed_fields_ok(fields):
+    if not seed_fields_ok(fields):
         raise CorruptFileError(f"{name}: malformed seed sequence {brief(fields)}")
     entropy, spawn_key, pool_size, n_children = fields
     try:

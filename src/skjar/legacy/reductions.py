@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..codec.nodes import STATE_CYTHON, STATE_DEFAULT
-from ..codec.numpy import STATE_AND_SEED, check_positions
+from ..codec.numpy import STATE_AND_SEED, check_positions, seed_fields_ok
 from ..errors import CorruptFileError, UnsupportedPickleError
 from ..trust import OBJECT
 from .arrays import (
@@ -384,18 +384,14 @@ def _seed_sequence(vm: PickleVM, func: Ref, args: Any) -> Any:
             if entropy.dtype.kind not in "iu" or entropy.ndim != 1 or len(entropy) > 1 << 16:
                 raise CorruptFileError("SeedSequence: malformed entropy")
             entropy = [int(e) for e in entropy]
-        if not (
-            entropy is None
-            or (type(entropy) is int and entropy >= 0)
-            or (type(entropy) is list and all(type(e) is int and e >= 0 for e in entropy))
+        # The loader's rules (sizes bounded: numpy's work is quadratic in them).
+        if type(spawn_key) is not tuple or not seed_fields_ok(
+            [entropy, list(spawn_key), pool_size, n_children]
         ):
-            raise CorruptFileError("SeedSequence: malformed entropy")
-        if type(n_children) is not int or n_children < 0:
-            raise CorruptFileError("SeedSequence: malformed child count")
-        if type(pool_size) is not int or not 4 <= pool_size <= 1 << 16:
-            raise CorruptFileError("SeedSequence: malformed pool size")
-        if type(spawn_key) is not tuple or any(type(k) is not int or k < 0 for k in spawn_key):
-            raise CorruptFileError("SeedSequence: malformed spawn key")
+            raise CorruptFileError(
+                "SeedSequence: malformed or oversized entropy, spawn key, pool size or "
+                "child count"
+            )
         seq = guarded(
             "SeedSequence",
             "rebuilding it",
