@@ -233,24 +233,26 @@ class _Editor:
     def __init__(self, stream: Stream, rng: random.Random, donors: list[Stream]) -> None:
         self.s, self.rng, self.donors = stream, rng, donors
 
-    def _pick(self, predicate: Any = None) -> int | None:
-        places = [i for i, (name, arg) in enumerate(self.s.ops) if predicate is None
-                  or predicate(name, arg)]
+    def _pick(self, predicate: Any) -> int | None:
+        places = [i for i, (name, arg) in enumerate(self.s.ops) if predicate(name, arg)]
         return self.rng.choice(places) if places else None
 
+    def _replace_arg(self, predicate: Any, new: Any, label: str) -> None:
+        """One opcode whose argument passes ``predicate`` gets ``new(name, arg)``:
+        a ``(name, arg)`` pair."""
+        i = self._pick(predicate)
+        if i is not None:
+            self.s.ops[i] = new(*self.s.ops[i])
+            self.s.log.append(f"{label} {self.s.ops[i][0]}")
+
     def op_int(self) -> None:
-        i = self._pick(lambda n, a: isinstance(a, int) and not isinstance(a, bool))
-        if i is None:
-            return
-        name, arg = self.s.ops[i]
-        self.s.ops[i] = _int_for(name, self.rng, arg)
-        self.s.log.append(f"int {name}")
+        self._replace_arg(lambda n, a: isinstance(a, int) and not isinstance(a, bool),
+                          lambda n, a: _int_for(n, self.rng, a), "int")
 
     def op_name(self) -> None:
         """A global's module or name swapped: trusted elsewhere, hostile, or mangled."""
         ops = self.s.ops
-        i = self._pick(lambda n, a: n in ("GLOBAL", "INST") or (
-            n == "STACK_GLOBAL"))
+        i = self._pick(lambda n, a: n in ("GLOBAL", "INST", "STACK_GLOBAL"))
         if i is None:
             return
         module, qual = _name_for(self.rng)
@@ -265,31 +267,22 @@ class _Editor:
         self.s.log.append(f"name {module}.{qual}")
 
     def op_string(self) -> None:
-        i = self._pick(lambda n, a: isinstance(a, str))
-        if i is None:
-            return
-        name, arg = self.s.ops[i]
-        new = self.rng.choice((arg[:-1], arg + arg[-1:], arg.upper(), "", "__class__",
-                               "__reduce__", "_tree", "n_features_in_", "dtype", "shape",
-                               "\udcff", arg + "\x00"))
-        self.s.ops[i] = (name, new)
-        self.s.log.append(f"string {name}")
+        choices = ("", "__class__", "__reduce__", "_tree", "n_features_in_", "dtype", "shape",
+                   "\udcff")
+        self._replace_arg(
+            lambda n, a: isinstance(a, str),
+            lambda n, a: (n, self.rng.choice((a[:-1], a + a[-1:], a.upper(), a + "\x00",
+                                              *choices))),
+            "string")
 
     def op_bytes(self) -> None:
-        i = self._pick(lambda n, a: isinstance(a, (bytes, bytearray)))
-        if i is None:
-            return
-        name, arg = self.s.ops[i]
-        self.s.ops[i] = (name, _edit_bytes(bytes(arg), self.rng))
-        self.s.log.append(f"bytes {name}")
+        self._replace_arg(lambda n, a: isinstance(a, (bytes, bytearray)),
+                          lambda n, a: (n, _edit_bytes(bytes(a), self.rng)), "bytes")
 
     def op_float(self) -> None:
-        i = self._pick(lambda n, a: isinstance(a, float))
-        if i is None:
-            return
-        name, _ = self.s.ops[i]
-        self.s.ops[i] = (name, self.rng.choice((float("nan"), float("inf"), -0.0, 1e308, -1.0)))
-        self.s.log.append("float")
+        specials = (float("nan"), float("inf"), -0.0, 1e308, -1.0)
+        self._replace_arg(lambda n, a: isinstance(a, float),
+                          lambda n, a: (n, self.rng.choice(specials)), "float")
 
     def op_structure(self) -> None:
         ops, rng = self.s.ops, self.rng

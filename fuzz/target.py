@@ -23,6 +23,7 @@ a Python exception is not (the model is nonsense, and says so).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -30,6 +31,7 @@ import resource
 import signal
 import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -162,96 +164,89 @@ def outcome(exc: BaseException | None) -> str:
 # with the default structure check it may load what loads refuses for damaged data
 # bytes, but must still raise nothing but SkjarError and do nothing forbidden.
 _FILE_MAX = 4 << 20
-_file: str | None = None
+_folder: str | None = None
 
 
-def _as_file(data: bytes) -> str:
-    global _file
-    if _file is None:
-        import atexit
-        import tempfile
-
-        handle, _file = tempfile.mkstemp(suffix=".skjar")
-        os.close(handle)
-        atexit.register(os.unlink, _file)
-    with open(_file, "wb") as f:
-        f.write(data)
-    return _file
-
-
-def check(data: bytes, exercise: bool = False) -> str:
-    """Load ``data``; raise ``Finding`` if the contract is broken, else describe the outcome."""
-    global _active, _phase
-    install_guard()
-    del _events[:]
-    obj: Any = None
-    result = "ok"
-    path = _as_file(data) if len(data) <= _FILE_MAX else None
-    _active = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                obj = skjar.loads(data)
-            except SkjarError as exc:
-                result = outcome(exc)
-            except Exception as exc:  # the contract: only SkjarError may escape
-                raise Finding(f"loads raised {type(exc).__name__}: {exc!s:.300}") from exc
-            if path is not None:
-                try:
-                    skjar.load(path)
-                    from_file = "ok"
-                except SkjarError as exc:
-                    from_file = outcome(exc)
-                except Exception as exc:
-                    raise Finding(f"load(path) raised {type(exc).__name__}: {exc!s:.300}") from exc
-                if from_file.split(":")[0] != result.split(":")[0]:
-                    raise Finding(f"loads gave {result!r:.200}, load(path) {from_file!r:.200}")
-                for verify in ("full", "structure"):
-                    try:
-                        skjar.load(path, mmap=True, verify=verify)
-                        mapped = "ok"
-                    except SkjarError as exc:
-                        mapped = outcome(exc)
-                    except Exception as exc:
-                        raise Finding(
-                            f"load(path, mmap=True, verify={verify!r}) raised "
-                            f"{type(exc).__name__}: {exc!s:.300}"
-                        ) from exc
-                    if verify == "full" and mapped.split(":")[0] != result.split(":")[0]:
-                        raise Finding(f"loads gave {result!r:.200}, mapped {mapped!r:.200}")
-            if _events:
-                raise Finding(f"forbidden action while loading: {_events[:3]}")
-            if obj is not None and exercise:
-                _phase = "use"
-                use(obj)
-            if _events:
-                raise Finding(f"forbidden action while using the loaded object: {_events[:3]}")
-    finally:
-        _active, _phase = False, "load"
-    return result
-
-
-# -- the converter's property -------------------------------------------------------------
-_legacy_file: str | None = None
-
-
-def _as_legacy_file(data: bytes) -> str:
-    """``data`` in a file of its own folder (old joblib files name sidecars beside them)."""
-    global _legacy_file
-    if _legacy_file is None:
+def _as_file(data: bytes, name: str) -> str:
+    """``data`` written to ``name`` in this process's own folder (an old joblib file names
+    sidecar files beside it: nothing else is there)."""
+    global _folder
+    if _folder is None:
         import atexit
         import shutil
         import tempfile
 
-        folder = tempfile.mkdtemp(prefix="skjar-fuzz-legacy-")
-        atexit.register(shutil.rmtree, folder, True)
-        _legacy_file = os.path.join(folder, "input.pkl")
-    with open(_legacy_file, "wb") as f:
+        _folder = tempfile.mkdtemp(prefix="skjar-fuzz-")
+        atexit.register(shutil.rmtree, _folder, True)
+    path = os.path.join(_folder, name)
+    with open(path, "wb") as f:
         f.write(data)
-    return _legacy_file
+    return path
 
 
+def _attempt(what: str, fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, str]:
+    """``fn(...)``'s result and "ok", or ``None`` and the ``SkjarError``'s outcome; any other
+    exception breaks the contract (only a ``SkjarError`` may escape)."""
+    try:
+        return fn(*args, **kwargs), "ok"
+    except SkjarError as exc:
+        return None, outcome(exc)
+    except Exception as exc:
+        raise Finding(f"{what} raised {type(exc).__name__}: {exc!s:.300}") from exc
+
+
+def _same_kind(a: str, b: str) -> bool:
+    return a.split(":")[0] == b.split(":")[0]
+
+
+def _no_events(during: str) -> None:
+    if _events:
+        raise Finding(f"forbidden action while {during}: {_events[:3]}")
+
+
+@contextlib.contextmanager
+def _watched() -> Iterator[None]:
+    """The audit hook on (events cleared), warnings off, for one input."""
+    global _active, _phase
+    install_guard()
+    del _events[:]
+    _active = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        _active, _phase = False, "load"
+
+
+def _use_watched(obj: Any, exercise: bool, what: str) -> None:
+    global _phase
+    if obj is not None and exercise:
+        _phase = "use"
+        use(obj)
+    _no_events(f"using the {what} object")
+
+
+def check(data: bytes, exercise: bool = False) -> str:
+    """Load ``data``; raise ``Finding`` if the contract is broken, else describe the outcome."""
+    path = _as_file(data, "input.skjar") if len(data) <= _FILE_MAX else None
+    with _watched():
+        obj, result = _attempt("loads", skjar.loads, data)
+        if path is not None:
+            _, from_file = _attempt("load(path)", skjar.load, path)
+            if not _same_kind(from_file, result):
+                raise Finding(f"loads gave {result!r:.200}, load(path) {from_file!r:.200}")
+            for verify in ("full", "structure"):
+                _, mapped = _attempt(f"load(path, mmap=True, verify={verify!r})", skjar.load,
+                                     path, mmap=True, verify=verify)
+                if verify == "full" and not _same_kind(mapped, result):
+                    raise Finding(f"loads gave {result!r:.200}, mapped {mapped!r:.200}")
+        _no_events("loading")
+        _use_watched(obj, exercise, "loaded")
+    return result
+
+
+# -- the converter's property -------------------------------------------------------------
 def check_convert(data: bytes, exercise: bool = False) -> str:
     """Read ``data`` as a legacy pickle or joblib file; raise ``Finding`` on a broken contract.
 
@@ -262,63 +257,51 @@ def check_convert(data: bytes, exercise: bool = False) -> str:
     what it writes, ``skjar.loads`` takes (``convert`` never writes a jar that
     does not load).
     """
-    global _active, _phase
     from skjar.legacy import load_legacy
 
-    install_guard()
-    del _events[:]
-    obj: Any = None
-    result = "ok"
-    path = _as_legacy_file(data) if len(data) <= _FILE_MAX else None
-    _active = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                obj = load_legacy(io.BytesIO(data))
-            except SkjarError as exc:
-                result = outcome(exc)
-            except Exception as exc:
-                raise Finding(f"load_legacy raised {type(exc).__name__}: {exc!s:.300}") from exc
-            if path is not None:
+    path = _as_file(data, "input.pkl") if len(data) <= _FILE_MAX else None
+    with _watched():
+        obj, result = _attempt("load_legacy", load_legacy, io.BytesIO(data))
+        if path is not None:
+            _, from_file = _attempt("load_legacy(path)", load_legacy, path)
+            if not _same_kind(from_file, result):
+                raise Finding(f"from bytes {result!r:.200}, from a path {from_file!r:.200}")
+        _no_events("converting")
+        if obj is not None:
+            jar, dumped = _attempt("dumps of the converted object", skjar.dumps, obj)
+            if jar is None:
+                result = "dump refused: " + dumped
+            else:
                 try:
-                    load_legacy(path)
-                    from_file = "ok"
-                except SkjarError as exc:
-                    from_file = outcome(exc)
+                    skjar.loads(jar)
                 except Exception as exc:
                     raise Finding(
-                        f"load_legacy(path) raised {type(exc).__name__}: {exc!s:.300}") from exc
-                if from_file.split(":")[0] != result.split(":")[0]:
-                    raise Finding(f"from bytes {result!r:.200}, from a path {from_file!r:.200}")
-            if _events:
-                raise Finding(f"forbidden action while converting: {_events[:3]}")
-            if obj is not None:
-                try:
-                    jar = skjar.dumps(obj)
-                except SkjarError as exc:
-                    result = "dump refused: " + outcome(exc)
-                except Exception as exc:
-                    raise Finding(
-                        f"dumps of the converted object raised {type(exc).__name__}: "
-                        f"{exc!s:.300}") from exc
-                else:
-                    try:
-                        skjar.loads(jar)
-                    except Exception as exc:
-                        raise Finding(
-                            f"the converted object dumps, but its jar does not load: "
-                            f"{type(exc).__name__}: {exc!s:.300}") from exc
-            if _events:
-                raise Finding(f"forbidden action while saving the converted object: {_events[:3]}")
-            if obj is not None and exercise:
-                _phase = "use"
-                use(obj)
-            if _events:
-                raise Finding(f"forbidden action while using the converted object: {_events[:3]}")
-    finally:
-        _active, _phase = False, "load"
+                        f"the converted object dumps, but its jar does not load: "
+                        f"{type(exc).__name__}: {exc!s:.300}") from exc
+        _no_events("saving the converted object")
+        _use_watched(obj, exercise, "converted")
     return result
+
+
+# -- memory ------------------------------------------------------------------------------
+# Decompression may expand a section (within the ratio caps), and a loaded or converted
+# model holds copies of its arrays (and the jar a converted one dumps to): anything far
+# beyond the input is an allocation the file's own size did not pay for.
+MEMORY_SLACK = 32 << 20
+MEMORY_FACTOR = 300
+
+
+def memory_peak(check: Any, data: bytes) -> int:
+    """Peak bytes Python allocates while ``check(data)`` runs, imports and caches warm."""
+    import tracemalloc
+
+    check(data)  # warm-up, outside the measurement
+    tracemalloc.start()
+    try:
+        check(data)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 # -- using a loaded object ---------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import random
-import tracemalloc
 import warnings
 
 import pickle_mutator
@@ -85,12 +84,6 @@ def test_byte_edits(name: str, rnd: int) -> None:
     target.check_convert(pickle_mutator.byte_mutate(SEEDS[name], random.Random(rnd)))
 
 
-# A converted model holds copies of its arrays (and the jar it dumps to); anything far
-# beyond the input is an allocation the file's own size did not pay for.
-MEMORY_SLACK = 32 << 20
-MEMORY_FACTOR = 300
-
-
 @settings(CI_SETTINGS, max_examples=100)
 @given(
     name=st.sampled_from(NAMES),
@@ -99,11 +92,5 @@ MEMORY_FACTOR = 300
 )
 def test_memory_is_bounded_by_the_input(name: str, rnd: int, edits: int) -> None:
     data = _mutant(name, rnd, edits)
-    target.check_convert(data)  # imports and caches warm, outside the measurement
-    tracemalloc.start()
-    try:
-        target.check_convert(data)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak <= MEMORY_SLACK + MEMORY_FACTOR * len(data), (peak, len(data))
+    peak = target.memory_peak(target.check_convert, data)
+    assert peak <= target.MEMORY_SLACK + target.MEMORY_FACTOR * len(data), (peak, len(data))

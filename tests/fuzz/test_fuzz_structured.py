@@ -11,7 +11,6 @@ The coverage-guided version of the same search is ``python fuzz/run.py``.
 from __future__ import annotations
 
 import random
-import tracemalloc
 import warnings
 
 import mutator
@@ -94,13 +93,6 @@ def test_raw_edits_with_repaired_digests(name: str, rnd: int, raw: bool) -> None
     target.check(data)
 
 
-# Decompression may legitimately expand a section (within the ratio caps), and
-# a loaded model holds copies of its arrays; anything far beyond the input is a
-# bomb that got through.
-MEMORY_SLACK = 32 << 20
-MEMORY_FACTOR = 300
-
-
 @settings(CI_SETTINGS, max_examples=100)
 @given(
     name=st.sampled_from(NAMES),
@@ -109,11 +101,5 @@ MEMORY_FACTOR = 300
 )
 def test_memory_is_bounded_by_the_input(name: str, rnd: int, edits: int) -> None:
     data = _mutant(name, rnd, edits)
-    target.check(data)  # imports and caches warm, outside the measurement
-    tracemalloc.start()
-    try:
-        target.check(data)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak <= MEMORY_SLACK + MEMORY_FACTOR * len(data), (peak, len(data))
+    peak = target.memory_peak(target.check, data)
+    assert peak <= target.MEMORY_SLACK + target.MEMORY_FACTOR * len(data), (peak, len(data))

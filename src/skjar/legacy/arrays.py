@@ -275,11 +275,8 @@ def ndarray_from_state(state: Any, what: str = "numpy array") -> np.ndarray:
     if dtype.byteorder == _SWAPPED:
         # As numpy's __setstate__ does: a non-native array comes back native, its
         # bytes swapped (a record dtype has no byte order of its own: kept as it is).
-        return array.byteswap(inplace=True).view(dtype.newbyteorder("="))
+        return native_byte_order(array)
     return array
-
-
-_SWAPPED = ">" if sys.byteorder == "little" else "<"
 
 
 def scalar_from_bytes(dtype: Any, data: Any) -> Any:
@@ -303,14 +300,17 @@ def scalar_from_bytes(dtype: Any, data: Any) -> Any:
     return np.frombuffer(raw, dtype=dtype, count=1)[0]
 
 
+_SWAPPED = ">" if sys.byteorder == "little" else "<"
+
+
 def native_byte_order(array: np.ndarray) -> np.ndarray:
-    """What joblib's loader does by default: swap non-native byte orders to native."""
+    """What joblib's loader does by default: swap non-native byte orders to native (a
+    record array's too, when all its fields are swapped)."""
     dtype = array.dtype
-    other = ">" if sys.byteorder == "little" else "<"
-    swapped = dtype.byteorder == other or (
+    swapped = dtype.byteorder == _SWAPPED or (
         dtype.byteorder == "|"
         and dtype.fields
-        and all(f[0].byteorder == other for f in dtype.fields.values())
+        and all(f[0].byteorder == _SWAPPED for f in dtype.fields.values())
     )
     if not swapped:
         return array
