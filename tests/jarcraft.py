@@ -405,6 +405,15 @@ def decode(data: bytes | bytearray | memoryview) -> Jar:
     buffers = []
     for length, size, codec, *members in layout["buffers"]:
         pos = align(pos)
+        if members and isinstance(members[0], dict):  # chunks compressed apart (format 1.3)
+            chunk, at, out = members[0]["chunk"], pos, []
+            for k, n in enumerate(members[0]["lengths"]):
+                out.append(_decompress(data[at : at + n], codec, min(chunk, size - k * chunk)))
+                at += n
+            assert at == pos + length, "the chunks do not fill the section"
+            buffers.append(b"".join(out))
+            pos += length
+            continue
         section = _decompress(data[pos : pos + length], codec, size)
         pos += length
         if not members:

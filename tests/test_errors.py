@@ -488,7 +488,7 @@ def test_trailing_bytes_are_refused_from_a_stream(jar: bytes) -> None:
         load_quietly(stream)
 
 
-@pytest.mark.parametrize("version", [(1, 3), (1, 99), (2, 0), (0, 9), (65535, 0)])
+@pytest.mark.parametrize("version", [(1, 4), (1, 99), (2, 0), (0, 9), (65535, 0)])
 def test_other_format_versions_are_refused(jar: bytes, version: tuple[int, int]) -> None:
     crafted = jarcraft.decode(jar)
     crafted.version = version
@@ -501,14 +501,19 @@ def test_other_format_versions_are_refused(jar: bytes, version: tuple[int, int])
 
 
 def test_the_current_format_version_loads(jar: bytes, model: Any) -> None:
-    """A jar is stamped with the oldest version that holds it: 1.1 without packs."""
+    """A jar is stamped with the oldest version that holds it: 1.1 without packs, 1.2 with
+    one, 1.3 with a chunked section."""
     crafted = jarcraft.decode(jar)
     assert crafted.version == spec.WITHOUT_PACKS
     assert jarcraft.encode(crafted) == jar  # the helper re-encodes faithfully
     assert skjar.inspect(jar).format_version == "1.1"
     packed = skjar.dumps([np.zeros(100), np.ones(100)], compress="zstd")  # two buffers, one pack
-    assert skjar.inspect(packed).format_version == f"{spec.FORMAT_MAJOR}.{spec.FORMAT_MINOR}"
+    assert skjar.inspect(packed).format_version == "1.2"
     assert any(len(entry) == 4 for entry in jarcraft.decode(packed).header["layout"]["buffers"])
+    chunked = skjar.dumps([np.zeros(100), np.ones(100), np.zeros(1 << 20)], compress="zstd")
+    assert skjar.inspect(chunked).format_version == f"{spec.FORMAT_MAJOR}.{spec.FORMAT_MINOR}"
+    entries = jarcraft.decode(chunked).header["layout"]["buffers"]
+    assert [type(entry[3]) for entry in entries] == [list, dict]
 
 
 # -- dump: unsupported objects ------------------------------------------------------------

@@ -372,6 +372,26 @@ def test_prefault_maps_pages_without_changing_bytes() -> None:
 
 
 @needs_speedups
+def test_discard_gives_back_only_the_whole_pages_inside() -> None:
+    """A decompressed chunk's stored bytes are discarded: the pages entirely inside it read
+    back as zeros (anonymous memory), the bytes of partial pages at its ends are kept."""
+    import mmap as _mmap
+
+    page = _mmap.PAGESIZE
+    memory = _mmap.mmap(-1, 8 * page, flags=_mmap.MAP_PRIVATE | _mmap.MAP_ANONYMOUS)  # as the reader's
+    data = np.frombuffer(memory, dtype=np.uint8)
+    data[:] = 0xAB
+    start, end = page // 2, 5 * page + 100  # whole pages 1-4 inside
+    assert speedups.discard(data[start:end]) is None
+    if os.uname().sysname == "Linux":
+        assert not data[page : 5 * page].any()
+        assert (data[: page] == 0xAB).all() and (data[5 * page :] == 0xAB).all()
+    speedups.discard(data[10:20])  # no whole page inside: nothing happens
+    assert (data[:page] == 0xAB).all()
+    speedups.discard(b"read-only bytes are fine too: nothing inside a page")
+
+
+@needs_speedups
 def test_start_writeback_is_a_hint_that_never_raises(tmp_path: Any) -> None:
     with open(tmp_path / "f", "wb") as f:
         f.write(b"x" * 10_000)

@@ -736,8 +736,9 @@ skjar_read_head(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *offset = PyLong_FromSsize_t(spans[2 * i]);
         PyObject *length = PyLong_FromSsize_t(spans[2 * i + 1]);
-        /* As tuple.__new__(section, items) makes it. */
-        PyObject *one = offset && length ? section->tp_alloc(section, 5) : NULL;
+        /* As tuple.__new__(section, items) makes it: header.Section's seven fields, of a
+         * plain section (no pack members, no chunks). */
+        PyObject *one = offset && length ? section->tp_alloc(section, 7) : NULL;
         if (one == NULL) {
             Py_XDECREF(offset);
             Py_XDECREF(length);
@@ -748,6 +749,12 @@ skjar_read_head(PyObject *self, PyObject *args)
         PyTuple_SET_ITEM(one, 2, Py_NewRef(none));
         PyTuple_SET_ITEM(one, 3, length);
         PyTuple_SET_ITEM(one, 4, Py_NewRef(empty));
+        PyTuple_SET_ITEM(one, 5, PyLong_FromLong(0));
+        PyTuple_SET_ITEM(one, 6, Py_NewRef(empty));
+        if (PyTuple_GET_ITEM(one, 5) == NULL) {
+            Py_DECREF(one);
+            goto done;
+        }
         PyTuple_SET_ITEM(sections, i, one);
     }
     PyObject *buffers = PyTuple_GetSlice(sections, 1, count);

@@ -1168,6 +1168,27 @@ prefault(PyObject *self, PyObject *args)
     return PyBool_FromLong(done);
 }
 
+/* discard(buffer) -> None
+ *
+ * Give the whole pages inside a buffer back to the kernel (release_pages): a chunk of a
+ * compressed section once it is decompressed, whose stored bytes are read exactly once
+ * (a 541 MB zstd section need not stay in memory beside the 587 MB it decompresses to).
+ * The caller's memory is its own copy or a copy-on-write file mapping; a page handed
+ * back reads as zeros or as the file again.
+ */
+static PyObject *
+discard(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*", &view))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    release_pages((const char *)view.buf, (const char *)view.buf + view.len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
 /* start_writeback(fd, offset, nbytes) -> bool
  *
  * Ask the kernel to start writing a just-written range of a file to disk now
@@ -1256,6 +1277,7 @@ static PyMethodDef methods[] = {
     {"strdict", strdict, METH_VARARGS,
      "strdict(text, count, values, itemsize, is_signed, release) -> dict | None | str"},
     {"prefault", prefault, METH_VARARGS, "prefault(buffer) -> bool"},
+    {"discard", discard, METH_VARARGS, "discard(buffer) -> None"},
     {"start_writeback", start_writeback, METH_VARARGS,
      "start_writeback(fd, offset, nbytes) -> bool"},
     {"address", address, METH_VARARGS, "address(buffer) -> int"},
@@ -1284,7 +1306,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 22
+#define SKJAR_SPEEDUPS_API 23
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

@@ -5,14 +5,14 @@ version's files keep loading, forever, to the values recorded next to them in
 ``expected.json``. So this script refuses to overwrite an existing folder; run it
 only when the format version changes (a new folder appears beside the old ones)::
 
-    python tests/golden/make_golden.py            # writes tests/golden/v1.2/ if absent
+    python tests/golden/make_golden.py            # writes tests/golden/v1.3/ if absent
     python tests/golden/make_golden.py --force    # rewrite (only before a version ships)
     python tests/golden/make_golden.py --writer   # new writer reference, same format version
 
 A jar is stamped with the oldest version that can hold it (docs/format.md 2.1), so a
 version's folder holds the files that use what it added: 1.0 and 1.1 plain files,
 1.2 compressed ones (packs, which only compressed files have), written ``name-zstd``
-and ``name-lz4``. A file that the writer stamps with an older version is not kept
+and ``name-lz4``, 1.3 compressed ones with arrays larger than a chunk. A file that the writer stamps with an older version is not kept
 there (``logreg-zstd.skjar``: its one small array makes no pack).
 
 A writer may improve how it encodes a value without changing the format (the
@@ -29,6 +29,9 @@ The files:
   depend on the estimators' library version).
 - ``logreg[-codec].skjar``: a LogisticRegression fitted on iris.
 - ``tree[-codec].skjar``: a depth-3 DecisionTreeClassifier fitted on iris.
+- ``chunked-<codec>.skjar`` (1.3): :func:`chunked_value`, arrays stored in chunks.
+- ``knn-<codec>.skjar`` (1.3): a brute-force KNeighborsClassifier fitted on iris repeated
+  900 times.
 """
 
 from __future__ import annotations
@@ -96,8 +99,45 @@ def _models() -> dict[str, Any]:
     }
 
 
+def chunked_value() -> dict[str, Any]:
+    """The deterministic object stored in ``chunked-<codec>.skjar`` (1.3): arrays larger
+    than the writer's 4 MiB chunk, and small ones that make a pack (never change it)."""
+    return {
+        "floats": np.tile(np.linspace(0.0, 1.0, 4096), 160),  # 5 MiB: two chunks
+        "ints": np.tile(np.arange(1000, dtype=np.int32), 3000).reshape(1000, 3000),  # 12 MB
+        "fortran": np.asfortranarray(np.tile(np.arange(1000.0), 600).reshape(600, 1000)),
+        "small": [np.arange(100, dtype=np.int16), np.ones(300, dtype=np.float32)],
+        "text": "chunked",
+    }
+
+
+def _chunked_models() -> dict[str, Any]:
+    """A model whose training data is larger than a chunk: iris repeated 900 times (brute
+    force: a KD tree's index array would not compress)."""
+    from sklearn.datasets import load_iris
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = load_iris(return_X_y=True)
+    knn = KNeighborsClassifier(3, algorithm="brute")
+    return {"knn": knn.fit(np.tile(X, (900, 1)), np.tile(y, 900))}
+
+
 # What each version's folder holds: (file suffix, compress=) pairs.
-VARIANTS = {(1, 0): [("", None)], (1, 1): [("", None)], (1, 2): [("-zstd", "zstd"), ("-lz4", "lz4")]}
+VARIANTS = {
+    (1, 0): [("", None)],
+    (1, 1): [("", None)],
+    (1, 2): [("-zstd", "zstd"), ("-lz4", "lz4")],
+    (1, 3): [("-zstd", "zstd"), ("-lz4", "lz4")],
+}
+# The values that are not models, by file name: compared whole by tests/test_format.py.
+VALUES = {"builtins": builtins_value, "chunked": chunked_value}
+
+
+def _values(version: tuple[int, int]) -> dict[str, Any]:
+    """What a version's folder stores: from 1.3 on, what uses chunks."""
+    if version >= (1, 3):
+        return {"chunked": chunked_value(), **_chunked_models()}
+    return {"builtins": builtins_value(), **_models()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,14 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     X, _ = load_iris(return_X_y=True)
     expected: dict[str, Any] = {}
     for suffix, compress in VARIANTS[(FORMAT_MAJOR, FORMAT_MINOR)]:
-        for name, value in {"builtins": builtins_value(), **_models()}.items():
+        for name, value in _values((FORMAT_MAJOR, FORMAT_MINOR)).items():
             path = folder / f"{name}{suffix}.skjar"
-            metadata = {} if name == "builtins" else {"golden": path.name}
+            metadata = {} if name in VALUES else {"golden": path.name}
             skjar.dump(value, path, compress=compress, metadata=metadata)
             if skjar.inspect(path).format_version != version:
                 print(f"{path.name}: stamped with an older version, not kept")
                 path.unlink()
-            elif name != "builtins":
+            elif name not in VALUES:
                 expected[path.name] = {
                     "type": f"{type(value).__module__}.{type(value).__qualname__}",
                     "predict": value.predict(X).tolist(),

@@ -116,6 +116,11 @@ DEFENCES: dict[str, tuple[type[BaseException], str]] = {
         "packs buffers of \\d+ bytes into|malformed member list|member size of buffer entry"
         "|is a pack but not compressed|padding inside the pack|malformed buffer entry",
     ),
+    "chunks cover the section exactly": (
+        skjar.CorruptFileError,
+        "chunk size must be|chunks' lengths add up|must be at least 2 and the number of chunk"
+        "|chunk \\d+'s length must be|malformed chunk table|is chunked but not compressed",
+    ),
     "decompression ratio cap": (skjar.CorruptFileError, "more than \\w+ can produce"),
     "codec framing must match the header": (
         skjar.CorruptFileError,

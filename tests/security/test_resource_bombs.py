@@ -348,6 +348,80 @@ def test_packs_cannot_claim_what_they_do_not_hold(case: str, refused: Any) -> No
     quickly(refused, lambda: skjar.inspect(data), defence)
 
 
+CHUNKS = "chunks cover the section exactly"
+CODEC = "codec framing must match the header"
+
+
+def _chunked(
+    edit: Callable[[list[Any]], None], version: tuple[int, int] | None = None, codec: str = "zstd"
+) -> bytes:
+    """A jar whose one chunked entry (5 MB in two chunks, format 1.3) is edited; digests
+    recomputed."""
+    value = np.tile(np.arange(1000.0), 655)  # 5,240,000 bytes: chunks of 4 MiB and 1 MB
+    data = skjar.dumps(value, compress=codec)
+    header_length = struct.unpack_from("<Q", data, 16)[0]
+    header = json.loads(data[24 : 24 + header_length])
+    (entry,) = [e for e in header["layout"]["buffers"] if len(e) == 4]
+    assert len(entry[3]["lengths"]) == 2
+    edit(entry)
+    stored = jarcraft.stored_sections(data)
+    return jarcraft.assemble(header, stored, version=version or (1, 3))
+
+
+def _lengths(edit: Callable[[list[int]], None]) -> Callable[[list[Any]], None]:
+    return lambda e: edit(e[3]["lengths"])
+
+
+def _rechunk(chunk: Any) -> Callable[[list[Any]], None]:
+    return lambda e: e[3].__setitem__("chunk", chunk)
+
+
+CHUNKED: dict[str, tuple[bytes, str]] = {
+    "a chunk size below the minimum": (_chunked(_rechunk(1024)), CHUNKS),
+    "a chunk size not a multiple of 64": (_chunked(_rechunk((3 << 20) + 1)), CHUNKS),
+    "a chunk size that is a float": (_chunked(_rechunk(4194304.0)), CHUNKS),
+    "one chunk for the whole section": (_chunked(_rechunk(8 << 20)), CHUNKS),
+    "a chunk size that leaves a chunk unlisted": (_chunked(_rechunk(2 << 20)), CHUNKS),
+    "a chunk length missing": (_chunked(_lengths(lambda n: n.pop())), CHUNKS),
+    "an extra chunk length": (_chunked(_lengths(lambda n: n.append(1))), CHUNKS),
+    "a zero chunk length": (
+        _chunked(_lengths(lambda n: (n.__setitem__(1, n[1] + n[0]), n.__setitem__(0, 0)))), CHUNKS),
+    "a negative chunk length": (_chunked(_lengths(lambda n: n.__setitem__(0, -n[0]))), CHUNKS),
+    "a boolean chunk length": (_chunked(_lengths(lambda n: n.__setitem__(0, True))), CHUNKS),
+    "chunk lengths that do not add up": (
+        _chunked(_lengths(lambda n: n.__setitem__(0, n[0] + 64))), CHUNKS),
+    "a chunk table without lengths": (_chunked(lambda e: e[3].pop("lengths")), CHUNKS),
+    "a chunk table that is a list of dicts": (
+        _chunked(lambda e: e.__setitem__(3, [e[3], e[3]])), PACK),
+    "an uncompressed chunked section": (_chunked(lambda e: e.__setitem__(2, "none")), LAYOUT),
+    "chunks in a version 1.2 file": (_chunked(lambda e: None, version=(1, 2)), PACK),
+    # a bomb through the chunk table: the section and its chunk size both 2**40
+    "a chunk that claims 2**40 bytes": (
+        _chunked(lambda e: (e.__setitem__(1, 2**40 + 2**20), e[3].__setitem__("chunk", 2**40))),
+        RATIO),
+    # well-formed tables that lie about where the frames are: each chunk's frame is
+    # checked against its share of the section before anything is allocated
+    "the chunks' lengths swapped": (_chunked(_lengths(lambda n: n.reverse())), CODEC),
+    "a chunk size that moves the cut": (_chunked(_rechunk(3 << 20)), CODEC),
+    "lz4: a chunk size that moves the cut": (_chunked(_rechunk(3 << 20), codec="lz4"), CODEC),
+    # (lz4 packs this array near its 255x limit: the short chunk now claims too much)
+    "lz4: the chunks' lengths swapped": (
+        _chunked(_lengths(lambda n: n.reverse()), codec="lz4"), RATIO),
+}
+
+
+@pytest.mark.parametrize("case", list(CHUNKED))
+def test_chunks_cannot_claim_what_they_do_not_hold(case: str, refused: Any) -> None:
+    """A chunked section (format 1.3) lists its chunk size and each chunk's stored length:
+    they must cut the section into exactly the chunks listed, each within the ratio cap,
+    all checked from the header; each chunk's codec framing must then agree with its
+    share, before anything is allocated."""
+    data, defence = CHUNKED[case]
+    quickly(refused, lambda: skjar.loads(data), defence)
+    if defence != CODEC:  # the header alone says so
+        quickly(refused, lambda: skjar.inspect(data), defence)
+
+
 def test_buffers_are_used_exactly_once(refused: Any) -> None:
     arr = Ext(nodes.NDARRAY, ["<f8", [20], False, 0])
     buf = np.arange(20.0).tobytes()

@@ -14,7 +14,6 @@ from ..errors import CorruptFileError, InvalidArgumentError, ReadError
 from .spec import MAX_RATIO, RATIO_SLACK
 
 DEFAULT_LEVELS = {"zstd": 3, "lz4": 0}
-MT_THRESHOLD = 4 << 20
 LEVEL_RANGES = {"zstd": (-7, 22), "lz4": (0, 16)}
 # Below this much work in all, sections are (de)compressed one after another: a thread
 # pool costs ~0.2-0.5 ms to start (mlp, 2.4 MB of zstd: no gain).
@@ -113,21 +112,15 @@ class Compressor:
         self._module = _require(codec)
         self._local = threading.local()  # a context serves one thread at a time
 
-    def threads_itself(self, nbytes: int) -> bool:
-        """Whether a section this large is compressed on every core by the codec itself."""
-        return self.codec == "zstd" and nbytes >= MT_THRESHOLD
-
     def compress(self, data: memoryview) -> bytes:
         """``data`` compressed; the result carries no size prefix."""
         if self.codec == "zstd":
-            # Large sections use every core; zstd's multi-threaded output is one frame
-            # with the content size, decodable like any other.
-            threads = -1 if self.threads_itself(data.nbytes) else 0
-            contexts = self._local.__dict__.setdefault("contexts", {})
-            cctx = contexts.get(threads)
+            # One thread per call: large buffers are compressed in chunks side by side
+            # (writer.CHUNK), each chunk one frame with its content size.
+            cctx = getattr(self._local, "zstd", None)
             if cctx is None:
-                cctx = contexts[threads] = self._module.ZstdCompressor(
-                    level=self.level, write_content_size=True, threads=threads
+                cctx = self._local.zstd = self._module.ZstdCompressor(
+                    level=self.level, write_content_size=True
                 )
             return bytes(cctx.compress(data))
         mode = "high_compression" if self.level > 0 else "default"

@@ -9,7 +9,17 @@ from typing import Any, NamedTuple
 from .. import _compiled
 from ..errors import CorruptFileError
 from .compression import check_ratio
-from .spec import CODECS, MAX_BUFFERS, PACKS_SINCE, PREAMBLE_SIZE, TRAILER_SIZE, align
+from .spec import (
+    ALIGNMENT,
+    CHUNKS_SINCE,
+    CODECS,
+    MAX_BUFFERS,
+    MIN_CHUNK,
+    PACKS_SINCE,
+    PREAMBLE_SIZE,
+    TRAILER_SIZE,
+    align,
+)
 
 USES = ("object", "value", "call")
 
@@ -25,6 +35,24 @@ class Section(NamedTuple):
     codec: str
     size: int
     members: tuple[int, ...] = ()  # a pack's buffer sizes (format 1.2); () for one buffer
+    chunk: int = 0  # a chunked section's chunk size (format 1.3), else 0
+    chunks: tuple[int, ...] = ()  # and each chunk's stored length, in order
+
+    def pieces(self) -> list[tuple[int, int, int, int]]:
+        """(offset, length, start, size) of each independently compressed piece: where its
+        stored bytes lie from the section's start, and where its decoded bytes go.
+
+        >>> Section(0, 30, "zstd", 150_000, chunk=65_536, chunks=(10, 12, 8)).pieces()
+        [(0, 10, 0, 65536), (10, 12, 65536, 65536), (22, 8, 131072, 18928)]
+        """
+        if not self.chunks:
+            return [(0, self.length, 0, self.size)]
+        out, at = [], 0
+        for k, length in enumerate(self.chunks):
+            start = k * self.chunk
+            out.append((at, length, start, min(self.chunk, self.size - start)))
+            at += length
+        return out
 
     @property
     def buffer_count(self) -> int:
@@ -205,11 +233,45 @@ def _pack(section: Section, members: Any, what: int) -> Section:
     return section._replace(members=tuple(members))
 
 
+def _chunked(section: Section, table: Any, what: int) -> Section:
+    """A chunked entry's fourth item (format 1.3): the section's chunk size and the stored
+    length of each chunk, which must cover the section exactly."""
+    name = f"header: buffer entry {what}"
+    if type(table) is not dict:
+        raise CorruptFileError(f"{name} has a malformed chunk table")
+    chunk, lengths = table.get("chunk"), table.get("lengths")
+    if section.codec == "none":
+        raise CorruptFileError(f"{name} is chunked but not compressed")
+    if type(chunk) is not int or chunk < MIN_CHUNK or chunk % ALIGNMENT:
+        raise CorruptFileError(
+            f"{name}: a chunk size must be a multiple of {ALIGNMENT} of at least {MIN_CHUNK} "
+            f"bytes, got {chunk!r:.40}"
+        )
+    count = -(-section.size // chunk)
+    if type(lengths) is not list or count < 2 or len(lengths) != count:
+        raise CorruptFileError(
+            f"{name}: {section.size} bytes in chunks of {chunk} make {count}, which must be "
+            f"at least 2 and the number of chunk lengths listed"
+        )
+    for k, length in enumerate(lengths):
+        if type(length) is not int or length < 1:
+            raise CorruptFileError(f"{name}: chunk {k}'s length must be a positive integer")
+        check_ratio(section.codec, length, min(chunk, section.size - k * chunk),
+                    f"chunk {k} of buffer entry {what}")
+    if sum(lengths) != section.length:
+        raise CorruptFileError(
+            f"{name}: its chunks' lengths add up to {sum(lengths)}, not its {section.length} bytes"
+        )
+    return section._replace(chunk=chunk, chunks=tuple(lengths))
+
+
 def plan_layout(header_length: int, layout: Any, version: tuple[int, int]) -> Layout:
     """Where every section lies, computed from lengths alone (offsets are never stored).
 
-    A buffer entry is ``[length, size, codec]``, or from format 1.2 on a pack of
-    several buffers compressed together, ``[length, size, codec, [size, ...]]``.
+    A buffer entry is ``[length, size, codec]``; from format 1.2 on a pack of several
+    buffers compressed together, ``[length, size, codec, [size, ...]]``; from 1.3 on a
+    section in chunks compressed apart, ``[length, size, codec, {"chunk": n,
+    "lengths": [length, ...]}]``.
     """
     if type(layout) is not dict or type(layout.get("tree")) is not dict:
         raise CorruptFileError("header: malformed layout")
@@ -229,7 +291,10 @@ def plan_layout(header_length: int, layout: Any, version: tuple[int, int]) -> La
         pos = align(pos)
         section = _section(pos, entry[0], entry[1], entry[2], i)
         if len(entry) == 4:
-            section = _pack(section, entry[3], i)
+            if type(entry[3]) is dict and version >= CHUNKS_SINCE:
+                section = _chunked(section, entry[3], i)
+            else:
+                section = _pack(section, entry[3], i)
         count += section.buffer_count
         sections.append(section)
         pos += section.length

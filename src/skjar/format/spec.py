@@ -1,16 +1,21 @@
-"""Constants of the skjar file format, version 1.2 (see docs/format.md)."""
+"""Constants of the skjar file format, version 1.3 (see docs/format.md)."""
 
 from __future__ import annotations
 
 MAGIC = b"\x89SKJAR\r\n"
 END_MAGIC = b"SKJAREND"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 2
+FORMAT_MINOR = 3
 # A writer stamps the oldest version that can hold the file (as numpy's .npy writer
 # does): packs of buffers (1.2) appear only in compressed files, so an uncompressed
 # jar stays readable by 1.1 readers.
 PACKS_SINCE = (1, 2)
 WITHOUT_PACKS = (1, 1)  # the version stamped on a jar with no pack
+# Large compressed sections stored as chunks compressed apart (1.3), so that a load
+# decompresses them on every core; also only in compressed files.
+CHUNKS_SINCE = (1, 3)
+# The smallest chunk a reader accepts: it bounds a section's chunk count by its size.
+MIN_CHUNK = 64 << 10
 ALIGNMENT = 64
 
 PREAMBLE_SIZE = 24  # magic(8) + major(2) + minor(2) + flags(4) + header_length(8)
