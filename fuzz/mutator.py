@@ -159,6 +159,8 @@ class Jar:
     # Per buffer: the pack it was stored in (format 1.2), or -1. Consecutive buffers of
     # one pack id and one codec are written as one pack again.
     packs: list[int] = field(default_factory=list)
+    # Per buffer: the chunk size it is stored in chunks of (format 1.3), or 0.
+    chunks: list[int] = field(default_factory=list)
     version: tuple[int, int] = (1, 0)
     flags: int = 0
     signature: bytes = b""
@@ -195,6 +197,7 @@ def parse(data: bytes) -> Jar | None:
             (b[0], b[1], b[2]) for b in layout["buffers"]
         ]
         members = [None] + [b[3] if len(b) == 4 else None for b in layout["buffers"]]
+        chunk_sizes = []
         if len(sections) > 100_000:
             return None
         tree, buffers, codecs, packs = b"", [], [], []
@@ -203,12 +206,22 @@ def parse(data: bytes) -> Jar | None:
                 pos = align(pos)
             if pos + length > len(data) or size > 64 << 20:
                 return None
-            out = _decompress(data[pos : pos + length], codec, size)
+            sizes = members[i]
+            if isinstance(sizes, dict):  # a chunked section (1.3): chunks decoded apart
+                step, at, pieces = sizes["chunk"], pos, []
+                for k, n in enumerate(sizes["lengths"]):
+                    pieces.append(_decompress(data[at : at + n], codec, min(step, size - k * step)))
+                    at += n
+                out, sizes = b"".join(pieces), None
+                chunk_sizes.append(step)
+            else:
+                out = _decompress(data[pos : pos + length], codec, size)
+                if i:
+                    chunk_sizes += [0] * (1 if sizes is None else len(sizes))
             pos += length
             if i == 0:
                 tree = out
                 continue
-            sizes = members[i]
             parts = [out] if sizes is None else [
                 out[at : at + n] for at, n in zip(_pack_offsets(sizes), sizes)
             ]
@@ -225,6 +238,7 @@ def parse(data: bytes) -> Jar | None:
             tree_codec=sections[0][2],
             buffer_codecs=codecs,
             packs=packs,
+            chunks=chunk_sizes,
             version=(major, minor),
             flags=flags,
             signature=signature,
@@ -242,12 +256,14 @@ def _pack_offsets(sizes: list[int]) -> list[int]:
     return offsets
 
 
-def _sections(jar: Jar) -> list[tuple[bytes, str, list[int] | None]]:
-    """The jar's buffers grouped as they will be stored: (data, codec, pack member sizes)."""
+def _sections(jar: Jar) -> list[tuple[bytes, str, list[int] | None, int]]:
+    """The jar's buffers grouped as they will be stored: (data, codec, pack member sizes,
+    chunk size)."""
     n = len(jar.buffers)
     codecs = (jar.buffer_codecs + ["none"] * n)[:n]
     packs = (jar.packs + [-1] * n)[:n]
-    out: list[tuple[bytes, str, list[int] | None]] = []
+    chunks = (jar.chunks + [0] * n)[:n]
+    out: list[tuple[bytes, str, list[int] | None, int]] = []
     i = 0
     while i < n:
         j = i + 1
@@ -259,9 +275,10 @@ def _sections(jar: Jar) -> list[tuple[bytes, str, list[int] | None]]:
             joined = bytearray(_pack_offsets(sizes)[-1] + sizes[-1])
             for at, b in zip(_pack_offsets(sizes), jar.buffers[i:j]):
                 joined[at : at + len(b)] = b
-            out.append((bytes(joined), codecs[i], sizes))
+            out.append((bytes(joined), codecs[i], sizes, 0))
         else:
-            out.append((jar.buffers[i], codecs[i], None))
+            chunk = chunks[i] if 0 < chunks[i] < len(jar.buffers[i]) else 0
+            out.append((jar.buffers[i], codecs[i], None, chunk))
         i = j
     return out
 
@@ -289,9 +306,17 @@ def encode(jar: Jar, rng: random.Random | None = None) -> bytes:
     """
     stored: list[tuple[bytes, int, str]] = []
     entries: list[list[Any]] = []
-    for data, codec, sizes in [(jar.tree, jar.tree_codec, None), *_sections(jar)]:
+    for data, codec, sizes, chunk in [(jar.tree, jar.tree_codec, None, 0), *_sections(jar)]:
         if codec not in ("zstd", "lz4") or not data:
             codec = "none"
+        if chunk and codec != "none":  # chunks compressed apart (1.3)
+            pieces = [_compress(data[at : at + chunk], codec, rng)
+                      for at in range(0, len(data), chunk)]
+            packed = b"".join(pieces)
+            stored.append((packed, len(data), codec))
+            table = {"chunk": chunk, "lengths": [len(p) for p in pieces]}
+            entries.append([len(packed), len(data), codec, table])
+            continue
         packed = _compress(data, codec, rng)
         stored.append((packed, len(data), codec))
         entries.append([len(packed), len(data), codec] + ([sizes] if sizes else []))
@@ -361,7 +386,9 @@ def _apply_lie(layout: dict[str, Any], stored: list[Any], kind: str, lie: Any) -
             entry.append(lie[2])
     elif kind == "type":
         put(lie[1], lie[2])
-    elif kind == "members" and i:
+    elif kind == "chunks" and i and len(entry) == 4 and isinstance(entry[3], dict):
+        lie[1](entry[3])
+    elif kind == "members" and i and not (len(entry) == 4 and isinstance(entry[3], dict)):
         if len(entry) == 4:
             entry[3] = lie[1](entry[3])
         else:
@@ -1115,7 +1142,7 @@ class Mutator:
         i = r.randrange(len(b))
         if op == 1:
             self._align_lists()
-            del b[i], self.jar.buffer_codecs[i], self.jar.packs[i]
+            del b[i], self.jar.buffer_codecs[i], self.jar.packs[i], self.jar.chunks[i]
         elif op == 2:
             b[i] = b[i][: r.randrange(len(b[i]) + 1)]
         elif op == 3:
@@ -1231,7 +1258,7 @@ class Mutator:
     def random_lie(self) -> tuple[str, Any]:
         r = self.rng
         i = r.randrange(len(self.jar.buffers) + 1)
-        kind = r.choice(("size", "size", "codec", "extra_key", "type", "members"))
+        kind = r.choice(("size", "size", "codec", "extra_key", "type", "members", "chunks"))
         if kind == "size":
             fn = r.choice((
                 lambda s, n: s + 1, lambda s, n: max(s - 1, 0), lambda s, n: s * 2,
@@ -1251,6 +1278,16 @@ class Mutator:
                 lambda m: m + [1.5], lambda m: "m", lambda m: [m[0] // 2, m[0] - m[0] // 2],
             ))
             return ("members", (i, fn))
+        if kind == "chunks":  # a chunk table that does not cut the section as its frames do
+            edit = r.choice((
+                lambda t: t["lengths"].reverse(), lambda t: t["lengths"].pop(),
+                lambda t: t["lengths"].append(1), lambda t: t.__setitem__("chunk", t["chunk"] + 64),
+                lambda t: t.__setitem__("chunk", t["chunk"] * 2), lambda t: t.__setitem__("chunk", 1024),
+                lambda t: t["lengths"].__setitem__(0, t["lengths"][0] + 1),
+                lambda t: t["lengths"].__setitem__(0, 0), lambda t: t.__setitem__("chunk", 2**40),
+                lambda t: t.__setitem__("lengths", "1,2"), lambda t: t.pop("chunk"),
+            ))
+            return ("chunks", (i, edit))
         return ("type", (i, r.choice(("length", "size")),
                          r.choice((1.0, True, "8", None, -1, [8]))))
 
@@ -1259,6 +1296,7 @@ class Mutator:
         n = len(self.jar.buffers)
         self.jar.buffer_codecs = (self.jar.buffer_codecs + ["none"] * n)[:n]
         self.jar.packs = (self.jar.packs + [-1] * n)[:n]
+        self.jar.chunks = (self.jar.chunks + [0] * n)[:n]
 
     def op_codec(self) -> None:
         """Store sections compressed (or not), sometimes with a frame that lies."""
@@ -1266,6 +1304,13 @@ class Mutator:
         n = len(self.jar.buffers) + 1
         i = r.randrange(n)
         codec = r.choice(("zstd", "lz4", "none"))
+        if i and codec != "none" and r.random() < 0.15:  # store a buffer in chunks, or not
+            self._align_lists()
+            self.jar.packs[i - 1] = -1
+            self.jar.buffer_codecs[i - 1] = codec
+            self.jar.chunks[i - 1] = r.choice((0, 65536, 65600, 1 << 17, 4096, 64))
+            self.log.append(f"chunk-{i}-{self.jar.chunks[i - 1]}")
+            return
         if i and r.random() < 0.3:  # pack a run of buffers together, or unpack one
             self._align_lists()
             j = r.randrange(i - 1, n - 1) + 1

@@ -189,7 +189,8 @@ def _signing_key() -> Any:
 
 
 def build_seeds() -> dict[str, bytes]:
-    """{seed name: jar bytes}: every model plain, a few compressed, one signed."""
+    """{seed name: jar bytes}: every model plain, a few compressed, one signed, two
+    chunked."""
     import skjar
 
     with warnings.catch_warnings():
@@ -202,7 +203,24 @@ def build_seeds() -> dict[str, bytes]:
         for name in ("knn_kdtree", "builtins_and_dtypes"):
             seeds[f"{name}.signed"] = skjar.dumps(models[name], sign_with=_signing_key())
         seeds["tiny"] = skjar.dumps({"a": [1, 2]})
+        seeds.update(_chunked_seeds())
     return seeds
+
+
+def _chunked_seeds() -> dict[str, bytes]:
+    """Jars with chunked sections (format 1.3), cut at the smallest chunk a reader accepts
+    so that they stay small (the writer's own chunk is 4 MiB)."""
+    import numpy as np
+
+    import skjar
+    from skjar.format import spec, writer
+
+    value = {"floats": np.tile(np.arange(100.0), 400), "ints": np.arange(70_000, dtype=np.int32) % 50}
+    default, writer.CHUNK = writer.CHUNK, spec.MIN_CHUNK
+    try:
+        return {f"chunked.{codec}": skjar.dumps(value, compress=codec) for codec in ("zstd", "lz4")}
+    finally:
+        writer.CHUNK = default
 
 
 @functools.lru_cache(maxsize=1)
