@@ -529,13 +529,17 @@ def _decompress(parts: list[np.ndarray], stored: tuple[Section, ...], which: lis
             helper.discard(data)
 
     jobs = [functools.partial(job, i, k, outs[i]) for i in which for k in range(len(pieces[i]))]
-    # lz4 decompresses at memory speed: threads only add contention (forest: 84 vs 91 ms);
-    # zstd is CPU-bound (forest: 110-120 vs 91-95 ms on two cores).
-    zstd_work = sum(stored[i].size for i in which if stored[i].codec == "zstd")
+    # zstd is CPU-bound (forest: 110-120 vs 91-95 ms on two cores); lz4 decompresses at
+    # memory speed, and many small lz4 sections gain nothing from threads (forest: 84 vs 91
+    # ms), but chunks do: each goes through a 4 MiB temporary, which a worker thread's
+    # malloc arena hands back again (200 MB in lz4 chunks: 340-390 -> 90-120 ms).
+    parallel_work = sum(
+        stored[i].size for i in which if stored[i].codec == "zstd" or stored[i].chunks
+    )
     # Large outputs are mapped in by helper threads running ahead of the decompressor,
     # which faults in any page they have not reached yet itself.
     with pagein.PageIn(pagein.chunked([outs[i] for i in whole]) if helpers else [], helpers):
-        run_parallel(jobs, zstd_work)
+        run_parallel(jobs, parallel_work)
     for i in which:
         parts[i] = outs[i]
 
