@@ -15,6 +15,7 @@ renamed over it only when everything succeeded (``-`` streams to stdout).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -22,7 +23,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import IO, Any
 
 from .._paths import open_to_read
@@ -110,6 +111,11 @@ class Reader:
         self._counter: _CountingFile | None = None
         self._spool: Any = None
         self._parquet: Any = None
+        # The chunk iterators handed out, closed before the files they read (a caller that
+        # stops early leaves one suspended: finished by the garbage collector after the
+        # file was closed, pandas' reader raised there, and Python printed "Exception
+        # ignored in <generator ...>" on stderr).
+        self._iterators: list[Generator[Any, None, None]] = []
         self._open()
 
     @property
@@ -169,6 +175,11 @@ class Reader:
 
     def chunks(self) -> Iterator[Any]:
         """DataFrames of at most ``chunksize`` rows; raises InputError for unreadable data."""
+        iterator = self._chunks()
+        self._iterators.append(iterator)
+        return iterator
+
+    def _chunks(self) -> Generator[Any, None, None]:
         if self.fmt == "csv":
             it = self._csv_chunks()
         elif self.fmt == "jsonl":
@@ -243,6 +254,9 @@ class Reader:
             yield df
 
     def close(self) -> None:
+        for iterator in self._iterators:
+            with contextlib.suppress(InputError):  # the input's own fault, already reported
+                iterator.close()
         for f in (self._raw, self._spool):
             if f is not None and f is not sys.stdin and not isinstance(f, _CountingFile):
                 try:
