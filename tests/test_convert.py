@@ -274,7 +274,7 @@ def test_a_seed_sequence_numpy_would_take_minutes_over_is_refused(
         load_legacy(io.BytesIO(pickle.dumps(reduced)))
 
 
-@pytest.mark.parametrize("has_gauss", [8, -(2**31), 2, True, 1.0])
+@pytest.mark.parametrize("has_gauss", [8, -(2**31), 2, True, 1.0, np.array([1, 2])])
 def test_a_random_state_flag_out_of_range_is_refused(has_gauss: Any) -> None:
     """numpy stores has_gauss as any int; skjar's loader takes 0 or 1, so the converter
     does too (it wrote a jar its loader refused; found by fuzzing the converter)."""

@@ -729,8 +729,9 @@ skjar_read_head(PyObject *self, PyObject *args)
     }
     PyMem_Free(head);
     PyObject *none = PyUnicode_InternFromString("none"), *empty = PyTuple_New(0);
+    PyObject *zero = PyLong_FromLong(0);
     PyObject *sections = PyTuple_New(count), *out = NULL;
-    if (none == NULL || empty == NULL || sections == NULL) {
+    if (none == NULL || empty == NULL || zero == NULL || sections == NULL) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -749,12 +750,8 @@ skjar_read_head(PyObject *self, PyObject *args)
         PyTuple_SET_ITEM(one, 2, Py_NewRef(none));
         PyTuple_SET_ITEM(one, 3, length);
         PyTuple_SET_ITEM(one, 4, Py_NewRef(empty));
-        PyTuple_SET_ITEM(one, 5, PyLong_FromLong(0));
+        PyTuple_SET_ITEM(one, 5, Py_NewRef(zero));
         PyTuple_SET_ITEM(one, 6, Py_NewRef(empty));
-        if (PyTuple_GET_ITEM(one, 5) == NULL) {
-            Py_DECREF(one);
-            goto done;
-        }
         PyTuple_SET_ITEM(sections, i, one);
     }
     PyObject *buffers = PyTuple_GetSlice(sections, 1, count);
@@ -768,6 +765,7 @@ done:
     Py_XDECREF(header);
     Py_XDECREF(none);
     Py_XDECREF(empty);
+    Py_XDECREF(zero);
     Py_XDECREF(sections);
     return out;
 }

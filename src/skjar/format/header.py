@@ -256,13 +256,14 @@ def _chunked(section: Section, table: Any, what: int) -> Section:
     for k, length in enumerate(lengths):
         if type(length) is not int or length < 1:
             raise CorruptFileError(f"{name}: chunk {k}'s length must be a positive integer")
-        check_ratio(section.codec, length, min(chunk, section.size - k * chunk),
-                    f"chunk {k} of buffer entry {what}")
     if sum(lengths) != section.length:
         raise CorruptFileError(
             f"{name}: its chunks' lengths add up to {sum(lengths)}, not its {section.length} bytes"
         )
-    return section._replace(chunk=chunk, chunks=tuple(lengths))
+    chunked = section._replace(chunk=chunk, chunks=tuple(lengths))
+    for k, (_, length, _, size) in enumerate(chunked.pieces()):
+        check_ratio(section.codec, length, size, f"chunk {k} of buffer entry {what}")
+    return chunked
 
 
 def plan_layout(header_length: int, layout: Any, version: tuple[int, int]) -> Layout:

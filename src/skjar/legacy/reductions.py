@@ -346,7 +346,7 @@ def _randomstate(vm: PickleVM, func: Ref, args: Any) -> Any:
                 has_gauss = st.get("has_gauss", 0)
             else:
                 raise CorruptFileError("RandomState state must be a dict or a tuple")
-            if has_gauss not in (0, 1) or type(has_gauss) is not int:  # as skjar's loader
+            if type(has_gauss) is not int or has_gauss not in (0, 1):  # as skjar's loader
                 raise CorruptFileError(f"RandomState: has_gauss must be 0 or 1, not {has_gauss!r:.40}")
             guarded("RandomState", "setting its state", rs.set_state, st)
         return rs
