@@ -1246,6 +1246,7 @@ env_set(PyObject *self, PyObject *arg)
 /* The object tree's walker, the header's JSON parser, the reader's front for small
  * jars and the digest have files of their own. */
 PyObject *skjar_walk(PyObject *self, PyObject *args);
+PyObject *skjar_pack_tree(PyObject *self, PyObject *args);
 PyObject *skjar_walk_plan(PyObject *self, PyObject *args);
 PyObject *skjar_walk_setter(PyObject *self, PyObject *args);
 PyObject *skjar_json(PyObject *self, PyObject *args);
@@ -1261,6 +1262,8 @@ static PyMethodDef methods[] = {
      "read_head(path, section, spec) -> (version, header, tree, buffers, data_end, size) | None"},
     {"walk", skjar_walk, METH_VARARGS,
      "walk(tree, dec, pairs_hook, shared, buffers, shells, declared, known, static) -> object"},
+    {"pack_tree", skjar_pack_tree, METH_VARARGS,
+     "pack_tree(tree, (Node, Shared, SharedRef), max_nesting) -> bytes | None"},
     {"walk_plan", skjar_walk_plan, METH_VARARGS,
      "walk_plan(declared, known, static, code, name) -> plan | None"},
     {"walk_setter", skjar_walk_setter, METH_VARARGS, "walk_setter(static, cls) -> setter"},
@@ -1306,7 +1309,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 23
+#define SKJAR_SPEEDUPS_API 24
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

@@ -9,6 +9,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from .. import _compiled
 from ..errors import UnsupportedObjectError
 from ..format.spec import MAX_NESTING
 from .nodes import (
@@ -24,6 +25,8 @@ from .nodes import (
     SharedRef,
 )
 from .registry import ENCODERS, MEMOIZED
+
+_CLASSES = (Node, Shared, SharedRef)  # what the compiled packer packs as typed values
 
 # A path inside the model, built lazily: (parent, step) pairs, rendered on error.
 Path = tuple[Any, Any] | None
@@ -158,6 +161,12 @@ class Encoder:
             while self.deferred:  # encoding one state may defer more
                 states.append(encode_deferred(self, *self.deferred.popleft()))
             tree = Node(ROOT, [tree, states])
+        fast = _compiled.speedups
+        if fast is not None:
+            packed = fast.pack_tree(tree, _CLASSES, MAX_NESTING)
+            if packed is not None:
+                return packed
+        # The reference packer (and, when the compiled one declines, the precise error).
         try:
             return msgpack.packb(
                 tree, default=self._pack_default, use_bin_type=True, strict_types=True
