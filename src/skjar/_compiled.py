@@ -20,7 +20,7 @@ HELPERS = (
     "no_timestamps", "start_writeback", "walk", "json", "read_small", "Hasher",
     "tree_state_ok", "predictor_state_ok", "columns_ok", "read_head", "env_set", "walk_plan",
     "walk_setter", "binary_tree_state_ok", "distance_metric_state_ok", "neighbors_state_ok",
-    "libsvm_state_ok", "discard", "pack_tree",
+    "libsvm_state_ok", "discard", "pack_tree", "encode", "encode_items", "encode_dict",
 )
 # The helpers' calling conventions (SKJAR_SPEEDUPS_API in _speedups.c); a build of another
 # one is not used either (API 3: strdict reads values of any width, releases built keys;
@@ -35,7 +35,7 @@ HELPERS = (
 # builds flat tuples; 20: and numpy scalars; 21: whole KD/Ball tree, distance metric,
 # neighbours estimator and libsvm states checked at once; 22: binary_tree_state_ok takes
 # the distance metric class its tree's metric must be an instance of; 23: discard; 24:
-# pack_tree).
+# pack_tree, and the encoder's walk: encode, encode_items, encode_dict).
 API = 24
 
 

@@ -1247,6 +1247,9 @@ env_set(PyObject *self, PyObject *arg)
  * jars and the digest have files of their own. */
 PyObject *skjar_walk(PyObject *self, PyObject *args);
 PyObject *skjar_pack_tree(PyObject *self, PyObject *args);
+PyObject *skjar_encode(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *skjar_encode_items(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *skjar_encode_dict(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *skjar_walk_plan(PyObject *self, PyObject *args);
 PyObject *skjar_walk_setter(PyObject *self, PyObject *args);
 PyObject *skjar_json(PyObject *self, PyObject *args);
@@ -1264,6 +1267,12 @@ static PyMethodDef methods[] = {
      "walk(tree, dec, pairs_hook, shared, buffers, shells, declared, known, static) -> object"},
     {"pack_tree", skjar_pack_tree, METH_VARARGS,
      "pack_tree(tree, (Node, Shared, SharedRef), max_nesting) -> bytes | None"},
+    {"encode", (PyCFunction)(void (*)(void))skjar_encode, METH_FASTCALL,
+     "encode(enc, value, path) -> tree value"},
+    {"encode_items", (PyCFunction)(void (*)(void))skjar_encode_items, METH_FASTCALL,
+     "encode_items(enc, items, path) -> list | Node"},
+    {"encode_dict", (PyCFunction)(void (*)(void))skjar_encode_dict, METH_FASTCALL,
+     "encode_dict(enc, d, path) -> dict | Node"},
     {"walk_plan", skjar_walk_plan, METH_VARARGS,
      "walk_plan(declared, known, static, code, name) -> plan | None"},
     {"walk_setter", skjar_walk_setter, METH_VARARGS, "walk_setter(static, cls) -> setter"},

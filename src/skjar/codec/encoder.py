@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections import deque
 from typing import Any
@@ -19,6 +20,7 @@ from .nodes import (
     SHARED_REF,
     STRDICT,
     STRLIST,
+    TUPLE,
     ZIPDICT,
     Node,
     Shared,
@@ -118,6 +120,18 @@ def _ext_type(code: int, data: bytes) -> msgpack.ExtType:
     return tuple.__new__(msgpack.ExtType, (code, data))
 
 
+@functools.cache
+def _static() -> tuple[Any, ...]:
+    """The registry and constants the compiled walk reads (_encode.c), built once."""
+    from .builtins import _enc_dict, _enc_list, _enc_tuple
+    from .objects import encode_object
+
+    return (
+        ENCODERS, MEMOIZED, encode_object, _enc_list, _enc_dict, _enc_tuple, Node, Shared,
+        SharedRef, TUPLE, ZIPDICT, COLUMNAR_MIN, ZIPDICT_MIN, MAX_NESTING,
+    )
+
+
 class Encoder:
     """Walks an object graph once, producing the tree, the buffers and the names used."""
 
@@ -149,6 +163,11 @@ class Encoder:
         # Deferred instances whose STATE node is not written yet: id -> where first met.
         self.pending: dict[int, Path] = {}
         self._root: Any = None  # what encode_root was given (to place an error)
+        # What the compiled walk reads (_encode.c): these containers are never replaced.
+        self._fast = (
+            self._memo, self._in_progress, self._keepalive, self._interned, self.pending,
+            _static(),
+        )
 
     # -- entry points -------------------------------------------------------
     def encode_root(self, obj: Any) -> bytes:
@@ -264,8 +283,31 @@ class Encoder:
         return data
 
     # -- the walk -----------------------------------------------------------
+    # encode, encode_items and encode_dict run compiled (_encode.c) when they can: their
+    # Python twins below stay the reference, and take every case the compiled walk
+    # hands back (cycles, refusals, limits, subclasses, column-wise containers).
     def encode(self, obj: Any, path: Path) -> Any:
         """Encode one value; ``path`` locates it for error messages."""
+        fast = _compiled.speedups
+        if fast is not None:
+            return fast.encode(self, obj, path)
+        return self._encode_value(obj, path)
+
+    def encode_items(self, items: Any, path: Path) -> Any:
+        """Encode a sequence into a list, element by element (fast path: all atoms)."""
+        fast = _compiled.speedups
+        if fast is not None:
+            return fast.encode_items(self, items, path)
+        return self._encode_items_py(items, path)
+
+    def encode_dict(self, d: dict[Any, Any], path: Path) -> Any:
+        """Encode a dict's contents (the dict object itself is memoized by the caller)."""
+        fast = _compiled.speedups
+        if fast is not None:
+            return fast.encode_dict(self, d, path)
+        return self._encode_dict_py(d, path)
+
+    def _encode_value(self, obj: Any, path: Path) -> Any:
         kind = type(obj)
         if kind in ATOMS:
             return obj
@@ -333,16 +375,14 @@ class Encoder:
             self._keepalive.append(obj)
         return out
 
-    def encode_items(self, items: Any, path: Path) -> Any:
-        """Encode a sequence into a list, element by element (fast path: all atoms)."""
+    def _encode_items_py(self, items: Any, path: Path) -> Any:
         if isinstance(items, list) and _atoms_only(items):
             if len(items) >= COLUMNAR_MIN and set(map(type, items)) == {str}:
                 return self.strlist(items) or items
             return items
         return [self.encode(v, (path, i)) for i, v in enumerate(items)]
 
-    def encode_dict(self, d: dict[Any, Any], path: Path) -> Any:
-        """Encode a dict's contents (the dict object itself is memoized by the caller)."""
+    def _encode_dict_py(self, d: dict[Any, Any], path: Path) -> Any:
         if len(d) >= COLUMNAR_MIN:
             columnar = self.strdict(d)
             if columnar is not None:

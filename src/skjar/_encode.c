@@ -1,0 +1,566 @@
+/* encode, encode_items, encode_dict: the generic part of the encoder's walk, compiled.
+ *
+ * Twins of Encoder._encode_value, Encoder._encode_items_py and Encoder._encode_dict_py
+ * (codec/encoder.py), which stay the reference: the same tree, node for node, and the
+ * same shared-object numbering (tests/test_encode.py holds the two to each other). A
+ * model's walk is mostly this glue - atoms, lists, dicts, tuples, the memo that keeps
+ * shared objects shared - around a few handlers per object; in Python each value cost a
+ * frame or three (hgb: ~900 calls of `encode` per save, ~45% of its encoding time).
+ *
+ * What stays in Python: every type handler but those of list, dict and tuple (they are
+ * called from here), and every unusual case, which is handed to the Python twin whole
+ * before anything is changed - a memo hit that must be refused, a cycle, nesting past
+ * the limit, an integer beyond 64 bits, a list or dict subclass, the column-wise
+ * containers. Errors are therefore always the Python twin's, with its paths.
+ *
+ * `enc._fast` holds what the walk reads: (memo, in_progress, keepalive, interned,
+ * pending, static), static being (ENCODERS, MEMOIZED, encode_object, list handler, dict
+ * handler, tuple handler, Node, Shared, SharedRef, TUPLE, ZIPDICT, COLUMNAR_MIN,
+ * ZIPDICT_MIN, MAX_NESTING), built once per process (Encoder._static).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+typedef struct {
+    PyObject *enc;
+    PyObject *memo, *in_progress, *keepalive, *interned, *pending;
+    PyObject *encoders, *memoized, *encode_object, *list_fn, *dict_fn, *tuple_fn;
+    PyObject *node, *shared, *ref;
+    PyObject *tuple_code, *zipdict_code;
+    Py_ssize_t columnar_min, zipdict_min;
+    long max_nesting;
+} Enc;
+
+static PyObject *s_fast, *s_depth, *s_under_check, *s_share_id, *s_next_share, *s_key,
+    *s_encode_value, *s_encode_items_py, *s_encode_dict_py, *s_strlist, *s_strdict;
+
+static int
+interned_names(void)
+{
+    if (s_fast != NULL)
+        return 0;
+#define NAME(var, text)                                                                       \
+    if ((var = PyUnicode_InternFromString(text)) == NULL)                                     \
+        return -1;
+    NAME(s_depth, "depth");
+    NAME(s_under_check, "under_check");
+    NAME(s_share_id, "share_id");
+    NAME(s_next_share, "_next_share");
+    NAME(s_key, "<key>");
+    NAME(s_encode_value, "_encode_value");
+    NAME(s_encode_items_py, "_encode_items_py");
+    NAME(s_encode_dict_py, "_encode_dict_py");
+    NAME(s_strlist, "strlist");
+    NAME(s_strdict, "strdict");
+    NAME(s_fast, "_fast");
+#undef NAME
+    return 0;
+}
+
+/* Fill `e` from enc._fast (borrowed references: enc holds them for the call). */
+static int
+setup(Enc *e, PyObject *enc)
+{
+    if (interned_names() < 0)
+        return -1;
+    PyObject *fast = PyObject_GetAttr(enc, s_fast);
+    if (fast == NULL)
+        return -1;
+    PyObject *st = NULL;
+    int ok = PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 6 &&
+             PyTuple_CheckExact(st = PyTuple_GET_ITEM(fast, 5)) && PyTuple_GET_SIZE(st) == 14;
+    /* enc keeps its _fast tuple for as long as it lives; the caller holds enc. */
+    Py_DECREF(fast);
+    if (!ok) {
+        PyErr_SetString(PyExc_TypeError, "encode: enc._fast is not the walk's state");
+        return -1;
+    }
+    e->enc = enc;
+    e->memo = PyTuple_GET_ITEM(fast, 0);
+    e->in_progress = PyTuple_GET_ITEM(fast, 1);
+    e->keepalive = PyTuple_GET_ITEM(fast, 2);
+    e->interned = PyTuple_GET_ITEM(fast, 3);
+    e->pending = PyTuple_GET_ITEM(fast, 4);
+    e->encoders = PyTuple_GET_ITEM(st, 0);
+    e->memoized = PyTuple_GET_ITEM(st, 1);
+    e->encode_object = PyTuple_GET_ITEM(st, 2);
+    e->list_fn = PyTuple_GET_ITEM(st, 3);
+    e->dict_fn = PyTuple_GET_ITEM(st, 4);
+    e->tuple_fn = PyTuple_GET_ITEM(st, 5);
+    e->node = PyTuple_GET_ITEM(st, 6);
+    e->shared = PyTuple_GET_ITEM(st, 7);
+    e->ref = PyTuple_GET_ITEM(st, 8);
+    e->tuple_code = PyTuple_GET_ITEM(st, 9);
+    e->zipdict_code = PyTuple_GET_ITEM(st, 10);
+    e->columnar_min = PyLong_AsSsize_t(PyTuple_GET_ITEM(st, 11));
+    e->zipdict_min = PyLong_AsSsize_t(PyTuple_GET_ITEM(st, 12));
+    e->max_nesting = PyLong_AsLong(PyTuple_GET_ITEM(st, 13));
+    if (!PyDict_CheckExact(e->memo) || !PySet_CheckExact(e->in_progress) ||
+        !PyList_CheckExact(e->keepalive) || !PyDict_CheckExact(e->interned) ||
+        !PyDict_CheckExact(e->pending) || !PyDict_CheckExact(e->encoders) ||
+        !PyAnySet_Check(e->memoized) || PyErr_Occurred()) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "encode: enc._fast is not the walk's state");
+        return -1;
+    }
+    return 0;
+}
+
+static inline int
+is_atom_type(PyTypeObject *t)
+{
+    return t == &PyUnicode_Type || t == &PyFloat_Type || t == &PyBool_Type ||
+           t == Py_TYPE(Py_None) || t == &PyBytes_Type;
+}
+
+/* -1: not an int in [-2**63, 2**64 - 1] (or an error, set); 0: one. */
+static int
+int_in_range(PyObject *o)
+{
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow == 0)
+        return 0;
+    if (overflow < 0)
+        return -1;
+    unsigned long long u = PyLong_AsUnsignedLongLong(o);
+    if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    return 0;
+}
+
+/* Encoder's _atoms_only: every value an atom msgpack writes natively and losslessly
+ * (the same answer as the Python twin: all of str, float, bool, None, bytes, or all
+ * ints, possibly with Nones, within 64 bits). 1 yes, 0 no, -1 error. */
+static int
+atoms_only(PyObject *const *items, Py_ssize_t n)
+{
+    int has_int = 0, has_other_atom = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTypeObject *t = Py_TYPE(items[i]);
+        if (t == &PyLong_Type)
+            has_int = 1;
+        else if (t == Py_TYPE(Py_None))
+            continue;
+        else if (is_atom_type(t))
+            has_other_atom = 1;
+        else
+            return 0;
+        if (has_int && has_other_atom)
+            return 0;
+    }
+    if (!has_int)
+        return 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (Py_TYPE(items[i]) == &PyLong_Type && int_in_range(items[i]) < 0) {
+            if (PyErr_Occurred())
+                return -1;
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static PyObject *encode_value(Enc *e, PyObject *obj, PyObject *path);
+
+static PyObject *
+call2(PyObject *fn, PyObject *a, PyObject *b)
+{
+    PyObject *args[2] = {a, b};
+    return PyObject_Vectorcall(fn, args, 2, NULL);
+}
+
+static PyObject *
+call3(PyObject *fn, PyObject *a, PyObject *b, PyObject *c)
+{
+    PyObject *args[3] = {a, b, c};
+    return PyObject_Vectorcall(fn, args, 3, NULL);
+}
+
+/* An Encoder method by name, with the given arguments (the Python twin's cases). */
+static PyObject *
+method(Enc *e, PyObject *name, PyObject *a, PyObject *b)
+{
+    PyObject *args[3] = {e->enc, a, b};
+    return PyObject_VectorcallMethod(name, args, b == NULL ? 2 : 3, NULL);
+}
+
+static PyObject *
+new_node(Enc *e, PyObject *code, PyObject *payload)
+{
+    return call2(e->node, code, payload);
+}
+
+/* Give `target` a shared-object id if it has none (Encoder.share). */
+static int
+share(Enc *e, PyObject *target)
+{
+    PyObject *id = PyObject_GetAttr(target, s_share_id);
+    if (id == NULL)
+        return -1;
+    int rc = 0;
+    if (id == Py_None) {
+        PyObject *next = PyObject_GetAttr(e->enc, s_next_share);
+        long n = next == NULL ? -1 : PyLong_AsLong(next);
+        PyObject *after = (n == -1 && PyErr_Occurred()) || next == NULL ? NULL : PyLong_FromLong(n + 1);
+        rc = (after == NULL || PyObject_SetAttr(target, s_share_id, next) < 0 ||
+              PyObject_SetAttr(e->enc, s_next_share, after) < 0)
+                 ? -1
+                 : 0;
+        Py_XDECREF(next);
+        Py_XDECREF(after);
+    }
+    Py_DECREF(id);
+    return rc;
+}
+
+static PyObject *
+path_step(PyObject *path, PyObject *step)
+{
+    return PyTuple_Pack(2, path, step);
+}
+
+/* Encoder.intern(value, key): the first occurrence Shared, later ones SharedRefs. */
+static PyObject *
+intern_value(Enc *e, PyObject *value, PyObject *key)
+{
+    PyObject *seen = PyDict_GetItemWithError(e->interned, key);
+    if (seen == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        PyObject *fresh = PyObject_CallOneArg(e->shared, value);
+        if (fresh == NULL || PyDict_SetItem(e->interned, key, fresh) < 0 ||
+            PyList_Append(e->keepalive, value) < 0) {
+            Py_XDECREF(fresh);
+            return NULL;
+        }
+        return fresh;
+    }
+    Py_INCREF(seen);
+    PyObject *out = share(e, seen) < 0 ? NULL : PyObject_CallOneArg(e->ref, seen);
+    Py_DECREF(seen);
+    return out;
+}
+
+/* Encoder.encode_items for an exact list (anything else: the Python twin). */
+static PyObject *
+encode_items(Enc *e, PyObject *items, PyObject *path)
+{
+    if (!PyList_CheckExact(items))
+        return method(e, s_encode_items_py, items, path);
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    int atoms = atoms_only(((PyListObject *)items)->ob_item, n);
+    if (atoms < 0)
+        return NULL;
+    if (atoms) {
+        if (n >= e->columnar_min) {
+            int all_str = 1;
+            for (Py_ssize_t i = 0; i < n && all_str; i++)
+                all_str = PyUnicode_CheckExact(PyList_GET_ITEM(items, i));
+            if (all_str) {
+                PyObject *column = method(e, s_strlist, items, NULL);
+                if (column != Py_None)
+                    return column; /* a STRLIST node, or NULL on error */
+                Py_DECREF(column);
+            }
+        }
+        return Py_NewRef(items);
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    /* By index, re-reading the length: a handler met on the way may change the list (the
+     * Python twin's enumerate reads it the same way). */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(items, i));
+        PyObject *index = PyLong_FromSsize_t(i);
+        PyObject *sub = index == NULL ? NULL : path_step(path, index);
+        PyObject *value = sub == NULL ? NULL : encode_value(e, item, sub);
+        Py_DECREF(item);
+        Py_XDECREF(index);
+        Py_XDECREF(sub);
+        if (value == NULL || PyList_Append(out, value) < 0) {
+            Py_XDECREF(value);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(value);
+    }
+    return out;
+}
+
+/* [encode(v, (path, k)) for k, v in d.items()] - or, with `keys`, {encode(k, (path,
+ * "<key>")): encode(v, (path, k))}. A dict changed by a handler met on the way raises
+ * RuntimeError, as the Python twin's iteration does. */
+static PyObject *
+encode_entries(Enc *e, PyObject *d, PyObject *path, int keys)
+{
+    PyObject *out = keys ? PyDict_New() : PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t pos = 0, size = PyDict_GET_SIZE(d);
+    PyObject *k, *v;
+    while (PyDict_Next(d, &pos, &k, &v)) {
+        Py_INCREF(k);
+        Py_INCREF(v);
+        PyObject *ek = NULL, *ev = NULL, *sub = NULL;
+        int ok = 0;
+        if (keys) {
+            sub = path_step(path, s_key);
+            ek = sub == NULL ? NULL : encode_value(e, k, sub);
+            Py_XDECREF(sub);
+            sub = NULL;
+        }
+        if (!keys || ek != NULL) {
+            sub = path_step(path, k);
+            ev = sub == NULL ? NULL : encode_value(e, v, sub);
+        }
+        if (ev != NULL) {
+            ok = keys ? PyDict_SetItem(out, ek, ev) == 0 : PyList_Append(out, ev) == 0;
+        }
+        Py_DECREF(k);
+        Py_DECREF(v);
+        Py_XDECREF(sub);
+        Py_XDECREF(ek);
+        Py_XDECREF(ev);
+        if (ok && PyDict_GET_SIZE(d) != size) {
+            PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
+            ok = 0;
+        }
+        if (!ok) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+/* Encoder.encode_dict for an exact dict (anything else: the Python twin). */
+static PyObject *
+encode_dict(Enc *e, PyObject *d, PyObject *path)
+{
+    if (!PyDict_CheckExact(d))
+        return method(e, s_encode_dict_py, d, path);
+    Py_ssize_t n = PyDict_GET_SIZE(d);
+    if (n >= e->columnar_min) {
+        PyObject *column = method(e, s_strdict, d, NULL);
+        if (column != Py_None)
+            return column; /* a STRDICT node, or NULL on error */
+        Py_DECREF(column);
+    }
+    int str_keys = 1;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (str_keys && PyDict_Next(d, &pos, &k, &v))
+        str_keys = PyUnicode_CheckExact(k);
+    if (!str_keys)
+        return encode_entries(e, d, path, 1);
+    PyObject *values = PyDict_Values(d);
+    if (values == NULL)
+        return NULL;
+    int atoms = atoms_only(((PyListObject *)values)->ob_item, PyList_GET_SIZE(values));
+    if (atoms < 0 || (atoms && n < e->zipdict_min)) {
+        Py_DECREF(values);
+        return atoms < 0 ? NULL : Py_NewRef(d);
+    }
+    if (n < e->zipdict_min) {
+        Py_DECREF(values);
+        return encode_entries(e, d, path, 1);
+    }
+    /* ZIPDICT [keys, values]: the key list written once per distinct list. */
+    PyObject *key_list = PyDict_Keys(d), *key_tuple = NULL, *keys = NULL, *payload = NULL,
+             *out = NULL;
+    if (key_list == NULL || (key_tuple = PyList_AsTuple(key_list)) == NULL ||
+        (keys = intern_value(e, key_list, key_tuple)) == NULL)
+        goto done;
+    if (!atoms) {
+        Py_SETREF(values, encode_entries(e, d, path, 0));
+        if (values == NULL)
+            goto done;
+    }
+    if ((payload = PyList_New(2)) == NULL)
+        goto done;
+    PyList_SET_ITEM(payload, 0, Py_NewRef(keys));
+    PyList_SET_ITEM(payload, 1, Py_NewRef(values));
+    out = new_node(e, e->zipdict_code, payload);
+done:
+    Py_XDECREF(values);
+    Py_XDECREF(key_list);
+    Py_XDECREF(key_tuple);
+    Py_XDECREF(keys);
+    Py_XDECREF(payload);
+    return out;
+}
+
+/* Node(TUPLE, [encode(v, (path, i)) for i, v in enumerate(obj)]) */
+static PyObject *
+encode_tuple(Enc *e, PyObject *obj, PyObject *path)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(obj);
+    PyObject *items = PyList_New(n);
+    if (items == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *index = PyLong_FromSsize_t(i);
+        PyObject *sub = index == NULL ? NULL : path_step(path, index);
+        PyObject *value = sub == NULL ? NULL : encode_value(e, PyTuple_GET_ITEM(obj, i), sub);
+        Py_XDECREF(index);
+        Py_XDECREF(sub);
+        if (value == NULL) {
+            Py_DECREF(items);
+            return NULL;
+        }
+        PyList_SET_ITEM(items, i, value);
+    }
+    PyObject *out = new_node(e, e->tuple_code, items);
+    Py_DECREF(items);
+    return out;
+}
+
+static int
+add_depth(Enc *e, long delta, long *now)
+{
+    PyObject *depth = PyObject_GetAttr(e->enc, s_depth);
+    if (depth == NULL)
+        return -1;
+    long d = PyLong_AsLong(depth);
+    Py_DECREF(depth);
+    if (d == -1 && PyErr_Occurred())
+        return -1;
+    d += delta;
+    if (now != NULL)
+        *now = d;
+    PyObject *value = PyLong_FromLong(d);
+    int rc = value == NULL ? -1 : PyObject_SetAttr(e->enc, s_depth, value);
+    Py_XDECREF(value);
+    return rc;
+}
+
+/* Encoder._encode_value: one value. */
+static PyObject *
+encode_value(Enc *e, PyObject *obj, PyObject *path)
+{
+    PyTypeObject *t = Py_TYPE(obj);
+    if (is_atom_type(t))
+        return Py_NewRef(obj);
+    if (t == &PyLong_Type) {
+        if (int_in_range(obj) == 0)
+            return Py_NewRef(obj);
+        if (PyErr_Occurred())
+            return NULL;
+        return method(e, s_encode_value, obj, path); /* a BIGINT node */
+    }
+    PyObject *oid = PyLong_FromVoidPtr(obj);
+    if (oid == NULL)
+        return NULL;
+    PyObject *out = NULL, *seen = PyDict_GetItemWithError(e->memo, oid);
+    if (seen != NULL) {
+        Py_INCREF(seen);
+        PyObject *checking = PyObject_GetAttr(e->enc, s_under_check);
+        int refuse = checking == NULL ? -1 : PyObject_IsTrue(checking);
+        Py_XDECREF(checking);
+        if (refuse == 1)
+            refuse = PyDict_Contains(e->pending, oid);
+        if (refuse == 1)
+            out = method(e, s_encode_value, obj, path); /* raises */
+        else if (refuse == 0 && share(e, seen) == 0)
+            out = PyObject_CallOneArg(e->ref, seen);
+        Py_DECREF(seen);
+        Py_DECREF(oid);
+        return out;
+    }
+    if (PyErr_Occurred())
+        goto done;
+    int busy = PySet_Contains(e->in_progress, oid);
+    long depth = 0;
+    if (busy < 0 || add_depth(e, 0, &depth) < 0)
+        goto done;
+    if (busy || depth + 1 > e->max_nesting) { /* a cycle, or too deep: the twin's cases */
+        out = method(e, s_encode_value, obj, path);
+        goto done;
+    }
+    PyObject *fn = PyDict_GetItemWithError(e->encoders, (PyObject *)t);
+    if (fn == NULL && PyErr_Occurred())
+        goto done;
+    int memoize = fn == NULL ? 1 : PySet_Contains(e->memoized, (PyObject *)t);
+    if (memoize < 0 || add_depth(e, 1, NULL) < 0)
+        goto done;
+    if (PySet_Add(e->in_progress, oid) < 0) {
+        add_depth(e, -1, NULL);
+        goto done;
+    }
+    if (fn == NULL)
+        out = call3(e->encode_object, e->enc, obj, path);
+    else if (fn == e->list_fn && t == &PyList_Type)
+        out = encode_items(e, obj, path);
+    else if (fn == e->dict_fn && t == &PyDict_Type)
+        out = encode_dict(e, obj, path);
+    else if (fn == e->tuple_fn && t == &PyTuple_Type)
+        out = encode_tuple(e, obj, path);
+    else
+        out = call3(fn, e->enc, obj, path);
+    /* finally: whatever happened, as the twin's try/finally */
+    PyObject *exc_type, *exc_value, *exc_tb;
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    int undone = PySet_Discard(e->in_progress, oid) < 0 || add_depth(e, -1, NULL) < 0;
+    if (exc_type != NULL) {
+        if (undone)
+            PyErr_Clear();
+        PyErr_Restore(exc_type, exc_value, exc_tb);
+    }
+    if (out == NULL || undone) {
+        Py_CLEAR(out);
+        goto done;
+    }
+    if (memoize) {
+        if (Py_TYPE(out) != (PyTypeObject *)e->node) {
+            Py_SETREF(out, PyObject_CallOneArg(e->shared, out));
+            if (out == NULL)
+                goto done;
+        }
+        if (PyDict_SetItem(e->memo, oid, out) < 0 || PyList_Append(e->keepalive, obj) < 0)
+            Py_CLEAR(out);
+    }
+done:
+    Py_DECREF(oid);
+    return out;
+}
+
+static int
+parse(PyObject *const *args, Py_ssize_t nargs, const char *name, Enc *e)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "%s(enc, value, path) takes 3 arguments", name);
+        return -1;
+    }
+    return setup(e, args[0]);
+}
+
+/* encode(enc, obj, path) -> tree value */
+PyObject *
+skjar_encode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Enc e;
+    return parse(args, nargs, "encode", &e) < 0 ? NULL : encode_value(&e, args[1], args[2]);
+}
+
+/* encode_items(enc, items, path) -> list | Node */
+PyObject *
+skjar_encode_items(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Enc e;
+    return parse(args, nargs, "encode_items", &e) < 0 ? NULL : encode_items(&e, args[1], args[2]);
+}
+
+/* encode_dict(enc, d, path) -> dict | Node */
+PyObject *
+skjar_encode_dict(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Enc e;
+    return parse(args, nargs, "encode_dict", &e) < 0 ? NULL : encode_dict(&e, args[1], args[2]);
+}

@@ -1,0 +1,209 @@
+"""The compiled encoder walk (src/skjar/_encode.c) against its Python twin
+(Encoder._encode_value, _encode_items_py, _encode_dict_py).
+
+Every dump with the compiled helpers walks the model in C; the whole suite writes on
+that path. Here both walk the same objects - every registry sample, fitted models,
+random nested containers with shared parts, and the cases the compiled walk hands back
+(cycles, refusals, limits, subclasses) - and must agree: the same tree bytes, buffers
+and declared names, or the same refusal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from skjar import _compiled
+from skjar.codec import Encoder
+from skjar.errors import UnsupportedObjectError
+from skjar.format.spec import MAX_NESTING
+from test_registry import SAMPLES
+from test_speedups import needs_speedups, speedups
+
+pytestmark = needs_speedups
+
+
+def encoded(obj: Any, compiled: bool) -> tuple[Any, ...]:
+    """What one whole encoding of ``obj`` gives: ("ok", tree, buffers, names) or
+    ("refused", exception type, message)."""
+    saved = _compiled.speedups
+    _compiled.speedups = speedups if compiled else None
+    try:
+        enc = Encoder()
+        tree = enc.encode_root(obj)
+        names = sorted((name, module, sorted(uses)) for name, (module, uses) in enc.names.items())
+        return ("ok", tree, [bytes(b) for b in enc.buffers], names)
+    except (UnsupportedObjectError, RuntimeError, RecursionError) as exc:
+        return ("refused", type(exc).__name__, str(exc))
+    finally:
+        _compiled.speedups = saved
+
+
+def agree(obj: Any) -> tuple[Any, ...]:
+    compiled = encoded(obj, True)
+    assert compiled == encoded(obj, False)
+    return compiled
+
+
+@pytest.mark.parametrize(("id_", "code", "sample", "trusted"), SAMPLES,
+                         ids=[s[0] for s in SAMPLES])
+def test_every_registry_sample_encodes_alike(id_: str, code: int, sample: Any,
+                                            trusted: Any) -> None:
+    assert agree(sample)[0] == "ok"
+
+
+def test_fitted_models_encode_alike() -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    X, y = load_iris(return_X_y=True)
+    words = [" ".join(f"w{(i * j) % 300}" for j in range(12)) for i in range(150)]
+    models = [
+        KNeighborsClassifier(3).fit(X, y),
+        RandomForestClassifier(5, random_state=0).fit(X, y),
+        HistGradientBoostingClassifier(max_iter=5).fit(X, y),
+        MLPClassifier((8,), max_iter=20, random_state=0).fit(X, y),
+        make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(words, y),
+        ColumnTransformer([("s", StandardScaler(), [0, 1]), ("o", OneHotEncoder(), [2])]).fit(
+            np.round(X)
+        ),
+    ]
+    for model in models:
+        assert agree(model)[0] == "ok"
+
+
+ATOMS = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
+    st.floats(allow_nan=True), st.text(max_size=6), st.binary(max_size=6),
+)
+KEYS = st.one_of(st.sampled_from(["a", "b", "c", "d", "e", "f"]), st.integers(-3, 3))
+
+
+def values() -> st.SearchStrategy[Any]:
+    """Nested lists, tuples, str- and mixed-keyed dicts, sets and arrays: small dicts and
+    large, all-atom containers and mixed ones - each branch of the walk."""
+    def extend(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        return st.one_of(
+            st.lists(children, max_size=8),
+            st.lists(children, max_size=8).map(tuple),
+            st.dictionaries(KEYS, children, max_size=8),
+            st.dictionaries(st.sampled_from("abcdef"), children, min_size=4, max_size=6),
+            st.frozensets(st.integers(0, 9), max_size=4),
+            st.lists(st.floats(allow_nan=False), max_size=20).map(np.array),
+        )
+
+    return st.recursive(ATOMS, extend, max_leaves=40)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=values(), shares=st.lists(st.integers(0, 50), max_size=6))
+def test_random_values_encode_alike(value: Any, shares: list[int]) -> None:
+    # Some parts placed again elsewhere: shared references, numbered in walk order.
+    parts: list[Any] = []
+    stack = [value]
+    while stack and len(parts) < 60:
+        v = stack.pop()
+        parts.append(v)
+        if isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+    again = [parts[i % len(parts)] for i in shares]
+    assert agree([value, again, {"x": again, "y": value, "z": 1, "w": 2}])[0] == "ok"
+
+
+def test_key_lists_repeat_and_columns_form_alike() -> None:
+    keys = [f"k{i}" for i in range(6)]
+    states = [dict(zip(keys, [i, [i], (i,), {"n": i}, None, float(i)])) for i in range(5)]
+    vocabulary = {f"term{i}": i for i in range(600)}
+    words = [f"w{i}" for i in range(300)]
+    assert agree([states, vocabulary, words, words, {"v": vocabulary}])[0] == "ok"
+
+
+class Holder:
+    """A plain instance: its state is encoded through encode_object and encode_dict."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+
+
+def _cycle() -> Any:
+    loop: list[Any] = [1]
+    loop.append(loop)
+    return loop
+
+
+def _deep(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value, "x"]
+    return value
+
+
+_LAMBDA = lambda: 1  # noqa: E731 - one object, so both sides' messages show one address
+
+
+class ListSub(list):  # type: ignore[type-arg]
+    pass
+
+
+class Mutating:
+    """A state whose reduction changes the dict that holds it, mid-walk."""
+
+    def __init__(self, owner: dict[str, Any]) -> None:
+        self.owner = owner
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        self.owner["added"] = 1
+        return (Holder, ())
+
+
+def _mutating() -> Any:
+    owner: dict[str, Any] = {}
+    owner["m"] = Mutating(owner)
+    owner["after"] = 2
+    return owner
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        _cycle,
+        lambda: _deep(MAX_NESTING - 2),
+        lambda: _deep(MAX_NESTING + 5),
+        lambda: [1 << 80, -(1 << 70), [1 << 65] * 3],
+        lambda: {(1, 2): "tuple key", 3: [1, 2], None: {"a": 1}},
+        lambda: OrderedDict(a=1, b=[2]),
+        lambda: ListSub([1, [2]]),
+        lambda: [Holder(a=[1, 2], b={"c": np.arange(3)}) for _ in range(3)],
+        lambda: [math.nan, -0.0, float("inf")] * 2,
+        lambda: {"text": "caf\udce9"},
+        lambda: [_LAMBDA],
+        _mutating,
+    ],
+    ids=["cycle", "deep-ok", "too-deep", "bigints", "mixed-keys", "ordereddict", "list-subclass",
+         "instances", "floats", "surrogate", "lambda", "mutating"],
+)
+def test_cases_handed_back_to_python_agree(make: Any) -> None:
+    # A fresh object per side: the mutating one is changed by being encoded.
+    assert encoded(make(), True) == encoded(make(), False)
+
+
+def test_state_for_the_walk_is_checked() -> None:
+    enc = Encoder()
+    enc._fast = ()  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="walk's state"):
+        speedups.encode(enc, [1, [2]], None)
