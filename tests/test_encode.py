@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from skjar import _compiled
 from skjar.codec import Encoder
@@ -58,6 +59,7 @@ def test_every_registry_sample_encodes_alike(id_: str, code: int, sample: Any,
     assert agree(sample)[0] == "ok"
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_fitted_models_encode_alike() -> None:
     from sklearn.compose import ColumnTransformer
     from sklearn.datasets import load_iris
@@ -131,6 +133,53 @@ def test_key_lists_repeat_and_columns_form_alike() -> None:
     vocabulary = {f"term{i}": i for i in range(600)}
     words = [f"w{i}" for i in range(300)]
     assert agree([states, vocabulary, words, words, {"v": vocabulary}])[0] == "ok"
+
+
+DTYPES = st.one_of(
+    hnp.scalar_dtypes(),
+    hnp.byte_string_dtypes(max_len=5),
+    hnp.unicode_string_dtypes(max_len=5),
+    st.sampled_from([np.dtype([("x", "<f4"), ("y", "u1", (2,))]),
+                     np.dtype({"names": ["a", "b"], "formats": ["<i2", "<f8"], "offsets": [0, 8],
+                               "itemsize": 24}),
+                     np.dtype("S0")]),
+)
+
+
+@st.composite
+def arrays(draw: Any) -> np.ndarray:
+    """Arrays of every fixed-size kind, in C order, Fortran order, strided, reversed or
+    transposed, around the inline size limit."""
+    dtype = draw(DTYPES)
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=7))
+    arr = draw(hnp.arrays(dtype, shape, elements=st.just(b"") if dtype.itemsize == 0 else None))
+    layout = draw(st.sampled_from(["c", "f", "step", "reverse", "transpose"]))
+    if layout == "f":
+        arr = np.asfortranarray(arr)
+    elif layout == "step" and arr.ndim:
+        arr = arr[::2]
+    elif layout == "reverse" and arr.ndim:
+        arr = arr[::-1]
+    elif layout == "transpose":
+        arr = arr.T
+    return arr
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(items=st.lists(arrays(), min_size=1, max_size=4), again=st.booleans())
+def test_random_arrays_encode_alike(items: list[np.ndarray], again: bool) -> None:
+    value = [items, items[0]] if again else items
+    assert encoded(value, True) == encoded(value, False)
+
+
+def test_arrays_share_dtypes_and_structured_descriptions_alike() -> None:
+    record = np.dtype([("a", "<i4"), ("b", "<f8")])
+    same_record = np.dtype([("a", "<i4"), ("b", "<f8")])  # equal, another object
+    arrays = [np.zeros(3, record), np.ones(40, same_record), np.zeros((2, 2), ">f8"),
+              np.zeros(50, np.dtype(">f8")), np.array([1, 2], dtype=object),
+              np.zeros(3, "M8[D]"), np.arange(64.0).reshape(8, 8).T, np.zeros(0, "S0"),
+              np.zeros(3, "V6"), np.zeros(2, "S0")]
+    assert agree(arrays * 2)[0] == "ok"
 
 
 class Holder:

@@ -13,10 +13,16 @@
  * the limit, an integer beyond 64 bits, a list or dict subclass, the column-wise
  * containers. Errors are therefore always the Python twin's, with its paths.
  *
+ * Arrays of a fixed-size dtype laid out in C or Fortran order are written here too (the
+ * twin of numpy.array_node): the NDARRAY node, its bytes inline or its buffer registered.
+ * Object arrays, strided ones and a dtype's first description go to Python.
+ *
  * `enc._fast` holds what the walk reads: (memo, in_progress, keepalive, interned,
- * pending, static), static being (ENCODERS, MEMOIZED, encode_object, list handler, dict
- * handler, tuple handler, Node, Shared, SharedRef, TUPLE, ZIPDICT, COLUMNAR_MIN,
- * ZIPDICT_MIN, MAX_NESTING), built once per process (Encoder._static).
+ * pending, buffers, static), static being (ENCODERS, MEMOIZED, encode_object, list
+ * handler, dict handler, tuple handler, Node, Shared, SharedRef, TUPLE, ZIPDICT,
+ * COLUMNAR_MIN, ZIPDICT_MIN, MAX_NESTING, ndarray, ndarray handler, dtype_descr, NDARRAY,
+ * uint8 dtype, INLINE_MAX, descriptions), built once per process (Encoder._static).
+ * `descriptions` maps a plain dtype object (by identity) to its description, a str.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -24,14 +30,17 @@
 
 typedef struct {
     PyObject *enc;
-    PyObject *memo, *in_progress, *keepalive, *interned, *pending;
+    PyObject *memo, *in_progress, *keepalive, *interned, *pending, *buffers;
     PyObject *encoders, *memoized, *encode_object, *list_fn, *dict_fn, *tuple_fn;
     PyObject *node, *shared, *ref;
     PyObject *tuple_code, *zipdict_code;
     Py_ssize_t columnar_min, zipdict_min;
     long max_nesting;
+    PyObject *ndarray, *ndarray_fn, *dtype_descr, *ndarray_code, *uint8, *descrs;
+    Py_ssize_t inline_max;
 } Enc;
 
+static PyObject *s_dtype, *s_hasobject, *s_T, *s_reshape, *s_view, *minus_one;
 static PyObject *s_fast, *s_depth, *s_under_check, *s_share_id, *s_next_share, *s_key,
     *s_encode_value, *s_encode_items_py, *s_encode_dict_py, *s_strlist, *s_strdict;
 
@@ -53,8 +62,15 @@ interned_names(void)
     NAME(s_encode_dict_py, "_encode_dict_py");
     NAME(s_strlist, "strlist");
     NAME(s_strdict, "strdict");
+    NAME(s_dtype, "dtype");
+    NAME(s_hasobject, "hasobject");
+    NAME(s_T, "T");
+    NAME(s_reshape, "reshape");
+    NAME(s_view, "view");
     NAME(s_fast, "_fast");
 #undef NAME
+    if ((minus_one = PyLong_FromLong(-1)) == NULL)
+        return -1;
     return 0;
 }
 
@@ -68,8 +84,8 @@ setup(Enc *e, PyObject *enc)
     if (fast == NULL)
         return -1;
     PyObject *st = NULL;
-    int ok = PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 6 &&
-             PyTuple_CheckExact(st = PyTuple_GET_ITEM(fast, 5)) && PyTuple_GET_SIZE(st) == 14;
+    int ok = PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 7 &&
+             PyTuple_CheckExact(st = PyTuple_GET_ITEM(fast, 6)) && PyTuple_GET_SIZE(st) == 21;
     /* enc keeps its _fast tuple for as long as it lives; the caller holds enc. */
     Py_DECREF(fast);
     if (!ok) {
@@ -82,6 +98,7 @@ setup(Enc *e, PyObject *enc)
     e->keepalive = PyTuple_GET_ITEM(fast, 2);
     e->interned = PyTuple_GET_ITEM(fast, 3);
     e->pending = PyTuple_GET_ITEM(fast, 4);
+    e->buffers = PyTuple_GET_ITEM(fast, 5);
     e->encoders = PyTuple_GET_ITEM(st, 0);
     e->memoized = PyTuple_GET_ITEM(st, 1);
     e->encode_object = PyTuple_GET_ITEM(st, 2);
@@ -96,7 +113,15 @@ setup(Enc *e, PyObject *enc)
     e->columnar_min = PyLong_AsSsize_t(PyTuple_GET_ITEM(st, 11));
     e->zipdict_min = PyLong_AsSsize_t(PyTuple_GET_ITEM(st, 12));
     e->max_nesting = PyLong_AsLong(PyTuple_GET_ITEM(st, 13));
+    e->ndarray = PyTuple_GET_ITEM(st, 14);
+    e->ndarray_fn = PyTuple_GET_ITEM(st, 15);
+    e->dtype_descr = PyTuple_GET_ITEM(st, 16);
+    e->ndarray_code = PyTuple_GET_ITEM(st, 17);
+    e->uint8 = PyTuple_GET_ITEM(st, 18);
+    e->inline_max = PyLong_AsSsize_t(PyTuple_GET_ITEM(st, 19));
+    e->descrs = PyTuple_GET_ITEM(st, 20);
     if (!PyDict_CheckExact(e->memo) || !PySet_CheckExact(e->in_progress) ||
+        !PyList_CheckExact(e->buffers) || !PyDict_CheckExact(e->descrs) ||
         !PyList_CheckExact(e->keepalive) || !PyDict_CheckExact(e->interned) ||
         !PyDict_CheckExact(e->pending) || !PyDict_CheckExact(e->encoders) ||
         !PyAnySet_Check(e->memoized) || PyErr_Occurred()) {
@@ -422,6 +447,155 @@ encode_tuple(Enc *e, PyObject *obj, PyObject *path)
     return out;
 }
 
+/* Returned by encode_array for an array it leaves to the Python handler. */
+#define DECLINED Py_NotImplemented
+
+/* Whether a dtype holds objects (the handler writes those arrays): 1, 0, -1 error.
+ * Plain dtypes already described answer from `descrs` without asking numpy. */
+static int
+holds_objects(Enc *e, PyObject *dtype, PyObject *key)
+{
+    PyObject *entry = PyDict_GetItemWithError(e->descrs, key);
+    if (entry != NULL && PyTuple_GET_ITEM(entry, 0) == dtype)
+        return 0;
+    if (PyErr_Occurred())
+        return -1;
+    PyObject *has = PyObject_GetAttr(dtype, s_hasobject);
+    int objects = has == NULL ? -1 : PyObject_IsTrue(has);
+    Py_XDECREF(has);
+    return objects;
+}
+
+/* A dtype's description (numpy.dtype_descr): plain ones from `descrs`, keyed by the
+ * dtype object itself (identity: its description is a str, so which equal object it came
+ * from never shows); a structured one from dtype_descr each time, then interned by its
+ * identity, as the twin does. Called once the array is known to be written here: the
+ * interning is not undone. */
+static PyObject *
+array_descr(Enc *e, PyObject *dtype, PyObject *key, PyObject *path)
+{
+    PyObject *entry = PyDict_GetItemWithError(e->descrs, key);
+    if (entry != NULL && PyTuple_GET_ITEM(entry, 0) == dtype)
+        return Py_NewRef(PyTuple_GET_ITEM(entry, 1));
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *descr = call2(e->dtype_descr, dtype, path);
+    if (descr != NULL && PyUnicode_CheckExact(descr)) {
+        if (PyDict_GET_SIZE(e->descrs) < 4096) {
+            PyObject *pair = PyTuple_Pack(2, dtype, descr); /* holds dtype: its id stays its */
+            if (pair == NULL || PyDict_SetItem(e->descrs, key, pair) < 0)
+                Py_CLEAR(descr);
+            Py_XDECREF(pair);
+        }
+    }
+    else if (descr != NULL) {
+        PyObject *id = PyLong_FromVoidPtr(descr);
+        Py_SETREF(descr, id == NULL ? NULL : intern_value(e, descr, id));
+        Py_XDECREF(id);
+    }
+    return descr;
+}
+
+/* numpy's C- and Fortran-contiguity of a strided layout (its _UpdateContiguousFlags:
+ * dimensions of length 1 may have any stride; an empty array is both). */
+static void
+contiguity(const Py_buffer *v, int *c, int *f)
+{
+    Py_ssize_t sd = v->itemsize;
+    *c = *f = 1;
+    for (int i = 0; i < v->ndim; i++)
+        if (v->shape[i] == 0)
+            return;
+    for (int i = v->ndim - 1; i >= 0; i--)
+        if (v->shape[i] != 1) {
+            if (v->strides[i] != sd)
+                *c = 0;
+            sd *= v->shape[i];
+        }
+    sd = v->itemsize;
+    for (int i = 0; i < v->ndim; i++)
+        if (v->shape[i] != 1) {
+            if (v->strides[i] != sd)
+                *f = 0;
+            sd *= v->shape[i];
+        }
+}
+
+/* numpy.array_node for an exact ndarray laid out in C or Fortran order; DECLINED for
+ * the rest (object arrays, strided ones, zero-size dtypes), which the handler takes. */
+static PyObject *
+encode_array(Enc *e, PyObject *arr, PyObject *path)
+{
+    Py_buffer view;
+    PyObject *dtype = PyObject_GetAttr(arr, s_dtype), *key = NULL, *descr = NULL,
+             *shape = NULL, *data = NULL, *payload = NULL, *out = NULL;
+    if (dtype == NULL || (key = PyLong_FromVoidPtr(dtype)) == NULL) {
+        Py_XDECREF(dtype);
+        return NULL;
+    }
+    /* Every reason to decline is found before anything is changed (a description
+     * interned here and again by the handler would come out a reference to nothing). */
+    int objects = holds_objects(e, dtype, key);
+    if (objects != 0) {
+        Py_DECREF(dtype);
+        Py_DECREF(key);
+        return objects < 0 ? NULL : Py_NewRef(DECLINED);
+    }
+    if (PyObject_GetBuffer(arr, &view, PyBUF_STRIDES) < 0) { /* the handler says why */
+        PyErr_Clear();
+        Py_DECREF(dtype);
+        Py_DECREF(key);
+        return Py_NewRef(DECLINED);
+    }
+    int c, f;
+    contiguity(&view, &c, &f);
+    int fortran = view.ndim > 1 && f && !c;
+    if ((!c && !fortran) || view.itemsize == 0) {
+        out = Py_NewRef(DECLINED);
+        goto done;
+    }
+    if ((descr = array_descr(e, dtype, key, path)) == NULL)
+        goto done;
+    if ((shape = PyList_New(view.ndim)) == NULL)
+        goto done;
+    for (int i = 0; i < view.ndim; i++) {
+        PyObject *n = PyLong_FromSsize_t(view.shape[i]);
+        if (n == NULL)
+            goto done;
+        PyList_SET_ITEM(shape, i, n);
+    }
+    if (view.len <= e->inline_max) {
+        data = PyBytes_FromStringAndSize(view.buf, view.len);
+    }
+    else { /* Encoder.add_buffer(the array's bytes as a flat uint8 view) */
+        PyObject *base = fortran ? PyObject_GetAttr(arr, s_T) : Py_NewRef(arr);
+        PyObject *flat = base == NULL ? NULL : PyObject_CallMethodOneArg(base, s_reshape, minus_one);
+        PyObject *raw = flat == NULL ? NULL : PyObject_CallMethodOneArg(flat, s_view, e->uint8);
+        Py_XDECREF(base);
+        Py_XDECREF(flat);
+        if (raw != NULL && PyList_Append(e->buffers, raw) == 0 &&
+            PyList_Append(e->keepalive, raw) == 0)
+            data = PyLong_FromSsize_t(PyList_GET_SIZE(e->buffers) - 1);
+        Py_XDECREF(raw);
+    }
+    if (data == NULL || (payload = PyList_New(4)) == NULL)
+        goto done;
+    PyList_SET_ITEM(payload, 0, Py_NewRef(descr));
+    PyList_SET_ITEM(payload, 1, Py_NewRef(shape));
+    PyList_SET_ITEM(payload, 2, Py_NewRef(fortran ? Py_True : Py_False));
+    PyList_SET_ITEM(payload, 3, Py_NewRef(data));
+    out = new_node(e, e->ndarray_code, payload);
+done:
+    PyBuffer_Release(&view);
+    Py_DECREF(dtype);
+    Py_DECREF(key);
+    Py_XDECREF(descr);
+    Py_XDECREF(shape);
+    Py_XDECREF(data);
+    Py_XDECREF(payload);
+    return out;
+}
+
 static int
 add_depth(Enc *e, long delta, long *now)
 {
@@ -502,6 +676,13 @@ encode_value(Enc *e, PyObject *obj, PyObject *path)
         out = encode_dict(e, obj, path);
     else if (fn == e->tuple_fn && t == &PyTuple_Type)
         out = encode_tuple(e, obj, path);
+    else if (fn == e->ndarray_fn && (PyObject *)t == e->ndarray) {
+        out = encode_array(e, obj, path);
+        if (out == DECLINED) {
+            Py_DECREF(out);
+            out = call3(fn, e->enc, obj, path);
+        }
+    }
     else
         out = call3(fn, e->enc, obj, path);
     /* finally: whatever happened, as the twin's try/finally */

@@ -12,9 +12,10 @@ import numpy as np
 
 from .. import _compiled
 from ..errors import UnsupportedObjectError
-from ..format.spec import MAX_NESTING
+from ..format.spec import INLINE_MAX, MAX_NESTING
 from .nodes import (
     BIGINT,
+    NDARRAY,
     ROOT,
     SHARED_DEF,
     SHARED_REF,
@@ -124,11 +125,13 @@ def _ext_type(code: int, data: bytes) -> msgpack.ExtType:
 def _static() -> tuple[Any, ...]:
     """The registry and constants the compiled walk reads (_encode.c), built once."""
     from .builtins import _enc_dict, _enc_list, _enc_tuple
+    from .numpy import _enc_ndarray, dtype_descr
     from .objects import encode_object
 
     return (
         ENCODERS, MEMOIZED, encode_object, _enc_list, _enc_dict, _enc_tuple, Node, Shared,
-        SharedRef, TUPLE, ZIPDICT, COLUMNAR_MIN, ZIPDICT_MIN, MAX_NESTING,
+        SharedRef, TUPLE, ZIPDICT, COLUMNAR_MIN, ZIPDICT_MIN, MAX_NESTING, np.ndarray,
+        _enc_ndarray, dtype_descr, NDARRAY, np.dtype(np.uint8), INLINE_MAX, {},
     )
 
 
@@ -166,7 +169,7 @@ class Encoder:
         # What the compiled walk reads (_encode.c): these containers are never replaced.
         self._fast = (
             self._memo, self._in_progress, self._keepalive, self._interned, self.pending,
-            _static(),
+            self.buffers, _static(),
         )
 
     # -- entry points -------------------------------------------------------
