@@ -256,3 +256,22 @@ def test_state_for_the_walk_is_checked() -> None:
     enc._fast = ()  # type: ignore[assignment]
     with pytest.raises(TypeError, match="walk's state"):
         speedups.encode(enc, [1, [2]], None)
+
+
+def test_a_save_leaves_the_collector_as_it_found_it() -> None:
+    import gc
+
+    import skjar
+
+    assert gc.isenabled()
+    skjar.dumps({"a": [1, 2]})
+    assert gc.isenabled()
+    with pytest.raises(UnsupportedObjectError):
+        skjar.dumps([_LAMBDA])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        skjar.dumps({"a": [1, 2]})
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -27,6 +27,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <structmember.h> /* T_OBJECT_EX: the slots of Node, Shared and SharedRef */
 
 typedef struct {
     PyObject *enc;
@@ -215,10 +216,82 @@ method(Enc *e, PyObject *name, PyObject *a, PyObject *b)
     return PyObject_VectorcallMethod(name, args, b == NULL ? 2 : 3, NULL);
 }
 
+/* Node, Shared and SharedRef are slotted classes whose constructors only fill their
+ * slots (None for share_id): built here by filling the slots directly, without running
+ * the Python __init__ (a frame per node, ~560 per hgb save). The slots' offsets come from
+ * the classes' own member descriptors; anything unexpected (another layout, a class
+ * changed) and the class is called instead. */
+typedef struct {
+    PyObject *type;   /* the class these offsets are for (borrowed: a module global) */
+    Py_ssize_t at[3]; /* slot offsets, in the order of `names` */
+    int n, ok;
+} Slots;
+
+static Slots node_slots, shared_slots, ref_slots;
+
+static void
+find_slots(Slots *s, PyObject *type, const char *const *names, int n)
+{
+    s->type = type;
+    s->n = n;
+    s->ok = PyType_Check(type) && ((PyTypeObject *)type)->tp_alloc == PyType_GenericAlloc &&
+            ((PyTypeObject *)type)->tp_dictoffset == 0;
+    for (int i = 0; i < n && s->ok; i++) {
+        PyObject *d = PyObject_GetAttrString(type, names[i]);
+        if (d == NULL) {
+            PyErr_Clear();
+            s->ok = 0;
+            break;
+        }
+        s->ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+                ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
+                ((PyMemberDescrObject *)d)->d_common.d_type == (PyTypeObject *)type;
+        if (s->ok)
+            s->at[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_DECREF(d);
+    }
+}
+
+/* An instance of `type` with its slots set to `values` (new references taken). */
+static PyObject *
+make(Slots *s, PyObject *type, const char *const *names, int n, PyObject *const *values)
+{
+    if (s->type != type)
+        find_slots(s, type, names, n);
+    if (!s->ok) {
+        PyObject *args[2] = {values[0], n > 1 ? values[1] : NULL};
+        return PyObject_Vectorcall(type, args, n == 3 ? 2 : 1, NULL);
+    }
+    PyObject *o = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0);
+    if (o == NULL)
+        return NULL;
+    for (int i = 0; i < n; i++)
+        *(PyObject **)((char *)o + s->at[i]) = Py_NewRef(values[i]);
+    return o;
+}
+
+static const char *const NODE_SLOTS[] = {"code", "payload", "share_id"};
+static const char *const SHARED_SLOTS[] = {"value", "share_id"};
+static const char *const REF_SLOTS[] = {"target"};
+
 static PyObject *
 new_node(Enc *e, PyObject *code, PyObject *payload)
 {
-    return call2(e->node, code, payload);
+    PyObject *values[3] = {code, payload, Py_None};
+    return make(&node_slots, e->node, NODE_SLOTS, 3, values);
+}
+
+static PyObject *
+new_shared(Enc *e, PyObject *value)
+{
+    PyObject *values[2] = {value, Py_None};
+    return make(&shared_slots, e->shared, SHARED_SLOTS, 2, values);
+}
+
+static PyObject *
+new_ref(Enc *e, PyObject *target)
+{
+    return make(&ref_slots, e->ref, REF_SLOTS, 1, &target);
 }
 
 /* Give `target` a shared-object id if it has none (Encoder.share). */
@@ -258,7 +331,7 @@ intern_value(Enc *e, PyObject *value, PyObject *key)
     if (seen == NULL) {
         if (PyErr_Occurred())
             return NULL;
-        PyObject *fresh = PyObject_CallOneArg(e->shared, value);
+        PyObject *fresh = new_shared(e, value);
         if (fresh == NULL || PyDict_SetItem(e->interned, key, fresh) < 0 ||
             PyList_Append(e->keepalive, value) < 0) {
             Py_XDECREF(fresh);
@@ -267,7 +340,7 @@ intern_value(Enc *e, PyObject *value, PyObject *key)
         return fresh;
     }
     Py_INCREF(seen);
-    PyObject *out = share(e, seen) < 0 ? NULL : PyObject_CallOneArg(e->ref, seen);
+    PyObject *out = share(e, seen) < 0 ? NULL : new_ref(e, seen);
     Py_DECREF(seen);
     return out;
 }
@@ -643,7 +716,7 @@ encode_value(Enc *e, PyObject *obj, PyObject *path)
         if (refuse == 1)
             out = method(e, s_encode_value, obj, path); /* raises */
         else if (refuse == 0 && share(e, seen) == 0)
-            out = PyObject_CallOneArg(e->ref, seen);
+            out = new_ref(e, seen);
         Py_DECREF(seen);
         Py_DECREF(oid);
         return out;
@@ -661,11 +734,15 @@ encode_value(Enc *e, PyObject *obj, PyObject *path)
     PyObject *fn = PyDict_GetItemWithError(e->encoders, (PyObject *)t);
     if (fn == NULL && PyErr_Occurred())
         goto done;
+    Py_XINCREF(fn); /* the registry is only borrowed from, and handlers run Python */
     int memoize = fn == NULL ? 1 : PySet_Contains(e->memoized, (PyObject *)t);
-    if (memoize < 0 || add_depth(e, 1, NULL) < 0)
+    if (memoize < 0 || add_depth(e, 1, NULL) < 0) {
+        Py_XDECREF(fn);
         goto done;
+    }
     if (PySet_Add(e->in_progress, oid) < 0) {
         add_depth(e, -1, NULL);
+        Py_XDECREF(fn);
         goto done;
     }
     if (fn == NULL)
@@ -685,6 +762,7 @@ encode_value(Enc *e, PyObject *obj, PyObject *path)
     }
     else
         out = call3(fn, e->enc, obj, path);
+    Py_XDECREF(fn);
     /* finally: whatever happened, as the twin's try/finally */
     PyObject *exc_type, *exc_value, *exc_tb;
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
@@ -700,7 +778,7 @@ encode_value(Enc *e, PyObject *obj, PyObject *path)
     }
     if (memoize) {
         if (Py_TYPE(out) != (PyTypeObject *)e->node) {
-            Py_SETREF(out, PyObject_CallOneArg(e->shared, out));
+            Py_SETREF(out, new_shared(e, out));
             if (out == NULL)
                 goto done;
         }

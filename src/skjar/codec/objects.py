@@ -119,18 +119,29 @@ def _encode_item_nodes(enc: Encoder, listitems: Any, dictitems: Any, path: Path)
     return ITEMS_NONE, None
 
 
+# Classes whose instances are none of a function, a dtype, a numpy scalar with a handler
+# or a module: each of those tests depends on the class alone, so a class that passed them
+# once skips them (a forest's 400 instances are of two classes).
+_PLAIN_CLASSES: set[type] = set()
+
+
 def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
     """Encode an object no handler claimed (see the module docstring)."""
-    if _is_function_like(obj):
-        return ref_node(enc, obj, path)
-    if isinstance(obj, np.dtype):  # numpy 2 dtypes are instances of np.dtype subclasses
-        return ENCODERS[np.dtype](enc, obj, path)
-    if isinstance(obj, np.generic) and type(obj) in ENCODERS:
-        return ENCODERS[type(obj)](enc, obj, path)
     cls = type(obj)
+    if cls not in _PLAIN_CLASSES:
+        if _is_function_like(obj):
+            return ref_node(enc, obj, path)
+        if isinstance(obj, np.dtype):  # numpy 2 dtypes are instances of np.dtype subclasses
+            return ENCODERS[np.dtype](enc, obj, path)
+        if isinstance(obj, np.generic) and cls in ENCODERS:
+            return ENCODERS[cls](enc, obj, path)
+        if isinstance(obj, types.ModuleType):
+            raise UnsupportedObjectError(
+                f"module {obj.__name__!r} cannot be stored", render_path(path)
+            )
+        if len(_PLAIN_CLASSES) < 4096:
+            _PLAIN_CLASSES.add(cls)
     what = f"{cls.__module__}.{cls.__qualname__}"
-    if isinstance(obj, types.ModuleType):
-        raise UnsupportedObjectError(f"module {obj.__name__!r} cannot be stored", render_path(path))
     try:
         rv = obj.__reduce_ex__(4)
     except Exception as exc:
