@@ -268,6 +268,7 @@ def check_convert(data: bytes, exercise: bool = False) -> str:
                 raise Finding(f"from bytes {result!r:.200}, from a path {from_file!r:.200}")
         _no_events("converting")
         if obj is not None:
+            _same_encoding_either_way(obj)
             jar, dumped = _attempt("dumps of the converted object", skjar.dumps, obj)
             if jar is None:
                 result = "dump refused: " + dumped
@@ -281,6 +282,35 @@ def check_convert(data: bytes, exercise: bool = False) -> str:
         _no_events("saving the converted object")
         _use_watched(obj, exercise, "converted")
     return result
+
+
+def _same_encoding_either_way(obj: Any) -> None:
+    """The compiled encoder walk and packer (_encode.c, _pack.c) against their Python
+    twins on a converted object - shapes no test wrote by hand: the same tree and buffers,
+    or the same refusal."""
+    from skjar import _compiled
+    from skjar.codec import Encoder
+
+    fast = _compiled.speedups
+    if fast is None:
+        return
+
+    def encode() -> tuple[Any, ...]:
+        try:
+            enc = Encoder()
+            return ("ok", enc.encode_root(obj), [bytes(b) for b in enc.buffers])
+        except Exception as exc:  # either side's refusal, compared below
+            return ("refused", type(exc).__name__, str(exc))
+
+    compiled = encode()
+    _compiled.speedups = None
+    try:
+        twin = encode()
+    finally:
+        _compiled.speedups = fast
+    if compiled != twin:
+        raise Finding(f"the compiled encoder gives {compiled!r:.300}, its Python twin "
+                      f"{twin!r:.300}")
 
 
 # -- memory ------------------------------------------------------------------------------
