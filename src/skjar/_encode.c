@@ -669,6 +669,7 @@ done:
     return out;
 }
 
+/* enc.depth += delta, the new depth in *now (delta 0: only read it). */
 static int
 add_depth(Enc *e, long delta, long *now)
 {
@@ -682,6 +683,8 @@ add_depth(Enc *e, long delta, long *now)
     d += delta;
     if (now != NULL)
         *now = d;
+    if (delta == 0)
+        return 0;
     PyObject *value = PyLong_FromLong(d);
     int rc = value == NULL ? -1 : PyObject_SetAttr(e->enc, s_depth, value);
     Py_XDECREF(value);
