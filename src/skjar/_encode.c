@@ -252,16 +252,16 @@ find_slots(Slots *s, PyObject *type, const char *const *names, int n)
     }
 }
 
-/* An instance of `type` with its slots set to `values` (new references taken). */
+/* An instance of `type` with its slots set to `values` (new references taken); the
+ * first `nargs` of them are its constructor's arguments (the rest start as None). */
 static PyObject *
-make(Slots *s, PyObject *type, const char *const *names, int n, PyObject *const *values)
+make(Slots *s, PyObject *type, const char *const *names, int n, PyObject *const *values,
+     Py_ssize_t nargs)
 {
     if (s->type != type)
         find_slots(s, type, names, n);
-    if (!s->ok) {
-        PyObject *args[2] = {values[0], n > 1 ? values[1] : NULL};
-        return PyObject_Vectorcall(type, args, n == 3 ? 2 : 1, NULL);
-    }
+    if (!s->ok)
+        return PyObject_Vectorcall(type, values, nargs, NULL);
     PyObject *o = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0);
     if (o == NULL)
         return NULL;
@@ -278,20 +278,20 @@ static PyObject *
 new_node(Enc *e, PyObject *code, PyObject *payload)
 {
     PyObject *values[3] = {code, payload, Py_None};
-    return make(&node_slots, e->node, NODE_SLOTS, 3, values);
+    return make(&node_slots, e->node, NODE_SLOTS, 3, values, 2);
 }
 
 static PyObject *
 new_shared(Enc *e, PyObject *value)
 {
     PyObject *values[2] = {value, Py_None};
-    return make(&shared_slots, e->shared, SHARED_SLOTS, 2, values);
+    return make(&shared_slots, e->shared, SHARED_SLOTS, 2, values, 1);
 }
 
 static PyObject *
 new_ref(Enc *e, PyObject *target)
 {
-    return make(&ref_slots, e->ref, REF_SLOTS, 1, &target);
+    return make(&ref_slots, e->ref, REF_SLOTS, 1, &target, 1);
 }
 
 /* Give `target` a shared-object id if it has none (Encoder.share). */
@@ -669,23 +669,23 @@ done:
     return out;
 }
 
-/* enc.depth += delta, the new depth in *now (delta 0: only read it). */
+/* enc.depth, read once per value and restored when its handler returns (the handlers that
+ * change it themselves put it back before returning, as the twin relies on too). */
 static int
-add_depth(Enc *e, long delta, long *now)
+get_depth(Enc *e, long *depth)
 {
-    PyObject *depth = PyObject_GetAttr(e->enc, s_depth);
-    if (depth == NULL)
+    PyObject *value = PyObject_GetAttr(e->enc, s_depth);
+    if (value == NULL)
         return -1;
-    long d = PyLong_AsLong(depth);
-    Py_DECREF(depth);
-    if (d == -1 && PyErr_Occurred())
-        return -1;
-    d += delta;
-    if (now != NULL)
-        *now = d;
-    if (delta == 0)
-        return 0;
-    PyObject *value = PyLong_FromLong(d);
+    *depth = PyLong_AsLong(value);
+    Py_DECREF(value);
+    return *depth == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+static int
+set_depth(Enc *e, long depth)
+{
+    PyObject *value = PyLong_FromLong(depth);
     int rc = value == NULL ? -1 : PyObject_SetAttr(e->enc, s_depth, value);
     Py_XDECREF(value);
     return rc;
@@ -728,7 +728,7 @@ encode_value(Enc *e, PyObject *obj, PyObject *path)
         goto done;
     int busy = PySet_Contains(e->in_progress, oid);
     long depth = 0;
-    if (busy < 0 || add_depth(e, 0, &depth) < 0)
+    if (busy < 0 || get_depth(e, &depth) < 0)
         goto done;
     if (busy || depth + 1 > e->max_nesting) { /* a cycle, or too deep: the twin's cases */
         out = method(e, s_encode_value, obj, path);
@@ -739,12 +739,12 @@ encode_value(Enc *e, PyObject *obj, PyObject *path)
         goto done;
     Py_XINCREF(fn); /* the registry is only borrowed from, and handlers run Python */
     int memoize = fn == NULL ? 1 : PySet_Contains(e->memoized, (PyObject *)t);
-    if (memoize < 0 || add_depth(e, 1, NULL) < 0) {
+    if (memoize < 0 || set_depth(e, depth + 1) < 0) {
         Py_XDECREF(fn);
         goto done;
     }
     if (PySet_Add(e->in_progress, oid) < 0) {
-        add_depth(e, -1, NULL);
+        set_depth(e, depth);
         Py_XDECREF(fn);
         goto done;
     }
@@ -769,7 +769,7 @@ encode_value(Enc *e, PyObject *obj, PyObject *path)
     /* finally: whatever happened, as the twin's try/finally */
     PyObject *exc_type, *exc_value, *exc_tb;
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-    int undone = PySet_Discard(e->in_progress, oid) < 0 || add_depth(e, -1, NULL) < 0;
+    int undone = PySet_Discard(e->in_progress, oid) < 0 || set_depth(e, depth) < 0;
     if (exc_type != NULL) {
         if (undone)
             PyErr_Clear();
