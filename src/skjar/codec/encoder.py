@@ -149,6 +149,9 @@ class Encoder:
         self.depth = 0
         self._ext_depth = 0
         self._verified: dict[int, str] = {}
+        # Classes whose instances this dump has written (INSTANCE), by the name declared
+        # for them: named, checked and declared once, not once per instance.
+        self.object_classes: dict[type, str] = {}
         self._interned: dict[Any, Shared] = {}
         self._packers: list[msgpack.Packer] = []  # idle ones; see _pack
         # A bit generator's state already read by its holder (id -> numpy's state dict):

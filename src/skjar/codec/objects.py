@@ -72,6 +72,10 @@ def _class_name(enc: Encoder, cls: type, use: str, path: Path) -> tuple[str, Any
     return name, enc.intern(name)
 
 
+def _dotted(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def ref_node(enc: Encoder, obj: Any, path: Path) -> Node:
     """A class or function referred to as a value."""
     named = name_of(obj)
@@ -141,20 +145,23 @@ def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
             )
         if len(_PLAIN_CLASSES) < 4096:
             _PLAIN_CLASSES.add(cls)
-    what = f"{cls.__module__}.{cls.__qualname__}"
     try:
         rv = obj.__reduce_ex__(4)
     except Exception as exc:
         raise UnsupportedObjectError(
-            f"{what} cannot be serialized: {exc}", render_path(path)
+            f"{_dotted(cls)} cannot be serialized: {exc}", render_path(path)
         ) from None
     if isinstance(rv, str):
         return ref_node(enc, obj, path)
     if not isinstance(rv, tuple) or not 2 <= len(rv) <= 6:
-        raise UnsupportedObjectError(f"{what}.__reduce_ex__ returned {rv!r:.80}", render_path(path))
+        raise UnsupportedObjectError(
+            f"{_dotted(cls)}.__reduce_ex__ returned {rv!r:.80}", render_path(path)
+        )
     func, args, state, listitems, dictitems, setter = (*rv, None, None, None, None)[:6]
     if setter is not None:
-        raise UnsupportedObjectError(f"{what} uses a custom state setter", render_path(path))
+        raise UnsupportedObjectError(
+            f"{_dotted(cls)} uses a custom state setter", render_path(path)
+        )
     func_name = getattr(func, "__name__", "")
     args = tuple(args or ())
 
@@ -163,7 +170,8 @@ def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
             _, name = _class_name(enc, cls, OBJECT, path)
             return Node(NAMEDTUPLE, [name, enc.encode_items(list(obj), path)])
         raise UnsupportedObjectError(
-            f"{what} needs arguments to __new__, which skjar does not call", render_path(path)
+            f"{_dotted(cls)} needs arguments to __new__, which skjar does not call",
+            render_path(path),
         )
     if (func is NEWOBJ_FUNC or func_name == "newObj") and args == (cls,):
         mode = STATE_NONE if state is None else STATE_DEFAULT
@@ -173,7 +181,12 @@ def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
         mode = STATE_CYTHON
     else:
         return _reconstruct_node(enc, obj, func, args, state, listitems, dictitems, path)
-    plain, name = _class_name(enc, cls, OBJECT, path)
+    plain = enc.object_classes.get(cls)
+    if plain is None:  # the class's first instance in this dump: name it, check, declare
+        plain, name = _class_name(enc, cls, OBJECT, path)
+        enc.object_classes[cls] = plain
+    else:
+        name = enc.intern(plain)
     # An instance whose holder has a meaning check is never deferred: the check runs
     # when the holder gets its state, before a deferred instance would get its own,
     # and refuses to judge an empty shell (_refuse_pending).
