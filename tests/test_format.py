@@ -1068,3 +1068,111 @@ def test_a_label_no_utf8_can_hold_is_summarised_as_its_escape() -> None:
     data = skjar.dumps(model)
     assert skjar.inspect(io.BytesIO(data)).schema["classes"] == ["a\\udcff", "b"]
     assert skjar.loads(data).classes_.tolist() == labels.tolist()
+
+
+# -- streamed saves: sections written while the next ones are compressed -------------------------
+def _front(data: bytes) -> tuple[int, bytes]:
+    """The header length and the header's bytes."""
+    (length,) = struct.unpack_from("<Q", data, 16)
+    return length, data[spec.PREAMBLE_SIZE : spec.PREAMBLE_SIZE + length]
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_a_streamed_save_holds_what_dumps_holds_whatever_the_cores(
+    codec: str, signed: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compressed save to a path with work for every core writes its sections as they
+    are compressed and its header last, into room reserved from the sections' sizes:
+    the same header, tree and sections as ``dumps`` (whose header is not padded), the
+    header followed by spaces only, and the same bytes on one core as on two."""
+    from skjar.format import compression
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    value = {"trees": _forest_like(), "noise": np.random.default_rng(5).bytes(300_000)}
+    key = skjar.generate_key() if signed else None
+    (tmp_path / "jar").mkdir()
+    path = tmp_path / "jar" / "streamed.skjar"
+    skjar.dump(value, path, compress=codec, sign_with=key)
+    streamed = path.read_bytes()
+    whole = skjar.dumps(value, compress=codec, sign_with=key)
+    (length, head), (whole_length, whole_head) = _front(streamed), _front(whole)
+    assert length > whole_length and head[:whole_length] == whole_head
+    assert set(head[whole_length:]) == {ord(" ")} and json.loads(head) == json.loads(whole_head)
+    if not signed:  # (jarcraft reads unsigned jars)
+        a, b = jarcraft.decode(streamed), jarcraft.decode(whole)
+        assert a.tree == b.tree and a.buffers == b.buffers
+        assert jarcraft.stored_sections(streamed) == jarcraft.stored_sections(whole)
+    public = [skjar.save_key(key, tmp_path / "k.pem")] if signed else None
+    assert skjar.verify(path, verify_with=public).signed is signed
+    assert_same(skjar.load(path, verify_with=public), value)
+    monkeypatch.setattr(compression, "_cores", lambda: 1)
+    skjar.dump(value, path, compress=codec, sign_with=key)
+    if not signed:  # (an Ed25519 signature is deterministic too, but say so only once)
+        assert path.read_bytes() == streamed
+    _only(path)
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_the_reserved_header_is_never_shorter_than_the_real_one(codec: str) -> None:
+    """``bound()`` gives every section its worst case: stored as it is, an incompressible
+    pack apart member by member, a chunk grown by its codec's framing. Sizes around the
+    powers of ten, contents from zeros to noise, chunks of the smallest size."""
+    rng = np.random.default_rng(11)
+    saved = writer.CHUNK
+    writer.CHUNK = spec.MIN_CHUNK
+    try:
+        for trial in range(60):
+            buffers = []
+            for _ in range(int(rng.integers(1, 12))):
+                size = int(rng.choice([9, 10, 99, 100, 999, 1000, 99_999, 100_000, 300_001,
+                                       spec.MIN_CHUNK - 1, spec.MIN_CHUNK + 1]))
+                noise = rng.integers(0, 256, size, dtype=np.uint8)
+                buffers.append(noise if rng.random() < 0.5 else noise & rng.integers(0, 4))
+                # Chunked, its last chunk noise of 10**k - 1 bytes: stored larger than
+                # it is, one digit longer.
+                tail = rng.integers(0, 256, 10 ** int(rng.integers(1, 5)) - 1, dtype=np.uint8)
+                buffers.append(np.concatenate([np.zeros(4 * spec.MIN_CHUNK, np.uint8), tail]))
+            tree = rng.integers(0, 256 if trial % 2 else 2, int(rng.integers(1, 5000)),
+                                dtype=np.uint8).tobytes()
+            sections = writer.plan_sections(tree, buffers, (codec, 1))
+            bound = json.dumps(sections.bound(), separators=(",", ":"))
+            layout, _ = sections.finish()
+            assert len(json.dumps(layout, separators=(",", ":"))) <= len(bound), trial
+    finally:
+        writer.CHUNK = saved
+
+
+def test_a_streamed_save_that_fails_midway_leaves_the_old_file(
+    old_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sections already on their way to the disk are in the temporary file only."""
+    from skjar.format import compression
+
+    real, calls = compression.Compressor.compress, []
+
+    def failing(self: Any, data: memoryview) -> bytes:
+        calls.append(1)
+        if len(calls) == 20:
+            raise MemoryError("out of memory in a codec")
+        return real(self, data)
+
+    before = old_file.read_bytes()
+    monkeypatch.setattr(compression.Compressor, "compress", failing)
+    with pytest.raises(MemoryError):
+        skjar.dump(_forest_like(), old_file, compress="zstd")
+    assert len(calls) >= 20 and old_file.read_bytes() == before
+    _only(old_file)
+
+
+@pytest.mark.parametrize("compress", [("zstd", 1), ("zstd", 19), ("lz4", 0), ("lz4", 9)], ids=str)
+def test_a_chunk_frame_is_never_longer_than_its_bound(compress: Any) -> None:
+    """The reserved header counts a chunk's stored length as ``_frame_bound`` of its size:
+    noise, which every codec stores a little larger than it is, stays within it."""
+    from skjar.format.compression import Compressor
+
+    compressor = Compressor(*compress)
+    rng = np.random.default_rng(2)
+    for size in (1, 9, 10, 99, 999, 9_999, 65_535, 99_999, 1 << 20):
+        noise = rng.integers(0, 256, size, dtype=np.uint8)
+        assert size < len(compressor.compress(memoryview(noise))) <= writer._frame_bound(size)

@@ -18,7 +18,7 @@ from .format.compression import parse_compress
 from .format.header import declared_names
 from .format.reader import Source, open_source, read_header, read_small
 from .format.spec import FLAG_SIGNED, SIGNATURE_SIZE
-from .format.writer import build_sections, write_atomic, write_jar, writer_for
+from .format.writer import plan_sections, write_atomic, write_jar, write_sections, writer_for
 from .metadata import (
     SKEW_MODULES,
     check_metadata,
@@ -46,7 +46,8 @@ def _signer(sign_with: Any) -> Any:
     return load_private_key(sign_with)
 
 
-def _serialize(obj: Any, compress: Any, metadata: Any) -> tuple[dict[str, Any], list[Any]]:
+def _serialize(obj: Any, compress: Any, metadata: Any) -> tuple[dict[str, Any], Any]:
+    """The header, without its layout, and the planned sections (``plan_sections``)."""
     codec = parse_compress(compress)
     meta = check_metadata(metadata)
     enc = Encoder()
@@ -60,7 +61,7 @@ def _serialize(obj: Any, compress: Any, metadata: Any) -> tuple[dict[str, Any], 
     finally:
         if collecting:
             gc.enable()
-    layout, payloads = build_sections(tree, enc.buffers, codec)
+    sections = plan_sections(tree, enc.buffers, codec)
     summary = summarize(obj)  # (a courtesy: it never fails a dump)
     header = {
         "producer": producer(),
@@ -72,9 +73,14 @@ def _serialize(obj: Any, compress: Any, metadata: Any) -> tuple[dict[str, Any], 
             for name, (module, uses) in sorted(enc.names.items())
         ],
         "compression": None if codec is None else {"codec": codec[0], "level": codec[1]},
-        "layout": layout,
     }
-    return header, payloads
+    return header, sections
+
+
+def _finished(header: dict[str, Any], sections: Any) -> tuple[dict[str, Any], list[Any]]:
+    """The whole header and the payloads in file order, compressed."""
+    layout, payloads = sections.finish()
+    return {**header, "layout": layout}, payloads
 
 
 def dump(
@@ -100,8 +106,8 @@ def dump(
     if isinstance(target, (str, os.PathLike)):
         path = file_path(target)
         check_save_target(path)
-        header, payloads = _serialize(obj, compress, metadata)
-        write_atomic(path, lambda f: write_jar(f.write, header, payloads, signer))
+        header, sections = _serialize(obj, compress, metadata)
+        write_atomic(path, lambda f: write_sections(f, header, sections, signer))
         return
     if not hasattr(target, "write"):
         raise InvalidArgumentError(
@@ -115,7 +121,7 @@ def dump(
         raise InvalidArgumentError(
             f"cannot write to this file object ({exc}): open it with 'wb'"
         ) from None
-    header, payloads = _serialize(obj, compress, metadata)
+    header, payloads = _finished(*_serialize(obj, compress, metadata))
     write_jar(writer_for(target), header, payloads, signer)
 
 
@@ -131,7 +137,7 @@ def dumps(
     >>> data = skjar.dumps(model)  # doctest: +SKIP
     """
     signer = _signer(sign_with)
-    header, payloads = _serialize(obj, compress, metadata)
+    header, payloads = _finished(*_serialize(obj, compress, metadata))
     out = io.BytesIO()
     write_jar(out.write, header, payloads, signer)
     return out.getvalue()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -36,14 +37,27 @@ def run_parallel(jobs: Sequence[Callable[[], T]], work: int) -> list[T]:
     decompress sections side by side (a forest's 200 node arrays, each under zstd's
     own multi-threading threshold). The first failing job, in order, raises.
     """
+    return list(iter_parallel(jobs, work))
+
+
+def iter_parallel(jobs: Sequence[Callable[[], T]], work: int) -> Iterator[T]:
+    """``run_parallel``'s results one by one, each as soon as it and those before it are
+    done: a caller can write one section while the threads compress the next ones."""
     workers = min(len(jobs), _cores())
+    pool = None
     if workers >= 2 and work >= PARALLEL_MIN:
-        try:
-            with ThreadPoolExecutor(workers, thread_name_prefix="skjar-codec") as pool:
-                return list(pool.map(lambda job: job(), jobs))
-        except RuntimeError:  # no thread to be had (a limit, interpreter shutdown): in turn
-            pass
-    return [job() for job in jobs]
+        with contextlib.suppress(RuntimeError):  # no thread to be had (a limit, shutdown)
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="skjar-codec")
+    if pool is not None:
+        with pool:
+            try:  # (map submits every job at once, starting the threads)
+                results = pool.map(lambda job: job(), jobs)
+            except RuntimeError:
+                pool.shutdown(cancel_futures=True)
+            else:
+                yield from results
+                return
+    yield from (job() for job in jobs)  # in turn
 
 
 def parse_compress(compress: Any) -> tuple[str, int] | None:

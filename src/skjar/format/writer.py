@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import struct
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import numpy as np
 
 from .. import _compiled
 from .._paths import cannot_write
-from .compression import Compressor, run_parallel
+from .compression import PARALLEL_MIN, Compressor, iter_parallel
 from .digest import new_hasher
 from .header import encode_header, pack_offsets
 from .reader import OWN_ALLOCATION
@@ -63,7 +64,8 @@ class _Sections:
     """The layout table and the payloads in file order, planned one buffer at a time and
     compressed at the end, on every core (``run_parallel``)."""
 
-    def __init__(self, compress: tuple[str, int] | None) -> None:
+    def __init__(self, tree: memoryview, compress: tuple[str, int] | None) -> None:
+        self.tree = tree
         self.compressor = Compressor(*compress) if compress is not None else None
         # What will be stored, in file order: data, and a pack's member sizes (or None).
         self.planned: list[tuple[memoryview, list[int] | None]] = []
@@ -110,15 +112,32 @@ class _Sections:
             return 0
         return -(-view.nbytes // CHUNK)
 
-    def finish(self, tree: memoryview) -> tuple[dict[str, Any], list[Any]]:
+    @property
+    def work(self) -> int:
+        """Bytes to compress (0 when not compressing)."""
+        if self.compressor is None:
+            return 0
+        return self.tree.nbytes + sum(view.nbytes for view, _ in self.planned)
+
+    def finish(self, place: Callable[[Any], None] | None = None) -> tuple[dict[str, Any], list[Any]]:
         """Compress everything planned, on every core; the layout table and the payloads in
-        file order (a chunked section's payload is the list of its chunks)."""
-        self.flush()
-        compressor = self.compressor
+        file order (a chunked section's payload is the list of its chunks). ``place`` is
+        given each payload, in file order, as soon as it is final: while the threads
+        are still compressing the sections after it."""
+        tree, compressor = self.tree, self.compressor
+        payloads: list[Any] = []
+        add = payloads.append
+        if place is not None:
+
+            def add(payload: Any) -> None:
+                payloads.append(payload)
+                place(payload)
+
         if compressor is None:
             entries = [_entry(view, "none", view.nbytes) for view, _ in self.planned]
-            table = {"tree": _tree_entry(tree, "none", tree.nbytes), "buffers": entries}
-            return table, [tree, *(view for view, _ in self.planned)]
+            for payload in (tree, *(view for view, _ in self.planned)):
+                add(payload)
+            return {"tree": _tree_entry(tree, "none", tree.nbytes), "buffers": entries}, payloads
         # One job per whole section (the tree: the structure digest ends where it ends),
         # or per chunk of a large buffer.
         compress, whole = compressor.compress, self.compressed
@@ -131,10 +150,10 @@ class _Sections:
                 ]
             else:
                 jobs.append(functools.partial(whole, view))
-        done = iter(run_parallel(jobs, tree.nbytes + sum(v.nbytes for v, _ in self.planned)))
+        done = iter_parallel(jobs, self.work)
         tree_data, tree_codec = next(done)
         entries = []
-        payloads = [tree_data]
+        add(tree_data)
         for view, members in self.planned:
             count = self.chunks(view, members)
             if count:
@@ -143,23 +162,46 @@ class _Sections:
                 if sum(lengths) < view.nbytes:
                     chunking = {"chunk": CHUNK, "lengths": lengths}
                     entries.append([sum(lengths), view.nbytes, compressor.codec, chunking])
-                    payloads.append(chunks)
+                    add(chunks)
                 else:  # incompressible: stored as it is, so it stays mmap-able
                     entries.append(_entry(view, "none", view.nbytes))
-                    payloads.append(view)
+                    add(view)
                 continue
             data, codec = next(done)
             if members is None or codec != "none":
                 entries.append(_entry(data, codec, view.nbytes, members))
-                payloads.append(data)
+                add(data)
                 continue
             # The pack would not compress: its buffers one by one, maybe raw.
             for offset, size in zip(pack_offsets(members), members):
                 data, codec = self.compressed(view[offset : offset + size])
                 entries.append(_entry(data, codec, size))
-                payloads.append(data)
+                add(data)
         table = {"tree": _tree_entry(tree_data, tree_codec, tree.nbytes), "buffers": entries}
         return table, payloads
+
+    def bound(self) -> dict[str, Any]:
+        """A layout table whose JSON is at least as long as the one ``finish`` will make,
+        known before anything is compressed: every length its section's size (a section
+        is stored compressed only when that is smaller) or, for a chunk, its codec's
+        worst case; every codec named "none" (the longest name); a pack that may be
+        stored member by member counted in whichever form is longer."""
+        entries: list[Any] = []
+        for view, members in self.planned:
+            size = view.nbytes
+            count = self.chunks(view, members)
+            if count:
+                lengths = [_frame_bound(min(CHUNK, size - at)) for at in range(0, size, CHUNK)]
+                entries.append([size, size, "none", {"chunk": CHUNK, "lengths": lengths}])
+            elif members is None:
+                entries.append([size, size, "none"])
+            else:
+                whole = [[size, size, "none", members]]
+                apart = [[member, member, "none"] for member in members]
+                longer = len(_json_text(whole)) >= len(_json_text(apart))
+                entries += whole if longer else apart
+        size = self.tree.nbytes
+        return {"tree": {"length": size, "size": size, "codec": "none"}, "buffers": entries}
 
 
 def _tree_entry(data: Any, codec: str, size: int) -> dict[str, Any]:
@@ -173,14 +215,32 @@ def _entry(data: Any, codec: str, size: int, members: list[int] | None = None) -
     return entry if members is None else [*entry, members]
 
 
+def _frame_bound(size: int) -> int:
+    """At least the largest frame zstd or lz4 makes of ``size`` bytes (ZSTD_COMPRESSBOUND:
+    size + size/256 + 64 at most; LZ4_COMPRESSBOUND: size + size/255 + 16)."""
+    return size + (size >> 7) + 128
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def plan_sections(
+    tree: bytes, buffers: list[np.ndarray], compress: tuple[str, int] | None
+) -> _Sections:
+    """The sections a jar will hold, in file order; nothing compressed yet (``finish``)."""
+    sections = _Sections(memoryview(tree), compress)
+    for buf in buffers:
+        sections.add(memoryview(buf))  # type: ignore[arg-type]
+    sections.flush()
+    return sections
+
+
 def build_sections(
     tree: bytes, buffers: list[np.ndarray], compress: tuple[str, int] | None
 ) -> tuple[dict[str, Any], list[Any]]:
     """Compress what is worth it; returns the layout table and the payloads in file order."""
-    sections = _Sections(compress)
-    for buf in buffers:
-        sections.add(memoryview(buf))  # type: ignore[arg-type]
-    return sections.finish(memoryview(tree))
+    return plan_sections(tree, buffers, compress).finish()
 
 
 def format_version(layout: dict[str, Any]) -> tuple[int, int]:
@@ -197,11 +257,15 @@ def write_jar(
     header: dict[str, Any],
     payloads: list[Any],
     signer: Any = None,
+    head_size: int | None = None,
 ) -> int:
     """Write a complete jar through ``write``; returns the number of bytes written.
 
     With ``signer`` (an Ed25519 private key) the preamble's signed flag is set
-    and a signature block over everything before it precedes the trailer.
+    and a signature block over everything before it precedes the trailer. With
+    ``head_size`` the header is padded with spaces to that many bytes (JSON allows
+    whitespace after the value): ``write_streamed`` places the sections before it
+    knows the header.
     """
     hasher = new_hasher()
     message = None
@@ -220,6 +284,10 @@ def write_jar(
         written += memoryview(data).nbytes
 
     head = encode_header(header)
+    if head_size is not None:
+        if len(head) > head_size:  # (bound() makes this impossible)
+            raise AssertionError(f"a {len(head)}-byte header outgrew its {head_size} bytes")
+        head += b" " * (head_size - len(head))
     flags = FLAG_SIGNED if signer is not None else 0
     major, minor = format_version(header["layout"])
     emit(MAGIC + struct.pack("<HHIQ", major, minor, flags, len(head)))
@@ -248,6 +316,76 @@ def write_jar(
     write(digest)
     write(END_MAGIC)
     return written + len(structure) + len(digest) + len(END_MAGIC)
+
+
+def write_sections(
+    out: Writable, header: dict[str, Any], sections: _Sections, signer: Any = None
+) -> None:
+    """Write a jar to the file ``write_atomic`` hands its writer: ``header`` with the
+    layout ``sections`` make, then the sections.
+
+    A save with compression work enough to use every core is written by
+    ``write_streamed``; any other one is compressed first, then written in order.
+    """
+    if (
+        isinstance(out, _FileWriter)
+        and out.can_patch
+        and sections.compressor is not None
+        and sections.work >= PARALLEL_MIN
+    ):
+        write_streamed(out, header, sections, signer)
+        return
+    layout, payloads = sections.finish()
+    write_jar(out.write, {**header, "layout": layout}, payloads, signer)
+
+
+def write_streamed(
+    out: _FileWriter, header: dict[str, Any], sections: _Sections, signer: Any = None
+) -> None:
+    """Write each section as soon as it is compressed, while the threads compress the
+    next ones, and the header last.
+
+    The header comes first in the file but holds every section's compressed length, so
+    its room is reserved from ``sections.bound()`` and the header, padded with spaces,
+    is written into it at the end (forest under zstd, 87 MB: 258 -> 217 ms, since the
+    writing and its writeback overlap the compression). ``write_jar`` then passes over
+    the whole jar in file order as it always does, to hash it and write the header
+    and trailer; the sections it finds already written are not written again. The
+    file's bytes depend on the sections only, not on the number of cores.
+    """
+    head_size = len(encode_header({**header, "layout": sections.bound()}))
+    start = align(PREAMBLE_SIZE + head_size)
+    out.skip_to(start)
+    pos = start
+
+    def place(payload: Any) -> None:  # as write_jar lays it out
+        nonlocal pos
+        pad = align(pos) - pos
+        if pad:
+            out.write(_ZEROS[:pad])
+            pos += pad
+        for piece in payload if type(payload) is list else (payload,):  # a chunked one's chunks
+            out.write(piece)
+            pos += memoryview(piece).nbytes
+
+    layout, payloads = sections.finish(place)
+    out.flush()
+    front = bytearray()  # preamble, header and padding: written into the room left
+    at = 0
+
+    def write(data: Any) -> None:
+        nonlocal at
+        size = memoryview(data).nbytes
+        if at < start:
+            front.extend(data)
+        elif at >= pos:
+            out.write(data)  # the signature block and trailer, after the sections
+        at += size
+
+    write_jar(write, {**header, "layout": layout}, payloads, signer, head_size)
+    if len(front) != start:  # (write_jar pads the header to `start` before the tree)
+        raise AssertionError(f"the jar's front is {len(front)} bytes, not {start}")
+    out.patch(0, front)
 
 
 def writer_for(stream: Any) -> Callable[[Any], None]:
@@ -324,11 +462,28 @@ class _FileWriter:
     for; a large array is written a chunk at a time for that.
     """
 
+    can_patch = hasattr(os, "pwrite")  # (not on Windows)
+
     def __init__(self, fd: int, start_writeback: Callable[[int, int, int], bool] | None) -> None:
         self.fd, self.start_writeback = fd, start_writeback
         self.pending: list[memoryview] = []
         self.pending_bytes = 0
         self.written = self.started = 0
+
+    def skip_to(self, offset: int) -> None:
+        """Go on writing at ``offset`` of the (still empty) file; ``patch`` fills the gap."""
+        self.flush()
+        os.lseek(self.fd, offset, os.SEEK_SET)
+        self.written = self.started = offset
+
+    def patch(self, offset: int, data: Any) -> None:
+        """Write ``data`` at ``offset``, leaving the end where it is."""
+        view = memoryview(data).cast("B")
+        while view.nbytes:
+            n = os.pwrite(self.fd, view, offset)
+            if n <= 0:
+                raise OSError("the file system accepted no bytes")
+            view, offset = view[n:], offset + n
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
