@@ -1143,26 +1143,42 @@ def test_the_reserved_header_is_never_shorter_than_the_real_one(codec: str) -> N
         writer.CHUNK = saved
 
 
+@pytest.mark.parametrize("stage", ["compress", "write"])
 def test_a_streamed_save_that_fails_midway_leaves_the_old_file(
-    old_file: Path, monkeypatch: pytest.MonkeyPatch
+    old_file: Path, stage: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Sections already on their way to the disk are in the temporary file only."""
+    """Sections already on their way to the disk are in the temporary file only, and
+    the compression queued behind a failure is stopped, not left running."""
     from skjar.format import compression
 
-    real, calls = compression.Compressor.compress, []
+    real_compress, real_writev, calls = compression.Compressor.compress, os.writev, []
 
-    def failing(self: Any, data: memoryview) -> bytes:
-        calls.append(1)
-        if len(calls) == 20:
+    def compress(self: Any, data: memoryview) -> bytes:
+        calls.append("compress")
+        if stage == "compress" and calls.count("compress") == 20:
             raise MemoryError("out of memory in a codec")
-        return real(self, data)
+        return real_compress(self, data)
+
+    def writev(fd: int, pieces: list[Any]) -> int:
+        calls.append("write")
+        if stage == "write" and calls.count("write") == 2:
+            raise OSError(28, "No space left on device")
+        return real_writev(fd, pieces)
 
     before = old_file.read_bytes()
-    monkeypatch.setattr(compression.Compressor, "compress", failing)
-    with pytest.raises(MemoryError):
-        skjar.dump(_forest_like(), old_file, compress="zstd")
-    assert len(calls) >= 20 and old_file.read_bytes() == before
+    monkeypatch.setattr(compression.Compressor, "compress", compress)
+    monkeypatch.setattr(os, "writev", writev)
+    rng = np.random.default_rng(8)  # 40 MiB that zstd halves: several writes on the way
+    value = [rng.integers(0, 16, 1 << 20, dtype=np.uint8) for _ in range(40)]
+    with pytest.raises(MemoryError if stage == "compress" else OSError) as failure:
+        skjar.dump(value, old_file, compress="zstd")
+    assert calls.count("write") == 2 if stage == "write" else calls.count("compress") >= 20
+    assert old_file.read_bytes() == before
     _only(old_file)
+    # (The failure's traceback still holds the compressing generator's frame: only an
+    # explicit close stops its threads.)
+    assert failure.traceback
+    assert not [t for t in threading.enumerate() if t.name.startswith("skjar-codec")]
 
 
 @pytest.mark.parametrize("compress", [("zstd", 1), ("zstd", 19), ("lz4", 0), ("lz4", 9)], ids=str)

@@ -18,7 +18,14 @@ from .format.compression import parse_compress
 from .format.header import declared_names
 from .format.reader import Source, open_source, read_header, read_small
 from .format.spec import FLAG_SIGNED, SIGNATURE_SIZE
-from .format.writer import plan_sections, write_atomic, write_jar, write_sections, writer_for
+from .format.writer import (
+    Sections,
+    plan_sections,
+    write_atomic,
+    write_jar,
+    write_sections,
+    writer_for,
+)
 from .metadata import (
     SKEW_MODULES,
     check_metadata,
@@ -46,7 +53,7 @@ def _signer(sign_with: Any) -> Any:
     return load_private_key(sign_with)
 
 
-def _serialize(obj: Any, compress: Any, metadata: Any) -> tuple[dict[str, Any], Any]:
+def _serialize(obj: Any, compress: Any, metadata: Any) -> tuple[dict[str, Any], Sections]:
     """The header, without its layout, and the planned sections (``plan_sections``)."""
     codec = parse_compress(compress)
     meta = check_metadata(metadata)
@@ -77,7 +84,7 @@ def _serialize(obj: Any, compress: Any, metadata: Any) -> tuple[dict[str, Any], 
     return header, sections
 
 
-def _finished(header: dict[str, Any], sections: Any) -> tuple[dict[str, Any], list[Any]]:
+def _finished(header: dict[str, Any], sections: Sections) -> tuple[dict[str, Any], list[Any]]:
     """The whole header and the payloads in file order, compressed."""
     layout, payloads = sections.finish()
     return {**header, "layout": layout}, payloads

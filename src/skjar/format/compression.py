@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -40,9 +40,10 @@ def run_parallel(jobs: Sequence[Callable[[], T]], work: int) -> list[T]:
     return list(iter_parallel(jobs, work))
 
 
-def iter_parallel(jobs: Sequence[Callable[[], T]], work: int) -> Iterator[T]:
+def iter_parallel(jobs: Sequence[Callable[[], T]], work: int) -> Generator[T, None, None]:
     """``run_parallel``'s results one by one, each as soon as it and those before it are
-    done: a caller can write one section while the threads compress the next ones."""
+    done: a caller can write one section while the threads compress the next ones.
+    Closing the generator early cancels the jobs not started and waits for the others."""
     workers = min(len(jobs), _cores())
     pool = None
     if workers >= 2 and work >= PARALLEL_MIN:

@@ -60,9 +60,9 @@ class Writable(Protocol):
     def write(self, data: Any, /) -> int: ...
 
 
-class _Sections:
-    """The layout table and the payloads in file order, planned one buffer at a time and
-    compressed at the end, on every core (``run_parallel``)."""
+class Sections:
+    """The layout table and the payloads in file order, planned one buffer at a time
+    (``plan_sections``) and compressed at the end, on every core (``finish``)."""
 
     def __init__(self, tree: memoryview, compress: tuple[str, int] | None) -> None:
         self.tree = tree
@@ -150,33 +150,34 @@ class _Sections:
                 ]
             else:
                 jobs.append(functools.partial(whole, view))
-        done = iter_parallel(jobs, self.work)
-        tree_data, tree_codec = next(done)
-        entries = []
-        add(tree_data)
-        for view, members in self.planned:
-            count = self.chunks(view, members)
-            if count:
-                chunks = [next(done) for _ in range(count)]
-                lengths = [len(chunk) for chunk in chunks]
-                if sum(lengths) < view.nbytes:
-                    chunking = {"chunk": CHUNK, "lengths": lengths}
-                    entries.append([sum(lengths), view.nbytes, compressor.codec, chunking])
-                    add(chunks)
-                else:  # incompressible: stored as it is, so it stays mmap-able
-                    entries.append(_entry(view, "none", view.nbytes))
-                    add(view)
-                continue
-            data, codec = next(done)
-            if members is None or codec != "none":
-                entries.append(_entry(data, codec, view.nbytes, members))
-                add(data)
-                continue
-            # The pack would not compress: its buffers one by one, maybe raw.
-            for offset, size in zip(pack_offsets(members), members):
-                data, codec = self.compressed(view[offset : offset + size])
-                entries.append(_entry(data, codec, size))
-                add(data)
+        # (Closed on the way out: a failed write stops the compression behind it.)
+        with contextlib.closing(iter_parallel(jobs, self.work)) as done:
+            tree_data, tree_codec = next(done)
+            entries = []
+            add(tree_data)
+            for view, members in self.planned:
+                count = self.chunks(view, members)
+                if count:
+                    chunks = [next(done) for _ in range(count)]
+                    lengths = [len(chunk) for chunk in chunks]
+                    if sum(lengths) < view.nbytes:
+                        chunking = {"chunk": CHUNK, "lengths": lengths}
+                        entries.append([sum(lengths), view.nbytes, compressor.codec, chunking])
+                        add(chunks)
+                    else:  # incompressible: stored as it is, so it stays mmap-able
+                        entries.append(_entry(view, "none", view.nbytes))
+                        add(view)
+                    continue
+                data, codec = next(done)
+                if members is None or codec != "none":
+                    entries.append(_entry(data, codec, view.nbytes, members))
+                    add(data)
+                    continue
+                # The pack would not compress: its buffers one by one, maybe raw.
+                for offset, size in zip(pack_offsets(members), members):
+                    data, codec = self.compressed(view[offset : offset + size])
+                    entries.append(_entry(data, codec, size))
+                    add(data)
         table = {"tree": _tree_entry(tree_data, tree_codec, tree.nbytes), "buffers": entries}
         return table, payloads
 
@@ -227,9 +228,9 @@ def _json_text(value: Any) -> str:
 
 def plan_sections(
     tree: bytes, buffers: list[np.ndarray], compress: tuple[str, int] | None
-) -> _Sections:
+) -> Sections:
     """The sections a jar will hold, in file order; nothing compressed yet (``finish``)."""
-    sections = _Sections(memoryview(tree), compress)
+    sections = Sections(memoryview(tree), compress)
     for buf in buffers:
         sections.add(memoryview(buf))  # type: ignore[arg-type]
     sections.flush()
@@ -319,7 +320,7 @@ def write_jar(
 
 
 def write_sections(
-    out: Writable, header: dict[str, Any], sections: _Sections, signer: Any = None
+    out: Writable, header: dict[str, Any], sections: Sections, signer: Any = None
 ) -> None:
     """Write a jar to the file ``write_atomic`` hands its writer: ``header`` with the
     layout ``sections`` make, then the sections.
@@ -340,7 +341,7 @@ def write_sections(
 
 
 def write_streamed(
-    out: _FileWriter, header: dict[str, Any], sections: _Sections, signer: Any = None
+    out: _FileWriter, header: dict[str, Any], sections: Sections, signer: Any = None
 ) -> None:
     """Write each section as soon as it is compressed, while the threads compress the
     next ones, and the header last.
