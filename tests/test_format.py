@@ -1105,7 +1105,10 @@ def test_a_streamed_save_holds_what_dumps_holds_whatever_the_cores(
         assert jarcraft.stored_sections(streamed) == jarcraft.stored_sections(whole)
     public = [skjar.save_key(key, tmp_path / "k.pem")] if signed else None
     assert skjar.verify(path, verify_with=public).signed is signed
-    assert_same(skjar.load(path, verify_with=public), value)
+    for loaded in (skjar.load(path, verify_with=public), skjar.loads(streamed, verify_with=public),
+                   skjar.load(io.BytesIO(streamed), verify_with=public),
+                   skjar.load(path, mmap=True, verify_with=public)):
+        assert_same(loaded, value)
     monkeypatch.setattr(compression, "_cores", lambda: 1)
     skjar.dump(value, path, compress=codec, sign_with=key)
     if not signed:  # (an Ed25519 signature is deterministic too, but say so only once)
