@@ -348,8 +348,8 @@ def write_streamed(
 
     The header comes first in the file but holds every section's compressed length, so
     its room is reserved from ``sections.bound()`` and the header, padded with spaces,
-    is written into it at the end (forest under zstd, 87 MB: 258 -> 217 ms, since the
-    writing and its writeback overlap the compression). ``write_jar`` then passes over
+    is written into it at the end: the writing and its writeback overlap the
+    compression (forest under zstd, 87 MB: 261 -> 229 ms; lz4 195 -> 147 ms). ``write_jar`` then passes over
     the whole jar in file order as it always does, to hash it and write the header
     and trailer; the sections it finds already written are not written again. The
     file's bytes depend on the sections only, not on the number of cores.
