@@ -71,7 +71,7 @@ class Layout(NamedTuple):
         return self.data_end + TRAILER_SIZE
 
 
-def encode_header(header: dict[str, Any]) -> bytes:
+def encode_header(header: Any) -> bytes:
     """The header as UTF-8 JSON. A lone surrogate in the summary (a class label held in
     a numpy str array, which stores any code point) is written as the text of its escape,
     since UTF-8 cannot hold it; the user's metadata is checked for them before.
@@ -85,7 +85,7 @@ def encode_header(header: dict[str, Any]) -> bytes:
         return _json_text(_escaped_surrogates(header)).encode()
 
 
-def _json_text(header: dict[str, Any]) -> str:
+def _json_text(header: Any) -> str:
     return json.dumps(header, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 

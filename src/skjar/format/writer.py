@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import struct
 from collections.abc import Callable
@@ -199,7 +198,7 @@ class Sections:
             else:
                 whole = [[size, size, "none", members]]
                 apart = [[member, member, "none"] for member in members]
-                longer = len(_json_text(whole)) >= len(_json_text(apart))
+                longer = len(encode_header(whole)) >= len(encode_header(apart))
                 entries += whole if longer else apart
         size = self.tree.nbytes
         return {"tree": {"length": size, "size": size, "codec": "none"}, "buffers": entries}
@@ -222,10 +221,6 @@ def _frame_bound(size: int) -> int:
     return size + (size >> 7) + 128
 
 
-def _json_text(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
 def plan_sections(
     tree: bytes, buffers: list[np.ndarray], compress: tuple[str, int] | None
 ) -> Sections:
@@ -235,13 +230,6 @@ def plan_sections(
         sections.add(memoryview(buf))  # type: ignore[arg-type]
     sections.flush()
     return sections
-
-
-def build_sections(
-    tree: bytes, buffers: list[np.ndarray], compress: tuple[str, int] | None
-) -> tuple[dict[str, Any], list[Any]]:
-    """Compress what is worth it; returns the layout table and the payloads in file order."""
-    return plan_sections(tree, buffers, compress).finish()
 
 
 def format_version(layout: dict[str, Any]) -> tuple[int, int]:
