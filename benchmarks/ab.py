@@ -1,7 +1,7 @@
 """Two versions of skjar loading the same models, alternating: did a change make loads faster?
 
     python benchmarks/ab.py --base ../old-checkout/src [--models iris-knn,svc] [--rounds 8]
-                            [--children 8] [--mmap] [--quick]
+                            [--children 8] [--mmap | --bytes] [--quick]
 
 This machine's speed drifts by 20% and more within an hour (see RESULTS.md), more than most
 changes move a small model's load, so two benchmark runs taken apart cannot tell a change
@@ -18,6 +18,9 @@ this checkout's ``src``.
 Printed per model and side: median, first quartile and minimum load time, median minor
 page faults (in a forked child most of a first load's extra cost is copy-on-write and
 fresh-page faults), and each side's ratio to pickle and new/base.
+
+``--bytes`` loads from bytes already in memory (``skjar.loads`` against ``pickle.loads``:
+a model fetched from a store or received over the network) instead of from the file.
 """
 
 from __future__ import annotations
@@ -52,13 +55,16 @@ def zygote(args: list[str]) -> None:
         importlib.import_module(module)
     with open(model_pkl, "rb") as f:
         model = pickle.load(f)
-    mmap = side.endswith("+mmap")
+    mmap, in_memory = side.endswith("+mmap"), side.endswith("+bytes")
     if side.startswith("pickle"):
         path = out + ".pkl"
         with open(path, "wb") as out_file:
             pickle.dump(model, out_file, protocol=5)
+        held = Path(path).read_bytes()
 
         def load() -> Any:
+            if in_memory:
+                return pickle.loads(held)
             with open(path, "rb") as f:
                 return pickle.load(f)
 
@@ -67,8 +73,11 @@ def zygote(args: list[str]) -> None:
 
         path = out + ".skjar"
         skjar.dump(model, path)
+        held = Path(path).read_bytes()
 
         def load() -> Any:
+            if in_memory:
+                return skjar.loads(held)
             return skjar.load(path, mmap=True) if mmap else skjar.load(path)
 
     del model
@@ -143,7 +152,10 @@ def main() -> int:
     parser.add_argument("--models", default="iris-knn,svc")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--children", type=int, default=8, help="forked loads per side per round")
-    parser.add_argument("--mmap", action="store_true", help="load with mmap=True")
+    loading = parser.add_mutually_exclusive_group()
+    loading.add_argument("--mmap", action="store_true", help="load with mmap=True")
+    loading.add_argument("--bytes", action="store_true",
+                         help="load from bytes in memory (skjar.loads, pickle.loads)")
     parser.add_argument("--quick", action="store_true", help="the suite's small models")
     parser.add_argument("--cache-dir", default=str(Path(__file__).parent / ".cache"))
     args = parser.parse_args()
@@ -154,7 +166,7 @@ def main() -> int:
     if not (base / "skjar" / "__init__.py").is_file():
         print(f"--base {args.base}: no skjar package there (give a checkout's src directory)")
         return 2
-    mode = "+mmap" if args.mmap else ""
+    mode = "+mmap" if args.mmap else "+bytes" if args.bytes else ""
     work = Path(tempfile.mkdtemp(prefix="skjar-ab-"))
     print(f"new: {NEW}; base: {base}; {args.rounds} rounds x {args.children} children a side\n")
     print(f"{'model':16} {'side':12} {'median':>9} {'q1':>9} {'min':>9} {'faults':>7} "
@@ -164,7 +176,8 @@ def main() -> int:
         sides = [
             Side(label, src, cached.model_path, work / f"{name}-{i}", cached.modules)
             for i, (label, src) in enumerate(
-                [("pickle", None), ("base" + mode, str(base)), ("new" + mode, str(NEW))]
+                [("pickle" + ("+bytes" if args.bytes else ""), None), ("base" + mode, str(base)),
+                 ("new" + mode, str(NEW))]
             )
         ]
         try:
@@ -175,6 +188,7 @@ def main() -> int:
             for side in sides:
                 side.close()
         medians = {s.label: statistics.median(t for t, _ in s.loads) for s in sides}
+        medians["pickle"] = medians[sides[0].label]
         for side in sides:
             times = sorted(t for t, _ in side.loads)
             med = medians[side.label]

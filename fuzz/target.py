@@ -158,8 +158,9 @@ def outcome(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-# Inputs up to this size are also loaded from a file: skjar.load(path) reads small jars
-# through a compiled front of its own (src/skjar/_front.c), which must agree with loads;
+# skjar.loads and skjar.load(path) read small jars through a compiled front
+# (src/skjar/_front.c), and a file object through the Python reader, its twin: they must
+# agree. Inputs up to this size are also loaded from a file, which must agree too;
 # mapped (mmap=True, through the same front) with verify="full" it must agree too, and
 # with the default structure check it may load what loads refuses for damaged data
 # bytes, but must still raise nothing but SkjarError and do nothing forbidden.
@@ -232,6 +233,9 @@ def check(data: bytes, exercise: bool = False) -> str:
     path = _as_file(data, "input.skjar") if len(data) <= _FILE_MAX else None
     with _watched():
         obj, result = _attempt("loads", skjar.loads, data)
+        _, from_stream = _attempt("load(file object)", skjar.load, io.BytesIO(data))
+        if not _same_kind(from_stream, result):
+            raise Finding(f"loads gave {result!r:.200}, a file object {from_stream!r:.200}")
         if path is not None:
             _, from_file = _attempt("load(path)", skjar.load, path)
             if not _same_kind(from_file, result):

@@ -1,11 +1,12 @@
 """The compiled reader front (src/skjar/_front.c) against its twins.
 
-``skjar.load(path)`` reads a small, unsigned, uncompressed jar in one compiled pass
-(``read_small``); anything else, and any damage, goes to ``open_source``, which then
-names the fault. ``inspect`` and ``audit`` read a path's header in one compiled call
-(``read_head``), whose twin is the Python ``read_header`` of a file object. So the front
-may step aside for any file, but must never accept one its twin refuses, nor read one
-differently.
+``skjar.load(path)`` and ``skjar.loads(data)`` read a small, unsigned, uncompressed jar
+in one compiled pass (``read_small``); anything else, and any damage, goes to
+``open_source``, which then names the fault. ``inspect`` and ``audit`` read a path's or
+bytes' header in one compiled call (``read_head``), whose twin is the Python
+``read_header`` of a file object. So the front may step aside for any file, but must
+never accept one its twin refuses, nor read one differently - nor read the same jar
+differently from a file and from memory.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 import skjar
 from skjar import _compiled
-from skjar.errors import CorruptFileError, SkjarError
+from skjar.errors import CorruptFileError, NotASkjarFileError, SkjarError
 from skjar.format import pagein
 from skjar.format.header import declared_names
 from skjar.format.reader import (
@@ -69,9 +70,7 @@ MODES = [READ, (True, "structure"), (True, "full")]
 def both(path: Path, mode: tuple[bool, str] = READ) -> tuple[Any, Any]:
     """The front's answer, and the twin's (its tree, buffers and names, or its error)."""
     mapped, verify = mode
-    fast: Any = read_small(path, declared_names, mmap=mapped, verify=verify)
-    if fast is not None:
-        fast = (bytes(fast[0]), [bytes(b) for b in fast[1]], fast[2])
+    fast = _plain(read_small(path, declared_names, mmap=mapped, verify=verify))
     try:
         raw = open_source(path, mmap=mapped, admit=declared_names, verify=verify)
         twin: Any = (bytes(raw.tree), [b.tobytes() for b in raw.buffers], raw.declared)
@@ -82,17 +81,34 @@ def both(path: Path, mode: tuple[bool, str] = READ) -> tuple[Any, Any]:
 
 def agree(path: Path, where: Any) -> None:
     """In every mode, the front steps aside or reads exactly what its twin reads from a
-    jar the twin accepts."""
+    jar the twin accepts; and the same bytes in memory are taken or left exactly as the
+    file is, and read alike."""
     for mode in MODES:
         fast, twin = both(path, mode)
         assert fast is None or (not isinstance(twin, Exception) and fast == twin), (where, mode)
+        if mode == READ:
+            for form in in_memory(path):
+                assert _plain(read_small(form, declared_names)) == fast, (where, type(form))
+
+
+def in_memory(path: Path) -> list[Any]:
+    """The jar at ``path`` as each bytes-like object ``loads`` takes."""
+    data = path.read_bytes()
+    return [data, bytearray(data), memoryview(data), memoryview(b"??" + data + b"?")[2:-1]]
+
+
+def _plain(small: Any) -> Any:
+    return small if small is None else (bytes(small[0]), [bytes(b) for b in small[1]], small[2])
 
 
 def head_both(path: Path) -> tuple[Any, Any]:
     """read_head's answer, and its twin's (read_header of a file object, or its error),
-    in read_head's shape."""
+    in read_head's shape. read_head answers the same for the jar's bytes in memory."""
     assert _compiled.speedups is not None
-    fast = _compiled.speedups.read_head(os.fsencode(path), Section, _SMALL_SPEC)
+    fast = _compiled.speedups.read_head(str(path), Section, _SMALL_SPEC)
+    if path.is_file():
+        for form in in_memory(path):
+            assert _compiled.speedups.read_head(form, Section, _SMALL_SPEC) == fast
     try:
         with open(path, "rb") as f:
             view = _read_header_file(f)
@@ -120,7 +136,7 @@ def test_headers_take_the_compiled_path(name: str, tmp_path: Path) -> None:
     fast, twin = head_both(path)
     assert fast is not None
     _same_head(fast, twin, name)
-    assert read_header(path) == read_header(path.read_bytes())  # the bytes path: Python
+    assert read_header(path) == read_header(path.read_bytes())
 
 
 def _make(make: str, path: Path) -> None:
@@ -146,7 +162,7 @@ def test_read_head_steps_aside(make: str, tmp_path: Path) -> None:
     _make(make, path)
     fast, twin = head_both(path) if make not in ("directory", "missing") else (None, None)
     assert _compiled.speedups is not None
-    assert _compiled.speedups.read_head(os.fsencode(path), Section, _SMALL_SPEC) is None
+    assert _compiled.speedups.read_head(str(path), Section, _SMALL_SPEC) is None
     if make in ("signed", "zstd"):
         assert fast is None and not isinstance(twin, Exception)
         assert skjar.inspect(path).signed == (make == "signed")
@@ -179,21 +195,35 @@ def test_small_jars_take_the_compiled_path(name: str, tmp_path: Path) -> None:
     for mode in MODES:
         fast, twin = both(path, mode)
         assert fast is not None and fast == twin, mode
-    tree, buffers, _ = read_small(path, declared_names)  # type: ignore[misc]
-    for part in buffers:  # 64-byte aligned as in the file, writable, as the twin's
-        assert type(part) is memoryview and part.format == "B" and not part.readonly
-        assert np.frombuffer(part, np.uint8).ctypes.data % 64 == 0
-    # A large section has an allocation of its own, shared with no other section, so
-    # that it is freed as soon as its consumer is done with it (as read_body does).
-    owners = [part.obj for part in (tree, *buffers)]
-    assert all(type(owner) is bytearray for owner in owners)
-    for owner, part in zip(owners, (tree, *buffers)):
-        if part.nbytes >= OWN_ALLOCATION:
-            assert sum(o is owner for o in owners) == 1
-    loaded = skjar.load(path)
-    if hasattr(loaded, "predict"):
-        X = np.random.RandomState(1).rand(5, 3)
-        assert (loaded.predict(X) == MODELS[name].predict(X)).all()
+    for source in (path, *in_memory(path)):
+        tree, buffers, _ = read_small(source, declared_names)  # type: ignore[misc]
+        for part in buffers:  # 64-byte aligned as in the file, writable, as the twin's
+            assert type(part) is memoryview and part.format == "B" and not part.readonly
+            assert np.frombuffer(part, np.uint8).ctypes.data % 64 == 0
+        # A large section has an allocation of its own, shared with no other section, so
+        # that it is freed as soon as its consumer is done with it (as read_body does).
+        # Bytes in memory are copied, never viewed: the caller's bytes stay the caller's.
+        owners = [part.obj for part in (tree, *buffers)]
+        assert all(type(owner) is bytearray and owner is not source for owner in owners)
+        for owner, part in zip(owners, (tree, *buffers)):
+            if part.nbytes >= OWN_ALLOCATION:
+                assert sum(o is owner for o in owners) == 1
+    for loaded in (skjar.load(path), skjar.loads(path.read_bytes())):
+        if hasattr(loaded, "predict"):
+            X = np.random.RandomState(1).rand(5, 3)
+            assert (loaded.predict(X) == MODELS[name].predict(X)).all()
+
+
+def test_a_model_loaded_from_a_bytearray_owns_its_arrays() -> None:
+    """loads() through the front copies: overwriting the bytearray after the load changes
+    nothing in the model (and its arrays are writable, as pickle's are)."""
+    data = bytearray(skjar.dumps(MODELS["plain"]))
+    assert read_small(data, declared_names) is not None
+    loaded = skjar.loads(data)
+    data[:] = bytes(len(data))
+    assert loaded["arrays"][0].tolist() == list(np.arange(40.0))
+    loaded["arrays"][1][0, 0] = 7
+    assert loaded["arrays"][1].sum() == 15
 
 
 @pytest.mark.parametrize(
@@ -204,6 +234,9 @@ def test_the_front_steps_aside(make: str, tmp_path: Path) -> None:
     path = tmp_path / "m.skjar"
     _make(make, path)
     assert read_small(path, declared_names) is None
+    if path.is_file():  # in memory, the same jar is left to open_source alike
+        assert all(read_small(form, declared_names) is None for form in in_memory(path))
+        assert all(read_small(form, declared_names, mmap=True) is None for form in in_memory(path))
     if make in ("signed", "zstd", "large file"):
         assert both(path)[1] is not None  # the twin reads it
     for mode in MODES[1:]:  # mapped: a jar of any size is taken, nothing else
@@ -510,11 +543,15 @@ class _Fspath:
 
 
 def test_the_front_takes_a_path_in_every_form(tmp_path: Path) -> None:
-    """str, bytes and os.PathLike are encoded as os.fsencode does, with no Python step."""
+    """str and os.PathLike (str or bytes) are encoded as os.fsencode does, with no Python
+    step. bytes are a jar, never a path (as open_source takes them)."""
     path = tmp_path / "m.skjar"
     skjar.dump(MODELS["plain"], path)
     want = skjar.loads(path.read_bytes())
-    for form in (str(path), os.fsencode(path), path, _Fspath(str(path)), _Fspath(bytes(path))):
+    assert read_small(os.fsencode(path), declared_names) is None
+    with pytest.raises(NotASkjarFileError, match="starts with"):
+        skjar.loads(os.fsencode(path))
+    for form in (str(path), path, _Fspath(str(path)), _Fspath(bytes(path))):
         got = read_small(form, declared_names)
         assert got is not None, form
         assert _compiled.speedups is not None
@@ -522,7 +559,7 @@ def test_the_front_takes_a_path_in_every_form(tmp_path: Path) -> None:
     assert skjar.load(_Fspath(str(path)))["a"] == want["a"]
 
 
-@pytest.mark.parametrize("form", ["a\x00b", b"a\x00b", 3.5, _Fspath(ValueError("no")),
+@pytest.mark.parametrize("form", ["a\x00b", _Fspath(b"a\x00b"), 3.5, _Fspath(ValueError("no")),
                                   _Fspath(42)])
 def test_a_path_no_file_can_have_is_left_to_python(form: Any) -> None:
     assert read_small(form, declared_names) is None

@@ -7,6 +7,7 @@ twin comparison lives in test_meaning_paths.py; the string dict's is here.
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
@@ -316,6 +317,9 @@ def test_real_models_take_every_compiled_path(
     monkeypatch.setattr(_compiled, "speedups", counting)
     for model in models:
         skjar.loads(skjar.dumps(model))
+    assert counting.calls.get("read_small", 0) == len(models)  # bytes take the front too
+    # A file object is read by the Python reader, which prefaults a large body itself.
+    skjar.load(io.BytesIO(skjar.dumps(models[3])))
     # Whole states are checked at once, so the per-array twins never run for a tree or a
     # predictor; predictor_ok still runs once per predictor for the estimator's check.
     assert counting.calls.get("tree_state_ok", 0) >= 2

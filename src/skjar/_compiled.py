@@ -35,8 +35,9 @@ HELPERS = (
 # builds flat tuples; 20: and numpy scalars; 21: whole KD/Ball tree, distance metric,
 # neighbours estimator and libsvm states checked at once; 22: binary_tree_state_ok takes
 # the distance metric class its tree's metric must be an instance of; 23: discard; 24:
-# pack_tree, and the encoder's walk: encode, encode_items, encode_dict).
-API = 24
+# pack_tree, and the encoder's walk: encode, encode_items, encode_dict; 25: read_small and
+# read_head take bytes, bytearray and memoryview as the jar itself, not as a path).
+API = 25
 
 
 def _load() -> ModuleType | None:

@@ -1,8 +1,9 @@
-/* read_small(path, admit, spec, known, mapper, full) -> (tree, buffers, declared) | None
+/* read_small(source, admit, spec, known, mapper, full) -> (tree, buffers, declared) | None
  *
  * The common case of format/reader.py's open_source in one compiled pass: a jar read
- * from a path, unsigned, uncompressed, under the page-in helpers' size (spec[11]: at
- * most this many bytes), fully verified. Sections of spec[10] bytes or more get an
+ * from a path - or copied from bytes, a bytearray or a memoryview, as loads() gives it -
+ * unsigned, uncompressed, under the page-in helpers' size (spec[11]: at most this many
+ * bytes), fully verified. Sections of spec[10] bytes or more get an
  * allocation of their own, as read_body gives them; spec[12] is the prefault
  * threshold. The twin is
  * open_source itself; this checks what it checks, in the same order:
@@ -18,8 +19,9 @@
  *     when `known` is not None (a load trusting only the defaults), its common answer
  *     is first sought in C (fast_admit).
  *
- * With `mapper` (mmap.mmap with ACCESS_COPY, called on the descriptor) the jar, of any
- * size, is mapped instead of read, as open_source(mmap=True) maps it, and unless `full`
+ * With `mapper` (mmap.mmap with ACCESS_COPY, called on the descriptor) the jar at a
+ * path (bytes are left to open_source, which refuses them), of any size, is mapped
+ * instead of read, as open_source(mmap=True) maps it, and unless `full`
  * only its structure is verified (the first digest, the padding before the tree).
  *
  * The preamble and header are read first; a jar the front takes is then read with
@@ -127,15 +129,70 @@ open_path(PyObject *path_arg, const Spec *s, Py_ssize_t *size)
     return fd;
 }
 
-/* Read n bytes at `offset` into `out`: 0, or -1 (an error, or the file is shorter). */
+/* Where a jar's bytes come from: an open regular file, or a bytes-like object held for
+ * the call (`mem.obj` set; loads() and inspect of bytes). */
+typedef struct {
+    int fd;
+    Py_buffer mem;
+    Py_ssize_t size;
+} Source;
+
+/* Open `arg` as a Source: bytes, bytearray and memoryview are the jar itself (as
+ * open_source takes them; their bytes are copied, never kept), anything else a path
+ * (open_path). 1: opened; 0: left to the Python reader (nothing held, no error); -1:
+ * an error to raise. */
 static int
-read_at(int fd, char *out, Py_ssize_t n, Py_ssize_t offset)
+open_source_arg(PyObject *arg, const Spec *s, Source *src)
 {
+    src->fd = -1;
+    src->mem.obj = NULL;
+    if (PyBytes_Check(arg) || PyByteArray_Check(arg) || PyMemoryView_Check(arg)) {
+        if (PyObject_GetBuffer(arg, &src->mem, PyBUF_SIMPLE) < 0) {
+            PyErr_Clear(); /* not contiguous, released...: the Python reader says so */
+            src->mem.obj = NULL;
+            return 0;
+        }
+        src->size = src->mem.len;
+        if (src->size < s->preamble || src->size > s->max_file) {
+            PyBuffer_Release(&src->mem);
+            src->mem.obj = NULL;
+            return 0;
+        }
+        return 1;
+    }
+    src->fd = open_path(arg, s, &src->size);
+    return src->fd >= 0 ? 1 : src->fd == -2 ? -1 : 0;
+}
+
+static void
+close_source(Source *src)
+{
+    if (src->fd >= 0) {
+        close(src->fd);
+        src->fd = -1;
+    }
+    if (src->mem.obj != NULL) {
+        PyBuffer_Release(&src->mem);
+        src->mem.obj = NULL;
+    }
+}
+
+/* Read n bytes at `offset` into `out`: 0, or -1 (an error, or the source is shorter). */
+static int
+read_at(const Source *src, char *out, Py_ssize_t n, Py_ssize_t offset)
+{
+    if (src->mem.obj != NULL) {
+        if (offset < 0 || n < 0 || offset > src->size || n > src->size - offset) {
+            return -1;
+        }
+        memcpy(out, (const char *)src->mem.buf + offset, (size_t)n);
+        return 0;
+    }
     Py_ssize_t got = 0;
     while (got < n) {
         ssize_t k;
         Py_BEGIN_ALLOW_THREADS
-        k = pread(fd, out + got, (size_t)(n - got), (off_t)(offset + got));
+        k = pread(src->fd, out + got, (size_t)(n - got), (off_t)(offset + got));
         Py_END_ALLOW_THREADS
         if (k < 0 && errno == EINTR) {
             continue;
@@ -254,23 +311,23 @@ parse_spec(PyObject *spec, Spec *s, const char *who)
 static const char *HEADER_KEYS[] = {"producer", "environment", "object", "metadata", "names",
                                     "layout"};
 
-/* The preamble, the header and its plain layout, read from `fd` (a file of `size`
- * bytes) - what read_small and read_head share. 1: taken, with *header (a new
+/* The preamble, the header and its plain layout, read from `src` - what read_small and read_head share. 1: taken, with *header (a new
  * reference), *head (the header's bytes, PyMem), *spans ((offset, length) per section,
  * the tree first; PyMem), *count sections and *data_end; 0: not taken (any error
  * cleared, nothing to free). */
 static int
-front_head(int fd, const Spec *s, Py_ssize_t size, unsigned char *pre, unsigned char **head_out,
+front_head(const Source *src, const Spec *s, unsigned char *pre, unsigned char **head_out,
            Py_ssize_t *header_length_out, PyObject **header_out, Py_ssize_t **spans_out,
            Py_ssize_t *count_out, Py_ssize_t *data_end_out)
 {
     PyObject *header = NULL;
     unsigned char *head = NULL;
     Py_ssize_t *spans = NULL;
+    const Py_ssize_t size = src->size;
     /* One read for the preamble and, in the usual case, the whole header too. */
     unsigned char first[4096];
     Py_ssize_t got = size < (Py_ssize_t)sizeof first ? size : (Py_ssize_t)sizeof first;
-    if (s->preamble > 64 || got < s->preamble || read_at(fd, (char *)first, got, 0)) {
+    if (s->preamble > 64 || got < s->preamble || read_at(src, (char *)first, got, 0)) {
         goto not_taken;
     }
     memcpy(pre, first, (size_t)s->preamble);
@@ -291,7 +348,7 @@ front_head(int fd, const Spec *s, Py_ssize_t size, unsigned char *pre, unsigned 
     }
     if (base <= got) {
         memcpy(head, first + s->preamble, (size_t)header_length);
-    } else if (read_at(fd, (char *)head, (Py_ssize_t)header_length, (Py_ssize_t)s->preamble)) {
+    } else if (read_at(src, (char *)head, (Py_ssize_t)header_length, (Py_ssize_t)s->preamble)) {
         goto not_taken;
     }
 
@@ -474,14 +531,16 @@ skjar_read_small(PyObject *self, PyObject *args)
     if (mapped) {
         s.max_file = PY_SSIZE_T_MAX; /* mapped, a jar of any size costs the same */
     }
-    Py_ssize_t size = 0;
-    int fd = open_path(path_arg, &s, &size);
-    if (fd < 0) {
-        if (fd == -2) {
-            return NULL;
-        }
+    Source src;
+    int opened = open_source_arg(path_arg, &s, &src);
+    if (opened <= 0) {
+        return opened < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    if (mapped && src.fd < 0) { /* only a file is mapped: open_source refuses the rest */
+        close_source(&src);
         Py_RETURN_NONE;
     }
+    const Py_ssize_t size = src.size;
     PyObject *shared = NULL, *header = NULL, *array = NULL, *parts = NULL, *out = NULL;
     PyObject *mapping = NULL;
     Py_buffer map_view = {0};
@@ -494,7 +553,7 @@ skjar_read_small(PyObject *self, PyObject *args)
 
     /* The preamble and the header first: a jar the front does not take is not read. */
     Py_ssize_t header_length = 0, count = 0, data_end = 0;
-    if (!front_head(fd, &s, size, pre, &head, &header_length, &header, &spans, &count,
+    if (!front_head(&src, &s, pre, &head, &header_length, &header, &spans, &count,
                     &data_end)) {
         goto not_fine;
     }
@@ -504,7 +563,7 @@ skjar_read_small(PyObject *self, PyObject *args)
     }
 
     if (mapped) { /* one piece: the whole file, mapped copy-on-write (mapper: mmap.mmap) */
-        PyObject *fileno = PyLong_FromLong(fd);
+        PyObject *fileno = PyLong_FromLong(src.fd);
         mapping = fileno ? PyObject_CallOneArg(mapper, fileno) : NULL;
         Py_XDECREF(fileno);
         if (mapping == NULL || PyObject_GetBuffer(mapping, &map_view, PyBUF_SIMPLE) < 0) {
@@ -567,7 +626,7 @@ skjar_read_small(PyObject *self, PyObject *args)
         if (q->len >= s.prefault) {
             (void)skjar_populate(q->mem, q->len);
         }
-        if (read_at(fd, (char *)q->mem, q->len, q->off)) {
+        if (read_at(&src, (char *)q->mem, q->len, q->off)) {
             goto not_fine;
         }
     }
@@ -579,8 +638,7 @@ in_memory:
         memcmp(pieces[0].mem + s.preamble, head, (size_t)header_length) != 0) {
         goto not_fine;
     }
-    close(fd);
-    fd = -1;
+    close_source(&src);
 
     /* The trailer, the digests, the padding. */
     const unsigned char *trailer = at(pieces, npieces, data_end, s.trailer);
@@ -660,9 +718,7 @@ not_fine:
 fail:
     out = NULL;
 done:
-    if (fd >= 0) {
-        close(fd);
-    }
+    close_source(&src);
     if (map_view.obj != NULL) {
         PyBuffer_Release(&map_view);
     }
@@ -710,20 +766,18 @@ skjar_read_head(PyObject *self, PyObject *args)
         return NULL;
     }
     s.max_file = PY_SSIZE_T_MAX; /* a header is read from a jar of any size */
-    Py_ssize_t size = 0;
-    int fd = open_path(path_arg, &s, &size);
-    if (fd < 0) {
-        if (fd == -2) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
+    Source src;
+    int opened = open_source_arg(path_arg, &s, &src);
+    if (opened <= 0) {
+        return opened < 0 ? NULL : Py_NewRef(Py_None);
     }
+    const Py_ssize_t size = src.size;
     unsigned char pre[64], *head = NULL;
     PyObject *header = NULL;
     Py_ssize_t *spans = NULL, header_length = 0, count = 0, data_end = 0;
-    int taken = front_head(fd, &s, size, pre, &head, &header_length, &header, &spans, &count,
+    int taken = front_head(&src, &s, pre, &head, &header_length, &header, &spans, &count,
                            &data_end);
-    close(fd);
+    close_source(&src);
     if (!taken) {
         Py_RETURN_NONE;
     }

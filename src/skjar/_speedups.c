@@ -1260,9 +1260,9 @@ int skjar_add_hasher(PyObject *module);
 static PyMethodDef methods[] = {
     {"json", skjar_json, METH_VARARGS, "json(text) -> object | None"},
     {"read_small", skjar_read_small, METH_VARARGS,
-     "read_small(path, admit, spec, known, mapper, full) -> (tree, buffers, declared) | None"},
+     "read_small(source, admit, spec, known, mapper, full) -> (tree, buffers, declared) | None"},
     {"read_head", skjar_read_head, METH_VARARGS,
-     "read_head(path, section, spec) -> (version, header, tree, buffers, data_end, size) | None"},
+     "read_head(source, section, spec) -> (version, header, tree, buffers, data_end, size) | None"},
     {"walk", skjar_walk, METH_VARARGS,
      "walk(tree, dec, pairs_hook, shared, buffers, shells, declared, known, static) -> object"},
     {"pack_tree", skjar_pack_tree, METH_VARARGS,
@@ -1318,7 +1318,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 24
+#define SKJAR_SPEEDUPS_API 25
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

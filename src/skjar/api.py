@@ -157,7 +157,6 @@ _DEFAULT_POLICY = TrustPolicy()
 # Built once: a tuple built per load touches each item (a page fault apiece in a forked
 # process's first load).
 _DEFAULT_KNOWN = (DEFAULT_USES, SKEW_MODULES)
-_PATH_TYPES = (str, os.PathLike)
 
 
 def _check_flag(value: Any, name: str) -> None:
@@ -225,11 +224,12 @@ def load(
             skew.append(message)
         return declared
 
-    # A path, unsigned: the compiled front reads (or maps) the common jar in one call.
+    # A path or bytes, unsigned: the compiled front reads (or maps) the common jar in one
+    # call.
     small = (
         read_small(source, admit, _DEFAULT_KNOWN if not policy.extra else None, mmap=mmap,
                    verify=check)
-        if isinstance(source, _PATH_TYPES) and keys is None
+        if keys is None
         else None
     )
     tree: bytes | memoryview

@@ -575,18 +575,20 @@ _MAP_COPY = functools.partial(_mmap.mmap, length=0, access=_mmap.ACCESS_COPY)
 
 
 def read_small(
-    path: str | os.PathLike[str],
+    source: Source,
     admit: Admit,
     known: tuple[Any, ...] | None = None,
     *,
     mmap: bool = False,
     verify: str = "full",
 ) -> tuple[memoryview, list[memoryview], dict[str, tuple[str, frozenset[str]]]] | None:
-    """``open_source(path, mmap=False, verify="full")``'s tree, buffers and declared names
-    for an unsigned, uncompressed jar under pagein.MIN_TOTAL (whose larger ones the
-    helper threads read), read and verified in one compiled pass (``_front.c``), large
-    sections in allocations of their own as ``read_body`` makes them - or None, for any
-    other jar, any damage, or without the compiled helpers: then ``open_source`` decides.
+    """``open_source(source, mmap=False, verify="full")``'s tree, buffers and declared
+    names for an unsigned, uncompressed jar under pagein.MIN_TOTAL (whose larger ones the
+    helper threads read), read from a path or copied from bytes, a bytearray or a
+    memoryview, and verified in one compiled pass (``_front.c``), large sections in
+    allocations of their own as ``read_body`` makes them - or None, for any other jar or
+    source (a file object), any damage, or without the compiled helpers: then
+    ``open_source`` decides.
 
     In a fresh process the Python reader's first run costs more than a small model's
     whole decode (iris-knn: ~1.2 of ~2.4 ms, mostly first-touch page faults; mlp: 4.05
@@ -602,11 +604,16 @@ def read_small(
     before its first array, cold).
     """
     fast = _compiled.speedups
-    if fast is None or not (mmap or verify == "full"):
+    if fast is None or not (mmap or verify == "full") or not isinstance(source, _FRONT_TYPES):
         return None  # a read jar is verified in full, or open_source does it
-    # A path no file can have is left to open_source, which says so (file_path).
-    return fast.read_small(path, admit, _SMALL_SPEC, known, _MAP_COPY if mmap else None,
+    # A path no file can have is left to open_source, which says so (file_path), as is
+    # a mapping of bytes (refused there).
+    return fast.read_small(source, admit, _SMALL_SPEC, known, _MAP_COPY if mmap else None,
                            verify == "full")
+
+
+# What the compiled front reads: paths, and jars already in memory.
+_FRONT_TYPES = (str, os.PathLike, bytes, bytearray, memoryview)
 
 
 def open_source(
@@ -719,6 +726,17 @@ class HeaderView(NamedTuple):
 
 def read_header(source: Source) -> HeaderView:
     """Only the preamble and header (no data read, nothing verified beyond their shape)."""
+    fast = _compiled.speedups
+    # The common case in one compiled call (_front.c's read_head): it answers None for
+    # anything else, and the Python below decides.
+    got = (
+        fast.read_head(source, Section, _SMALL_SPEC)
+        if fast is not None and isinstance(source, _FRONT_TYPES)
+        else None
+    )
+    if got is not None:
+        version, header, tree, buffers, data_end, size = got
+        return HeaderView(version, 0, header, Layout(tree, buffers, data_end), size)
     if isinstance(source, (bytes, bytearray, memoryview)):
         view = _byte_view(source)
         version, flags, n = parse_preamble(bytes(view[:PREAMBLE_SIZE]))
@@ -728,15 +746,7 @@ def read_header(source: Source) -> HeaderView:
         layout = plan_layout(n, header["layout"], version)
         return HeaderView(version, flags, header, layout, view.nbytes)
     if isinstance(source, (str, os.PathLike)):
-        path = file_path(source)
-        fast = _compiled.speedups
-        # The common case in one compiled call (_front.c's read_head): it answers None
-        # for anything else, and the Python below decides.
-        got = fast.read_head(path, Section, _SMALL_SPEC) if fast is not None else None
-        if got is not None:
-            version, header, tree, buffers, data_end, size = got
-            return HeaderView(version, 0, header, Layout(tree, buffers, data_end), size)
-        with open_to_read(path) as f:
+        with open_to_read(file_path(source)) as f:
             return _read_header_file(f)
     if not hasattr(source, "read"):
         raise InvalidArgumentError(f"cannot read a skjar from {type(source).__name__}")
