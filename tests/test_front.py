@@ -11,7 +11,9 @@ differently from a file and from memory.
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -488,12 +490,51 @@ def test_the_compiled_admit_takes_real_models(tmp_path: Path) -> None:
         assert got is not None and got[2] == _admit_in_python(read_header(path).header)[0]
 
 
+def test_a_version_not_held_in_a_plain_module_is_left_to_python(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The compiled admit reads a module's __version__ from its dict, not through
+    getattr: a module of another type is left to Python, whose getattr may find
+    another version there (here a property saying 0.0.0, which is a version skew)."""
+    import types
+    import warnings
+
+    import scipy
+
+    from skjar.errors import VersionSkewWarning
+
+    class Odd(types.ModuleType):
+        @property  # type: ignore[misc]
+        def __version__(self) -> str:
+            return "0.0.0"
+
+    path = tmp_path / "m.skjar"
+    skjar.dump(MODELS["logistic"], path)
+    odd = Odd("scipy")
+    odd.__dict__["__version__"] = scipy.__version__  # what a dict lookup would find
+    monkeypatch.setitem(sys.modules, "scipy", odd)
+    asked: list[Any] = []
+
+    def admit(header: dict[str, Any]) -> Any:
+        asked.append(header)
+        return declared_names(header)
+
+    assert read_small(path, admit, _known()) is not None and asked
+    with pytest.warns(VersionSkewWarning, match="0.0.0"):
+        skjar.load(path)
+    monkeypatch.setitem(sys.modules, "scipy", scipy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        skjar.load(path)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_untrusted_and_skewed_jars_are_judged_alike_on_every_path(
     mode: tuple[bool, str], tmp_path: Path
 ) -> None:
-    """An untrusted name, a malformed one, or other library versions: a path, read or
-    mapped through the compiled front, gives loads' error or warning, word for word."""
+    """An untrusted name, a malformed one, or other library versions: bytes and a path,
+    read or mapped through the compiled front, give the Python reader's error or warning
+    (a file object's), word for word."""
     import warnings
 
     import jarcraft
@@ -515,7 +556,7 @@ def test_untrusted_and_skewed_jars_are_judged_alike_on_every_path(
         for strict in (False, True):
             outcomes = []
             ways: list[tuple[Any, dict[str, Any]]] = [
-                (data, {}), (path, {"mmap": mapped, "verify": verify}),
+                (io.BytesIO(data), {}), (data, {}), (path, {"mmap": mapped, "verify": verify}),
             ]
             for source, options in ways:
                 with warnings.catch_warnings(record=True) as caught:
@@ -526,7 +567,7 @@ def test_untrusted_and_skewed_jars_are_judged_alike_on_every_path(
                     except SkjarError as exc:
                         outcome = f"{type(exc).__name__}: {exc}"
                 outcomes.append((outcome, [str(w.message) for w in caught]))
-            assert outcomes[0] == outcomes[1], (what, strict)
+            assert outcomes[0] == outcomes[1] == outcomes[2], (what, strict)
             assert outcomes[0][0] != "loaded" or what == "skewed"
             assert what != "skewed" or bool(outcomes[0][1]) != strict
 

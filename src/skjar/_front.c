@@ -308,8 +308,43 @@ parse_spec(PyObject *spec, Spec *s, const char *who)
     return 1;
 }
 
-static const char *HEADER_KEYS[] = {"producer", "environment", "object", "metadata", "names",
-                                    "layout"};
+/* The keys the front looks up, as interned str made once when the module is imported
+ * (skjar_front_init): a lookup by C string makes and hashes a new str each time, and in
+ * a freshly forked process every such allocation, and every reference count written on
+ * an object shared with the parent, can be a copy-on-write page fault. */
+enum {
+    K_PRODUCER, K_ENVIRONMENT, K_OBJECT, K_METADATA, K_NAMES, K_LAYOUT, /* the header's keys */
+    K_TREE, K_BUFFERS, K_LENGTH, K_SIZE, K_CODEC, K_PACKAGES, K_NAME, K_MODULE, K_USES,
+    K_VERSION, K_COUNT
+};
+static const char *KEY_TEXT[K_COUNT] = {"producer", "environment", "object", "metadata",
+                                        "names", "layout", "tree", "buffers", "length", "size",
+                                        "codec", "packages", "name", "module", "uses",
+                                        "__version__"};
+static PyObject *KEYS[K_COUNT];
+
+int
+skjar_front_init(void)
+{
+    for (int i = 0; i < K_COUNT; i++) {
+        if (KEYS[i] == NULL && (KEYS[i] = PyUnicode_InternFromString(KEY_TEXT[i])) == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* d[KEYS[k]], borrowed, or NULL (no error set: a lookup of a str key in an exact dict
+ * cannot fail but for memory, which the caller's next allocation will meet). */
+static PyObject *
+item(PyObject *d, int k)
+{
+    PyObject *v = PyDict_GetItemWithError(d, KEYS[k]);
+    if (v == NULL && PyErr_Occurred()) {
+        PyErr_Clear();
+    }
+    return v;
+}
 
 /* The preamble, the header and its plain layout, read from `src` - what read_small and read_head share. 1: taken, with *header (a new
  * reference), *head (the header's bytes, PyMem), *spans ((offset, length) per section,
@@ -357,18 +392,18 @@ front_head(const Source *src, const Spec *s, unsigned char *pre, unsigned char *
     if (header == NULL || !PyDict_CheckExact(header)) {
         goto not_taken;
     }
-    for (size_t i = 0; i < sizeof HEADER_KEYS / sizeof *HEADER_KEYS; i++) {
-        PyObject *v = PyDict_GetItemString(header, HEADER_KEYS[i]);
-        int want_list = i == 4;
+    for (int k = K_PRODUCER; k <= K_LAYOUT; k++) {
+        PyObject *v = item(header, k);
+        int want_list = k == K_NAMES;
         if (v == NULL || (want_list ? !PyList_CheckExact(v) : !PyDict_CheckExact(v))) {
             goto not_taken;
         }
     }
 
     /* The layout, as plan_layout computes it. */
-    PyObject *layout = PyDict_GetItemString(header, "layout");
-    PyObject *tree = PyDict_GetItemString(layout, "tree");
-    PyObject *buffers = PyDict_GetItemString(layout, "buffers");
+    PyObject *layout = item(header, K_LAYOUT);
+    PyObject *tree = item(layout, K_TREE);
+    PyObject *buffers = item(layout, K_BUFFERS);
     if (tree == NULL || !PyDict_CheckExact(tree) || buffers == NULL ||
         !PyList_CheckExact(buffers) || PyList_GET_SIZE(buffers) > s->max_buffers) {
         goto not_taken;
@@ -379,9 +414,8 @@ front_head(const Source *src, const Spec *s, unsigned char *pre, unsigned char *
         goto not_taken;
     }
     Py_ssize_t pos = align_up(base, s->alignment), n;
-    if (pos > size || !plain_section(PyDict_GetItemString(tree, "length"),
-                                     PyDict_GetItemString(tree, "size"),
-                                     PyDict_GetItemString(tree, "codec"), size - pos, &n)) {
+    if (pos > size || !plain_section(item(tree, K_LENGTH), item(tree, K_SIZE),
+                                     item(tree, K_CODEC), size - pos, &n)) {
         goto not_taken;
     }
     spans[0] = pos;
@@ -438,9 +472,9 @@ fast_admit(PyObject *header, PyObject *known)
     }
     trust = PyTuple_GET_ITEM(known, 0);
     packages = PyTuple_GET_ITEM(known, 1);
-    PyObject *env = PyDict_GetItemString(header, "environment");
-    PyObject *theirs = env && PyDict_CheckExact(env) ? PyDict_GetItemString(env, "packages") : NULL;
-    PyObject *names = PyDict_GetItemString(header, "names");
+    PyObject *env = item(header, K_ENVIRONMENT);
+    PyObject *theirs = env && PyDict_CheckExact(env) ? item(env, K_PACKAGES) : NULL;
+    PyObject *names = item(header, K_NAMES);
     PyObject *modules = PySys_GetObject("modules"); /* borrowed */
     if (!PyDict_CheckExact(trust) || !PyTuple_CheckExact(packages) || theirs == NULL ||
         !PyDict_CheckExact(theirs) || names == NULL || !PyList_CheckExact(names) ||
@@ -454,12 +488,14 @@ fast_admit(PyObject *header, PyObject *known)
             goto not_fast;
         }
         PyObject *module = PyDict_GetItemWithError(modules, PyTuple_GET_ITEM(pair, 0));
-        PyObject *version = module ? PyObject_GetAttrString(module, "__version__") : NULL;
+        /* A plain module's own __version__, read from its dict: borrowed, so no reference
+         * count is written (getattr would find the same; anything else is left to Python). */
+        PyObject *version =
+            module && PyModule_CheckExact(module) ? item(PyModule_GetDict(module), K_VERSION) : NULL;
         PyObject *theirs_version = PyDict_GetItemWithError(theirs, PyTuple_GET_ITEM(pair, 1));
         int same = version != NULL && PyUnicode_CheckExact(version) && theirs_version != NULL &&
                    PyUnicode_CheckExact(theirs_version) &&
                    PyUnicode_Compare(theirs_version, version) == 0;
-        Py_XDECREF(version);
         if (!same) {
             goto not_fast;
         }
@@ -470,9 +506,9 @@ fast_admit(PyObject *header, PyObject *known)
         if (!PyDict_CheckExact(entry)) {
             goto not_fast;
         }
-        PyObject *name = PyDict_GetItemString(entry, "name");
-        PyObject *module = PyDict_GetItemString(entry, "module");
-        PyObject *uses = PyDict_GetItemString(entry, "uses");
+        PyObject *name = item(entry, K_NAME);
+        PyObject *module = item(entry, K_MODULE);
+        PyObject *uses = item(entry, K_USES);
         if (name == NULL || !PyUnicode_CheckExact(name) || module == NULL ||
             !PyUnicode_CheckExact(module) || uses == NULL || !PyList_CheckExact(uses) ||
             PyList_GET_SIZE(uses) == 0 || PyDict_GetItemWithError(out, name) != NULL) {

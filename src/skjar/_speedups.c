@@ -1256,6 +1256,7 @@ PyObject *skjar_json(PyObject *self, PyObject *args);
 PyObject *skjar_read_small(PyObject *self, PyObject *args);
 PyObject *skjar_read_head(PyObject *self, PyObject *args);
 int skjar_add_hasher(PyObject *module);
+int skjar_front_init(void);
 
 static PyMethodDef methods[] = {
     {"json", skjar_json, METH_VARARGS, "json(text) -> object | None"},
@@ -1325,7 +1326,8 @@ PyInit__speedups(void)
 {
     PyObject *m = PyModule_Create(&module);
     if (m != NULL &&
-        (PyModule_AddIntConstant(m, "API", SKJAR_SPEEDUPS_API) < 0 || skjar_add_hasher(m) < 0)) {
+        (PyModule_AddIntConstant(m, "API", SKJAR_SPEEDUPS_API) < 0 || skjar_add_hasher(m) < 0 ||
+         skjar_front_init() < 0)) {
         Py_CLEAR(m);
     }
     return m;
