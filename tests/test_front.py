@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +248,50 @@ def test_the_front_steps_aside(make: str, tmp_path: Path) -> None:
         assert read_small(path, declared_names, mmap=True, verify=mode[1]) is None or (
             make == "large file"
         )
+
+
+def test_small_file_objects_are_read_whole_and_taken_by_the_front(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A file object (in memory, a real file, a pipe) is read whole and the front takes
+    its bytes, from where it stands to its end, as the Python reader would read them;
+    one of pagein.MIN_TOTAL or more is left unread to the Python reader."""
+    from skjar.format.reader import small_stream
+    from test_speedups import _Counting
+
+    path = tmp_path / "m.skjar"
+    skjar.dump(MODELS["large sections"], path)
+    data = path.read_bytes()
+    r, w = os.pipe()
+    writer = threading.Thread(target=lambda: (os.write(w, data), os.close(w)))
+    writer.start()  # (the jar is larger than a pipe's buffer)
+    pipe = os.fdopen(r, "rb")
+    embedded = io.BytesIO(b"not the jar" + data)
+    embedded.seek(11)
+    counting = _Counting(_compiled.speedups)
+    monkeypatch.setattr(_compiled, "speedups", counting)
+    for source in (io.BytesIO(data), open(path, "rb"), pipe, embedded):  # noqa: SIM115
+        with source:
+            loaded = skjar.load(source)
+            assert source.read() == b""  # read to its end, as before
+        assert (loaded["bigger"] == MODELS["large sections"]["bigger"]).all()
+    writer.join()
+    assert counting.calls.get("read_small") == 4
+    big = tmp_path / "big.skjar"
+    skjar.dump(np.zeros(pagein.MIN_TOTAL, np.uint8), big)
+    with open(big, "rb") as f:
+        f.seek(5)
+        assert small_stream(f) is None and f.tell() == 5  # nothing read
+        f.seek(0)
+        assert skjar.load(f).nbytes == pagein.MIN_TOTAL
+    assert counting.calls.get("read_small") == 4
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="a device file: POSIX")
+def test_a_device_opened_as_a_file_object_is_not_read_forever() -> None:
+    """/dev/zero says it holds 0 bytes: it is read for that much, and refused as empty."""
+    with open("/dev/zero", "rb") as f, pytest.raises(NotASkjarFileError, match="empty"):
+        skjar.load(f)
 
 
 def test_admit_errors_pass_through(tmp_path: Path) -> None:

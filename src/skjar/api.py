@@ -16,7 +16,14 @@ from .codec import Decoder, Encoder
 from .errors import InvalidArgumentError, VersionSkewWarning
 from .format.compression import parse_compress
 from .format.header import declared_names
-from .format.reader import Source, open_source, read_header, read_small
+from .format.reader import (
+    FRONT_SOURCES,
+    Source,
+    open_source,
+    read_header,
+    read_small,
+    small_stream,
+)
 from .format.spec import FLAG_SIGNED, SIGNATURE_SIZE
 from .format.writer import (
     Sections,
@@ -224,6 +231,10 @@ def load(
             skew.append(message)
         return declared
 
+    if not isinstance(source, FRONT_SOURCES) and not mmap:  # a file object (else an error)
+        in_memory = small_stream(source)
+        if in_memory is not None:
+            source = in_memory
     # A path or bytes, unsigned: the compiled front reads (or maps) the common jar in one
     # call.
     small = (

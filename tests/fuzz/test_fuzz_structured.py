@@ -103,3 +103,20 @@ def test_memory_is_bounded_by_the_input(name: str, rnd: int, edits: int) -> None
     data = _mutant(name, rnd, edits)
     peak = target.memory_peak(target.check, data)
     assert peak <= target.MEMORY_SLACK + target.MEMORY_FACTOR * len(data), (peak, len(data))
+
+
+def test_a_front_that_disagrees_with_its_twin_is_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """loads reads through the compiled front, and the target loads every input again
+    with the front turned away (the Python reader): a front that refuses what its twin
+    loads is caught, even for a jar that is fine."""
+    from skjar import api
+    from skjar.errors import CorruptFileError
+
+    def refusing(*args: object, **kwargs: object) -> None:
+        raise CorruptFileError("a front that refuses everything")
+
+    data = SEEDS[NAMES[0]]
+    assert target.check(data) == "ok"
+    monkeypatch.setattr(api, "read_small", refusing)
+    with pytest.raises(target.Finding, match="the Python reader"):
+        target.check(data)

@@ -604,7 +604,7 @@ def read_small(
     before its first array, cold).
     """
     fast = _compiled.speedups
-    if fast is None or not (mmap or verify == "full") or not isinstance(source, _FRONT_TYPES):
+    if fast is None or not (mmap or verify == "full") or not isinstance(source, FRONT_SOURCES):
         return None  # a read jar is verified in full, or open_source does it
     # A path no file can have is left to open_source, which says so (file_path), as is
     # a mapping of bytes (refused there).
@@ -613,7 +613,7 @@ def read_small(
 
 
 # What the compiled front reads: paths, and jars already in memory.
-_FRONT_TYPES = (str, os.PathLike, bytes, bytearray, memoryview)
+FRONT_SOURCES = (str, os.PathLike, bytes, bytearray, memoryview)
 
 
 def open_source(
@@ -647,6 +647,15 @@ def open_source(
             return _read_all(_Reader(None, f, zero_copy=False), size, admit, keys, verify)
     if mmap:
         raise InvalidArgumentError("mmap=True needs a file path, not a file object")
+    stream_size = _readable_size(source)
+    if stream_size is None or not hasattr(source, "readinto"):
+        return _read_whole_stream(source, admit, keys, verify)
+    return _read_all(_Reader(None, source, zero_copy=False), stream_size, admit, keys, verify)
+
+
+def _readable_size(source: Any) -> int | None:
+    """How many bytes a binary file object has left (None: a stream that cannot say), once
+    it is known to be one."""
     if not hasattr(source, "read"):
         raise InvalidArgumentError(
             f"cannot read a skjar from {type(source).__name__}: pass a path, bytes, "
@@ -658,10 +667,27 @@ def open_source(
         raise InvalidArgumentError("the file object is not readable: open it with 'rb'") from None
     if not isinstance(probe, (bytes, bytearray)):
         raise InvalidArgumentError("the file object is in text mode: open it with 'rb'")
-    stream_size = _file_size(source)
-    if stream_size is None or not hasattr(source, "readinto"):
-        return _read_whole_stream(source, admit, keys, verify)
-    return _read_all(_Reader(None, source, zero_copy=False), stream_size, admit, keys, verify)
+    return _file_size(source)
+
+
+def small_stream(source: Any) -> memoryview | None:
+    """The rest of a binary file object, read whole into memory, where that is the faster
+    way in: the compiled front then reads it as it reads ``loads``' bytes (in a fresh
+    process the Python reader's first run costs a small model ~1-2 ms more). That is a
+    file object with less than pagein.MIN_TOTAL left (a larger one is read straight into
+    its sections, with the page-in helpers), or a stream that cannot say how much it
+    holds, which ``open_source`` reads whole anyway. None for a larger file; an error
+    for anything that is not a readable binary file object.
+
+    A file object that says how much it holds is read for exactly that much, as the
+    Python reader reads it (a device says 0, and ``/dev/zero`` is never read to an end).
+    """
+    size = _readable_size(source)
+    if size is None:
+        return memoryview(_read_stream(source))
+    if size >= pagein.MIN_TOTAL and hasattr(source, "readinto"):
+        return None
+    return memoryview(_read_exact(source, size, "the jar"))
 
 
 def _read_special(
@@ -731,7 +757,7 @@ def read_header(source: Source) -> HeaderView:
     # anything else, and the Python below decides.
     got = (
         fast.read_head(source, Section, _SMALL_SPEC)
-        if fast is not None and isinstance(source, _FRONT_TYPES)
+        if fast is not None and isinstance(source, FRONT_SOURCES)
         else None
     )
     if got is not None:
