@@ -108,7 +108,7 @@ open_small(const char *path, Py_ssize_t path_len, const Spec *s, Py_ssize_t *siz
     return fd;
 }
 
-/* open_small for a path given as str, bytes or os.PathLike (encoded as os.fsencode
+/* open_small for a path given as str or os.PathLike (encoded as os.fsencode
  * does, without its Python). -1 for anything open_small refuses and for a path that
  * cannot be encoded (an embedded NUL, undecodable text): the Python reader then
  * decides and names the fault. -2 with the exception set for any other failure (a
@@ -346,10 +346,10 @@ item(PyObject *d, int k)
     return v;
 }
 
-/* The preamble, the header and its plain layout, read from `src` - what read_small and read_head share. 1: taken, with *header (a new
- * reference), *head (the header's bytes, PyMem), *spans ((offset, length) per section,
- * the tree first; PyMem), *count sections and *data_end; 0: not taken (any error
- * cleared, nothing to free). */
+/* The preamble, the header and its plain layout, read from `src` - what read_small and
+ * read_head share. 1: taken, with *header (a new reference), *head (the header's bytes,
+ * PyMem), *spans ((offset, length) per section, the tree first; PyMem), *count sections
+ * and *data_end; 0: not taken (any error cleared, nothing to free). */
 static int
 front_head(const Source *src, const Spec *s, unsigned char *pre, unsigned char **head_out,
            Py_ssize_t *header_length_out, PyObject **header_out, Py_ssize_t **spans_out,
@@ -551,10 +551,10 @@ not_fast:
 PyObject *
 skjar_read_small(PyObject *self, PyObject *args)
 {
-    PyObject *path_arg, *admit, *spec, *known, *mapper;
+    PyObject *source_arg, *admit, *spec, *known, *mapper;
     int full;
     Spec s;
-    if (!PyArg_ParseTuple(args, "OOO!OOp:read_small", &path_arg, &admit, &PyTuple_Type, &spec,
+    if (!PyArg_ParseTuple(args, "OOO!OOp:read_small", &source_arg, &admit, &PyTuple_Type, &spec,
                           &known, &mapper, &full) ||
         !parse_spec(spec, &s, "read_small")) {
         return NULL;
@@ -568,7 +568,7 @@ skjar_read_small(PyObject *self, PyObject *args)
         s.max_file = PY_SSIZE_T_MAX; /* mapped, a jar of any size costs the same */
     }
     Source src;
-    int opened = open_source_arg(path_arg, &s, &src);
+    int opened = open_source_arg(source_arg, &s, &src);
     if (opened <= 0) {
         return opened < 0 ? NULL : Py_NewRef(Py_None);
     }
@@ -788,11 +788,11 @@ done:
 PyObject *
 skjar_read_head(PyObject *self, PyObject *args)
 {
-    PyObject *path_arg;
+    PyObject *source_arg;
     PyTypeObject *section;
     PyObject *spec;
     Spec s;
-    if (!PyArg_ParseTuple(args, "OO!O!:read_head", &path_arg, &PyType_Type, &section,
+    if (!PyArg_ParseTuple(args, "OO!O!:read_head", &source_arg, &PyType_Type, &section,
                           &PyTuple_Type, &spec) ||
         !parse_spec(spec, &s, "read_head")) {
         return NULL;
@@ -803,7 +803,7 @@ skjar_read_head(PyObject *self, PyObject *args)
     }
     s.max_file = PY_SSIZE_T_MAX; /* a header is read from a jar of any size */
     Source src;
-    int opened = open_source_arg(path_arg, &s, &src);
+    int opened = open_source_arg(source_arg, &s, &src);
     if (opened <= 0) {
         return opened < 0 ? NULL : Py_NewRef(Py_None);
     }
