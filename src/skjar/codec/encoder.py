@@ -152,6 +152,9 @@ class Encoder:
         # Classes whose instances this dump has written (INSTANCE), by the name declared
         # for them: named, checked and declared once, not once per instance.
         self.object_classes: dict[type, str] = {}
+        # The same for the callables that rebuild objects (RECONSTRUCT: a forest's Tree
+        # class, 200 times), by id, with the callable kept alive beside its name.
+        self.reconstructors: dict[int, tuple[Any, str]] = {}
         self._interned: dict[Any, Shared] = {}
         self._packers: list[msgpack.Packer] = []  # idle ones; see _pack
         # A bit generator's state already read by its holder (id -> numpy's state dict):

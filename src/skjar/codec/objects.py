@@ -242,14 +242,19 @@ def _reconstruct_node(
     dictitems: Any,
     path: Path,
 ) -> Node:
-    named = name_of(func)
-    if named is None or not callable(func):
-        raise UnsupportedObjectError(
-            f"{type(obj).__qualname__} is rebuilt by {func!r}, which has no importable name",
-            render_path(path),
-        )
-    enc.verify_importable(func, *named, path)
-    plain = enc.declare(*named, CALL)
+    known = enc.reconstructors.get(id(func))
+    if known is not None and known[0] is func:
+        plain = known[1]
+    else:  # the callable's first use in this dump: name it, check, declare
+        named = name_of(func)
+        if named is None or not callable(func):
+            raise UnsupportedObjectError(
+                f"{type(obj).__qualname__} is rebuilt by {func!r}, which has no importable name",
+                render_path(path),
+            )
+        enc.verify_importable(func, *named, path)
+        plain = enc.declare(*named, CALL)
+        enc.reconstructors[id(func)] = (func, plain)
     name = enc.intern(plain)
     saved, enc.under_check = enc.under_check, _checked(plain)
     try:
