@@ -15,11 +15,14 @@ golden folder) or the writer lost its determinism.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import copy
+import gzip
 import importlib.util
 import io
 import json
+import lzma
 import mmap
 import os
 import struct
@@ -27,6 +30,7 @@ import threading
 import time
 import tracemalloc
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -389,6 +393,70 @@ def test_load_from_a_file_object_at_an_offset(tmp_path: Path) -> None:
     with open(path, "rb") as f:
         f.seek(8)
         assert skjar.inspect(f).object["type"] == "builtins.dict"
+
+
+class _GzipCountingSeeks(gzip.GzipFile):
+    seeks = 0
+
+    def seek(self, *args: Any) -> int:
+        self.seeks += 1
+        return super().seek(*args)
+
+
+class _LyingDescriptor(io.BytesIO):
+    """A user's file object whose fileno() is some other file's descriptor."""
+
+    def __init__(self, data: bytes, other: Any) -> None:
+        super().__init__(data)
+        self.other = other
+
+    def fileno(self) -> int:
+        return int(self.other.fileno())
+
+    def close(self) -> None:
+        self.other.close()
+        super().close()
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bz2", "lzma", "zip member", "wrapper"])
+def test_a_file_object_over_another_files_descriptor_loads(kind: str, tmp_path: Path) -> None:
+    """gzip.open's file (bz2's, lzma's, a zip member's, a user's wrapper) answers fileno()
+    with the descriptor under it, whose size is not its own: a jar read through one was
+    refused as truncated. A decompressing reader is read as a stream, never sought (a
+    seek to its end decompresses it, and back to the start again)."""
+    value = {"a": np.arange(20_000.0), "b": "text"}
+    data = skjar.dumps(value)
+    path = tmp_path / "m.skjar.packed"
+    if kind in ("gzip", "bz2", "lzma"):
+        module = {"gzip": gzip, "bz2": bz2, "lzma": lzma}[kind]
+        with module.open(path, "wb") as out:
+            out.write(data)
+
+        def opened() -> Any:
+            if kind == "gzip":
+                return _GzipCountingSeeks(path, "rb")
+            return module.open(path, "rb")
+    elif kind == "zip member":
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("m.skjar", data)
+
+        def opened() -> Any:
+            return zipfile.ZipFile(path).open("m.skjar")
+    else:
+        path.write_bytes(data[:100])
+
+        def opened() -> Any:
+            return _LyingDescriptor(data, open(path, "rb"))
+
+    with opened() as f:
+        loaded = skjar.load(f)
+        assert f.read() == b""
+        assert getattr(f, "seeks", 0) == 0
+    np.testing.assert_array_equal(loaded["a"], value["a"])
+    with opened() as f:
+        assert skjar.inspect(f).object["type"] == "builtins.dict"
+    with opened() as f:
+        assert [n.name for n in skjar.audit(f)] == []
 
 
 def test_dump_to_a_file_object_at_an_offset(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import os
 import re
 import stat
 import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, NamedTuple
@@ -362,18 +363,49 @@ def _read_exact(f: IO[bytes], n: int, what: str) -> bytes:
 
 
 def _file_size(f: IO[bytes]) -> int | None:
-    try:
-        return os.fstat(f.fileno()).st_size - f.tell()
-    except (OSError, AttributeError, ValueError):
+    """How many bytes ``f`` has left, or None for a stream that cannot say cheaply."""
+    if _plain_file(f):
         try:
-            if f.seekable():
-                here = f.tell()
-                end = f.seek(0, os.SEEK_END)
-                f.seek(here)
-                return end - here
-        except (OSError, AttributeError, ValueError):
+            return os.fstat(f.fileno()).st_size - f.tell()
+        except (OSError, ValueError):  # a pipe cannot tell(); a closed file
             pass
+    elif _decompressing(f):
+        return None  # read as a stream: finding its end would decompress it twice more
+    try:
+        if f.seekable():
+            here = f.tell()
+            end = f.seek(0, os.SEEK_END)
+            f.seek(here)
+            return end - here
+    except (OSError, AttributeError, ValueError):
+        pass
     return None
+
+
+def _plain_file(f: Any) -> bool:
+    """A file's own descriptor read through io's layers, so that the descriptor's size is
+    the file object's. A wrapper that changes the bytes it reads (gzip.open's file, a
+    user's class) can answer fileno() with the descriptor under it, whose size says
+    nothing of its own: a gzipped jar was refused as truncated."""
+    kind = type(f)
+    if kind is io.BufferedReader or kind is io.BufferedRandom:
+        return type(f.raw) is io.FileIO
+    return kind is io.FileIO
+
+
+def _decompressing(f: Any) -> bool:
+    """One of the standard library's decompressing readers, which seek by decompressing
+    from the start. (Its module is imported if one of its objects exists.)"""
+    modules = sys.modules
+    return any(
+        module is not None and isinstance(f, getattr(module, name))
+        for module, name in (
+            (modules.get("gzip"), "GzipFile"),
+            (modules.get("bz2"), "BZ2File"),
+            (modules.get("lzma"), "LZMAFile"),
+            (modules.get("zipfile"), "ZipExtFile"),
+        )
+    )
 
 
 def _read_all(
