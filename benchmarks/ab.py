@@ -20,13 +20,16 @@ page faults (in a forked child most of a first load's extra cost is copy-on-writ
 fresh-page faults), and each side's ratio to pickle and new/base.
 
 ``--bytes`` loads from bytes already in memory (``skjar.loads`` against ``pickle.loads``:
-a model fetched from a store or received over the network) instead of from the file.
+a model fetched from a store or received over the network) instead of from the file;
+``--file-object`` from the file opened by the caller (``skjar.load(f)``, as pickle's side
+always loads), and ``--bytesio`` from an ``io.BytesIO`` of the bytes (both sides).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 import os
 import pickle
@@ -56,6 +59,7 @@ def zygote(args: list[str]) -> None:
     with open(model_pkl, "rb") as f:
         model = pickle.load(f)
     mmap, in_memory = side.endswith("+mmap"), side.endswith("+bytes")
+    file_object, bytesio = side.endswith("+file-object"), side.endswith("+bytesio")
     if side.startswith("pickle"):
         path = out + ".pkl"
         with open(path, "wb") as out_file:
@@ -65,6 +69,8 @@ def zygote(args: list[str]) -> None:
         def load() -> Any:
             if in_memory:
                 return pickle.loads(held)
+            if bytesio:
+                return pickle.load(io.BytesIO(held))
             with open(path, "rb") as f:
                 return pickle.load(f)
 
@@ -78,6 +84,11 @@ def zygote(args: list[str]) -> None:
         def load() -> Any:
             if in_memory:
                 return skjar.loads(held)
+            if bytesio:
+                return skjar.load(io.BytesIO(held))
+            if file_object:
+                with open(path, "rb") as f:
+                    return skjar.load(f)
             return skjar.load(path, mmap=True) if mmap else skjar.load(path)
 
     del model
@@ -156,6 +167,10 @@ def main() -> int:
     loading.add_argument("--mmap", action="store_true", help="load with mmap=True")
     loading.add_argument("--bytes", action="store_true",
                          help="load from bytes in memory (skjar.loads, pickle.loads)")
+    loading.add_argument("--file-object", action="store_true",
+                         help="skjar loads from the file opened by the caller")
+    loading.add_argument("--bytesio", action="store_true",
+                         help="load from an io.BytesIO of the bytes (both sides)")
     parser.add_argument("--quick", action="store_true", help="the suite's small models")
     parser.add_argument("--cache-dir", default=str(Path(__file__).parent / ".cache"))
     args = parser.parse_args()
@@ -166,7 +181,10 @@ def main() -> int:
     if not (base / "skjar" / "__init__.py").is_file():
         print(f"--base {args.base}: no skjar package there (give a checkout's src directory)")
         return 2
-    mode = "+mmap" if args.mmap else "+bytes" if args.bytes else ""
+    mode = next(
+        (f"+{m.replace('_', '-')}" for m in ("mmap", "bytes", "file_object", "bytesio")
+         if getattr(args, m)), "",
+    )
     work = Path(tempfile.mkdtemp(prefix="skjar-ab-"))
     print(f"new: {NEW}; base: {base}; {args.rounds} rounds x {args.children} children a side\n")
     print(f"{'model':16} {'side':12} {'median':>9} {'q1':>9} {'min':>9} {'faults':>7} "
@@ -176,7 +194,8 @@ def main() -> int:
         sides = [
             Side(label, src, cached.model_path, work / f"{name}-{i}", cached.modules)
             for i, (label, src) in enumerate(
-                [("pickle" + ("+bytes" if args.bytes else ""), None), ("base" + mode, str(base)),
+                [("pickle" + (mode if args.bytes or args.bytesio else ""), None),
+                 ("base" + mode, str(base)),
                  ("new" + mode, str(NEW))]
             )
         ]

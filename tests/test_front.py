@@ -31,11 +31,13 @@ from skjar.format.header import declared_names
 from skjar.format.reader import (
     _SMALL_SPEC,
     OWN_ALLOCATION,
+    FileRegion,
     Section,
     _read_header_file,
     open_source,
     read_header,
     read_small,
+    stream_source,
 )
 from test_speedups import needs_speedups
 
@@ -92,12 +94,30 @@ def agree(path: Path, where: Any) -> None:
         if mode == READ:
             for form in in_memory(path):
                 assert _plain(read_small(form, declared_names)) == fast, (where, type(form))
+            for offset in (0, 5):
+                assert _from_file_object(path, offset) == fast, (where, offset)
 
 
 def in_memory(path: Path) -> list[Any]:
     """The jar at ``path`` as each bytes-like object ``loads`` takes."""
     data = path.read_bytes()
     return [data, bytearray(data), memoryview(data), memoryview(b"??" + data + b"?")[2:-1]]
+
+
+def _from_file_object(path: Path, offset: int) -> Any:
+    """read_small of the jar at ``path`` through a plain file object, the jar ``offset``
+    bytes into its file: the stream is left at the jar's end if the front takes it, and
+    where it stood if not."""
+    data = path.read_bytes()
+    held = path.with_name(f"{path.name}.at{offset}")
+    held.write_bytes(b"\0" * offset + data)
+    with open(held, "rb") as f:
+        f.seek(offset)
+        region = stream_source(f)
+        assert type(region) is FileRegion
+        got = _plain(read_small(region, declared_names))
+        assert f.tell() == (offset + len(data) if got is not None else offset)
+    return got
 
 
 def _plain(small: Any) -> Any:
@@ -250,14 +270,18 @@ def test_the_front_steps_aside(make: str, tmp_path: Path) -> None:
         )
 
 
-def test_small_file_objects_are_read_whole_and_taken_by_the_front(
+def test_file_objects_are_taken_by_the_front(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """A file object under STREAM_WHOLE (in memory, a real file) or a pipe of any size is
-    read whole and the front takes its bytes, from where it stands to its end, as the
-    Python reader would read them; a larger file object is left unread to the Python
-    reader, which reads it straight into its sections."""
-    from skjar.format.reader import STREAM_WHOLE, small_stream
+    """A plain file object (``open(path, "rb")``, buffered or not, at any offset) is read
+    by the front through its descriptor; a BytesIO, any file object under STREAM_WHOLE and
+    a pipe are read whole and their bytes taken by the front. Each is left at its end,
+    as the Python reader leaves it. A larger file object of another kind is left unread
+    to the Python reader, which reads it straight into its sections."""
+    import tempfile
+
+    from skjar import api
+    from skjar.format.reader import STREAM_WHOLE
     from test_speedups import _Counting
 
     small, large = tmp_path / "small.skjar", tmp_path / "large.skjar"
@@ -265,28 +289,76 @@ def test_small_file_objects_are_read_whole_and_taken_by_the_front(
     skjar.dump(MODELS["large sections"], large)
     data, big = small.read_bytes(), large.read_bytes()
     assert len(data) < STREAM_WHOLE <= len(big)
+    embedded = tmp_path / "embedded.bin"
+    embedded.write_bytes(b"not the jar" + big)
+
+    def at(f: Any, offset: int) -> Any:
+        f.seek(offset)
+        return f
+
+    temporary = tempfile.TemporaryFile()  # noqa: SIM115 (an io.BufferedRandom)
+    temporary.write(big)
     r, w = os.pipe()
     writer = threading.Thread(target=lambda: (os.write(w, big), os.close(w)))
     writer.start()  # (the jar is larger than a pipe's buffer)
-    embedded = io.BytesIO(b"not the jar" + data)
-    embedded.seek(11)
+    sources = [
+        io.BytesIO(data), at(io.BytesIO(b"not the jar" + data), 11), io.BytesIO(big),
+        open(small, "rb"), at(open(embedded, "rb"), 11),  # noqa: SIM115
+        at(open(embedded, "rb", buffering=0), 11), at(temporary, 0),  # noqa: SIM115
+        os.fdopen(r, "rb"),
+    ]
+
+    def python_reader(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the Python reader was used")
+
     counting = _Counting(_compiled.speedups)
     monkeypatch.setattr(_compiled, "speedups", counting)
-    sources = [io.BytesIO(data), open(small, "rb"), embedded, os.fdopen(r, "rb")]  # noqa: SIM115
+    monkeypatch.setattr(api, "open_source", python_reader)
     for source in sources:
         with source:
             loaded = skjar.load(source)
             assert source.read() == b""  # read to its end, as before
         assert type(loaded) is type(MODELS["knn"]) or (loaded["bigger"] == 1).all()
     writer.join()
-    assert counting.calls.get("read_small") == 4
-    for source in (io.BytesIO(big), open(large, "rb")):  # noqa: SIM115
+    assert counting.calls.get("read_small") == len(sources)
+    monkeypatch.undo()
+
+    class Wrapped(io.BufferedReader):  # not a plain file: its read() may be anything
+        pass
+
+    for source in (Wrapped(io.FileIO(large)), io.BufferedReader(io.BytesIO(big))):
         with source:
             source.seek(5)
-            assert small_stream(source) is None and source.tell() == 5  # nothing read
+            assert stream_source(source) is None and source.tell() == 5  # nothing read
             source.seek(0)
             assert (skjar.load(source)["bigger"] == 1).all()
-    assert counting.calls.get("read_small") == 4
+
+
+def test_a_jar_the_front_leaves_is_read_from_the_file_object_where_it_stood(
+    tmp_path: Path,
+) -> None:
+    """A compressed, signed or damaged jar in a plain file object: the front reads nothing
+    through the stream, and the Python reader reads it (or names its fault) from where the
+    stream stood, as if the front did not exist."""
+    key = skjar.generate_key()
+    value = MODELS["large sections"]
+    jars = {
+        "zstd": skjar.dumps(value, compress="zstd"),
+        "signed": skjar.dumps(value, sign_with=key),
+        "damaged": skjar.dumps(value)[:-1] + b"?",
+    }
+    for what, jar in jars.items():
+        path = tmp_path / f"{what}.bin"
+        path.write_bytes(b"HEAD" + jar)
+        with open(path, "rb") as f:
+            f.seek(4)
+            if what == "damaged":
+                with pytest.raises(CorruptFileError, match="the trailer is missing or damaged"):
+                    skjar.load(f)
+                continue
+            loaded = skjar.load(f)
+            assert f.tell() == 4 + len(jar)
+        np.testing.assert_array_equal(loaded["big"], value["big"])
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="a device file: POSIX")

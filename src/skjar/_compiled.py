@@ -36,8 +36,9 @@ HELPERS = (
 # neighbours estimator and libsvm states checked at once; 22: binary_tree_state_ok takes
 # the distance metric class its tree's metric must be an instance of; 23: discard; 24:
 # pack_tree, and the encoder's walk: encode, encode_items, encode_dict; 25: read_small and
-# read_head take bytes, bytearray and memoryview as the jar itself, not as a path).
-API = 25
+# read_head take bytes, bytearray and memoryview as the jar itself, not as a path; 26:
+# and a 4-tuple as a file object's region, reader.FileRegion).
+API = 26
 
 
 def _load() -> ModuleType | None:

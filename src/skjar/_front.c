@@ -1,8 +1,9 @@
 /* read_small(source, admit, spec, known, mapper, full) -> (tree, buffers, declared) | None
  *
  * The common case of format/reader.py's open_source in one compiled pass: a jar read
- * from a path - or copied from bytes, a bytearray or a memoryview, as loads() gives it -
- * unsigned, uncompressed, under the page-in helpers' size (spec[11]: at most this many
+ * from a path or a plain file object's region (reader.FileRegion: its descriptor, read
+ * with pread from its position) - or copied from bytes, a bytearray or a memoryview, as
+ * loads() gives it - unsigned, uncompressed, under the page-in helpers' size (spec[11]: at most this many
  * bytes), fully verified. Sections of spec[10] bytes or more get an
  * allocation of their own, as read_body gives them; spec[12] is the prefault
  * threshold. The twin is
@@ -130,22 +131,52 @@ open_path(PyObject *path_arg, const Spec *s, Py_ssize_t *size)
 }
 
 /* Where a jar's bytes come from: an open regular file, or a bytes-like object held for
- * the call (`mem.obj` set; loads() and inspect of bytes). */
+ * the call (`mem.obj` set; loads() and inspect of bytes). A file object's file is read
+ * through its descriptor (`borrowed`: never closed here) from `base` on. */
 typedef struct {
-    int fd;
+    int fd, borrowed;
     Py_buffer mem;
-    Py_ssize_t size;
+    Py_ssize_t size, base;
 } Source;
 
+/* A plain file object's region, reader.FileRegion: (fd, offset, size, stream), the jar
+ * being `size` bytes from `offset` on in the regular file open at `fd`. 1: taken; 0: left
+ * to the Python reader (not a regular file, a size out of bounds); -1: an error. */
+static int
+open_region(PyObject *arg, const Spec *s, Source *src)
+{
+    const long fd = PyLong_AsLong(PyTuple_GET_ITEM(arg, 0));
+    const Py_ssize_t offset = PyLong_AsSsize_t(PyTuple_GET_ITEM(arg, 1));
+    const Py_ssize_t size = PyLong_AsSsize_t(PyTuple_GET_ITEM(arg, 2));
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    struct stat st;
+    if (fd < 0 || fd > INT_MAX || offset < 0 || size < s->preamble || size > s->max_file ||
+        fstat((int)fd, &st) != 0 || !S_ISREG(st.st_mode) || offset > st.st_size - size) {
+        return 0;
+    }
+    src->fd = (int)fd;
+    src->borrowed = 1;
+    src->base = offset;
+    src->size = size;
+    return 1;
+}
+
 /* Open `arg` as a Source: bytes, bytearray and memoryview are the jar itself (as
- * open_source takes them; their bytes are copied, never kept), anything else a path
- * (open_path). 1: opened; 0: left to the Python reader (nothing held, no error); -1:
- * an error to raise. */
+ * open_source takes them; their bytes are copied, never kept), a 4-tuple a file
+ * object's region (open_region), anything else a path (open_path). 1: opened; 0: left
+ * to the Python reader (nothing held, no error); -1: an error to raise. */
 static int
 open_source_arg(PyObject *arg, const Spec *s, Source *src)
 {
     src->fd = -1;
+    src->borrowed = 0;
+    src->base = 0;
     src->mem.obj = NULL;
+    if (PyTuple_Check(arg) && PyTuple_GET_SIZE(arg) == 4) {
+        return open_region(arg, s, src);
+    }
     if (PyBytes_Check(arg) || PyByteArray_Check(arg) || PyMemoryView_Check(arg)) {
         if (PyObject_GetBuffer(arg, &src->mem, PyBUF_SIMPLE) < 0) {
             PyErr_Clear(); /* not contiguous, released...: the Python reader says so */
@@ -167,10 +198,10 @@ open_source_arg(PyObject *arg, const Spec *s, Source *src)
 static void
 close_source(Source *src)
 {
-    if (src->fd >= 0) {
+    if (src->fd >= 0 && !src->borrowed) {
         close(src->fd);
-        src->fd = -1;
     }
+    src->fd = -1;
     if (src->mem.obj != NULL) {
         PyBuffer_Release(&src->mem);
         src->mem.obj = NULL;
@@ -181,10 +212,10 @@ close_source(Source *src)
 static int
 read_at(const Source *src, char *out, Py_ssize_t n, Py_ssize_t offset)
 {
+    if (offset < 0 || n < 0 || offset > src->size || n > src->size - offset) {
+        return -1; /* (a file region's file may go on past the jar) */
+    }
     if (src->mem.obj != NULL) {
-        if (offset < 0 || n < 0 || offset > src->size || n > src->size - offset) {
-            return -1;
-        }
         memcpy(out, (const char *)src->mem.buf + offset, (size_t)n);
         return 0;
     }
@@ -192,7 +223,7 @@ read_at(const Source *src, char *out, Py_ssize_t n, Py_ssize_t offset)
     while (got < n) {
         ssize_t k;
         Py_BEGIN_ALLOW_THREADS
-        k = pread(src->fd, out + got, (size_t)(n - got), (off_t)(offset + got));
+        k = pread(src->fd, out + got, (size_t)(n - got), (off_t)(src->base + offset + got));
         Py_END_ALLOW_THREADS
         if (k < 0 && errno == EINTR) {
             continue;
@@ -572,7 +603,7 @@ skjar_read_small(PyObject *self, PyObject *args)
     if (opened <= 0) {
         return opened < 0 ? NULL : Py_NewRef(Py_None);
     }
-    if (mapped && src.fd < 0) { /* only a file is mapped: open_source refuses the rest */
+    if (mapped && (src.fd < 0 || src.borrowed)) { /* only a path is mapped */
         close_source(&src);
         Py_RETURN_NONE;
     }

@@ -22,7 +22,7 @@ from .format.reader import (
     open_source,
     read_header,
     read_small,
-    small_stream,
+    stream_source,
 )
 from .format.spec import FLAG_SIGNED, SIGNATURE_SIZE
 from .format.writer import (
@@ -231,14 +231,14 @@ def load(
             skew.append(message)
         return declared
 
+    front = source  # what the compiled front reads; the Python reader reads `source`
     if not isinstance(source, FRONT_SOURCES) and not mmap:  # a file object (else an error)
-        in_memory = small_stream(source)
-        if in_memory is not None:
-            source = in_memory
-    # A path or bytes, unsigned: the compiled front reads (or maps) the common jar in one
-    # call.
+        front = stream_source(source)
+        if type(front) is memoryview:  # read whole: the Python reader takes these bytes
+            source = front
+    # Unsigned: the compiled front reads (or maps) the common jar in one call.
     small = (
-        read_small(source, admit, _DEFAULT_KNOWN if not policy.extra else None, mmap=mmap,
+        read_small(front, admit, _DEFAULT_KNOWN if not policy.extra else None, mmap=mmap,
                    verify=check)
         if keys is None
         else None

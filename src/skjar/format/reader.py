@@ -616,8 +616,8 @@ def read_small(
 ) -> tuple[memoryview, list[memoryview], dict[str, tuple[str, frozenset[str]]]] | None:
     """``open_source(source, mmap=False, verify="full")``'s tree, buffers and declared
     names for an unsigned, uncompressed jar under pagein.MIN_TOTAL (whose larger ones the
-    helper threads read), read from a path or copied from bytes, a bytearray or a
-    memoryview, and verified in one compiled pass (``_front.c``), large sections in
+    helper threads read), read from a path or a plain file object's ``FileRegion``, or
+    copied from bytes, a bytearray or a memoryview, and verified in one compiled pass (``_front.c``), large sections in
     allocations of their own as ``read_body`` makes them - or None, for any other jar or
     source (a file object), any damage, or without the compiled helpers: then
     ``open_source`` decides.
@@ -636,16 +636,34 @@ def read_small(
     before its first array, cold).
     """
     fast = _compiled.speedups
-    if fast is None or not (mmap or verify == "full") or not isinstance(source, FRONT_SOURCES):
+    if fast is None or not (mmap or verify == "full"):
         return None  # a read jar is verified in full, or open_source does it
+    if type(source) is FileRegion:
+        got = fast.read_small(source, admit, _SMALL_SPEC, known, None, True) if not mmap else None
+        if got is not None:  # left at the jar's end, as the Python reader leaves it
+            source.stream.seek(source.offset + source.size)
+        return got
+    if not isinstance(source, FRONT_SOURCES):
+        return None
     # A path no file can have is left to open_source, which says so (file_path), as is
     # a mapping of bytes (refused there).
     return fast.read_small(source, admit, _SMALL_SPEC, known, _MAP_COPY if mmap else None,
                            verify == "full")
 
 
-# What the compiled front reads: paths, and jars already in memory.
+# What the compiled front reads: paths, and jars already in memory (and a FileRegion).
 FRONT_SOURCES = (str, os.PathLike, bytes, bytearray, memoryview)
+
+
+class FileRegion(NamedTuple):
+    """A plain file object's jar, for the compiled front: ``size`` bytes from ``offset`` on
+    in the file its descriptor ``fd`` has open (read with pread: ``stream`` does not
+    move unless the front takes the jar, which leaves it at the jar's end)."""
+
+    fd: int
+    offset: int
+    size: int
+    stream: Any
 
 
 def open_source(
@@ -702,30 +720,36 @@ def _readable_size(source: Any) -> int | None:
     return _file_size(source)
 
 
-def small_stream(source: Any) -> memoryview | None:
-    """The rest of a binary file object, read whole into memory, where that is the faster
-    way in: the compiled front then reads it as it reads ``loads``' bytes (in a fresh
-    process the Python reader's first run costs a small model ~1-2 ms more). That is a
-    file object with less than STREAM_WHOLE left, or a stream that cannot say how much
-    it holds, which ``open_source`` reads whole anyway. None for a larger file, which the
-    Python reader reads straight into its sections: read whole first, its bytes would be
-    copied twice, through fresh memory (mlp's 2.4 MB: 1.7 -> 3.3 ms warm); an error for
-    anything that is not a readable binary file object.
+def stream_source(source: Any) -> memoryview | FileRegion | None:
+    """What the compiled front reads of a binary file object, where it is the faster way in
+    (in a fresh process the Python reader's first run costs a small model ~1-2 ms more):
 
-    A file object that says how much it holds is read for exactly that much, as the
-    Python reader reads it (a device says 0, and ``/dev/zero`` is never read to an end).
+    - a plain file (``open(path, "rb")``): its region of the file, read with pread
+      straight into the front's pieces, one copy as from a path;
+    - an ``io.BytesIO``, or any file object with less than STREAM_WHOLE left, or a
+      stream that cannot say how much it holds (which ``open_source`` reads whole
+      anyway): its bytes, read whole (a BytesIO made from bytes gives them back without
+      a copy when read from its start);
+    - None for any other file object, which the Python reader reads straight into its
+      sections: read whole first, its bytes would be copied twice, through fresh memory.
+
+    An error for anything that is not a readable binary file object. A file object that
+    says how much it holds is read for exactly that much, as the Python reader reads it
+    (a device says 0, and ``/dev/zero`` is never read to an end).
     """
     size = _readable_size(source)
     if size is None:
         return memoryview(_read_stream(source))
-    if size >= STREAM_WHOLE and hasattr(source, "readinto"):
+    if _plain_file(source):  # (its size came from its descriptor and position)
+        return FileRegion(source.fileno(), source.tell(), size, source)
+    if size >= STREAM_WHOLE and hasattr(source, "readinto") and type(source) is not io.BytesIO:
         return None
-    return memoryview(_read_exact(source, size, "the jar"))
+    return memoryview(_read_exact(source, size, "the jar") if size else b"")
 
 
-# Below this, a file object's bytes are read whole for the compiled front (small_stream):
+# Below this, a file object's bytes are read whole for the compiled front (stream_source):
 # a copy this small is made in memory malloc reuses, and costs less than the Python
-# reader's first run.
+# reader's first run (mlp's 2.4 MB read whole from a file object took 1.7 -> 3.3 ms warm).
 STREAM_WHOLE = OWN_ALLOCATION
 
 
