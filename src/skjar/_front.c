@@ -3,8 +3,8 @@
  * The common case of format/reader.py's open_source in one compiled pass: a jar read
  * from a path or a plain file object's region (reader.FileRegion: its descriptor, read
  * with pread from its position) - or copied from bytes, a bytearray or a memoryview, as
- * loads() gives it - unsigned, uncompressed, under the page-in helpers' size (spec[11]: at most this many
- * bytes), fully verified. Sections of spec[10] bytes or more get an
+ * loads() gives it - unsigned, uncompressed, under the page-in helpers' size (spec[11]:
+ * at most this many bytes), fully verified. Sections of spec[10] bytes or more get an
  * allocation of their own, as read_body gives them; spec[12] is the prefault
  * threshold. The twin is
  * open_source itself; this checks what it checks, in the same order:

@@ -617,10 +617,10 @@ def read_small(
     """``open_source(source, mmap=False, verify="full")``'s tree, buffers and declared
     names for an unsigned, uncompressed jar under pagein.MIN_TOTAL (whose larger ones the
     helper threads read), read from a path or a plain file object's ``FileRegion``, or
-    copied from bytes, a bytearray or a memoryview, and verified in one compiled pass (``_front.c``), large sections in
-    allocations of their own as ``read_body`` makes them - or None, for any other jar or
-    source (a file object), any damage, or without the compiled helpers: then
-    ``open_source`` decides.
+    copied from bytes, a bytearray or a memoryview, and verified in one compiled pass
+    (``_front.c``), large sections in allocations of their own as ``read_body`` makes
+    them - or None, for any other jar or source (a file object: see ``stream_source``),
+    any damage, or without the compiled helpers: then ``open_source`` decides.
 
     In a fresh process the Python reader's first run costs more than a small model's
     whole decode (iris-knn: ~1.2 of ~2.4 ms, mostly first-touch page faults; mlp: 4.05
