@@ -230,6 +230,16 @@ def test_load_write_only_file(tmp_path: Path) -> None:
                 fn(f)
 
 
+def test_load_a_closed_file_object(tmp_path: Path, jar: bytes) -> None:
+    (tmp_path / "m.skjar").write_bytes(jar)
+    closed = [io.BytesIO(jar), open(tmp_path / "m.skjar", "rb")]  # noqa: SIM115
+    for f in closed:
+        f.close()
+        for fn in (skjar.load, skjar.inspect, skjar.audit):
+            with pytest.raises(skjar.InvalidArgumentError, match="closed"):
+                fn(f)
+
+
 @pytest.mark.parametrize("source", [42, object(), None, ["m.skjar"]])
 def test_load_something_that_is_not_a_file(source: Any) -> None:
     for fn in (skjar.load, skjar.inspect, skjar.audit):

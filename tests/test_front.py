@@ -96,6 +96,7 @@ def agree(path: Path, where: Any) -> None:
                 assert _plain(read_small(form, declared_names)) == fast, (where, type(form))
             for offset in (0, 5):
                 assert _from_file_object(path, offset) == fast, (where, offset)
+                assert _from_bytesio(path, offset) == fast, (where, offset)
 
 
 def in_memory(path: Path) -> list[Any]:
@@ -117,6 +118,19 @@ def _from_file_object(path: Path, offset: int) -> Any:
         assert type(region) is FileRegion
         got = _plain(read_small(region, declared_names))
         assert f.tell() == (offset + len(data) if got is not None else offset)
+    return got
+
+
+def _from_bytesio(path: Path, offset: int) -> Any:
+    """read_small of the jar at ``path`` in a BytesIO, ``offset`` bytes into it: its own
+    buffer's bytes, the stream moved to the jar's end as if read, and free to grow."""
+    data = path.read_bytes()
+    stream = io.BytesIO(b"\0" * offset + data)
+    stream.seek(offset)
+    view = stream_source(stream)
+    assert type(view) is memoryview and stream.tell() == offset + len(data)
+    got = _plain(read_small(view, declared_names))
+    stream.write(b"grows")
     return got
 
 
@@ -274,8 +288,8 @@ def test_file_objects_are_taken_by_the_front(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A plain file object (``open(path, "rb")``, buffered or not, at any offset) is read
-    by the front through its descriptor; a BytesIO, any file object under STREAM_WHOLE and
-    a pipe are read whole and their bytes taken by the front. Each is left at its end,
+    by the front through its descriptor, a BytesIO from its own buffer; any file object
+    under STREAM_WHOLE and a pipe are read whole and their bytes taken by the front. Each is left at its end,
     as the Python reader leaves it. A larger file object of another kind is left unread
     to the Python reader, which reads it straight into its sections."""
     import tempfile
@@ -301,8 +315,12 @@ def test_file_objects_are_taken_by_the_front(
     r, w = os.pipe()
     writer = threading.Thread(target=lambda: (os.write(w, big), os.close(w)))
     writer.start()  # (the jar is larger than a pipe's buffer)
+    written = io.BytesIO(b"not the jar")  # a buffer grown by writes, not made from bytes
+    written.seek(0, os.SEEK_END)
+    skjar.dump(MODELS["large sections"], written)
     sources = [
         io.BytesIO(data), at(io.BytesIO(b"not the jar" + data), 11), io.BytesIO(big),
+        at(written, 11),
         open(small, "rb"), at(open(embedded, "rb"), 11),  # noqa: SIM115
         at(open(embedded, "rb", buffering=0), 11), at(temporary, 0),  # noqa: SIM115
         os.fdopen(r, "rb"),
@@ -318,6 +336,8 @@ def test_file_objects_are_taken_by_the_front(
         with source:
             loaded = skjar.load(source)
             assert source.read() == b""  # read to its end, as before
+            if isinstance(source, io.BytesIO):  # nothing holds its buffer: it grows
+                source.write(b"more")
         assert type(loaded) is type(MODELS["knn"]) or (loaded["bigger"] == 1).all()
     writer.join()
     assert counting.calls.get("read_small") == len(sources)
@@ -334,31 +354,43 @@ def test_file_objects_are_taken_by_the_front(
             assert (skjar.load(source)["bigger"] == 1).all()
 
 
+@pytest.mark.parametrize("kind", ["file", "BytesIO"])
 def test_a_jar_the_front_leaves_is_read_from_the_file_object_where_it_stood(
-    tmp_path: Path,
+    kind: str, tmp_path: Path
 ) -> None:
-    """A compressed, signed or damaged jar in a plain file object: the front reads nothing
-    through the stream, and the Python reader reads it (or names its fault) from where the
-    stream stood, as if the front did not exist."""
+    """A compressed, signed or damaged jar in a plain file object or a BytesIO: the front
+    moves nothing, and the Python reader reads it (or names its fault) from where the
+    stream stood, as if the front did not exist. An untrusted jar is refused by the front
+    itself, and a BytesIO is left free to grow after every one."""
+    import jarcraft
+    from jarcraft import Ext, name_entry
+    from skjar.codec import nodes
+
     key = skjar.generate_key()
     value = MODELS["large sections"]
     jars = {
         "zstd": skjar.dumps(value, compress="zstd"),
         "signed": skjar.dumps(value, sign_with=key),
         "damaged": skjar.dumps(value)[:-1] + b"?",
+        "untrusted": jarcraft.build(Ext(nodes.REF, "os.system"),
+                                    [name_entry("os.system", "os", ("value",))]),
     }
     for what, jar in jars.items():
         path = tmp_path / f"{what}.bin"
         path.write_bytes(b"HEAD" + jar)
-        with open(path, "rb") as f:
+        with open(path, "rb") if kind == "file" else io.BytesIO(b"HEAD" + jar) as f:
             f.seek(4)
-            if what == "damaged":
-                with pytest.raises(CorruptFileError, match="the trailer is missing or damaged"):
+            if what in ("damaged", "untrusted"):
+                error = CorruptFileError if what == "damaged" else skjar.UntrustedTypeError
+                with pytest.raises(error, match=r"trailer is missing|os\.system"):
                     skjar.load(f)
-                continue
-            loaded = skjar.load(f)
-            assert f.tell() == 4 + len(jar)
-        np.testing.assert_array_equal(loaded["big"], value["big"])
+            else:
+                loaded = skjar.load(f)
+                assert f.tell() == 4 + len(jar)
+                np.testing.assert_array_equal(loaded["big"], value["big"])
+            if kind == "BytesIO":
+                f.seek(0, os.SEEK_END)
+                f.write(b"grows")
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="a device file: POSIX")

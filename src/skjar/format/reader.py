@@ -715,6 +715,8 @@ def _readable_size(source: Any) -> int | None:
         probe = source.read(0)
     except io.UnsupportedOperation:
         raise InvalidArgumentError("the file object is not readable: open it with 'rb'") from None
+    except ValueError as exc:  # a closed file object
+        raise InvalidArgumentError(f"cannot read from this file object: {exc}") from None
     if not isinstance(probe, (bytes, bytearray)):
         raise InvalidArgumentError("the file object is in text mode: open it with 'rb'")
     return _file_size(source)
@@ -724,12 +726,13 @@ def stream_source(source: Any) -> memoryview | FileRegion | None:
     """What the compiled front reads of a binary file object, where it is the faster way in
     (in a fresh process the Python reader's first run costs a small model ~1-2 ms more):
 
-    - a plain file (``open(path, "rb")``): its region of the file, read with pread
-      straight into the front's pieces, one copy as from a path;
-    - an ``io.BytesIO``, or any file object with less than STREAM_WHOLE left, or a
-      stream that cannot say how much it holds (which ``open_source`` reads whole
-      anyway): its bytes, read whole (a BytesIO made from bytes gives them back without
-      a copy when read from its start);
+    - a plain file (``open(path, "rb")``): its ``FileRegion``, read with pread straight
+      into the front's pieces, one copy as from a path;
+    - an ``io.BytesIO``: the rest of its own buffer, without a copy (``getvalue`` hands
+      it over), the stream moved to its end as if read;
+    - any other file object with less than STREAM_WHOLE left, or a stream that cannot
+      say how much it holds (which ``open_source`` reads whole anyway): its bytes, read
+      whole;
     - None for any other file object, which the Python reader reads straight into its
       sections: read whole first, its bytes would be copied twice, through fresh memory.
 
@@ -742,7 +745,13 @@ def stream_source(source: Any) -> memoryview | FileRegion | None:
         return memoryview(_read_stream(source))
     if _plain_file(source):  # (its size came from its descriptor and position)
         return FileRegion(source.fileno(), source.tell(), size, source)
-    if size >= STREAM_WHOLE and hasattr(source, "readinto") and type(source) is not io.BytesIO:
+    if type(source) is io.BytesIO:
+        # (Read whole, its bytes would be copied once more: read() copies a buffer grown by
+        # writes, and getbuffer() one made from bytes.)
+        here = source.tell()
+        source.seek(here + size)
+        return memoryview(source.getvalue())[here : here + size]
+    if size >= STREAM_WHOLE and hasattr(source, "readinto"):
         return None
     return memoryview(_read_exact(source, size, "the jar") if size else b"")
 
@@ -837,20 +846,12 @@ def read_header(source: Source) -> HeaderView:
     if isinstance(source, (str, os.PathLike)):
         with open_to_read(file_path(source)) as f:
             return _read_header_file(f)
-    if not hasattr(source, "read"):
-        raise InvalidArgumentError(f"cannot read a skjar from {type(source).__name__}")
     return _read_header_file(source)
 
 
 def _read_header_file(f: IO[bytes]) -> HeaderView:
-    size = _file_size(f)
-    try:
-        pre = f.read(PREAMBLE_SIZE)
-    except io.UnsupportedOperation:
-        raise InvalidArgumentError("the file object is not readable: open it with 'rb'") from None
-    if not isinstance(pre, (bytes, bytearray)):
-        raise InvalidArgumentError("the file object is in text mode: open it with 'rb'")
-    version, flags, n = parse_preamble(pre)
+    size = _readable_size(f)
+    version, flags, n = parse_preamble(f.read(PREAMBLE_SIZE))
     if size is not None and PREAMBLE_SIZE + n > size:
         raise CorruptFileError("the file is truncated inside the header")
     header = parse_header(_read_exact(f, n, "the header"))
