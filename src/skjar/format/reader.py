@@ -638,17 +638,15 @@ def read_small(
     fast = _compiled.speedups
     if fast is None or not (mmap or verify == "full"):
         return None  # a read jar is verified in full, or open_source does it
-    if type(source) is FileRegion:
-        got = fast.read_small(source, admit, _SMALL_SPEC, known, None, True) if not mmap else None
-        if got is not None:  # left at the jar's end, as the Python reader leaves it
-            source.stream.seek(source.offset + source.size)
-        return got
-    if not isinstance(source, FRONT_SOURCES):
+    if not isinstance(source, _FRONT_TAKES):
         return None
     # A path no file can have is left to open_source, which says so (file_path), as is
-    # a mapping of bytes (refused there).
-    return fast.read_small(source, admit, _SMALL_SPEC, known, _MAP_COPY if mmap else None,
-                           verify == "full")
+    # a mapping of bytes or of a file object's region (refused there).
+    got = fast.read_small(source, admit, _SMALL_SPEC, known, _MAP_COPY if mmap else None,
+                          verify == "full")
+    if got is not None and type(source) is FileRegion:
+        source.stream.seek(source.offset + source.size)  # as the Python reader leaves it
+    return got
 
 
 # What the compiled front reads: paths, and jars already in memory (and a FileRegion).
@@ -664,6 +662,9 @@ class FileRegion(NamedTuple):
     offset: int
     size: int
     stream: Any
+
+
+_FRONT_TAKES = (*FRONT_SOURCES, FileRegion)
 
 
 def open_source(
