@@ -1,7 +1,7 @@
 """Two versions of skjar loading the same models, alternating: did a change make loads faster?
 
     python benchmarks/ab.py --base ../old-checkout/src [--models iris-knn,svc] [--rounds 8]
-                            [--children 8] [--mmap | --bytes] [--quick]
+                            [--children 8] [--mmap | --bytes] [--compress zstd] [--quick]
 
 This machine's speed drifts by 20% and more within an hour (see RESULTS.md), more than most
 changes move a small model's load, so two benchmark runs taken apart cannot tell a change
@@ -23,6 +23,8 @@ fresh-page faults), and each side's ratio to pickle and new/base.
 a model fetched from a store or received over the network) instead of from the file;
 ``--file-object`` from the file opened by the caller (``skjar.load(f)``, as pickle's side
 always loads), and ``--bytesio`` from an ``io.BytesIO`` of the bytes (both sides).
+``--compress zstd`` (or lz4) has both skjar sides save their jar compressed; pickle's
+stays raw.
 """
 
 from __future__ import annotations
@@ -49,9 +51,11 @@ NEW = Path(__file__).resolve().parent.parent / "src"  # this checkout's skjar
 
 
 def zygote(args: list[str]) -> None:
-    """Child mode: ``ab.py --zygote SIDE MODEL_PKL OUT MODULES``; serves ``N\\n`` requests
-    on stdin with N forked loads each, one JSON line of [seconds, faults] pairs back."""
+    """Child mode: ``ab.py --zygote SIDE MODEL_PKL OUT MODULES COMPRESS``; serves ``N\\n``
+    requests on stdin with N forked loads each, one JSON line of [seconds, faults] pairs
+    back."""
     side, model_pkl, out, modules = args[0], args[1], args[2], args[3].split(",")
+    compress = args[4] or None
     import gc
 
     for module in modules:
@@ -78,7 +82,7 @@ def zygote(args: list[str]) -> None:
         import skjar
 
         path = out + ".skjar"
-        skjar.dump(model, path)
+        skjar.dump(model, path, compress=compress)
         held = Path(path).read_bytes()
 
         def load() -> Any:
@@ -124,7 +128,7 @@ class Side:
     """One zygote: a label, its process, and the loads it has timed."""
 
     def __init__(self, label: str, src: str | None, model_pkl: Path, out: Path,
-                 modules: list[str]) -> None:
+                 modules: list[str], compress: str) -> None:
         env = dict(os.environ)
         if src is not None:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
@@ -132,7 +136,7 @@ class Side:
         self.loads: list[list[float]] = []
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--zygote", label, str(model_pkl), str(out),
-             ",".join(modules)],
+             ",".join(modules), compress],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
         )
         assert self.proc.stdout is not None
@@ -171,6 +175,8 @@ def main() -> int:
                          help="skjar loads from the file opened by the caller")
     loading.add_argument("--bytesio", action="store_true",
                          help="load from an io.BytesIO of the bytes (both sides)")
+    parser.add_argument("--compress", choices=("zstd", "lz4"), default="",
+                        help="skjar's jars saved with this codec (pickle's raw)")
     parser.add_argument("--quick", action="store_true", help="the suite's small models")
     parser.add_argument("--cache-dir", default=str(Path(__file__).parent / ".cache"))
     args = parser.parse_args()
@@ -192,7 +198,8 @@ def main() -> int:
     for name in args.models.split(","):
         cached = ensure_model(name, args.quick, Path(args.cache_dir), lambda _: None)
         sides = [
-            Side(label, src, cached.model_path, work / f"{name}-{i}", cached.modules)
+            Side(label, src, cached.model_path, work / f"{name}-{i}", cached.modules,
+                 args.compress)
             for i, (label, src) in enumerate(
                 [("pickle" + (mode if args.bytes or args.bytesio else ""), None),
                  ("base" + mode, str(base)),

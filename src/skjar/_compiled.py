@@ -37,8 +37,9 @@ HELPERS = (
 # the distance metric class its tree's metric must be an instance of; 23: discard; 24:
 # pack_tree, and the encoder's walk: encode, encode_items, encode_dict; 25: read_small and
 # read_head take bytes, bytearray and memoryview as the jar itself, not as a path; 26:
-# and a 4-tuple as a file object's region, reader.FileRegion).
-API = 26
+# and a 4-tuple as a file object's region, reader.FileRegion; 27: read_small takes compressed
+# sections and packs, and returns them as stored with their codings).
+API = 27
 
 
 def _load() -> ModuleType | None:

@@ -1,18 +1,19 @@
-/* read_small(source, admit, spec, known, mapper, full) -> (tree, buffers, declared) | None
+/* read_small(source, admit, spec, known, mapper, full)
+ *     -> (tree, buffers, declared) | (tree, buffers, declared, coded) | None
  *
  * The common case of format/reader.py's open_source in one compiled pass: a jar read
  * from a path or a plain file object's region (reader.FileRegion: its descriptor, read
  * with pread from its position) - or copied from bytes, a bytearray or a memoryview, as
- * loads() gives it - unsigned, uncompressed, under the page-in helpers' size (spec[11]:
- * at most this many bytes), fully verified. Sections of spec[10] bytes or more get an
- * allocation of their own, as read_body gives them; spec[12] is the prefault
- * threshold. The twin is
+ * loads() gives it - unsigned, under the page-in helpers' size (spec[11]: at most this
+ * many bytes), fully verified. Sections of spec[10] bytes or more get an allocation of
+ * their own, as read_body gives them; spec[12] is the prefault threshold. The twin is
  * open_source itself; this checks what it checks, in the same order:
  *
  *   - the preamble (magic, format version, no flags, header length bounds), the
  *     header's JSON (through _json.c) and the shape parse_header requires;
- *   - the layout as plan_layout computes it, every section "none"-coded with size =
- *     length, and a file of exactly the size the layout describes;
+ *   - the layout as plan_layout computes it - sections "none"-coded with size = length,
+ *     or zstd/lz4-coded within the codec's ratio (spec[13:16]), packs from format 1.2
+ *     (spec[16]) - and a file of exactly the size the layout describes;
  *   - the trailer's end magic, both XXH3-128 digests (_digest.c; the first over the
  *     bytes up to the tree's end, the second over all of them), and zero padding
  *     between sections;
@@ -20,19 +21,23 @@
  *     when `known` is not None (a load trusting only the defaults), its common answer
  *     is first sought in C (fast_admit).
  *
+ * A jar with compressed sections comes back with `coded`: per section, None or (codec,
+ * size, pack members), and its sections as stored; read_small decompresses them as
+ * open_source does, after admit as there (the codecs' own checks are theirs).
+ *
  * With `mapper` (mmap.mmap with ACCESS_COPY, called on the descriptor) the jar at a
- * path (bytes are left to open_source, which refuses them), of any size, is mapped
- * instead of read, as open_source(mmap=True) maps it, and unless `full`
+ * path (bytes are left to open_source, which refuses them), uncompressed, of any size,
+ * is mapped instead of read, as open_source(mmap=True) maps it, and unless `full`
  * only its structure is verified (the first digest, the padding before the tree).
  *
  * The preamble and header are read first; a jar the front takes is then read with
  * one pread() per piece - each large section, and the runs of bytes between them
  * packed into one bytearray - every piece at an address equal to its file offset mod
  * 64, and the tree and buffers are memoryviews of them (open_source's are uint8 numpy
- * views of its body: the decoder takes either). Anything else - a signed or
- * compressed jar, a pack, a file of the helpers' size, any check that fails, a file
- * that cannot be opened - returns None before admit, and open_source reads the file
- * again and accepts it or says precisely what is wrong.
+ * views of its body: the decoder takes either). Anything else - a signed jar, a
+ * chunked section, a file of the helpers' size, any check that fails, a file that
+ * cannot be opened - returns None before admit, and open_source reads the file again
+ * and accepts it or says precisely what is wrong.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -62,6 +67,10 @@ typedef struct {
     int major, minor;
     long long max_header, max_buffers, alignment, preamble, trailer, digest, own, max_file;
     long long prefault; /* buffers this large have their pages mapped in at once */
+    /* header.plan_layout's bounds on compressed sections (spec.MAX_RATIO, RATIO_SLACK)
+     * and the first minor version with packs (spec.PACKS_SINCE) */
+    long long zstd_ratio, lz4_ratio, ratio_slack;
+    int packs_minor;
 } Spec;
 
 static uint64_t
@@ -236,14 +245,18 @@ read_at(const Source *src, char *out, Py_ssize_t n, Py_ssize_t offset)
     return 0;
 }
 
-/* A layout section: [length, size, "none"] with size = length, at most `limit`. Any
- * argument may be NULL (a key missing from the header). */
+/* A layout section as header._section checks it: [length, size, codec] with exact
+ * non-negative ints, `length` at most `limit`; "none" with size = length, or - when
+ * `coded` (read_small's read jars) - "zstd" or "lz4" with a size the codec can produce
+ * from `length` bytes (compression.check_ratio). 1 with *n = length, *size and *kind (0
+ * none, else compressed); 0 for anything else. Any argument may be NULL (a key missing
+ * from the header). */
 static int
-plain_section(PyObject *length, PyObject *size, PyObject *codec, Py_ssize_t limit, Py_ssize_t *n)
+stored_section(PyObject *length, PyObject *size, PyObject *codec, Py_ssize_t limit,
+               const Spec *s, int coded, Py_ssize_t *n, Py_ssize_t *decoded, int *kind)
 {
     if (length == NULL || size == NULL || codec == NULL || !PyLong_CheckExact(length) ||
-        !PyLong_CheckExact(size) ||
-        !PyUnicode_CheckExact(codec) || PyUnicode_CompareWithASCIIString(codec, "none") != 0) {
+        !PyLong_CheckExact(size) || !PyUnicode_CheckExact(codec)) {
         return 0;
     }
     Py_ssize_t a = PyLong_AsSsize_t(length), b = PyLong_AsSsize_t(size);
@@ -251,11 +264,60 @@ plain_section(PyObject *length, PyObject *size, PyObject *codec, Py_ssize_t limi
         PyErr_Clear();
         return 0;
     }
-    if (a < 0 || a != b || a > limit) {
+    if (a < 0 || b < 0 || a > limit) {
+        return 0;
+    }
+    long long ratio = 0;
+    if (PyUnicode_CompareWithASCIIString(codec, "none") == 0) {
+        if (a != b) {
+            return 0;
+        }
+        *kind = 0;
+    } else if (!coded) {
+        return 0;
+    } else if (PyUnicode_CompareWithASCIIString(codec, "zstd") == 0) {
+        ratio = s->zstd_ratio;
+        *kind = 1;
+    } else if (PyUnicode_CompareWithASCIIString(codec, "lz4") == 0) {
+        ratio = s->lz4_ratio;
+        *kind = 2;
+    } else {
+        return 0;
+    }
+    /* size <= length * ratio + slack, without overflow (both bounded by parse_spec) */
+    if (ratio && a <= (PY_SSIZE_T_MAX - s->ratio_slack) / ratio &&
+        b > a * ratio + s->ratio_slack) {
         return 0;
     }
     *n = a;
+    *decoded = b;
     return 1;
+}
+
+/* A pack's member list (format 1.2: header._pack), for a compressed section of `decoded`
+ * bytes: 2 to max_buffers exact non-negative ints whose aligned layout fills it exactly.
+ * The members as a new tuple, or NULL (no error set) for anything else. */
+static PyObject *
+pack_members(PyObject *members, Py_ssize_t decoded, const Spec *s)
+{
+    if (!PyList_CheckExact(members) || PyList_GET_SIZE(members) < 2 ||
+        PyList_GET_SIZE(members) > s->max_buffers) {
+        return NULL;
+    }
+    Py_ssize_t end = 0;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(members); k++) {
+        PyObject *m = PyList_GET_ITEM(members, k);
+        Py_ssize_t v = PyLong_CheckExact(m) ? PyLong_AsSsize_t(m) : -1;
+        if (v == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+        }
+        end = align_up(end, s->alignment);
+        if (v < 0 || v > decoded || end > decoded - v) { /* past the section: refused */
+            return NULL;
+        }
+        end += v;
+    }
+    return end == decoded ? PyList_AsTuple(members) : NULL;
 }
 
 static int
@@ -325,14 +387,17 @@ digest_ok(void *hasher, Piece *pieces, Py_ssize_t n, Py_ssize_t from, Py_ssize_t
 static int
 parse_spec(PyObject *spec, Spec *s, const char *who)
 {
-    if (!PyArg_ParseTuple(spec, "y#y#iiLLLLLLLLL", &s->magic, &s->magic_len, &s->end_magic,
+    if (!PyArg_ParseTuple(spec, "y#y#iiLLLLLLLLLLLLi", &s->magic, &s->magic_len, &s->end_magic,
                           &s->end_magic_len, &s->major, &s->minor, &s->max_header,
                           &s->max_buffers, &s->alignment, &s->preamble, &s->trailer, &s->digest,
-                          &s->own, &s->max_file, &s->prefault)) {
+                          &s->own, &s->max_file, &s->prefault, &s->zstd_ratio, &s->lz4_ratio,
+                          &s->ratio_slack, &s->packs_minor)) {
         return 0;
     }
     if (s->magic_len + 16 != s->preamble || s->alignment <= 0 || s->alignment > 64 ||
-        64 % s->alignment != 0 || s->trailer != 2 * s->digest + s->end_magic_len) {
+        64 % s->alignment != 0 || s->trailer != 2 * s->digest + s->end_magic_len ||
+        s->zstd_ratio < 1 || s->lz4_ratio < 1 || s->zstd_ratio > (1LL << 30) ||
+        s->lz4_ratio > (1LL << 30) || s->ratio_slack < 0 || s->ratio_slack > (1LL << 30)) {
         PyErr_Format(PyExc_ValueError, "%s: the format constants do not fit", who);
         return 0;
     }
@@ -377,19 +442,26 @@ item(PyObject *d, int k)
     return v;
 }
 
-/* The preamble, the header and its plain layout, read from `src` - what read_small and
+/* The preamble, the header and its layout, read from `src` - what read_small and
  * read_head share. 1: taken, with *header (a new reference), *head (the header's bytes,
- * PyMem), *spans ((offset, length) per section, the tree first; PyMem), *count sections
- * and *data_end; 0: not taken (any error cleared, nothing to free). */
+ * PyMem), *spans ((offset, stored length) per section, the tree first; PyMem), *count
+ * sections and *data_end; 0: not taken (any error cleared, nothing to free).
+ * With `coded` non-NULL, compressed sections and packs are taken too (no chunked one:
+ * those are the page-in helpers' size), and *coded is NULL when none is compressed,
+ * else a new list holding, per section, None or (codec, size, members) - members a
+ * pack's buffer sizes, or () - which format/reader.py's read_small decompresses. */
 static int
 front_head(const Source *src, const Spec *s, unsigned char *pre, unsigned char **head_out,
            Py_ssize_t *header_length_out, PyObject **header_out, Py_ssize_t **spans_out,
-           Py_ssize_t *count_out, Py_ssize_t *data_end_out)
+           Py_ssize_t *count_out, Py_ssize_t *data_end_out, PyObject **coded)
 {
-    PyObject *header = NULL;
+    PyObject *header = NULL, *codings = NULL;
     unsigned char *head = NULL;
     Py_ssize_t *spans = NULL;
     const Py_ssize_t size = src->size;
+    if (coded != NULL) {
+        *coded = NULL;
+    }
     /* One read for the preamble and, in the usual case, the whole header too. */
     unsigned char first[4096];
     Py_ssize_t got = size < (Py_ssize_t)sizeof first ? size : (Py_ssize_t)sizeof first;
@@ -439,32 +511,69 @@ front_head(const Source *src, const Spec *s, unsigned char *pre, unsigned char *
         !PyList_CheckExact(buffers) || PyList_GET_SIZE(buffers) > s->max_buffers) {
         goto not_taken;
     }
-    Py_ssize_t count = PyList_GET_SIZE(buffers) + 1;
+    Py_ssize_t count = PyList_GET_SIZE(buffers) + 1, buffer_count = 0;
     spans = PyMem_Malloc((size_t)count * 2 * sizeof(Py_ssize_t));
     if (spans == NULL) {
         goto not_taken;
     }
-    Py_ssize_t pos = align_up(base, s->alignment), n;
-    if (pos > size || !plain_section(item(tree, K_LENGTH), item(tree, K_SIZE),
-                                     item(tree, K_CODEC), size - pos, &n)) {
-        goto not_taken;
-    }
-    spans[0] = pos;
-    spans[1] = n;
-    pos += n;
-    for (Py_ssize_t i = 1; i < count; i++) {
-        PyObject *entry = PyList_GET_ITEM(buffers, i - 1);
-        if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != 3) {
-            goto not_taken; /* a pack, or malformed */
+    const int packs = coded != NULL && minor >= s->packs_minor;
+    Py_ssize_t pos = align_up(base, s->alignment);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *entry = i ? PyList_GET_ITEM(buffers, i - 1) : NULL, *codec, *members = NULL;
+        Py_ssize_t n, decoded;
+        int kind, ok;
+        if (i == 0) {
+            codec = item(tree, K_CODEC);
+            ok = stored_section(item(tree, K_LENGTH), item(tree, K_SIZE), codec,
+                                pos > size ? -1 : size - pos, s, coded != NULL, &n, &decoded,
+                                &kind);
+        } else {
+            Py_ssize_t items = PyList_CheckExact(entry) ? PyList_GET_SIZE(entry) : 0;
+            if (items != 3 && !(packs && items == 4)) {
+                goto not_taken; /* a pack in a 1.1 jar, or malformed */
+            }
+            pos = align_up(pos, s->alignment);
+            codec = PyList_GET_ITEM(entry, 2);
+            ok = stored_section(PyList_GET_ITEM(entry, 0), PyList_GET_ITEM(entry, 1), codec,
+                                pos > size ? -1 : size - pos, s, coded != NULL, &n, &decoded,
+                                &kind);
+            /* A fourth item: a pack of a compressed section (a chunk table is not taken) */
+            if (ok && items == 4 &&
+                (kind == 0 ||
+                 (members = pack_members(PyList_GET_ITEM(entry, 3), decoded, s)) == NULL)) {
+                goto not_taken;
+            }
         }
-        pos = align_up(pos, s->alignment);
-        if (pos > size || !plain_section(PyList_GET_ITEM(entry, 0), PyList_GET_ITEM(entry, 1),
-                                         PyList_GET_ITEM(entry, 2), size - pos, &n)) {
+        buffer_count += i == 0 ? 0 : members != NULL ? PyTuple_GET_SIZE(members) : 1;
+        if (!ok || buffer_count > s->max_buffers) {
+            Py_XDECREF(members);
             goto not_taken;
+        }
+        if (kind != 0) {
+            if (codings == NULL && (codings = PyList_New(count)) == NULL) {
+                Py_XDECREF(members);
+                goto not_taken;
+            }
+            if (members == NULL) {
+                members = PyTuple_New(0);
+            }
+            PyObject *one = members ? Py_BuildValue("(OnN)", codec, decoded, members) : NULL;
+            if (one == NULL) {
+                goto not_taken;
+            }
+            PyList_SET_ITEM(codings, i, one);
         }
         spans[2 * i] = pos;
         spans[2 * i + 1] = n;
         pos += n;
+    }
+    if (codings != NULL) {
+        for (Py_ssize_t i = 0; i < count; i++) { /* the plain sections' slots */
+            if (PyList_GET_ITEM(codings, i) == NULL) {
+                PyList_SET_ITEM(codings, i, Py_NewRef(Py_None));
+            }
+        }
+        *coded = codings;
     }
     *head_out = head;
     *header_length_out = (Py_ssize_t)header_length;
@@ -478,6 +587,7 @@ not_taken:
     if (PyErr_Occurred()) {
         PyErr_Clear();
     }
+    Py_XDECREF(codings);
     Py_XDECREF(header);
     PyMem_Free(head);
     PyMem_Free(spans);
@@ -609,7 +719,7 @@ skjar_read_small(PyObject *self, PyObject *args)
     }
     const Py_ssize_t size = src.size;
     PyObject *shared = NULL, *header = NULL, *array = NULL, *parts = NULL, *out = NULL;
-    PyObject *mapping = NULL;
+    PyObject *mapping = NULL, *coded = NULL; /* coded: front_head's, for a compressed jar */
     Py_buffer map_view = {0};
     void *hasher = NULL;
     Py_ssize_t *spans = NULL; /* (offset, length) per section, the tree first */
@@ -621,7 +731,7 @@ skjar_read_small(PyObject *self, PyObject *args)
     /* The preamble and the header first: a jar the front does not take is not read. */
     Py_ssize_t header_length = 0, count = 0, data_end = 0;
     if (!front_head(&src, &s, pre, &head, &header_length, &header, &spans, &count,
-                    &data_end)) {
+                    &data_end, mapped ? NULL : &coded)) {
         goto not_fine;
     }
     Py_ssize_t base = (Py_ssize_t)s.preamble + header_length, pos;
@@ -769,7 +879,8 @@ in_memory:
         }
     }
     if (declared != NULL) {
-        out = PyTuple_Pack(3, tree_view, rest, declared);
+        out = coded == NULL ? PyTuple_Pack(3, tree_view, rest, declared)
+                            : PyTuple_Pack(4, tree_view, rest, declared, coded);
     }
     Py_XDECREF(tree_view);
     Py_XDECREF(rest);
@@ -797,6 +908,7 @@ done:
     PyMem_Free(spans);
     PyMem_Free(head);
     Py_XDECREF(header);
+    Py_XDECREF(coded);
     Py_XDECREF(array);
     Py_XDECREF(parts);
     if (hasher != NULL) {
@@ -843,7 +955,7 @@ skjar_read_head(PyObject *self, PyObject *args)
     PyObject *header = NULL;
     Py_ssize_t *spans = NULL, header_length = 0, count = 0, data_end = 0;
     int taken = front_head(&src, &s, pre, &head, &header_length, &header, &spans, &count,
-                           &data_end);
+                           &data_end, NULL);
     close_source(&src);
     if (!taken) {
         Py_RETURN_NONE;

@@ -1319,7 +1319,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 26
+#define SKJAR_SPEEDUPS_API 27
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

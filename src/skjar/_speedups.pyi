@@ -50,7 +50,11 @@ def env_set(name: str, /) -> bool: ...
 def read_small(
     source: str | os.PathLike[str] | bytes | bytearray | memoryview | tuple[int, int, int, Any],
     admit: Any, spec: tuple[Any, ...], known: Any, mapper: Any, full: bool
-) -> tuple[memoryview, list[memoryview], dict[str, Any]] | None: ...
+) -> (
+    tuple[memoryview, list[memoryview], dict[str, Any]]
+    | tuple[memoryview, list[memoryview], dict[str, Any], list[Any]]
+    | None
+): ...
 def read_head(
     source: str | os.PathLike[str] | bytes | bytearray | memoryview | tuple[int, int, int, Any],
     section: type, spec: tuple[Any, ...]

@@ -44,9 +44,9 @@ def iter_parallel(jobs: Sequence[Callable[[], T]], work: int) -> Generator[T, No
     """``run_parallel``'s results one by one, each as soon as it and those before it are
     done: a caller can write one section while the threads compress the next ones.
     Closing the generator early cancels the jobs not started and waits for the others."""
-    workers = min(len(jobs), _cores())
+    workers = min(len(jobs), _cores()) if work >= PARALLEL_MIN else 1
     pool = None
-    if workers >= 2 and work >= PARALLEL_MIN:
+    if workers >= 2:
         with contextlib.suppress(RuntimeError):  # no thread to be had (a limit, shutdown)
             pool = ThreadPoolExecutor(workers, thread_name_prefix="skjar-codec")
     if pool is not None:

@@ -27,7 +27,7 @@ from .. import _compiled
 from .._paths import file_path, open_to_read
 from ..errors import CorruptFileError, FormatVersionError, InvalidArgumentError, NotASkjarFileError
 from . import pagein
-from .compression import Decompressor, run_parallel
+from .compression import PARALLEL_MIN, Decompressor, run_parallel
 from .digest import new_hasher
 from .header import Layout, Section, pack_offsets, parse_header, plan_layout
 from .spec import (
@@ -41,7 +41,10 @@ from .spec import (
     MAGIC,
     MAX_BUFFERS,
     MAX_HEADER_SIZE,
+    MAX_RATIO,
+    PACKS_SINCE,
     PREAMBLE_SIZE,
+    RATIO_SLACK,
     SIGNATURE_SIZE,
     TRAILER_SIZE,
 )
@@ -568,10 +571,14 @@ def _decompress(parts: list[np.ndarray], stored: tuple[Section, ...], which: lis
     parallel_work = sum(
         stored[i].size for i in which if stored[i].codec == "zstd" or stored[i].chunks
     )
-    # Large outputs are mapped in by helper threads running ahead of the decompressor,
-    # which faults in any page they have not reached yet itself.
-    with pagein.PageIn(pagein.chunked([outs[i] for i in whole]) if helpers else [], helpers):
-        run_parallel(jobs, parallel_work)
+    if helpers or parallel_work >= PARALLEL_MIN:
+        # Large outputs are mapped in by helper threads running ahead of the decompressor,
+        # which faults in any page they have not reached yet itself.
+        with pagein.PageIn(pagein.chunked([outs[i] for i in whole]) if helpers else [], helpers):
+            run_parallel(jobs, parallel_work)
+    else:  # a small jar's: in turn, here (the pool's and helpers' set-up is ~0.2 ms cold)
+        for run in jobs:
+            run()
     for i in which:
         parts[i] = outs[i]
 
@@ -598,6 +605,7 @@ def _unpack(pack: np.ndarray, members: tuple[int, ...], entry: int) -> list[np.n
 _SMALL_SPEC = (
     MAGIC, END_MAGIC, FORMAT_MAJOR, FORMAT_MINOR, MAX_HEADER_SIZE, MAX_BUFFERS, ALIGNMENT,
     PREAMBLE_SIZE, TRAILER_SIZE, DIGEST_SIZE, OWN_ALLOCATION, pagein.MIN_TOTAL - 1, PREFAULT_MIN,
+    MAX_RATIO["zstd"], MAX_RATIO["lz4"], RATIO_SLACK, PACKS_SINCE[1],
 )
 
 
@@ -615,12 +623,14 @@ def read_small(
     verify: str = "full",
 ) -> tuple[memoryview, list[memoryview], dict[str, tuple[str, frozenset[str]]]] | None:
     """``open_source(source, mmap=False, verify="full")``'s tree, buffers and declared
-    names for an unsigned, uncompressed jar under pagein.MIN_TOTAL (whose larger ones the
-    helper threads read), read from a path or a plain file object's ``FileRegion``, or
-    copied from bytes, a bytearray or a memoryview, and verified in one compiled pass
-    (``_front.c``), large sections in allocations of their own as ``read_body`` makes
-    them - or None, for any other jar or source (a file object: see ``stream_source``),
-    any damage, or without the compiled helpers: then ``open_source`` decides.
+    names for an unsigned jar under pagein.MIN_TOTAL (whose larger ones the helper
+    threads read) with no chunked section, read from a path or a plain file object's
+    ``FileRegion``, or copied from bytes, a bytearray or a memoryview, and verified in
+    one compiled pass (``_front.c``), large sections in allocations of their own as
+    ``read_body`` makes them; compressed sections are then decompressed here, as
+    ``_read_all`` does. None for any other jar or source (a file object: see
+    ``stream_source``), any damage, or without the compiled helpers: then
+    ``open_source`` decides.
 
     In a fresh process the Python reader's first run costs more than a small model's
     whole decode (iris-knn: ~1.2 of ~2.4 ms, mostly first-touch page faults; mlp: 4.05
@@ -644,9 +654,35 @@ def read_small(
     # a mapping of bytes or of a file object's region (refused there).
     got = fast.read_small(source, admit, _SMALL_SPEC, known, _MAP_COPY if mmap else None,
                           verify == "full")
-    if got is not None and type(source) is FileRegion:
+    if got is None:
+        return None
+    if type(source) is FileRegion:
         source.stream.seek(source.offset + source.size)  # as the Python reader leaves it
+    if len(got) == 4:  # compressed sections, as stored
+        tree, stored, declared, coded = got
+        return (*_decoded([tree, *stored], coded), declared)
     return got
+
+
+def _decoded(parts: list[Any], coded: list[tuple[str, int, tuple[int, ...]] | None]) -> tuple[
+    memoryview, list[Any]
+]:
+    """The tree and buffers of the sections the compiled front read and verified, each
+    compressed one (``coded[i]``: its codec, size and pack members) decompressed and a
+    pack split, as ``_read_all`` does after its checks (and with its checks: the codec's
+    frame must agree with the header, the padding in a pack must be zero)."""
+    sections = tuple(
+        Section(0, len(part), *info) if info else Section(0, len(part), "none", len(part))
+        for part, info in zip(parts, coded)
+    )
+    _decompress(parts, sections, [i for i, info in enumerate(coded) if info])
+    buffers: list[Any] = []
+    for i, (out, section) in enumerate(zip(parts[1:], sections[1:])):
+        if section.members:
+            buffers += _unpack(out, section.members, i)
+        else:
+            buffers.append(out)
+    return memoryview(parts[0]), buffers
 
 
 # What the compiled front reads: paths, and jars already in memory (and a FileRegion).
