@@ -217,16 +217,30 @@ def _make(make: str, path: Path) -> None:
     # "missing": nothing at all
 
 
-@pytest.mark.parametrize("make", ["signed", "zstd", "not a jar", "directory", "missing"])
+@pytest.mark.parametrize("make", ["signed", "chunked", "not a jar", "directory", "missing"])
 def test_read_head_steps_aside(make: str, tmp_path: Path) -> None:
     path = tmp_path / "m.skjar"
     _make(make, path)
     fast, twin = head_both(path) if make not in ("directory", "missing") else (None, None)
     assert _compiled.speedups is not None
     assert _compiled.speedups.read_head(str(path), Section, _SMALL_SPEC) is None
-    if make in ("signed", "zstd"):
+    if make in ("signed", "chunked"):
         assert fast is None and not isinstance(twin, Exception)
         assert skjar.inspect(path).signed == (make == "signed")
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_compressed_headers_take_the_compiled_path(name: str, codec: str, tmp_path: Path) -> None:
+    """A compressed jar's header and layout - packs, compressed sizes - are read in the
+    same compiled call, into the same Sections as the twin's."""
+    path = tmp_path / "m.skjar"
+    skjar.dump(MODELS[name], path, compress=codec)
+    fast, twin = head_both(path)
+    assert fast is not None
+    _same_head(fast, twin, name)
+    assert read_header(path) == read_header(path.read_bytes())
+    assert skjar.inspect(path).compression == {"codec": codec, "level": 3 if codec == "zstd" else 0}
 
 
 def test_a_header_longer_than_the_first_read(tmp_path: Path) -> None:
@@ -587,6 +601,7 @@ def test_crafted_compressed_jars_are_refused_alike(case: str, tmp_path: Path) ->
     else:
         assert fast == twin and raised in twin.message
     agree(path, case)
+    _same_head(*head_both(path), case)
     with pytest.raises(CorruptFileError):
         skjar.load(path)
 
@@ -608,6 +623,7 @@ def test_a_pack_or_chunk_table_the_version_does_not_hold_is_left_to_the_twin(
     fast, twin = both(path)
     assert fast is None and isinstance(twin, Refused) and "buffer entry 0" in twin.message
     agree(path, version)
+    assert head_both(path)[0] is None
 
 
 def test_a_compressed_jar_is_judged_for_trust_before_it_is_decompressed(tmp_path: Path) -> None:

@@ -922,11 +922,12 @@ done:
  *                                   | None
  *
  * format/reader.py's read_header for a path, in one compiled call: the preamble (no
- * flags), the header's JSON and shape, and its layout of "none"-coded sections, as
- * front_head takes them for read_small, with `section` (header.Section, a tuple type)
- * made for each. Nothing past the header is read or checked, as read_header reads
- * nothing more. Anything else - a signed or compressed jar, a pack, damage, a file
- * that cannot be opened - returns None, and read_header decides in Python.
+ * flags), the header's JSON and shape, and its layout, compressed sections and packs
+ * included, as front_head takes them for read_small, with `section` (header.Section, a
+ * tuple type) made for each. Nothing past the header is read or checked, as
+ * read_header reads nothing more. Anything else - a signed jar, a chunked section,
+ * damage, a file that cannot be opened - returns None, and read_header decides in
+ * Python.
  */
 PyObject *
 skjar_read_head(PyObject *self, PyObject *args)
@@ -954,8 +955,9 @@ skjar_read_head(PyObject *self, PyObject *args)
     unsigned char pre[64], *head = NULL;
     PyObject *header = NULL;
     Py_ssize_t *spans = NULL, header_length = 0, count = 0, data_end = 0;
+    PyObject *coded = NULL; /* per section None or (codec, size, members), if any is coded */
     int taken = front_head(&src, &s, pre, &head, &header_length, &header, &spans, &count,
-                           &data_end, NULL);
+                           &data_end, &coded);
     close_source(&src);
     if (!taken) {
         Py_RETURN_NONE;
@@ -970,8 +972,11 @@ skjar_read_head(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *offset = PyLong_FromSsize_t(spans[2 * i]);
         PyObject *length = PyLong_FromSsize_t(spans[2 * i + 1]);
-        /* As tuple.__new__(section, items) makes it: header.Section's seven fields, of a
-         * plain section (no pack members, no chunks). */
+        /* (codec, size, pack members) of a compressed section, else NULL: plain */
+        PyObject *coding = coded != NULL && PyList_GET_ITEM(coded, i) != Py_None
+                               ? PyList_GET_ITEM(coded, i) : NULL;
+        /* As tuple.__new__(section, items) makes it: header.Section's seven fields (no
+         * chunks: front_head does not take them). */
         PyObject *one = offset && length ? section->tp_alloc(section, 7) : NULL;
         if (one == NULL) {
             Py_XDECREF(offset);
@@ -979,10 +984,10 @@ skjar_read_head(PyObject *self, PyObject *args)
             goto done;
         }
         PyTuple_SET_ITEM(one, 0, offset);
-        PyTuple_SET_ITEM(one, 1, Py_NewRef(length));
-        PyTuple_SET_ITEM(one, 2, Py_NewRef(none));
-        PyTuple_SET_ITEM(one, 3, length);
-        PyTuple_SET_ITEM(one, 4, Py_NewRef(empty));
+        PyTuple_SET_ITEM(one, 1, coding ? length : Py_NewRef(length));
+        PyTuple_SET_ITEM(one, 2, Py_NewRef(coding ? PyTuple_GET_ITEM(coding, 0) : none));
+        PyTuple_SET_ITEM(one, 3, coding ? Py_NewRef(PyTuple_GET_ITEM(coding, 1)) : length);
+        PyTuple_SET_ITEM(one, 4, Py_NewRef(coding ? PyTuple_GET_ITEM(coding, 2) : empty));
         PyTuple_SET_ITEM(one, 5, Py_NewRef(zero));
         PyTuple_SET_ITEM(one, 6, Py_NewRef(empty));
         PyTuple_SET_ITEM(sections, i, one);
@@ -996,6 +1001,7 @@ skjar_read_head(PyObject *self, PyObject *args)
 done:
     PyMem_Free(spans);
     Py_XDECREF(header);
+    Py_XDECREF(coded);
     Py_XDECREF(none);
     Py_XDECREF(empty);
     Py_XDECREF(zero);
