@@ -131,3 +131,43 @@ def test_bad_key_arguments_are_clear_errors(model, tmp_path: Path) -> None:
         skjar.loads(skjar.dumps(model), verify_with=[])
     with pytest.raises(skjar.InvalidArgumentError):
         skjar.loads(skjar.dumps(model), verify_with=12)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks a child: POSIX")
+def test_a_process_forked_after_signing_loads_signed_jars(tmp_path: Path) -> None:
+    """A prefork server: the parent signs and verifies a large jar (BLAKE3 hashes it on
+    its thread pool), then forks workers that load signed jars. blake3's pool does not
+    survive a fork, and a worker's multi-threaded hash used to wait for its threads
+    forever; each worker must load, and sign, as the parent did. Run in a subprocess so
+    that a hang is a timeout, not a stuck test run."""
+    import subprocess
+    import sys
+
+    script = """
+import os, sys
+import numpy as np
+import skjar
+key = skjar.generate_key()
+value = {"a": np.arange(1 << 20, dtype=np.float64)}  # 8 MB: hashed on several threads
+data = skjar.dumps(value, sign_with=key)
+skjar.loads(data, verify_with=[key.public_key()])
+pid = os.fork()
+if pid == 0:
+    loaded = skjar.loads(data, verify_with=[key.public_key()])
+    again = skjar.dumps(value, sign_with=key)
+    ok = (loaded["a"] == value["a"]).all() and skjar.loads(again, verify_with=[key.public_key()])
+    os._exit(0 if ok is not None else 1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+    import signal
+
+    run = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE,
+                           start_new_session=True)
+    try:
+        _, err = run.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)  # the hung worker too
+        run.communicate()
+        pytest.fail("a process forked after a signed load hung in its own signed load")
+    assert run.returncode == 0, err.decode()[-2000:]

@@ -51,9 +51,22 @@ def _blake3() -> Any:
         ) from None
 
 
+# The process whose BLAKE3 hashing started blake3's thread pool (rayon's, which has no
+# fork handling): a process forked from it inherits the pool's state but none of its
+# threads, and a multi-threaded hash there waits for them forever - a prefork server
+# whose parent signed or verified a large jar hung in every worker's first signed load.
+_POOL_PID: int | None = None
+
+
 def new_message_hasher() -> Any:
-    """The cryptographic hash of the signed bytes (BLAKE3-256, multi-threaded)."""
-    return _blake3()(max_threads=_blake3().AUTO)
+    """The cryptographic hash of the signed bytes (BLAKE3-256): multi-threaded, but in
+    one thread in a process forked after this one's hashing started the thread pool."""
+    global _POOL_PID
+    blake3 = _blake3()
+    pid = os.getpid()
+    if _POOL_PID is None:
+        _POOL_PID = pid
+    return blake3(max_threads=blake3.AUTO if pid == _POOL_PID else 1)
 
 
 def generate_key() -> Any:
