@@ -73,23 +73,27 @@ READ = (False, "full")
 MODES = [READ, (True, "structure"), (True, "full")]
 
 
-def both(path: Path, mode: tuple[bool, str] = READ) -> tuple[Any, Any]:
-    """The front's answer, and the twin's (its tree, buffers and names, or its error)."""
+def both(
+    path: Path, mode: tuple[bool, str] = READ, keys: list[bytes] | None = None
+) -> tuple[Any, Any]:
+    """The front's answer, and the twin's (its tree, buffers and names, or its error);
+    with ``keys``, for a load that requires a signature by one of them."""
     mapped, verify = mode
-    fast = _front(path, mmap=mapped, verify=verify)
+    fast = _front(path, keys, mmap=mapped, verify=verify)
     try:
-        raw = open_source(path, mmap=mapped, admit=declared_names, verify=verify)
+        raw = open_source(path, mmap=mapped, admit=declared_names, verify=verify, keys=keys)
         twin: Any = (bytes(raw.tree), [b.tobytes() for b in raw.buffers], raw.declared)
     except SkjarError as exc:
         twin = _error(exc)
     return fast, twin
 
 
-def _front(source: Any, **kwargs: Any) -> Any:
+def _front(source: Any, keys: list[bytes] | None = None, **kwargs: Any) -> Any:
     """read_small's answer, or the error it raised: a compressed jar's sections are
-    decompressed after the front's checks, and a fault found there is raised."""
+    decompressed after the front's checks, and a signature checked, and a fault found
+    there is raised."""
     try:
-        return _plain(read_small(source, declared_names, **kwargs))
+        return _plain(read_small(source, declared_names, keys=keys, **kwargs))
     except SkjarError as exc:
         return _error(exc)
 
@@ -105,20 +109,21 @@ def _error(exc: SkjarError) -> Refused:
     return Refused(type(exc), str(exc))
 
 
-def agree(path: Path, where: Any) -> None:
+def agree(path: Path, where: Any, keys: list[bytes] | None = None) -> None:
     """In every mode, the front steps aside, or reads exactly what its twin reads from a
     jar the twin accepts, or refuses it exactly as the twin does (only a compressed
-    section's fault, found once the front has checked the rest, is raised); and the same
-    bytes in memory are taken or left exactly as the file is, and read alike."""
+    section's or a signature's fault, found once the front has checked the rest, is
+    raised); and the same bytes in memory are taken or left exactly as the file is, and
+    read alike. ``keys``: as in ``both``."""
     for mode in MODES:
-        fast, twin = both(path, mode)
+        fast, twin = both(path, mode, keys)
         assert fast is None or fast == twin, (where, mode)
         if mode == READ:
             for form in in_memory(path):
-                assert _front(form) == fast, (where, type(form))
+                assert _front(form, keys) == fast, (where, type(form))
             for offset in (0, 5):
-                assert _from_file_object(path, offset) == fast, (where, offset)
-                assert _from_bytesio(path, offset) == fast, (where, offset)
+                assert _from_file_object(path, offset, keys) == fast, (where, offset)
+                assert _from_bytesio(path, offset, keys) == fast, (where, offset)
 
 
 def in_memory(path: Path) -> list[Any]:
@@ -127,10 +132,10 @@ def in_memory(path: Path) -> list[Any]:
     return [data, bytearray(data), memoryview(data), memoryview(b"??" + data + b"?")[2:-1]]
 
 
-def _from_file_object(path: Path, offset: int) -> Any:
+def _from_file_object(path: Path, offset: int, keys: list[bytes] | None = None) -> Any:
     """read_small of the jar at ``path`` through a plain file object, the jar ``offset``
-    bytes into its file: the stream is left at the jar's end if the front takes it, and
-    where it stood if not."""
+    bytes into its file: the stream is left at the jar's end if the front reads it, and
+    where it stood if the front leaves it or refuses it."""
     data = path.read_bytes()
     held = path.with_name(f"{path.name}.at{offset}")
     held.write_bytes(b"\0" * offset + data)
@@ -138,12 +143,13 @@ def _from_file_object(path: Path, offset: int) -> Any:
         f.seek(offset)
         region = stream_source(f)
         assert type(region) is FileRegion
-        got = _front(region)
-        assert f.tell() == (offset + len(data) if got is not None else offset)
+        got = _front(region, keys)
+        read = got is not None and not isinstance(got, Refused)
+        assert f.tell() == (offset + len(data) if read else offset)
     return got
 
 
-def _from_bytesio(path: Path, offset: int) -> Any:
+def _from_bytesio(path: Path, offset: int, keys: list[bytes] | None = None) -> Any:
     """read_small of the jar at ``path`` in a BytesIO, ``offset`` bytes into it: its own
     buffer's bytes, the stream moved to the jar's end as if read, and free to grow."""
     data = path.read_bytes()
@@ -151,7 +157,7 @@ def _from_bytesio(path: Path, offset: int) -> Any:
     stream.seek(offset)
     view = stream_source(stream)
     assert type(view) is memoryview and stream.tell() == offset + len(data)
-    got = _front(view)
+    got = _front(view, keys)
     stream.write(b"grows")
     return got
 
@@ -303,7 +309,7 @@ def test_a_model_loaded_from_a_bytearray_owns_its_arrays() -> None:
 
 @pytest.mark.parametrize(
     "make",
-    ["signed", "chunked", "large file", "not a jar", "directory", "missing"],
+    ["chunked", "large file", "not a jar", "directory", "missing"],
 )
 def test_the_front_steps_aside(make: str, tmp_path: Path) -> None:
     path = tmp_path / "m.skjar"
@@ -312,7 +318,7 @@ def test_the_front_steps_aside(make: str, tmp_path: Path) -> None:
     if path.is_file():  # in memory, the same jar is left to open_source alike
         assert all(read_small(form, declared_names) is None for form in in_memory(path))
         assert all(read_small(form, declared_names, mmap=True) is None for form in in_memory(path))
-    if make in ("signed", "chunked", "large file"):
+    if make in ("chunked", "large file"):
         assert not isinstance(both(path)[1], Refused)  # the twin reads it
     if make == "chunked":
         assert len(path.read_bytes()) < 100_000  # small, and left for its chunks alone
@@ -396,13 +402,14 @@ def test_file_objects_are_taken_by_the_front(
 
 
 @pytest.mark.parametrize("kind", ["file", "BytesIO"])
-def test_a_jar_the_front_leaves_is_read_from_the_file_object_where_it_stood(
+def test_a_jar_in_a_file_object_is_read_from_where_it_stood(
     kind: str, tmp_path: Path
 ) -> None:
     """A compressed, signed or damaged jar in a plain file object or a BytesIO, at an
-    offset: the Python reader reads it (or names its fault) from where the stream stood,
-    as if the front did not exist, and leaves it at the jar's end. An untrusted jar is
-    refused by the front itself, and a BytesIO is left free to grow after every one."""
+    offset: read by the front (compressed, signed), or by the Python reader, which names
+    a damaged one's fault, from where the stream stood, and the stream left at the jar's
+    end. An untrusted jar is refused by the front itself, and a BytesIO is left free to
+    grow after every one."""
     import jarcraft
     from jarcraft import Ext, name_entry
     from skjar.codec import nodes
@@ -647,6 +654,151 @@ def test_a_compressed_jar_is_judged_for_trust_before_it_is_decompressed(tmp_path
         with pytest.raises(skjar.UntrustedTypeError):
             open_source(path, mmap=False, admit=lambda h: skjar.api._DEFAULT_POLICY.check(
                 (n, m, u) for n, (m, us) in declared_names(h).items() for u in us))
+
+
+# -- signed jars: the front checks the structure, signing.py the signature -------------
+@pytest.fixture(scope="module")
+def signer() -> tuple[Any, list[bytes]]:
+    """A private key, and the raw public keys a load that trusts it passes."""
+    from skjar.signing import raw_public
+
+    key = skjar.generate_key()
+    return key, [raw_public(key.public_key())]
+
+
+@pytest.mark.parametrize("name", ["knn", "plain", "large sections"])
+def test_signed_jars_take_the_compiled_path(
+    name: str, signer: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A signed jar, raw or compressed, is read by the front whether the load requires
+    its signature (which is checked) or not (which is read past, as open_source does);
+    mapped with a signature required, the front leaves it. Loads by path, bytes and file
+    objects need no Python reader, and a load requiring another key is refused."""
+    from skjar import api
+
+    key, keys = signer
+    for compress in (None, "zstd"):
+        path = tmp_path / f"{compress}.skjar"
+        skjar.dump(MODELS[name], path, sign_with=key, compress=compress)
+        for required in (keys, None):
+            fast, twin = both(path, READ, required)
+            assert fast is not None and fast == twin, (compress, required)
+            agree(path, compress, required)
+        assert _front(path, keys, mmap=True) is None
+    monkeypatch.setattr(api, "open_source", lambda *a, **k: pytest.fail("the Python reader"))
+    public = key.public_key()
+    with open(path, "rb") as f:
+        loaded = [skjar.load(path, verify_with=[public]), skjar.loads(path.read_bytes()),
+                  skjar.load(f, verify_with=[public])]
+    for model in loaded:
+        assert repr(model) == repr(MODELS[name]) or hasattr(model, "predict")
+    with pytest.raises(skjar.SignatureError, match="not among"):
+        skjar.load(path, verify_with=[skjar.generate_key().public_key()])
+
+
+def test_every_flipped_bit_of_a_signed_jar_is_left_to_the_twin(
+    signer: Any, tmp_path: Path
+) -> None:
+    """One bit flipped anywhere in a signed jar - its flag, its block, its trailer - with
+    the signature required or not: the front never accepts it."""
+    key, keys = signer
+    data = skjar.dumps(MODELS["logistic"], sign_with=key)
+    path = tmp_path / "m.skjar"
+    for at in range(len(data)):
+        damaged = bytearray(data)
+        damaged[at] ^= 1 << (at % 8)
+        path.write_bytes(damaged)
+        for required in (keys, None):
+            assert both(path, READ, required)[0] is None, at
+        agree(path, at, keys)
+
+
+def _signed_crafted(data: bytes, how: str) -> bytes:
+    """A signed jar made to lie in one way, its digests made valid again (jarcraft's
+    redigest: the full digest covers the signature block)."""
+    import struct
+
+    import jarcraft
+    from skjar.format.spec import SIGNATURE_SIZE, TRAILER_SIZE
+
+    raw = bytearray(data)
+    end = len(raw) - TRAILER_SIZE
+    if how == "other signer":
+        block = bytearray(raw[end - SIGNATURE_SIZE : end])
+        block[:32] = bytes(range(32))  # a key the load does not trust
+        raw[end - SIGNATURE_SIZE : end] = block
+    elif how == "modified after signing":
+        raw[end - SIGNATURE_SIZE - 1] ^= 1  # the last byte of the last section
+    elif how == "signature damaged":
+        raw[end - 1] ^= 1
+    elif how == "flag without a block":
+        raw = raw[: end - SIGNATURE_SIZE] + raw[end:]
+    elif how == "block without the flag":
+        struct.pack_into("<I", raw, 12, 0)
+    elif how == "unknown flag":
+        struct.pack_into("<I", raw, 12, 3)
+    elif how == "stripped":
+        raw = raw[: end - SIGNATURE_SIZE] + raw[end:]
+        struct.pack_into("<I", raw, 12, 0)
+    return jarcraft.redigest(raw)
+
+
+SIGNED_CRAFTED = {  # how -> the twin's refusal, with the signature required
+    "other signer": (skjar.SignatureError, "not among"),
+    "modified after signing": (skjar.SignatureError, "does not match"),
+    "signature damaged": (skjar.SignatureError, "does not match"),
+    "flag without a block": (CorruptFileError, "describes"),
+    "block without the flag": (skjar.SignatureError, "not signed"),
+    "unknown flag": (SkjarError, ""),
+    "stripped": (skjar.SignatureError, "not signed"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(SIGNED_CRAFTED))
+def test_crafted_signed_jars_are_refused_alike(how: str, signer: Any, tmp_path: Path) -> None:
+    """Digests valid, the signature or the flag lying: a signature that does not verify
+    is refused by the front exactly as by its twin (after the digests, before the trust
+    check); anything wrong in the structure is left to the twin. Without a signature
+    required, a jar whose signature is bad still loads alike either way."""
+    key, keys = signer
+    data = _signed_crafted(skjar.dumps(MODELS["knn"], sign_with=key, compress="zstd"), how)
+    path = tmp_path / "m.skjar"
+    path.write_bytes(data)
+    fast, twin = both(path, READ, keys)
+    kind, words = SIGNED_CRAFTED[how]
+    assert isinstance(twin, Refused) and issubclass(twin.kind, kind) and words in twin.message
+    assert fast is None or fast == twin
+    assert (fast is not None) == (twin.kind is skjar.SignatureError and how not in (
+        "block without the flag", "stripped"))
+    agree(path, how, keys)
+    agree(path, how)
+    with pytest.raises(kind):
+        skjar.load(path, verify_with=[key.public_key()])
+
+
+def test_a_signed_jar_is_checked_for_its_signature_before_its_names(
+    signer: Any, tmp_path: Path
+) -> None:
+    """An untrusted name in a jar whose signature does not verify: the signature is
+    refused first, by the front as by its twin; with a valid signature, the name."""
+    import jarcraft
+    from jarcraft import Ext, name_entry
+    from skjar.codec import nodes
+    from skjar.format.spec import FLAG_SIGNED, SIGNATURE_SIZE
+
+    key, _ = signer
+    unsigned = jarcraft.build(Ext(nodes.REF, "os.system"),
+                              [name_entry("os.system", "os", ("value",))])
+    path = tmp_path / "u.skjar"
+    path.write_bytes(unsigned)
+    skjar.sign(path, key)
+    signed = path.read_bytes()
+    forged = _signed_crafted(signed, "signature damaged")
+    assert signed[12] & FLAG_SIGNED and len(signed) == len(unsigned) + SIGNATURE_SIZE
+    for data, error in ((signed, skjar.UntrustedTypeError), (forged, skjar.SignatureError)):
+        for source in (data, io.BytesIO(data)):
+            with pytest.raises(error):
+                skjar.load(source, verify_with=[key.public_key()])
 
 
 def test_admit_errors_pass_through(tmp_path: Path) -> None:

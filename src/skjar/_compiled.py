@@ -38,8 +38,9 @@ HELPERS = (
 # pack_tree, and the encoder's walk: encode, encode_items, encode_dict; 25: read_small and
 # read_head take bytes, bytearray and memoryview as the jar itself, not as a path; 26:
 # and a 4-tuple as a file object's region, reader.FileRegion; 27: read_small takes compressed
-# sections and packs, and returns them as stored with their codings).
-API = 27
+# sections and packs, and returns them as stored with their codings; 28: and signed jars,
+# checking their signature through its new argument).
+API = 28
 
 
 def _load() -> ModuleType | None:

@@ -1,11 +1,11 @@
-/* read_small(source, admit, spec, known, mapper, full)
+/* read_small(source, admit, spec, known, mapper, full, check_signature)
  *     -> (tree, buffers, declared) | (tree, buffers, declared, coded) | None
  *
  * The common case of format/reader.py's open_source in one compiled pass: a jar read
  * from a path or a plain file object's region (reader.FileRegion: its descriptor, read
  * with pread from its position) - or copied from bytes, a bytearray or a memoryview, as
- * loads() gives it - unsigned, under the page-in helpers' size (spec[11]: at most this
- * many bytes), fully verified. Sections of spec[10] bytes or more get an allocation of
+ * loads() gives it - under the page-in helpers' size (spec[11]: at most this many
+ * bytes), fully verified. Sections of spec[10] bytes or more get an allocation of
  * their own, as read_body gives them; spec[12] is the prefault threshold. The twin is
  * open_source itself; this checks what it checks, in the same order:
  *
@@ -15,8 +15,13 @@
  *     or zstd/lz4-coded within the codec's ratio (spec[13:16]), packs from format 1.2
  *     (spec[16]) - and a file of exactly the size the layout describes;
  *   - the trailer's end magic, both XXH3-128 digests (_digest.c; the first over the
- *     bytes up to the tree's end, the second over all of them), and zero padding
- *     between sections;
+ *     bytes up to the tree's end, the second over all of them, a signature block
+ *     included: spec[17:19]);
+ *   - with `check_signature` (a load that requires a signature: only a signed jar is
+ *     taken), check_signature(message, block) - the bytes before the block as
+ *     memoryviews, the block as bytes - whose SignatureError propagates; without it a
+ *     signature is not checked, as open_source does not check it;
+ *   - zero padding between sections;
  *   - then admit(header) - trust and versions, in Python - whose errors propagate;
  *     when `known` is not None (a load trusting only the defaults), its common answer
  *     is first sought in C (fast_admit).
@@ -34,8 +39,8 @@
  * one pread() per piece - each large section, and the runs of bytes between them
  * packed into one bytearray - every piece at an address equal to its file offset mod
  * 64, and the tree and buffers are memoryviews of them (open_source's are uint8 numpy
- * views of its body: the decoder takes either). Anything else - a signed jar, a
- * chunked section, a file of the helpers' size, any check that fails, a file that
+ * views of its body: the decoder takes either). Anything else - a chunked section, a
+ * signed jar mapped, a file of the helpers' size, any check that fails, a file that
  * cannot be opened - returns None before admit, and open_source reads the file again
  * and accepts it or says precisely what is wrong.
  */
@@ -71,6 +76,8 @@ typedef struct {
      * and the first minor version with packs (spec.PACKS_SINCE) */
     long long zstd_ratio, lz4_ratio, ratio_slack;
     int packs_minor;
+    /* the preamble's signed flag and the signature block before the trailer (spec.py) */
+    long long signed_flag, signature_size;
 } Spec;
 
 static uint64_t
@@ -387,17 +394,20 @@ digest_ok(void *hasher, Piece *pieces, Py_ssize_t n, Py_ssize_t from, Py_ssize_t
 static int
 parse_spec(PyObject *spec, Spec *s, const char *who)
 {
-    if (!PyArg_ParseTuple(spec, "y#y#iiLLLLLLLLLLLLi", &s->magic, &s->magic_len, &s->end_magic,
-                          &s->end_magic_len, &s->major, &s->minor, &s->max_header,
-                          &s->max_buffers, &s->alignment, &s->preamble, &s->trailer, &s->digest,
-                          &s->own, &s->max_file, &s->prefault, &s->zstd_ratio, &s->lz4_ratio,
-                          &s->ratio_slack, &s->packs_minor)) {
+    if (!PyArg_ParseTuple(spec, "y#y#iiLLLLLLLLLLLLiLL", &s->magic, &s->magic_len,
+                          &s->end_magic, &s->end_magic_len, &s->major, &s->minor,
+                          &s->max_header, &s->max_buffers, &s->alignment, &s->preamble,
+                          &s->trailer, &s->digest, &s->own, &s->max_file, &s->prefault,
+                          &s->zstd_ratio, &s->lz4_ratio, &s->ratio_slack, &s->packs_minor,
+                          &s->signed_flag, &s->signature_size)) {
         return 0;
     }
     if (s->magic_len + 16 != s->preamble || s->alignment <= 0 || s->alignment > 64 ||
         64 % s->alignment != 0 || s->trailer != 2 * s->digest + s->end_magic_len ||
         s->zstd_ratio < 1 || s->lz4_ratio < 1 || s->zstd_ratio > (1LL << 30) ||
-        s->lz4_ratio > (1LL << 30) || s->ratio_slack < 0 || s->ratio_slack > (1LL << 30)) {
+        s->lz4_ratio > (1LL << 30) || s->ratio_slack < 0 || s->ratio_slack > (1LL << 30) ||
+        s->signed_flag <= 0 || s->signed_flag > 0xFFFFFFFFLL || s->signature_size < 0 ||
+        s->signature_size > 4096) {
         PyErr_Format(PyExc_ValueError, "%s: the format constants do not fit", who);
         return 0;
     }
@@ -446,6 +456,7 @@ item(PyObject *d, int k)
  * read_head share. 1: taken, with *header (a new reference), *head (the header's bytes,
  * PyMem), *spans ((offset, stored length) per section, the tree first; PyMem), *count
  * sections and *data_end; 0: not taken (any error cleared, nothing to free).
+ * With `is_signed` non-NULL a signed jar is taken too, and *is_signed says whether it is.
  * With `coded` non-NULL, compressed sections and packs are taken too (no chunked one:
  * those are the page-in helpers' size), and *coded is NULL when none is compressed,
  * else a new list holding, per section, None or (codec, size, members) - members a
@@ -453,7 +464,7 @@ item(PyObject *d, int k)
 static int
 front_head(const Source *src, const Spec *s, unsigned char *pre, unsigned char **head_out,
            Py_ssize_t *header_length_out, PyObject **header_out, Py_ssize_t **spans_out,
-           Py_ssize_t *count_out, Py_ssize_t *data_end_out, PyObject **coded)
+           Py_ssize_t *count_out, Py_ssize_t *data_end_out, PyObject **coded, int *is_signed)
 {
     PyObject *header = NULL, *codings = NULL;
     unsigned char *head = NULL;
@@ -474,7 +485,14 @@ front_head(const Source *src, const Spec *s, unsigned char *pre, unsigned char *
     }
     int major = (int)le(pre + s->magic_len, 2), minor = (int)le(pre + s->magic_len + 2, 2);
     uint64_t flags = le(pre + s->magic_len + 4, 4), header_length = le(pre + s->magic_len + 8, 8);
-    if (major != s->major || minor > s->minor || flags != 0 || header_length < 2 ||
+    /* The signed flag only where the caller takes signed jars (is_signed non-NULL). */
+    if (flags != 0 && (is_signed == NULL || flags != (uint64_t)s->signed_flag)) {
+        goto not_taken;
+    }
+    if (is_signed != NULL) {
+        *is_signed = flags != 0;
+    }
+    if (major != s->major || minor > s->minor || header_length < 2 ||
         header_length > (uint64_t)s->max_header ||
         header_length > (uint64_t)(size - s->preamble)) {
         goto not_taken;
@@ -689,14 +707,35 @@ not_fast:
     return NULL;
 }
 
+/* The file's bytes [0, end) as memoryviews, one per piece they lie in, in file order:
+ * `array` is a memoryview of the shared allocation; a piece of its own gives its own. */
+static PyObject *
+views_of(Piece *pieces, Py_ssize_t npieces, PyObject *array, Py_ssize_t end)
+{
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t k = 0; out != NULL && k < npieces && pieces[k].off < end; k++) {
+        Piece *q = &pieces[k];
+        Py_ssize_t upto = q->off + q->len < end ? q->off + q->len : end;
+        PyObject *whole = q->owner ? PyMemoryView_FromObject(q->owner) : Py_NewRef(array);
+        PyObject *part = whole ? PySequence_GetSlice(whole, q->start, q->start + upto - q->off)
+                               : NULL;
+        Py_XDECREF(whole);
+        if (part == NULL || PyList_Append(out, part) < 0) {
+            Py_CLEAR(out);
+        }
+        Py_XDECREF(part);
+    }
+    return out;
+}
+
 PyObject *
 skjar_read_small(PyObject *self, PyObject *args)
 {
-    PyObject *source_arg, *admit, *spec, *known, *mapper;
+    PyObject *source_arg, *admit, *spec, *known, *mapper, *check_signature;
     int full;
     Spec s;
-    if (!PyArg_ParseTuple(args, "OOO!OOp:read_small", &source_arg, &admit, &PyTuple_Type, &spec,
-                          &known, &mapper, &full) ||
+    if (!PyArg_ParseTuple(args, "OOO!OOpO:read_small", &source_arg, &admit, &PyTuple_Type,
+                          &spec, &known, &mapper, &full, &check_signature) ||
         !parse_spec(spec, &s, "read_small")) {
         return NULL;
     }
@@ -730,12 +769,20 @@ skjar_read_small(PyObject *self, PyObject *args)
 
     /* The preamble and the header first: a jar the front does not take is not read. */
     Py_ssize_t header_length = 0, count = 0, data_end = 0;
+    int is_signed = 0;
     if (!front_head(&src, &s, pre, &head, &header_length, &header, &spans, &count,
-                    &data_end, mapped ? NULL : &coded)) {
+                    &data_end, mapped ? NULL : &coded, mapped ? NULL : &is_signed)) {
+        goto not_fine;
+    }
+    /* A load that requires a signature takes only a signed jar (open_source refuses the
+     * others with its own message); one that does not reads past a signature unchecked. */
+    if (check_signature != Py_None && !is_signed) {
         goto not_fine;
     }
     Py_ssize_t base = (Py_ssize_t)s.preamble + header_length, pos;
-    if (data_end + s.trailer != size) {
+    /* The bytes the full digest covers: a signature block is among them. */
+    const Py_ssize_t hashed_end = data_end + (is_signed ? (Py_ssize_t)s.signature_size : 0);
+    if (hashed_end + s.trailer != size) {
         goto not_fine;
     }
 
@@ -818,7 +865,7 @@ in_memory:
     close_source(&src);
 
     /* The trailer, the digests, the padding. */
-    const unsigned char *trailer = at(pieces, npieces, data_end, s.trailer);
+    const unsigned char *trailer = at(pieces, npieces, hashed_end, s.trailer);
     if (trailer == NULL ||
         memcmp(trailer + 2 * s.digest, s.end_magic, (size_t)s.end_magic_len) != 0) {
         goto not_fine;
@@ -832,13 +879,36 @@ in_memory:
      * verify="structure"): the data's pages are not read, nor the padding between them. */
     Py_ssize_t hashed = 0;
     for (int stage = 0; stage < (full ? 2 : 1); stage++) {
-        Py_ssize_t upto = stage == 0 ? spans[0] + spans[1] : data_end;
+        Py_ssize_t upto = stage == 0 ? spans[0] + spans[1] : hashed_end;
         int ok = digest_ok(hasher, pieces, npieces, hashed, upto, trailer + stage * s.digest,
                            s.digest);
         if (!ok) {
             goto not_fine;
         }
         hashed = upto;
+    }
+    array = PyMemoryView_FromObject(mapped ? mapping : shared);
+    if (array == NULL) {
+        goto fail;
+    }
+    /* The signature, by the caller's keys (open_source's check_signature, in Python),
+     * over the bytes before its block: its SignatureError is the load's. */
+    if (check_signature != Py_None) {
+        const unsigned char *block = at(pieces, npieces, data_end, s.signature_size);
+        if (block == NULL) {
+            goto not_fine;
+        }
+        PyObject *message = views_of(pieces, npieces, array, data_end);
+        PyObject *signature = message ? PyBytes_FromStringAndSize((const char *)block,
+                                                                  s.signature_size) : NULL;
+        PyObject *checked = signature ? PyObject_CallFunctionObjArgs(check_signature, message,
+                                                                     signature, NULL) : NULL;
+        Py_XDECREF(message);
+        Py_XDECREF(signature);
+        if (checked == NULL) {
+            goto fail;
+        }
+        Py_DECREF(checked);
     }
     pos = base;
     for (Py_ssize_t i = 0; i < (full ? count : 1); i++) {
@@ -851,8 +921,7 @@ in_memory:
 
     /* The sections, as memoryviews of the allocations holding them (a numpy view each
      * cost a small model's load ~2 us and a page fault or so per section, cold). */
-    array = PyMemoryView_FromObject(mapped ? mapping : shared);
-    parts = array == NULL ? NULL : PyList_New(count);
+    parts = PyList_New(count);
     if (parts == NULL) {
         goto fail;
     }
@@ -957,7 +1026,7 @@ skjar_read_head(PyObject *self, PyObject *args)
     Py_ssize_t *spans = NULL, header_length = 0, count = 0, data_end = 0;
     PyObject *coded = NULL; /* per section None or (codec, size, members), if any is coded */
     int taken = front_head(&src, &s, pre, &head, &header_length, &header, &spans, &count,
-                           &data_end, &coded);
+                           &data_end, &coded, NULL);
     close_source(&src);
     if (!taken) {
         Py_RETURN_NONE;

@@ -1261,7 +1261,8 @@ int skjar_front_init(void);
 static PyMethodDef methods[] = {
     {"json", skjar_json, METH_VARARGS, "json(text) -> object | None"},
     {"read_small", skjar_read_small, METH_VARARGS,
-     "read_small(source, admit, spec, known, mapper, full) -> (tree, buffers, declared) | None"},
+     "read_small(source, admit, spec, known, mapper, full, check_signature)\n"
+     "-> (tree, buffers, declared[, coded]) | None"},
     {"read_head", skjar_read_head, METH_VARARGS,
      "read_head(source, section, spec) -> (version, header, tree, buffers, data_end, size) | None"},
     {"walk", skjar_walk, METH_VARARGS,
@@ -1319,7 +1320,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 27
+#define SKJAR_SPEEDUPS_API 28
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

@@ -49,7 +49,8 @@ def json(text: Any) -> Any: ...
 def env_set(name: str, /) -> bool: ...
 def read_small(
     source: str | os.PathLike[str] | bytes | bytearray | memoryview | tuple[int, int, int, Any],
-    admit: Any, spec: tuple[Any, ...], known: Any, mapper: Any, full: bool
+    admit: Any, spec: tuple[Any, ...], known: Any, mapper: Any, full: bool,
+    check_signature: Any,
 ) -> (
     tuple[memoryview, list[memoryview], dict[str, Any]]
     | tuple[memoryview, list[memoryview], dict[str, Any], list[Any]]

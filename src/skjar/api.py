@@ -236,13 +236,9 @@ def load(
         front = stream_source(source)
         if type(front) is memoryview:  # read whole: the Python reader takes these bytes
             source = front
-    # Unsigned: the compiled front reads (or maps) the common jar in one call.
-    small = (
-        read_small(front, admit, _DEFAULT_KNOWN if not policy.extra else None, mmap=mmap,
-                   verify=check)
-        if keys is None
-        else None
-    )
+    # The compiled front reads (or maps) the common jar in one call.
+    small = read_small(front, admit, _DEFAULT_KNOWN if not policy.extra else None, mmap=mmap,
+                       verify=check, keys=keys)
     tree: bytes | memoryview
     buffers: list[np.ndarray] | list[memoryview]
     if small is not None:

@@ -605,7 +605,7 @@ def _unpack(pack: np.ndarray, members: tuple[int, ...], entry: int) -> list[np.n
 _SMALL_SPEC = (
     MAGIC, END_MAGIC, FORMAT_MAJOR, FORMAT_MINOR, MAX_HEADER_SIZE, MAX_BUFFERS, ALIGNMENT,
     PREAMBLE_SIZE, TRAILER_SIZE, DIGEST_SIZE, OWN_ALLOCATION, pagein.MIN_TOTAL - 1, PREFAULT_MIN,
-    MAX_RATIO["zstd"], MAX_RATIO["lz4"], RATIO_SLACK, PACKS_SINCE[1],
+    MAX_RATIO["zstd"], MAX_RATIO["lz4"], RATIO_SLACK, PACKS_SINCE[1], FLAG_SIGNED, SIGNATURE_SIZE,
 )
 
 
@@ -621,9 +621,10 @@ def read_small(
     *,
     mmap: bool = False,
     verify: str = "full",
-) -> tuple[memoryview, list[memoryview], dict[str, tuple[str, frozenset[str]]]] | None:
-    """``open_source(source, mmap=False, verify="full")``'s tree, buffers and declared
-    names for an unsigned jar under pagein.MIN_TOTAL (whose larger ones the helper
+    keys: list[bytes] | None = None,
+) -> tuple[memoryview, list[Any], dict[str, tuple[str, frozenset[str]]]] | None:
+    """``open_source(source, mmap=False, verify="full", keys=keys)``'s tree, buffers and
+    declared names for a jar under pagein.MIN_TOTAL (whose larger ones the helper
     threads read) with no chunked section, read from a path or a plain file object's
     ``FileRegion``, or copied from bytes, a bytearray or a memoryview, and verified in
     one compiled pass (``_front.c``), large sections in allocations of their own as
@@ -640,28 +641,46 @@ def read_small(
     trusts only the defaults - lets the front give admit's usual answer itself (all
     names trusted, no version skew); anything else still goes to ``admit``.
 
+    With ``keys`` only a signed jar is taken, and its signature is checked as
+    ``_read_all`` checks it (after the digests, before the padding and ``admit``).
+
     With ``mmap=True`` it is ``open_source(path, mmap=True, verify=verify)``'s answer
     instead, for an unsigned, uncompressed jar of any size: the file mapped
     copy-on-write, the sections memoryviews of the mapping (knn-big: ~1 ms of Python
     before its first array, cold).
     """
     fast = _compiled.speedups
-    if fast is None or not (mmap or verify == "full"):
+    if fast is None or not (mmap or verify == "full") or (mmap and keys is not None):
         return None  # a read jar is verified in full, or open_source does it
     if not isinstance(source, _FRONT_TAKES):
         return None
     # A path no file can have is left to open_source, which says so (file_path), as is
     # a mapping of bytes or of a file object's region (refused there).
     got = fast.read_small(source, admit, _SMALL_SPEC, known, _MAP_COPY if mmap else None,
-                          verify == "full")
+                          verify == "full", None if keys is None else _signature_check(keys))
     if got is None:
         return None
-    if type(source) is FileRegion:
-        source.stream.seek(source.offset + source.size)  # as the Python reader leaves it
     if len(got) == 4:  # compressed sections, as stored
         tree, stored, declared, coded = got
-        return (*_decoded([tree, *stored], coded), declared)
+        got = (*_decoded([tree, *stored], coded), declared)
+    if type(source) is FileRegion:  # read: left at the jar's end, as the Python reader leaves it
+        source.stream.seek(source.offset + source.size)
     return got
+
+
+def _signature_check(keys: list[bytes]) -> Callable[[list[memoryview], bytes], None]:
+    """What the front calls with a signed jar's message (its bytes before the signature
+    block) and block: ``_read_all``'s check, which raises SignatureError."""
+
+    def check(message: list[memoryview], block: bytes) -> None:
+        from ..signing import check_signature, new_message_hasher
+
+        hasher = new_message_hasher()
+        for piece in message:
+            hasher.update(piece)
+        check_signature(block, hasher.digest(), keys)
+
+    return check
 
 
 def _decoded(parts: list[Any], coded: list[tuple[str, int, tuple[int, ...]] | None]) -> tuple[
