@@ -177,11 +177,9 @@ def head_both(path: Path) -> tuple[Any, Any]:
     try:
         with open(path, "rb") as f:
             view = _read_header_file(f)
-        if view.flags:
-            return fast, ("flags", view.flags)
         layout = view.layout
         twin: Any = (view.version, view.header, layout.tree, layout.buffers, layout.data_end,
-                     view.size)
+                     view.size, view.flags)
     except SkjarError as exc:
         twin = exc
     return fast, twin
@@ -206,13 +204,7 @@ def test_headers_take_the_compiled_path(name: str, tmp_path: Path) -> None:
 
 def _make(make: str, path: Path) -> None:
     """At ``path``, a jar the front steps aside for, or something that is no jar."""
-    if make == "signed":
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-        skjar.dump(MODELS["logistic"], path, sign_with=Ed25519PrivateKey.generate())
-    elif make == "zstd":
-        skjar.dump(MODELS["logistic"], path, compress="zstd")
-    elif make == "chunked":  # a section compressed in chunks: the page-in helpers' size
+    if make == "chunked":  # a section compressed in chunks: the page-in helpers' size
         skjar.dump(np.zeros(5 << 20, np.uint8), path, compress="zstd")
     elif make == "large file":  # read with the page-in helpers instead
         skjar.dump(np.zeros(pagein.MIN_TOTAL, np.uint8), path)
@@ -223,30 +215,39 @@ def _make(make: str, path: Path) -> None:
     # "missing": nothing at all
 
 
-@pytest.mark.parametrize("make", ["signed", "chunked", "not a jar", "directory", "missing"])
+@pytest.mark.parametrize("make", ["chunked", "not a jar", "directory", "missing"])
 def test_read_head_steps_aside(make: str, tmp_path: Path) -> None:
     path = tmp_path / "m.skjar"
     _make(make, path)
     fast, twin = head_both(path) if make not in ("directory", "missing") else (None, None)
     assert _compiled.speedups is not None
     assert _compiled.speedups.read_head(str(path), Section, _SMALL_SPEC) is None
-    if make in ("signed", "chunked"):
+    if make == "chunked":
         assert fast is None and not isinstance(twin, Exception)
-        assert skjar.inspect(path).signed == (make == "signed")
+        assert skjar.inspect(path).compression == {"codec": "zstd", "level": 3}
 
 
+@pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("codec", ["zstd", "lz4"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_compressed_headers_take_the_compiled_path(name: str, codec: str, tmp_path: Path) -> None:
-    """A compressed jar's header and layout - packs, compressed sizes - are read in the
-    same compiled call, into the same Sections as the twin's."""
+def test_compressed_and_signed_headers_take_the_compiled_path(
+    name: str, codec: str, signed: bool, tmp_path: Path
+) -> None:
+    """A compressed jar's header and layout - packs, compressed sizes - and a signed jar's
+    flag are read in the same compiled call, into the same Sections and flags as the
+    twin's."""
     path = tmp_path / "m.skjar"
-    skjar.dump(MODELS[name], path, compress=codec)
+    skjar.dump(MODELS[name], path, compress=codec, sign_with=_KEY if signed else None)
     fast, twin = head_both(path)
-    assert fast is not None
+    assert fast is not None and fast[-1] == (1 if signed else 0)
     _same_head(fast, twin, name)
     assert read_header(path) == read_header(path.read_bytes())
-    assert skjar.inspect(path).compression == {"codec": codec, "level": 3 if codec == "zstd" else 0}
+    info = skjar.inspect(path)
+    assert info.compression == {"codec": codec, "level": 3 if codec == "zstd" else 0}
+    assert info.signed == signed and info.sizes["file"] == path.stat().st_size
+
+
+_KEY = skjar.generate_key()
 
 
 def test_a_header_longer_than_the_first_read(tmp_path: Path) -> None:
@@ -700,7 +701,8 @@ def test_every_flipped_bit_of_a_signed_jar_is_left_to_the_twin(
     signer: Any, tmp_path: Path
 ) -> None:
     """One bit flipped anywhere in a signed jar - its flag, its block, its trailer - with
-    the signature required or not: the front never accepts it."""
+    the signature required or not: the front never accepts it, and its header is read
+    as the twin reads it, or left to it."""
     key, keys = signer
     data = skjar.dumps(MODELS["logistic"], sign_with=key)
     path = tmp_path / "m.skjar"
@@ -711,6 +713,7 @@ def test_every_flipped_bit_of_a_signed_jar_is_left_to_the_twin(
         for required in (keys, None):
             assert both(path, READ, required)[0] is None, at
         agree(path, at, keys)
+        _same_head(*head_both(path), at)
 
 
 def _signed_crafted(data: bytes, how: str) -> bytes:

@@ -39,8 +39,9 @@ HELPERS = (
 # read_head take bytes, bytearray and memoryview as the jar itself, not as a path; 26:
 # and a 4-tuple as a file object's region, reader.FileRegion; 27: read_small takes compressed
 # sections and packs, and returns them as stored with their codings; 28: and signed jars,
-# checking their signature through its new argument).
-API = 28
+# checking their signature through its new argument; 29: read_head takes signed jars and
+# gives back their flags).
+API = 29
 
 
 def _load() -> ModuleType | None:

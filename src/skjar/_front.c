@@ -987,16 +987,16 @@ done:
     return out;
 }
 
-/* read_head(path, section, spec) -> ((major, minor), header, tree, buffers, data_end, size)
- *                                   | None
+/* read_head(path, section, spec)
+ *     -> ((major, minor), header, tree, buffers, data_end, size, flags) | None
  *
  * format/reader.py's read_header for a path, in one compiled call: the preamble (no
- * flags), the header's JSON and shape, and its layout, compressed sections and packs
+ * flags but the signed one), the header's JSON and shape, and its layout, compressed sections and packs
  * included, as front_head takes them for read_small, with `section` (header.Section, a
  * tuple type) made for each. Nothing past the header is read or checked, as
- * read_header reads nothing more. Anything else - a signed jar, a chunked section,
- * damage, a file that cannot be opened - returns None, and read_header decides in
- * Python.
+ * read_header reads nothing more; a signed jar's flag is given back (its block is past
+ * the layout, unread). Anything else - a chunked section, damage, a file that cannot be
+ * opened - returns None, and read_header decides in Python.
  */
 PyObject *
 skjar_read_head(PyObject *self, PyObject *args)
@@ -1025,8 +1025,9 @@ skjar_read_head(PyObject *self, PyObject *args)
     PyObject *header = NULL;
     Py_ssize_t *spans = NULL, header_length = 0, count = 0, data_end = 0;
     PyObject *coded = NULL; /* per section None or (codec, size, members), if any is coded */
+    int is_signed = 0;
     int taken = front_head(&src, &s, pre, &head, &header_length, &header, &spans, &count,
-                           &data_end, &coded, NULL);
+                           &data_end, &coded, &is_signed);
     close_source(&src);
     if (!taken) {
         Py_RETURN_NONE;
@@ -1063,9 +1064,10 @@ skjar_read_head(PyObject *self, PyObject *args)
     }
     PyObject *buffers = PyTuple_GetSlice(sections, 1, count);
     if (buffers != NULL) {
-        out = Py_BuildValue("((ii)ONNnn)", (int)le(pre + s.magic_len, 2),
+        out = Py_BuildValue("((ii)ONNnnL)", (int)le(pre + s.magic_len, 2),
                             (int)le(pre + s.magic_len + 2, 2), header,
-                            Py_NewRef(PyTuple_GET_ITEM(sections, 0)), buffers, data_end, size);
+                            Py_NewRef(PyTuple_GET_ITEM(sections, 0)), buffers, data_end, size,
+                            is_signed ? s.signed_flag : 0LL);
     }
 done:
     PyMem_Free(spans);

@@ -1264,7 +1264,8 @@ static PyMethodDef methods[] = {
      "read_small(source, admit, spec, known, mapper, full, check_signature)\n"
      "-> (tree, buffers, declared[, coded]) | None"},
     {"read_head", skjar_read_head, METH_VARARGS,
-     "read_head(source, section, spec) -> (version, header, tree, buffers, data_end, size) | None"},
+     "read_head(source, section, spec)\n"
+     "-> (version, header, tree, buffers, data_end, size, flags) | None"},
     {"walk", skjar_walk, METH_VARARGS,
      "walk(tree, dec, pairs_hook, shared, buffers, shells, declared, known, static) -> object"},
     {"pack_tree", skjar_pack_tree, METH_VARARGS,
@@ -1320,7 +1321,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 28
+#define SKJAR_SPEEDUPS_API 29
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

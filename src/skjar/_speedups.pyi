@@ -59,7 +59,7 @@ def read_small(
 def read_head(
     source: str | os.PathLike[str] | bytes | bytearray | memoryview | tuple[int, int, int, Any],
     section: type, spec: tuple[Any, ...]
-) -> tuple[tuple[int, int], dict[str, Any], Any, tuple[Any, ...], int, int] | None: ...
+) -> tuple[tuple[int, int], dict[str, Any], Any, tuple[Any, ...], int, int, int] | None: ...
 def walk(
     tree: Any, dec: Any, pairs_hook: Any, shared: dict[int, Any], buffers: list[Any],
     shells: dict[int, Any], declared: dict[str, Any], known: dict[str, Any] | None,

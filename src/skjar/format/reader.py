@@ -889,8 +889,8 @@ def read_header(source: Source) -> HeaderView:
         else None
     )
     if got is not None:
-        version, header, tree, buffers, data_end, size = got
-        return HeaderView(version, 0, header, Layout(tree, buffers, data_end), size)
+        version, header, tree, buffers, data_end, size, flags = got
+        return HeaderView(version, flags, header, Layout(tree, buffers, data_end), size)
     if isinstance(source, (bytes, bytearray, memoryview)):
         view = _byte_view(source)
         version, flags, n = parse_preamble(bytes(view[:PREAMBLE_SIZE]))
