@@ -9,8 +9,8 @@
  * their own, as read_body gives them; spec[12] is the prefault threshold. The twin is
  * open_source itself; this checks what it checks, in the same order:
  *
- *   - the preamble (magic, format version, no flags, header length bounds), the
- *     header's JSON (through _json.c) and the shape parse_header requires;
+ *   - the preamble (magic, format version, no flag but the signed one, header length
+ *     bounds), the header's JSON (through _json.c) and the shape parse_header requires;
  *   - the layout as plan_layout computes it - sections "none"-coded with size = length,
  *     or zstd/lz4-coded within the codec's ratio (spec[13:16]), packs from format 1.2
  *     (spec[16]) - and a file of exactly the size the layout describes;
@@ -707,8 +707,19 @@ not_fast:
     return NULL;
 }
 
-/* The file's bytes [0, end) as memoryviews, one per piece they lie in, in file order:
- * `array` is a memoryview of the shared allocation; a piece of its own gives its own. */
+/* A memoryview of the file's bytes [off, off + len), which lie in the piece `q`: of its
+ * own allocation, or of `array`, the memoryview of the shared one. */
+static PyObject *
+piece_view(const Piece *q, PyObject *array, Py_ssize_t off, Py_ssize_t len)
+{
+    PyObject *whole = q->owner ? PyMemoryView_FromObject(q->owner) : Py_NewRef(array);
+    Py_ssize_t at_ = q->start + off - q->off;
+    PyObject *part = whole ? PySequence_GetSlice(whole, at_, at_ + len) : NULL;
+    Py_XDECREF(whole);
+    return part;
+}
+
+/* The file's bytes [0, end) as memoryviews, one per piece they lie in, in file order. */
 static PyObject *
 views_of(Piece *pieces, Py_ssize_t npieces, PyObject *array, Py_ssize_t end)
 {
@@ -716,10 +727,7 @@ views_of(Piece *pieces, Py_ssize_t npieces, PyObject *array, Py_ssize_t end)
     for (Py_ssize_t k = 0; out != NULL && k < npieces && pieces[k].off < end; k++) {
         Piece *q = &pieces[k];
         Py_ssize_t upto = q->off + q->len < end ? q->off + q->len : end;
-        PyObject *whole = q->owner ? PyMemoryView_FromObject(q->owner) : Py_NewRef(array);
-        PyObject *part = whole ? PySequence_GetSlice(whole, q->start, q->start + upto - q->off)
-                               : NULL;
-        Py_XDECREF(whole);
+        PyObject *part = piece_view(q, array, q->off, upto - q->off);
         if (part == NULL || PyList_Append(out, part) < 0) {
             Py_CLEAR(out);
         }
@@ -926,12 +934,8 @@ in_memory:
         goto fail;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
-        Piece *q = holder(pieces, npieces, spans[2 * i]);
-        PyObject *whole = q->owner ? PyMemoryView_FromObject(q->owner) : Py_NewRef(array);
-        Py_ssize_t from_at = q->start + spans[2 * i] - q->off;
-        PyObject *part =
-            whole ? PySequence_GetSlice(whole, from_at, from_at + spans[2 * i + 1]) : NULL;
-        Py_XDECREF(whole);
+        PyObject *part = piece_view(holder(pieces, npieces, spans[2 * i]), array,
+                                    spans[2 * i], spans[2 * i + 1]);
         if (part == NULL) {
             goto fail;
         }

@@ -17,7 +17,7 @@ import re
 import stat
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, NamedTuple
 
@@ -477,16 +477,8 @@ def _read_all(
         )
     signer = None
     if keys is not None:
-        from ..signing import check_signature, new_message_hasher
-
-        message = new_message_hasher()
-        message.update(pre)
-        message.update(raw_header)
-        for chunk in body.chunks(base, signed_end):
-            message.update(chunk)
-        signer = check_signature(
-            bytes(body.slice(signed_end, hashed_end)), message.digest(), keys
-        )
+        message = itertools.chain((pre, raw_header), body.chunks(base, signed_end))
+        signer = _signed_by(message, bytes(body.slice(signed_end, hashed_end)), keys)
     # Padding must be zero: the layout leaves no byte unaccounted for.
     pos = base
     # A structure-only check leaves data pages untouched, padding between them included.
@@ -509,13 +501,31 @@ def _read_all(
     tree: Any = memoryview(parts[0])  # type: ignore[arg-type]
     if compressed in ([], [0]):  # no buffer compressed (index 0 is the tree): no pack either
         return RawJar(version, header, layout, tree, parts[1:], declared, signer, flags)
-    buffers: list[np.ndarray] = []
-    for i, (out, section) in enumerate(zip(parts[1:], layout.buffers)):
+    buffers = _split_packs(parts[1:], layout.buffers)
+    return RawJar(version, header, layout, tree, buffers, declared, signer, flags)
+
+
+def _signed_by(message: Iterable[Any], block: bytes, keys: list[bytes]) -> str:
+    """The fingerprint of the key among ``keys`` whose signature ``block`` is over the
+    bytes of ``message`` (its pieces, in order); SignatureError if there is none."""
+    from ..signing import check_signature, new_message_hasher
+
+    hasher = new_message_hasher()
+    for piece in message:
+        hasher.update(piece)
+    return check_signature(block, hasher.digest(), keys)
+
+
+def _split_packs(parts: list[Any], sections: Sequence[Section]) -> list[Any]:
+    """The buffers of the buffer sections ``parts`` (decompressed), each pack split into
+    its members."""
+    buffers: list[Any] = []
+    for i, (out, section) in enumerate(zip(parts, sections)):
         if section.members:
             buffers += _unpack(out, section.members, i)
         else:
             buffers.append(out)
-    return RawJar(version, header, layout, tree, buffers, declared, signer, flags)
+    return buffers
 
 
 def _what(i: int, section: Section | None = None, chunk: int = 0) -> str:
@@ -657,7 +667,8 @@ def read_small(
     # A path no file can have is left to open_source, which says so (file_path), as is
     # a mapping of bytes or of a file object's region (refused there).
     got = fast.read_small(source, admit, _SMALL_SPEC, known, _MAP_COPY if mmap else None,
-                          verify == "full", None if keys is None else _signature_check(keys))
+                          verify == "full",
+                          None if keys is None else functools.partial(_signed_by, keys=keys))
     if got is None:
         return None
     if len(got) == 4:  # compressed sections, as stored
@@ -666,21 +677,6 @@ def read_small(
     if type(source) is FileRegion:  # read: left at the jar's end, as the Python reader leaves it
         source.stream.seek(source.offset + source.size)
     return got
-
-
-def _signature_check(keys: list[bytes]) -> Callable[[list[memoryview], bytes], None]:
-    """What the front calls with a signed jar's message (its bytes before the signature
-    block) and block: ``_read_all``'s check, which raises SignatureError."""
-
-    def check(message: list[memoryview], block: bytes) -> None:
-        from ..signing import check_signature, new_message_hasher
-
-        hasher = new_message_hasher()
-        for piece in message:
-            hasher.update(piece)
-        check_signature(block, hasher.digest(), keys)
-
-    return check
 
 
 def _decoded(parts: list[Any], coded: list[tuple[str, int, tuple[int, ...]] | None]) -> tuple[
@@ -695,13 +691,7 @@ def _decoded(parts: list[Any], coded: list[tuple[str, int, tuple[int, ...]] | No
         for part, info in zip(parts, coded)
     )
     _decompress(parts, sections, [i for i, info in enumerate(coded) if info])
-    buffers: list[Any] = []
-    for i, (out, section) in enumerate(zip(parts[1:], sections[1:])):
-        if section.members:
-            buffers += _unpack(out, section.members, i)
-        else:
-            buffers.append(out)
-    return memoryview(parts[0]), buffers
+    return memoryview(parts[0]), _split_packs(parts[1:], sections[1:])
 
 
 # What the compiled front reads: paths, and jars already in memory (and a FileRegion).
