@@ -538,6 +538,55 @@ def test_legacy_seeded_generators_keep_having_no_seed_sequence(folder: Path) -> 
             10**9, size=4).tolist()
 
 
+class _OnesSequence(np.random.bit_generator.ISeedSequence):
+    """A seed sequence that is not numpy's SeedSequence: the writer leaves it out."""
+
+    def generate_state(self, n_words: int, dtype: Any = np.uint32) -> np.ndarray:
+        return np.ones(n_words, dtype)
+
+
+@pytest.mark.parametrize("cls", [np.random.MT19937, np.random.PCG64, np.random.PCG64DXSM,
+                                 np.random.Philox, np.random.SFC64])
+def test_a_bit_generator_stored_without_its_seed_sequence_gets_a_fresh_one(
+    folder: Path, cls: Any
+) -> None:
+    """The loader builds a bit generator from zero words before setting its state; none
+    of that may show: the state is the original's, and the seed sequence a fresh one from
+    the OS, as numpy's constructor makes (and a jar from before seed sequences gives)."""
+    original = cls(_OnesSequence())
+    original.random_raw(5)
+    entropies = set()
+    for loaded in round_trips(original, folder) + round_trips(original, folder):
+        assert type(loaded.seed_seq) is np.random.SeedSequence
+        entropies.add(loaded.seed_seq.entropy)
+        assert loaded.random_raw(8).tolist() == copy.deepcopy(original).random_raw(8).tolist()
+    assert len(entropies) == 4
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        (np.full(624, 2**33, dtype=np.int64), "too large"),
+        (np.full(624, -1, dtype=np.int64), "negative"),
+        (np.zeros(600, dtype=np.uint32), "out of"),
+    ],
+    ids=["words-past-32-bits", "negative-words", "short-key"],
+)
+def test_an_mt19937_key_numpy_refuses_is_refused(key: np.ndarray, reason: str) -> None:
+    import jarcraft
+    from security.hostile import encode_state
+    from skjar.codec import nodes
+
+    state = np.random.MT19937(7).state
+    state["state"]["key"] = key
+    buffers: list[bytes] = []
+    name = "numpy.random._mt19937.MT19937"
+    jar = jarcraft.build(jarcraft.Ext(nodes.BITGENERATOR, [name, encode_state(state, buffers)]),
+                         [jarcraft.name_entry(name, uses=("object",))], buffers)
+    with pytest.raises(skjar.CorruptFileError, match=f"invalid {name} state: .*{reason}"):
+        skjar.loads(jar)
+
+
 def test_long_chains_of_instances_round_trip(folder: Path) -> None:
     """Birch links its leaves in a list (prev_leaf_/next_leaf_): ~100 leaves is common.
 
