@@ -553,7 +553,7 @@ def _key_as_list(state: dict[str, Any]) -> dict[str, Any]:
     return {**state, "state": {**inner, "key": key.tolist()}}
 
 
-def _guarded_new(cls: type, seed_seq: np.random.SeedSequence, name: str) -> Any:
+def _guarded_new(cls: type, seed_seq: np.random.bit_generator.ISeedSequence, name: str) -> Any:
     try:
         return cls(seed_seq)
     except (ValueError, TypeError, OverflowError) as exc:
