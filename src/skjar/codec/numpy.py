@@ -449,9 +449,11 @@ def _dec_bitgen(dec: Decoder, payload: Any) -> Any:
     fields = state.get(SEED_SEQ, _ABSENT)
     if fields is not _ABSENT:
         state = {k: v for k, v in state.items() if k != SEED_SEQ}
-    seed_seq = None if fields is _ABSENT or fields is None else _seed_sequence(fields, name)
+    seed_seq: np.random.SeedSequence | None
     if fields is _ABSENT:  # a jar from before seed sequences were kept: a fresh one,
         seed_seq = np.random.SeedSequence()  # as numpy's constructor makes
+    else:
+        seed_seq = None if fields is None else _seed_sequence(fields, name)
     if not STATE_AND_SEED:
         bitgen = cls() if seed_seq is None else _guarded_new(cls, seed_seq, name)
     else:
