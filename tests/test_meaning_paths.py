@@ -274,6 +274,14 @@ def _swapped(a: np.ndarray) -> np.ndarray:
     return a.astype(a.dtype.newbyteorder())
 
 
+class _Sub(np.ndarray):
+    """An ndarray subclass: the compiled checks read arrays from numpy's own fields."""
+
+
+def _plain(v: Any) -> bool:
+    return isinstance(v, np.ndarray) and v.dtype.names is None
+
+
 # Each replaces one entry of a state (or of a Tree's arguments) with something the Python
 # check may or may not accept: numpy integers, bools, wrong kinds, shapes, orders, layouts.
 ENTRY_DAMAGE = [
@@ -304,6 +312,23 @@ ENTRY_DAMAGE = [
     lambda v: v[:0] if isinstance(v, np.ndarray) else v,
     lambda v: np.concatenate([v, v[-1:]]) if isinstance(v, np.ndarray) and v.ndim else v,
     lambda v: np.concatenate([v[:-1], v[-1:] * 0]) if isinstance(v, np.ndarray) and v.dtype.kind in "iu" else v,
+    # Other widths, strides and types, which the compiled view describes from the array's
+    # own fields rather than through numpy's buffer export:
+    lambda v: v[::2] if isinstance(v, np.ndarray) and v.ndim else v,
+    lambda v: np.repeat(v, 2, axis=0)[::2] if isinstance(v, np.ndarray) and v.ndim else v,
+    lambda v: v.astype(np.float16) if _plain(v) else v,
+    lambda v: v.astype(np.longdouble) if _plain(v) else v,
+    lambda v: v.astype(np.float32) if _plain(v) else v,
+    lambda v: v.astype(np.int16) if _plain(v) else v,
+    lambda v: v.astype(np.int32) if _plain(v) else v,
+    lambda v: v.astype(np.longlong) if _plain(v) else v,
+    lambda v: v.astype(np.uint32) if _plain(v) else v,
+    lambda v: v.astype(bool) if _plain(v) else v,
+    lambda v: v.astype(np.complex128) if _plain(v) else v,
+    lambda v: v.astype(object) if _plain(v) else v,
+    lambda v: v.view(_Sub) if isinstance(v, np.ndarray) else v,
+    lambda v: v.reshape(-1)[:1].reshape(()) if isinstance(v, np.ndarray) and v.size else v,
+    lambda v: np.require(v, requirements="A") if isinstance(v, np.ndarray) else v,
     lambda v: None,
 ]
 

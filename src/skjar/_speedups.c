@@ -241,36 +241,184 @@ exact_int(PyObject *value, long long low, long long *out)
     return !overflow && *out >= low;
 }
 
-/* state[name], borrowed, or NULL (nothing set). */
+/* state[name], borrowed, or NULL (nothing set). `name` is a string literal: its key is
+ * made once, kept by the literal's address (a check reads a few fixed names per tree, and
+ * making the str each time was an allocation per lookup). */
+#define STATE_KEYS 16
+static struct {
+    const char *name;
+    PyObject *key;
+} state_keys[STATE_KEYS];
+
 static PyObject *
 state_item(PyObject *state, const char *name)
 {
-    PyObject *key = PyUnicode_InternFromString(name);
+    PyObject *key = NULL;
+    int k = 0;
+    for (; k < STATE_KEYS && state_keys[k].name != NULL; k++) {
+        if (state_keys[k].name == name) {
+            key = state_keys[k].key;
+            break;
+        }
+    }
     if (key == NULL) {
-        PyErr_Clear();
-        return NULL;
+        if ((key = PyUnicode_InternFromString(name)) == NULL) {
+            PyErr_Clear();
+            return NULL;
+        }
+        if (k < STATE_KEYS) { /* kept for good (else made again next time) */
+            state_keys[k].name = name;
+            state_keys[k].key = key;
+        }
     }
     PyObject *value = PyDict_GetItemWithError(state, key);
-    Py_DECREF(key);
+    if (k >= STATE_KEYS) {
+        Py_DECREF(key);
+    }
     if (value == NULL) {
         PyErr_Clear();
     }
     return value;
 }
 
+/* numpy's array and dtype objects as its C API lays them out (numpy/ndarraytypes.h:
+ * PyArrayObject_fields, and the first fields of PyArray_Descr), which numpy keeps for
+ * compiled extensions: the same from numpy 1.7 through 2.x. */
+typedef struct {
+    PyObject_HEAD
+    char *data;
+    int nd;
+    Py_ssize_t *dimensions; /* npy_intp: pointer-sized, as Py_ssize_t */
+    Py_ssize_t *strides;
+    PyObject *base;
+    PyObject *descr;
+    int flags;
+} ArrayFields;
+
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *typeobj;
+    char kind, type, byteorder;
+} DescrFields;
+
+#define ARRAY_C_CONTIGUOUS 0x0001 /* NPY_ARRAY_C_CONTIGUOUS */
+
+/* The buffer format numpy exports for a dtype of kind i, u or f in native byte order -
+ * its type character - in *format, and that type's size; 0 for any other dtype. */
+static Py_ssize_t
+simple_type(PyObject *descr, const char **format)
+{
+    const DescrFields *d = (const DescrFields *)descr;
+    if ((d->kind != 'i' && d->kind != 'u' && d->kind != 'f') ||
+        (d->byteorder != '=' && d->byteorder != '|')) {
+        return 0;
+    }
+    static const struct {
+        const char *format;
+        Py_ssize_t size;
+    } types[] = {{"b", 1}, {"B", 1}, {"h", sizeof(short)}, {"H", sizeof(short)},
+                 {"i", sizeof(int)}, {"I", sizeof(int)}, {"l", sizeof(long)},
+                 {"L", sizeof(long)}, {"q", sizeof(long long)}, {"Q", sizeof(long long)},
+                 {"e", 2}, {"f", sizeof(float)}, {"d", sizeof(double)},
+                 {"g", sizeof(long double)}};
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        if (types[k].format[0] == d->type) {
+            *format = types[k].format;
+            return types[k].size;
+        }
+    }
+    return 0;
+}
+
+/* A dtype's itemsize, read as Python reads it (where numpy's C struct keeps it differs
+ * between numpy 1 and 2); 0 on any failure. */
+static Py_ssize_t
+descr_itemsize(PyObject *descr)
+{
+    static PyObject *name;
+    if (name == NULL && (name = PyUnicode_InternFromString("itemsize")) == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *value = PyObject_GetAttr(descr, name);
+    Py_ssize_t n = value != NULL && PyLong_CheckExact(value) ? PyLong_AsSsize_t(value) : 0;
+    Py_XDECREF(value);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        n = 0;
+    }
+    return n > 0 ? n : 0;
+}
+
+/* A view's `internal` when array_view filled it from the array's fields (view_release
+ * then only drops its reference), not through the buffer protocol. */
+static char FIELDS_VIEW;
+
 /* `obj`'s buffer, if `obj` is an instance of `ndarray` (the twin's isinstance) that gives
- * one with these flags: 1, else 0 with nothing set (the twin then looks). */
+ * one with these flags (PyBUF_RECORDS_RO, PyBUF_C_CONTIGUOUS, or with PyBUF_FORMAT): 1,
+ * else 0 with nothing set (the twin then looks). Release it with view_release.
+ *
+ * An array of a plain integer or float dtype in native order - or, with `record`, of the
+ * record dtype its caller has already matched - is described from its own fields, as its
+ * export would describe it. numpy's export builds, compares and caches a description per
+ * array (a malloc, and a format string each time), which was about half of the time a
+ * 100-predictor HistGradientBoosting's checks took in a fresh process. Anything else is
+ * exported. */
 static int
-array_view(PyObject *obj, PyObject *ndarray, Py_buffer *view, int flags)
+array_view_of(PyObject *obj, PyObject *ndarray, Py_buffer *view, int flags, int record)
 {
     if (obj == NULL || !PyObject_TypeCheck(obj, (PyTypeObject *)ndarray)) {
         return 0;
+    }
+    const ArrayFields *a = (const ArrayFields *)obj;
+    const char *format = NULL;
+    Py_ssize_t itemsize = simple_type(a->descr, &format);
+    if (itemsize == 0 && record && ((const DescrFields *)a->descr)->kind == 'V') {
+        itemsize = descr_itemsize(a->descr); /* (format stays NULL: no PyBUF_FORMAT) */
+    }
+    const int c_order = (flags & PyBUF_C_CONTIGUOUS) == PyBUF_C_CONTIGUOUS;
+    if (itemsize > 0 && a->nd >= 0 && a->nd <= PyBUF_MAX_NDIM &&
+        (flags & ~(PyBUF_C_CONTIGUOUS | PyBUF_RECORDS_RO)) == 0 &&
+        (flags & PyBUF_STRIDES) == PyBUF_STRIDES &&
+        (!c_order || (a->flags & ARRAY_C_CONTIGUOUS))) {
+        Py_ssize_t len = itemsize;
+        for (int k = 0; k < a->nd; k++) {
+            len *= a->dimensions[k];
+        }
+        *view = (Py_buffer){0};
+        view->buf = a->data;
+        view->obj = Py_NewRef(obj); /* also keeps shape and strides, the array's own */
+        view->len = len;
+        view->itemsize = itemsize;
+        view->readonly = 1;
+        view->ndim = a->nd;
+        view->format = (char *)format;
+        view->shape = a->dimensions;
+        view->strides = a->strides;
+        view->internal = &FIELDS_VIEW;
+        return 1;
     }
     if (PyObject_GetBuffer(obj, view, flags) < 0) {
         PyErr_Clear();
         return 0;
     }
     return 1;
+}
+
+static int
+array_view(PyObject *obj, PyObject *ndarray, Py_buffer *view, int flags)
+{
+    return array_view_of(obj, ndarray, view, flags, 0);
+}
+
+static void
+view_release(Py_buffer *view)
+{
+    if (view->internal == &FIELDS_VIEW) {
+        Py_CLEAR(view->obj);
+    } else {
+        PyBuffer_Release(view);
+    }
 }
 
 /* The numpy kind of a scalar buffer format in native byte order: 'i', 'u', 'f', or 0. */
@@ -295,8 +443,9 @@ format_kind(const char *format)
     return strchr("efdg", format[0]) != NULL ? 'f' : 0;
 }
 
-/* Whether arr.dtype == expected. A record dtype compares field by field (~0.6 us); a
- * decoded array's dtype is one of a few cached objects, so pairs found equal are kept. */
+/* Whether arr.dtype == expected, for an ndarray `arr` (whose dtype is its descr). A record
+ * dtype compares field by field (~0.6 us); a decoded array's dtype is one of a few cached
+ * objects, so pairs found equal are kept. */
 #define KNOWN_SAME 4
 static PyObject *known_same[KNOWN_SAME][2]; /* (expected, dtype), strong references */
 static int known_next;
@@ -304,11 +453,7 @@ static int known_next;
 static int
 dtype_matches(PyObject *arr, PyObject *expected)
 {
-    PyObject *dtype = PyObject_GetAttrString(arr, "dtype");
-    if (dtype == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
+    PyObject *dtype = Py_NewRef(((const ArrayFields *)arr)->descr);
     int same = dtype == expected;
     for (int k = 0; k < KNOWN_SAME && !same; k++) {
         same = known_same[k][0] == expected && known_same[k][1] == dtype;
@@ -336,11 +481,11 @@ records_view(PyObject *obj, PyObject *ndarray, PyObject *expected, Py_ssize_t it
              Py_buffer *view)
 {
     if (obj == NULL || !PyObject_TypeCheck(obj, (PyTypeObject *)ndarray) ||
-        !dtype_matches(obj, expected) || !array_view(obj, ndarray, view, PyBUF_C_CONTIGUOUS)) {
+        !dtype_matches(obj, expected) || !array_view_of(obj, ndarray, view, PyBUF_C_CONTIGUOUS, 1)) {
         return 0;
     }
     if (view->ndim != 1 || view->itemsize != itemsize || view->len != view->shape[0] * itemsize) {
-        PyBuffer_Release(view);
+        view_release(view);
         return 0;
     }
     return 1;
@@ -393,13 +538,13 @@ tree_state_ok(PyObject *self, PyObject *args)
         ok = c >= 1; /* (a uint64 past INT64_MAX reads negative: not fine) */
         max_classes = c > max_classes ? c : max_classes;
     }
-    PyBuffer_Release(&view);
+    view_release(&view);
     if (!ok || !array_view(state_item(state, "values"), ndarray, &view, PyBUF_RECORDS_RO)) {
         Py_RETURN_FALSE;
     }
     ok = view.ndim == 3 && format_kind(view.format) == 'f' && view.shape[0] == count &&
          view.shape[1] == n_outputs && view.shape[2] == max_classes;
-    PyBuffer_Release(&view);
+    view_release(&view);
     if (!ok || !records_view(state_item(state, "nodes"), ndarray, expected, itemsize, &view)) {
         Py_RETURN_FALSE;
     }
@@ -407,7 +552,7 @@ tree_state_ok(PyObject *self, PyObject *args)
              ? 0
              : tree_nodes_ok(view.buf, view.shape[0], itemsize, off_left, off_right, off_feature,
                              (Py_ssize_t)n_features, (Py_ssize_t)max_depth); /* -1: no memory */
-    PyBuffer_Release(&view);
+    view_release(&view);
     return ok < 0 ? PyErr_NoMemory() : PyBool_FromLong(ok);
 }
 
@@ -450,7 +595,7 @@ predictor_state_ok(PyObject *self, PyObject *args)
                  (k == 0 || (view.shape[0] == shape[0] && view.shape[1] == shape[1]));
         shape[0] = view.shape[0];
         shape[1] = view.shape[1];
-        PyBuffer_Release(&view);
+        view_release(&view);
         if (!ok) {
             Py_RETURN_FALSE;
         }
@@ -461,7 +606,7 @@ predictor_state_ok(PyObject *self, PyObject *args)
     int ok = view.shape[0] > 0 &&
              predictor_nodes_ok(view.buf, view.shape[0], itemsize, off_left, off_right,
                                 off_feature, off_leaf, off_cat, off_bitset, shape[0], -1, NULL, 0);
-    PyBuffer_Release(&view);
+    view_release(&view);
     return PyBool_FromLong(ok);
 }
 
@@ -781,7 +926,7 @@ float_shape(PyObject *obj, PyObject *ndarray, int ndim, Py_ssize_t *shape)
     for (int k = 0; ok && k < ndim; k++) {
         shape[k] = view.shape[k];
     }
-    PyBuffer_Release(&view);
+    view_release(&view);
     return ok;
 }
 
@@ -875,7 +1020,7 @@ binary_tree_state_ok(PyObject *self, PyObject *args)
     const Py_ssize_t d = view.ndim == 2 ? view.shape[1] : -1;
     int ok = n >= 0 && view.itemsize == 8 && format_kind(view.format) == 'f' &&
              strchr(view.format, 'd') != NULL;
-    PyBuffer_Release(&view);
+    view_release(&view);
     if (!ok || leaf_size > (n > 1 ? n : 1) * 2 + 1000000 ||
         !float_shape(item[3], ndarray, 3, shape) || shape[0] != planes ||
         shape[1] != n_nodes || shape[2] != d) {
@@ -894,13 +1039,13 @@ binary_tree_state_ok(PyObject *self, PyObject *args)
     ok = view.ndim == 1 && format_kind(view.format) == 'i' &&
          view.itemsize == (Py_ssize_t)sizeof(Py_ssize_t) && view.shape[0] == n &&
          values_below(view.buf, n, view.itemsize, 1, n);
-    PyBuffer_Release(&view);
+    view_release(&view);
     if (!ok || !records_view(item[2], ndarray, expected, itemsize, &view)) {
         Py_RETURN_FALSE;
     }
     ok = view.shape[0] == n_nodes &&
          binary_nodes_ok(view.buf, view.shape[0], itemsize, off_start, off_end, off_leaf, n);
-    PyBuffer_Release(&view);
+    view_release(&view);
     return PyBool_FromLong(ok);
 }
 
@@ -952,7 +1097,7 @@ metric_pair_fits(PyObject *metric, PyObject *params, PyObject *ndarray, Py_ssize
         for (int k = 0; k < view.ndim; k++) {
             ok &= view.shape[k] == d;
         }
-        PyBuffer_Release(&view);
+        view_release(&view);
         if (!ok) {
             return 0;
         }
@@ -987,7 +1132,7 @@ neighbors_state_ok(PyObject *self, PyObject *args)
     }
     const Py_ssize_t rows = view.ndim == 2 ? view.shape[0] : -1;
     const Py_ssize_t cols = view.ndim == 2 ? view.shape[1] : -1;
-    PyBuffer_Release(&view);
+    view_release(&view);
     long long d, fitted;
     PyObject *n_fit = state_item(state, "n_samples_fit_");
     return PyBool_FromLong(
@@ -1041,7 +1186,7 @@ libsvm_state_ok(PyObject *self, PyObject *args)
     const Py_ssize_t n_sv = view.ndim == 1 ? view.shape[0] : -1;
     int ok = n_sv >= 0 && format_kind(view.format) == 'i' && valid_width(view.itemsize) &&
              (n_sv == 0 || values_below(view.buf, n_sv, view.itemsize, 1, n_train));
-    PyBuffer_Release(&view);
+    view_release(&view);
     Py_ssize_t sv[2], dual[2], intercept[1], prob[1];
     if (!ok || !float_shape(state_item(state, "support_vectors_"), ndarray, 2, sv) ||
         !float_shape(state_item(state, "_dual_coef_"), ndarray, 2, dual) ||
@@ -1064,7 +1209,7 @@ libsvm_state_ok(PyObject *self, PyObject *args)
         ok = c >= 0 && c <= n_sv; /* (a sum of such counts stays far from overflow) */
         total += c;
     }
-    PyBuffer_Release(&view);
+    view_release(&view);
     long long pairs = 1;
     if (ok && state_item(state, "classes_") != NULL) {
         ok = total == n_sv && dual[0] == n_class - 1;
