@@ -193,22 +193,35 @@ def test_binary_tree_index_checks_agree(case: tuple[np.ndarray, int, np.ndarray]
     st.integers(1, 5),
     st.one_of(st.none(), st.lists(st.integers(0, 2), min_size=5, max_size=5)),
     st.sampled_from([np.bool_, np.uint8, np.int8]),
+    st.integers(1, 4),
+    st.sampled_from(["contiguous", "strided", "other layout"]),
 )
 def test_estimator_feature_checks_agree(
-    rows: list[tuple[bool, int, bool]], n_features: int, mask: list[int] | None, mask_dtype: Any
+    rows: list[tuple[bool, int, bool]], n_features: int, mask: list[int] | None,
+    mask_dtype: Any, n_predictors: int, last: str,
 ) -> None:
-    """HistGradientBoosting's split-feature checks, with the compiled twin and without
-    (is_categorical_ as scikit-learn keeps it, uint8, and as bool or int8)."""
+    """HistGradientBoosting's split-feature checks over several predictors, with the
+    compiled twin and without (is_categorical_ as scikit-learn keeps it, uint8, and as
+    bool or int8); the compiled twin steps aside for a node array it cannot read."""
     nodes = np.zeros(len(rows), dtype=PREDICTOR_RECORD_DTYPE)
     nodes["is_leaf"] = [leaf for leaf, _, _ in rows]
     nodes["feature_idx"] = [f for _, f, _ in rows]
     nodes["is_categorical"] = [cat for _, _, cat in rows]
+    node_arrays = list(np.array_split(nodes, n_predictors))
+    if last == "strided":
+        node_arrays[-1] = np.repeat(node_arrays[-1], 2)[::2]
+    elif last == "other layout":
+        node_arrays[-1] = node_arrays[-1].astype(
+            [(name, "<i8") for name in PREDICTOR_RECORD_DTYPE.names]
+        )
     is_cat = None if mask is None else np.array(mask[:n_features]).astype(mask_dtype)
     if speedups is not None:  # the twin must actually take part, not quietly step aside
-        assert checks._compiled_features_ok([nodes], n_features, is_cat) is not None
+        compiled = checks._compiled_features_ok(node_arrays, n_features, is_cat)
+        readable = last == "contiguous" or (last == "strided" and len(node_arrays[-1]) < 2)
+        assert (compiled is not None) == readable, (compiled, last)
     state = {
         "n_features_in_": n_features,
-        "_predictors": [[SimpleNamespace(nodes=nodes)]],
+        "_predictors": [[SimpleNamespace(nodes=a)] for a in node_arrays],
         "_bin_mapper": SimpleNamespace(is_categorical_=is_cat),
     }
     with_twin = _outcome(checks.check_hist_gradient_boosting, None, state)

@@ -228,6 +228,10 @@ def test_strdict_keeps_values_exact() -> None:
         lambda s: s.predictor_ok(b"\x00" * 56, 56, 0, 4, 52, 12, 13, 14, 1, -1, b""),
         lambda s: s.predictor_ok(b"\x00" * 56, 56, 0, 4, 8, 55, 13, 53, 1, -1, b""),
         lambda s: s.predictor_ok(b"\x00" * 56, 56, 0, 4, 8, 12, 13, 14, 1, 3, b"\x01"),
+        lambda s: s.predictors_ok([], np.ndarray, None, 56, 0, 4, 52, 12, 13, 14, 1, b""),
+        lambda s: s.predictors_ok([], np.ndarray, None, 56, 0, 4, 8, 55, 13, 53, 1, b""),
+        lambda s: s.predictors_ok([], np.ndarray, None, 56, 0, 4, 8, 12, 13, 14, 3, b"\x01"),
+        lambda s: s.predictors_ok([], np.ndarray, None, 56, 0, 4, 8, 12, 13, 14, -1, b""),
     ],
 )
 def test_bad_arguments_are_refused_not_read(call: Any) -> None:
@@ -323,11 +327,12 @@ def test_real_models_take_every_compiled_path(
     # The Python reader (open_source) prefaults a large body itself.
     open_source(io.BytesIO(skjar.dumps(models[3])), mmap=False, admit=declared_names)
     # Whole states are checked at once, so the per-array twins never run for a tree or a
-    # predictor; predictor_ok still runs once per predictor for the estimator's check.
+    # predictor; the estimator's check reads all its predictors in one call.
     assert counting.calls.get("tree_state_ok", 0) >= 2
     assert counting.calls.get("tree_ok", 0) == 0
     assert counting.calls.get("predictor_state_ok", 0) == 3
-    assert counting.calls.get("predictor_ok", 0) == 3
+    assert counting.calls.get("predictor_ok", 0) == 0
+    assert counting.calls.get("predictors_ok", 0) == 1
     assert counting.calls.get("strdict", 0) == 1
     assert counting.calls.get("prefault", 0) == 1
     assert counting.calls.get("binary_tree_state_ok", 0) == 2  # a KD tree, a ball tree

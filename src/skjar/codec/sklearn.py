@@ -459,14 +459,11 @@ def _compiled_features_ok(
         is_cat is not None and (is_cat.itemsize != 1 or is_cat.dtype.kind not in "biu")
     ):
         return None
-    if {a.dtype for a in node_arrays} != {PREDICTOR_RECORD_DTYPE} or not all(
-        a.flags.c_contiguous for a in node_arrays
-    ):
-        return None
     mask = b"" if is_cat is None else np.ascontiguousarray(is_cat)
-    layout = _predictor_layout()
     # (Children and bitsets were checked with each predictor: no bitset limit here.)
-    return all(fast.predictor_ok(a, *layout, sys.maxsize, n_features, mask) for a in node_arrays)
+    return fast.predictors_ok(
+        node_arrays, np.ndarray, PREDICTOR_RECORD_DTYPE, *_predictor_layout(), n_features, mask
+    )
 
 
 # -- neighbors: KDTree / BallTree ------------------------------------------
