@@ -866,3 +866,48 @@ def test_a_seed_sequence_numpy_takes_minutes_over_is_not_loaded(
     monkeypatch.undo()
     with pytest.raises(skjar.CorruptFileError, match="seed sequence"):
         skjar.loads(data)
+
+
+_BIG = 1 << (32 << 10)  # 32,769 bits: one past the bound on a single int
+_WORDS = 1 << 16  # the most words an entropy or spawn key may hold
+
+
+@pytest.mark.parametrize(
+    "fields, ok",
+    [
+        ([1, [], 4, 0], True),
+        ([None, [], 4, 0], True),
+        ([[1, 2, 3], [4, 5], 256, (1 << 63) - 1], True),
+        ([_BIG - 1, [], 4, 0], True),  # 32,768 bits
+        ([[(1 << 1024) - 1] * 2048, [], 4, 0], True),  # 2**21 bits in all: the bound
+        ([[(1 << 1024) - 1] * 2048, [1], 4, 0], False),  # one bit more
+        ([[(1 << 1024) - 1] * 1024, [(1 << 1024) - 1] * 1025, 4, 0], False),
+        ([_BIG, [], 4, 0], False),
+        ([1, [_BIG], 4, 0], False),
+        ([[0] * _WORDS, [0] * _WORDS, 4, 0], True),
+        ([[0] * (_WORDS + 1), [], 4, 0], False),
+        ([1, [0] * (_WORDS + 1), 4, 0], False),
+        ([-1, [], 4, 0], False),
+        ([1, [-1], 4, 0], False),
+        ([True, [], 4, 0], False),  # a bool is not an int here
+        ([1, [True], 4, 0], False),
+        ([1.0, [], 4, 0], False),
+        ([(1,), [], 4, 0], False),
+        ([1, (), 4, 0], False),
+        ([1, None, 4, 0], False),
+        ([1, [], 3, 0], False),
+        ([1, [], 257, 0], False),
+        ([1, [], True, 0], False),
+        ([1, [], 4, -1], False),
+        ([1, [], 4, 1 << 63], False),
+        ([1, [], 4, 0.0], False),
+        ([1, [], 4], False),
+        ((1, [], 4, 0), False),
+    ],
+)
+def test_the_seed_sequence_rules(fields: Any, ok: bool) -> None:
+    """What the writer keeps, the reader loads and the converter converts of a
+    SeedSequence (codec/numpy.py: seed_fields_ok), at each bound and type."""
+    from skjar.codec.numpy import seed_fields_ok
+
+    assert seed_fields_ok(fields) is ok
