@@ -377,7 +377,7 @@ def _damaged(check: Any, damage: list[tuple[int, int]], drop: bool) -> tuple[Any
         target: Any = state if where == "state" else args
         try:
             target[key] = ENTRY_DAMAGE[how](target[key])
-        except (ValueError, TypeError, OverflowError):  # not applicable to this entry
+        except (ValueError, TypeError, OverflowError, IndexError):  # not applicable here
             pass
     if drop:
         state.pop(next(iter(state)))
@@ -547,7 +547,7 @@ def _damaged_whole(case: str, damage: list[tuple[int, int]], drop: bool) -> Any:
         key = keys[slot % len(keys)]
         try:
             target[key] = WHOLE_DAMAGE[how](target[key])
-        except (ValueError, TypeError, OverflowError):  # not applicable to this entry
+        except (ValueError, TypeError, OverflowError, IndexError):  # not applicable here
             pass
     if drop:
         if type(target) is dict:
