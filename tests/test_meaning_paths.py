@@ -292,7 +292,7 @@ class _Sub(np.ndarray):
 
 
 def _plain(v: Any) -> bool:
-    return isinstance(v, np.ndarray) and v.dtype.names is None
+    return isinstance(v, np.ndarray) and v.dtype.kind in "biuf"
 
 
 # Each replaces one entry of a state (or of a Tree's arguments) with something the Python
