@@ -584,7 +584,7 @@ predictor_state_ok(PyObject *self, PyObject *args)
     if (!PyDict_CheckExact(state)) {
         Py_RETURN_FALSE;
     }
-    Py_ssize_t shape[2];
+    Py_ssize_t shape[2] = {0, 0};
     Py_buffer view;
     const char *names[2] = {"raw_left_cat_bitsets", "binned_left_cat_bitsets"};
     for (int k = 0; k < 2; k++) {
@@ -593,8 +593,10 @@ predictor_state_ok(PyObject *self, PyObject *args)
         }
         int ok = view.ndim == 2 && format_kind(view.format) == 'u' && view.shape[1] == 8 &&
                  (k == 0 || (view.shape[0] == shape[0] && view.shape[1] == shape[1]));
-        shape[0] = view.shape[0];
-        shape[1] = view.shape[1];
+        if (ok) { /* (a shape of another length is not read past its end) */
+            shape[0] = view.shape[0];
+            shape[1] = view.shape[1];
+        }
         view_release(&view);
         if (!ok) {
             Py_RETURN_FALSE;
