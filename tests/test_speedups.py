@@ -421,10 +421,20 @@ def test_a_large_save_starts_its_writeback_early_and_writes_the_same_bytes(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each WRITEBACK_CHUNK is handed to the kernel as soon as it is written, in order,
-    without a gap; the file is byte for byte what ``dumps`` makes."""
-    from skjar.format.writer import WRITEBACK_CHUNK
+    without a gap, by writes of at most WRITE_CHUNK each (one large write is what the
+    kernel's dirty-page throttling paused); the file is byte for byte what ``dumps``
+    makes."""
+    from skjar.format.writer import WRITE_CHUNK, WRITEBACK_CHUNK
 
     ranges: list[tuple[int, int]] = []
+    writes: list[int] = []
+    writev = os.writev
+
+    def recording_writev(fd: int, buffers: Any) -> int:
+        writes.append(sum(memoryview(b).nbytes for b in buffers))
+        return writev(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", recording_writev)
 
     class Recording:
         def __getattr__(self, name: str) -> Any:
@@ -443,6 +453,10 @@ def test_a_large_save_starts_its_writeback_early_and_writes_the_same_bytes(
     assert len(ranges) == 3
     assert [offset for offset, _ in ranges] == [0, *np.cumsum([n for _, n in ranges])[:-1]]
     assert all(n >= WRITEBACK_CHUNK for _, n in ranges)
+    # (a write gathers the pieces pending under one WRITE_CHUNK and the one that fills it)
+    assert WRITE_CHUNK < WRITEBACK_CHUNK and max(writes) < 2 * WRITE_CHUNK
+    assert sum(writes) == (tmp_path / "big.skjar").stat().st_size
+    monkeypatch.undo()
     assert (tmp_path / "big.skjar").read_bytes() == skjar.dumps(model)
 
 

@@ -51,6 +51,11 @@ CHUNK = 4 << 20
 # that wait with the rest of the write (91 MB: write + fsync 50 -> 31 ms; 512 MB: 298
 # -> 248 ms, medians of 8 on this machine). Smaller files gain nothing measurable.
 WRITEBACK_CHUNK = 8 << 20
+# Each writev hands the kernel about WRITE_CHUNK: one 8 MiB writev stalled forest's 87 MB
+# save at 130-210 ms in 10 of 40 saves, 1 MiB writevs in none (medians level). Most likely
+# the kernel's dirty-page throttling, which pauses a writer that has just dirtied many
+# pages at once for up to 200 ms.
+WRITE_CHUNK = 1 << 20
 
 
 class Writable(Protocol):
@@ -444,11 +449,11 @@ class _FileWriter:
     """The file ``write_atomic`` writes, written straight to its descriptor.
 
     Pieces are gathered and handed to the kernel in one ``writev`` per
-    ``WRITEBACK_CHUNK``: a jar is written in a few system calls, where a buffered
+    ``WRITE_CHUNK``: a jar is written in a few system calls, where a buffered
     file took a Python step per piece and pad (mlp, 2.4 MB in 50 pieces: 1.07 ->
-    0.89 ms to write). After each chunk the kernel is asked to start writing it back
-    (compiled ``start_writeback``), so that the closing fsync has less left to wait
-    for; a large array is written a chunk at a time for that.
+    0.89 ms to write). After each ``WRITEBACK_CHUNK`` the kernel is asked to start
+    writing it back (compiled ``start_writeback``), so that the closing fsync has less
+    left to wait for; a large array is written a chunk at a time for that.
     """
 
     can_patch = hasattr(os, "pwrite")  # (not on Windows)
@@ -476,11 +481,11 @@ class _FileWriter:
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        for at in range(0, view.nbytes, WRITEBACK_CHUNK):
-            piece = view[at : at + WRITEBACK_CHUNK]
+        for at in range(0, view.nbytes, WRITE_CHUNK):
+            piece = view[at : at + WRITE_CHUNK]
             self.pending.append(piece)
             self.pending_bytes += piece.nbytes
-            if self.pending_bytes >= WRITEBACK_CHUNK or len(self.pending) >= _GATHER_MAX:
+            if self.pending_bytes >= WRITE_CHUNK or len(self.pending) >= _GATHER_MAX:
                 self.flush()
         return view.nbytes
 
