@@ -52,7 +52,8 @@ CHUNK = 4 << 20
 # -> 248 ms, medians of 8 on this machine). Smaller files gain nothing measurable.
 WRITEBACK_CHUNK = 8 << 20
 # Each writev hands the kernel about WRITE_CHUNK: one 8 MiB writev stalled forest's 87 MB
-# save at 130-210 ms in 10 of 40 saves, 1 MiB writevs in none (medians level). Most likely
+# save at 130-210 ms in 10 of 40 saves, 1 MiB writevs in none (medians level; in the
+# benchmark, where other work runs between saves, 7 of 30 against 5 of 45). Most likely
 # the kernel's dirty-page throttling, which pauses a writer that has just dirtied many
 # pages at once for up to 200 ms.
 WRITE_CHUNK = 1 << 20
