@@ -421,9 +421,8 @@ def test_a_large_save_starts_its_writeback_early_and_writes_the_same_bytes(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each WRITEBACK_CHUNK is handed to the kernel as soon as it is written, in order,
-    without a gap, by writes of at most WRITE_CHUNK each (one large write is what the
-    kernel's dirty-page throttling paused); the file is byte for byte what ``dumps``
-    makes."""
+    without a gap, by writes of about WRITE_CHUNK each (one 8 MiB write at a time is
+    where forest's saves stalled); the file is byte for byte what ``dumps`` makes."""
     from skjar.format.writer import WRITE_CHUNK, WRITEBACK_CHUNK
 
     ranges: list[tuple[int, int]] = []

@@ -181,6 +181,19 @@ predictor_nodes_ok(const char *base, Py_ssize_t n, Py_ssize_t itemsize, Py_ssize
     return ok;
 }
 
+/* PREDICTOR_RECORD_DTYPE's fields at these offsets fit an `itemsize`-byte record: left,
+ * right and bitset_idx uint32, feature_idx int64, is_leaf and is_categorical uint8. */
+static int
+predictor_fields_fit(Py_ssize_t itemsize, Py_ssize_t off_left, Py_ssize_t off_right,
+                     Py_ssize_t off_feature, Py_ssize_t off_leaf, Py_ssize_t off_cat,
+                     Py_ssize_t off_bitset)
+{
+    return itemsize > 0 && field_fits(off_left, 4, itemsize) &&
+           field_fits(off_right, 4, itemsize) && field_fits(off_feature, 8, itemsize) &&
+           field_fits(off_leaf, 1, itemsize) && field_fits(off_cat, 1, itemsize) &&
+           field_fits(off_bitset, 4, itemsize);
+}
+
 /* predictor_ok(nodes, itemsize, left, right, feature, is_leaf, is_categorical,
  *              bitset_idx, n_bitsets, n_features, categorical_features) -> bool
  *
@@ -204,11 +217,9 @@ predictor_ok(PyObject *self, PyObject *args)
                           &n_features, &cats)) {
         return NULL;
     }
-    if (itemsize <= 0 || buf.len % itemsize != 0 || !field_fits(off_left, 4, itemsize) ||
-        !field_fits(off_right, 4, itemsize) || !field_fits(off_feature, 8, itemsize) ||
-        !field_fits(off_leaf, 1, itemsize) || !field_fits(off_cat, 1, itemsize) ||
-        !field_fits(off_bitset, 4, itemsize) ||
-        (cats.len != 0 && cats.len != n_features)) {
+    if (!predictor_fields_fit(itemsize, off_left, off_right, off_feature, off_leaf, off_cat,
+                              off_bitset) ||
+        buf.len % itemsize != 0 || (cats.len != 0 && cats.len != n_features)) {
         PyBuffer_Release(&buf);
         PyBuffer_Release(&cats);
         PyErr_SetString(PyExc_ValueError, "predictor_ok: the buffers do not hold whole records "
@@ -574,10 +585,8 @@ predictor_state_ok(PyObject *self, PyObject *args)
                           &off_bitset)) {
         return NULL;
     }
-    if (itemsize <= 0 || !field_fits(off_left, 4, itemsize) ||
-        !field_fits(off_right, 4, itemsize) || !field_fits(off_feature, 8, itemsize) ||
-        !field_fits(off_leaf, 1, itemsize) || !field_fits(off_cat, 1, itemsize) ||
-        !field_fits(off_bitset, 4, itemsize)) {
+    if (!predictor_fields_fit(itemsize, off_left, off_right, off_feature, off_leaf, off_cat,
+                              off_bitset)) {
         PyErr_SetString(PyExc_ValueError, "predictor_state_ok: the fields do not fit the record");
         return NULL;
     }
@@ -633,11 +642,9 @@ predictors_ok(PyObject *self, PyObject *args)
                           &off_bitset, &n_features, &cats)) {
         return NULL;
     }
-    if (itemsize <= 0 || !field_fits(off_left, 4, itemsize) ||
-        !field_fits(off_right, 4, itemsize) || !field_fits(off_feature, 8, itemsize) ||
-        !field_fits(off_leaf, 1, itemsize) || !field_fits(off_cat, 1, itemsize) ||
-        !field_fits(off_bitset, 4, itemsize) || n_features < 0 ||
-        (cats.len != 0 && cats.len != n_features)) {
+    if (!predictor_fields_fit(itemsize, off_left, off_right, off_feature, off_leaf, off_cat,
+                              off_bitset) ||
+        n_features < 0 || (cats.len != 0 && cats.len != n_features)) {
         PyBuffer_Release(&cats);
         PyErr_SetString(PyExc_ValueError, "predictors_ok: the fields do not fit the record, "
                                           "or the categorical features not n_features");
