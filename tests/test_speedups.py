@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -174,6 +176,91 @@ def test_strdict_says_why_once_it_has_released_keys(damage: Any, reason: str) ->
     damage(early)
     early[:4] = np.frombuffer(b"\xff\xff\xff\xff", np.uint8)  # refused before any release
     assert speedups.strdict(early, len(words), values, 8, True, True) is None  # type: ignore[union-attr]
+
+
+needs_linux = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the object pool (_objpool.c) is Linux-only"
+)
+
+
+def _run(code: str, **env: str) -> str:
+    """``code`` run in a fresh interpreter (its allocator chosen by ``env``): its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@needs_speedups
+@needs_linux
+def test_a_large_strdict_takes_its_objects_memory_from_the_pool() -> None:
+    """From OBJPOOL_MIN_KEYS keys on, the keys' and values' arenas come from the pool and
+    a helper maps their pages in ahead; a small build leaves the pool alone."""
+    text, words = _big_vocabulary()
+    values = np.arange(len(words), dtype=np.int32)
+    built = speedups.strdict(text, len(words), values, 4, True, False)  # type: ignore[union-attr]
+    assert built == dict(zip(words, range(len(words))))
+    handed, mapped = speedups.objpool_last()  # type: ignore[union-attr]
+    objects = len(words) * (64 + 32)  # an 11-character str takes 64 bytes, an int 32
+    assert objects // 2 <= handed <= objects * 2  # (some come from arenas already there)
+    assert mapped > 0
+    small = speedups.strdict(b"a\x00b", 2, np.arange(2), 8, True, False)  # type: ignore[union-attr]
+    assert small == {"a": 0, "b": 1}
+    assert speedups.objpool_last() == (handed, mapped)  # not engaged: below the threshold
+
+
+@needs_speedups
+@needs_linux
+def test_the_pool_maps_nothing_where_no_arena_is_asked_for() -> None:
+    """Under PYTHONMALLOC=malloc objects never come from arenas: the build is the same
+    and the helper, which starts at the first arena, maps nothing in."""
+    out = _run(
+        "import numpy as np; from skjar import _compiled as c\n"
+        "n = 200_000; words = [f'k{i}' for i in range(n)]\n"
+        "d = c.speedups.strdict('\\0'.join(words).encode(), n, np.arange(n), 8, True, False)\n"
+        "assert d == dict(zip(words, range(n)))\n"
+        "print(c.speedups.objpool_last())",
+        PYTHONMALLOC="malloc",
+    )
+    assert out.strip() == "(0, 0)"
+
+
+@needs_speedups
+@needs_linux
+def test_repeated_large_builds_give_their_memory_back() -> None:
+    """Twenty builds of 300,000 keys, each dropped: the address space and resident memory
+    end where the first left them (a range or a mapped-ahead window kept per build would
+    add ~20 and ~8 MB a time)."""
+    out = _run(
+        "import numpy as np, gc; from skjar import _compiled as c\n"
+        "def status(key):\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith(key): return int(line.split()[1]) * 1024\n"
+        "n = 300_000; text = '\\0'.join(f'term{i:07d}' for i in range(n)).encode()\n"
+        "values = np.arange(n, dtype=np.int32)\n"
+        "def build():\n"
+        "    d = c.speedups.strdict(text, n, values, 4, True, False); assert len(d) == n\n"
+        "build(); gc.collect(); size, rss = status('VmSize'), status('VmRSS')\n"
+        "for _ in range(20): build()\n"
+        "gc.collect(); print(status('VmSize') - size, status('VmRSS') - rss)"
+    )
+    grown_size, grown_rss = map(int, out.split())
+    assert grown_size < 32 << 20 and grown_rss < 32 << 20, (grown_size, grown_rss)
+
+
+@needs_speedups
+def test_a_large_strdict_of_every_width_equals_its_python_twin() -> None:
+    """Keys of one-, two- and four-byte characters and lone surrogates, past the pool's
+    threshold (their objects are larger than the pool's estimate allows for ASCII)."""
+    pieces = ["a", "\xe9", "\u20ac", "\U0001f600", "\udc80"]
+    words = [pieces[i % 5] * (1 + i % 7) + str(i) for i in range(100_000)]
+    text = "\x00".join(words).encode("utf-8", "surrogatepass")
+    values = list(range(len(words)))
+    built = speedups.strdict(text, len(words), np.array(values), 8, True, False)  # type: ignore[union-attr]
+    assert built == _python_strdict(text, len(words), values)
+    assert list(built) == words
 
 
 @needs_speedups

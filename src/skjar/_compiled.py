@@ -21,7 +21,7 @@ HELPERS = (
     "tree_state_ok", "predictor_state_ok", "columns_ok", "read_head", "env_set", "walk_plan",
     "walk_setter", "binary_tree_state_ok", "distance_metric_state_ok", "neighbors_state_ok",
     "libsvm_state_ok", "discard", "pack_tree", "encode", "encode_items", "encode_dict",
-    "predictors_ok",
+    "predictors_ok", "objpool_last",
 )
 # The helpers' calling conventions (SKJAR_SPEEDUPS_API in _speedups.c); a build of another
 # one is not used either (API 3: strdict reads values of any width, releases built keys;
@@ -41,8 +41,9 @@ HELPERS = (
 # and a 4-tuple as a file object's region, reader.FileRegion; 27: read_small takes compressed
 # sections and packs, and returns them as stored with their codings; 28: and signed jars,
 # checking their signature through its new argument; 29: read_head takes signed jars and
-# gives back their flags; 30: predictors_ok).
-API = 30
+# gives back their flags; 30: predictors_ok; 31: strdict maps its objects' memory in ahead,
+# objpool_last shows it).
+API = 31
 
 
 def _load() -> ModuleType | None:
