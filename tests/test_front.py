@@ -30,8 +30,8 @@ from skjar.errors import CorruptFileError, NotASkjarFileError, SkjarError
 from skjar.format import pagein
 from skjar.format.header import declared_names
 from skjar.format.reader import (
-    _SMALL_SPEC,
     OWN_ALLOCATION,
+    SMALL_SPEC,
     FileRegion,
     Section,
     _read_header_file,
@@ -170,10 +170,10 @@ def head_both(path: Path) -> tuple[Any, Any]:
     """read_head's answer, and its twin's (read_header of a file object, or its error),
     in read_head's shape. read_head answers the same for the jar's bytes in memory."""
     assert _compiled.speedups is not None
-    fast = _compiled.speedups.read_head(str(path), Section, _SMALL_SPEC)
+    fast = _compiled.speedups.read_head(str(path), Section, SMALL_SPEC)
     if path.is_file():
         for form in in_memory(path):
-            assert _compiled.speedups.read_head(form, Section, _SMALL_SPEC) == fast
+            assert _compiled.speedups.read_head(form, Section, SMALL_SPEC) == fast
     try:
         with open(path, "rb") as f:
             view = _read_header_file(f)
@@ -221,7 +221,7 @@ def test_read_head_steps_aside(make: str, tmp_path: Path) -> None:
     _make(make, path)
     fast, twin = head_both(path) if make not in ("directory", "missing") else (None, None)
     assert _compiled.speedups is not None
-    assert _compiled.speedups.read_head(str(path), Section, _SMALL_SPEC) is None
+    assert _compiled.speedups.read_head(str(path), Section, SMALL_SPEC) is None
     if make == "chunked":
         assert fast is None and not isinstance(twin, Exception)
         assert skjar.inspect(path).compression == {"codec": "zstd", "level": 3}
@@ -1088,8 +1088,9 @@ def test_untrusted_and_skewed_jars_are_judged_alike_on_every_path(
     mode: tuple[bool, str], tmp_path: Path
 ) -> None:
     """An untrusted name, a malformed one, or other library versions: bytes and a path,
-    read or mapped through the compiled front, give the Python reader's error or warning
-    (a file object's), word for word."""
+    read or mapped through the compiled front, and a str path with every option left
+    alone (load's shortest way), give the Python reader's error or warning (a file
+    object's), word for word, and the warning names the caller's line."""
     import warnings
 
     import jarcraft
@@ -1112,6 +1113,7 @@ def test_untrusted_and_skewed_jars_are_judged_alike_on_every_path(
             outcomes = []
             ways: list[tuple[Any, dict[str, Any]]] = [
                 (io.BytesIO(data), {}), (data, {}), (path, {"mmap": mapped, "verify": verify}),
+                (str(path), {}),
             ]
             for source, options in ways:
                 with warnings.catch_warnings(record=True) as caught:
@@ -1121,8 +1123,9 @@ def test_untrusted_and_skewed_jars_are_judged_alike_on_every_path(
                         outcome = "loaded"
                     except SkjarError as exc:
                         outcome = f"{type(exc).__name__}: {exc}"
-                outcomes.append((outcome, [str(w.message) for w in caught]))
-            assert outcomes[0] == outcomes[1] == outcomes[2], (what, strict)
+                outcomes.append((outcome, [(str(w.message), w.filename) for w in caught]))
+            assert outcomes[0] == outcomes[1] == outcomes[2] == outcomes[3], (what, strict)
+            assert all(filename == __file__ for _, filename in outcomes[0][1])
             assert outcomes[0][0] != "loaded" or what == "skewed"
             assert what != "skewed" or bool(outcomes[0][1]) != strict
 
@@ -1151,7 +1154,7 @@ def test_the_front_takes_a_path_in_every_form(tmp_path: Path) -> None:
         got = read_small(form, declared_names)
         assert got is not None, form
         assert _compiled.speedups is not None
-        assert _compiled.speedups.read_head(form, Section, _SMALL_SPEC) is not None, form
+        assert _compiled.speedups.read_head(form, Section, SMALL_SPEC) is not None, form
     assert skjar.load(_Fspath(str(path)))["a"] == want["a"]
 
 
@@ -1160,7 +1163,7 @@ def test_the_front_takes_a_path_in_every_form(tmp_path: Path) -> None:
 def test_a_path_no_file_can_have_is_left_to_python(form: Any) -> None:
     assert read_small(form, declared_names) is None
     assert _compiled.speedups is not None
-    assert _compiled.speedups.read_head(form, Section, _SMALL_SPEC) is None
+    assert _compiled.speedups.read_head(form, Section, SMALL_SPEC) is None
 
 
 def test_an_interrupt_in_fspath_is_not_swallowed() -> None:

@@ -105,6 +105,12 @@ def test_environment_requires_signatures_for_every_load(model, keys, monkeypatch
     skjar.dump(model, path)
     skjar.sign(path, priv)
     skjar.load(path)  # signed by the trusted key: accepted
+    skjar.load(str(path))
+    unsigned = tmp_path / "u.skjar"
+    skjar.dump(model, unsigned)
+    for source in (unsigned, str(unsigned)):  # a str with no option: load's shortest way
+        with pytest.raises(skjar.SignatureError):
+            skjar.load(source)
     monkeypatch.setenv("SKJAR_VERIFY_KEYS", os.pathsep.join([pub, pub]))
     skjar.load(path, mmap=True)
 

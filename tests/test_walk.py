@@ -889,3 +889,50 @@ def test_owned_indexes_are_noted_as_the_closure_notes_them(monkeypatch: pytest.M
     for (_, ours), (_, theirs) in zip(with_c, without):
         assert len(ours) == len(theirs) and all(
             type(a) is type(b) and np.array_equal(a, b) for a, b in zip(ours, theirs))
+
+
+class _SeesTheCollector:
+    """Notes, as its state is set, whether the cyclic GC runs; refuses a state saying so."""
+
+    seen: list[bool] = []
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import gc
+
+        _SeesTheCollector.seen.append(gc.isenabled())
+        if state["fail"]:
+            raise ValueError("refused")
+        self.__dict__.update(state)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_load_pauses_the_collector_and_leaves_it_as_it_found_it(
+    compiled: bool, enabled: bool
+) -> None:
+    """Both walkers build with the cyclic GC paused (millions of new objects are no
+    garbage), and put it back as it was, also when a build fails."""
+    import gc
+
+    import skjar
+
+    good = skjar.dumps([_SeesTheCollector()])
+    bad = skjar.dumps([_SeesTheCollector(fail=True)])
+    saved = _compiled.speedups
+    _compiled.speedups = speedups if compiled else None
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        _SeesTheCollector.seen.clear()
+        assert type(skjar.loads(good, trusted=[_SeesTheCollector])[0]) is _SeesTheCollector
+        assert gc.isenabled() is enabled
+        with pytest.raises(SkjarError, match="refused"):
+            skjar.loads(bad, trusted=[_SeesTheCollector])
+        assert gc.isenabled() is enabled
+        assert _SeesTheCollector.seen == [False, False]
+    finally:
+        _compiled.speedups = saved
+        (gc.enable if was else gc.disable)()

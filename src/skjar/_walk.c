@@ -1316,7 +1316,15 @@ skjar_walk(PyObject *self, PyObject *args)
     }
     w.p = tree.buf;
     w.end = tree.len;
+    /* The cyclic GC is paused while the model is built: building millions of small objects
+     * (a vocabulary) would make it scan repeatedly for nothing, since nothing decoded is
+     * garbage yet. Here rather than around the call, where gc's three Python calls cost a
+     * fresh process's first load page faults. (Saving pauses it too, in _serialize.) */
+    const int collecting = PyGC_Disable();
     PyObject *out = run(&w);
+    if (collecting) {
+        PyGC_Enable();
+    }
     for (Py_ssize_t i = 0; i < w.sp; i++) {
         Py_XDECREF(w.stack[i].obj);
         Py_XDECREF(w.stack[i].key);

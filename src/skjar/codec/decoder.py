@@ -10,6 +10,7 @@ each node re-checks that its name and use are declared there.
 from __future__ import annotations
 
 import functools
+import gc
 import re
 import reprlib
 from collections import Counter
@@ -83,16 +84,21 @@ _STACK_DEPTH = 8
 
 
 class Decoder:
-    """Per-load decoding state: buffers, declared names, trust, shared objects."""
+    """Per-load decoding state: buffers, declared names, trust, shared objects.
+
+    It takes ``buffers`` over and empties each entry once used, so that whoever
+    handed the list in holds no buffer past its use (a vocabulary's key text is
+    freed as soon as its dict is built).
+    """
 
     def __init__(
         self,
-        buffers: list[np.ndarray] | list[memoryview],
+        buffers: list[Any],
         declared: dict[str, tuple[str, frozenset[str]]],
         policy: TrustPolicy,
     ) -> None:
         # uint8 arrays, or memoryviews (read_small's): the walker builds arrays on either.
-        self._buffers: list[np.ndarray | memoryview | None] = list(buffers)
+        self._buffers: list[np.ndarray | memoryview | None] = buffers
         self._declared = declared
         self._policy = policy
         self._shared: dict[int, Any] = {}
@@ -125,7 +131,15 @@ class Decoder:
                     WALK_STATIC or walk_static(),
                 )
             else:
-                obj = self.unpack(tree)
+                # The cyclic GC is paused while the model is built (as the walker does):
+                # nothing decoded is garbage yet.
+                collecting = gc.isenabled()
+                gc.disable()
+                try:
+                    obj = self.unpack(tree)
+                finally:
+                    if collecting:
+                        gc.enable()
                 if _may_hold_timestamps(tree):
                     _refuse_timestamps(obj)
         except SkjarError:

@@ -612,7 +612,7 @@ def _unpack(pack: np.ndarray, members: tuple[int, ...], entry: int) -> list[np.n
 
 
 # What read_small checks, from format/spec.py (and this module's own section bound).
-_SMALL_SPEC = (
+SMALL_SPEC = (
     MAGIC, END_MAGIC, FORMAT_MAJOR, FORMAT_MINOR, MAX_HEADER_SIZE, MAX_BUFFERS, ALIGNMENT,
     PREAMBLE_SIZE, TRAILER_SIZE, DIGEST_SIZE, OWN_ALLOCATION, pagein.MIN_TOTAL - 1, PREFAULT_MIN,
     MAX_RATIO["zstd"], MAX_RATIO["lz4"], RATIO_SLACK, PACKS_SINCE[1], FLAG_SIGNED, SIGNATURE_SIZE,
@@ -666,17 +666,23 @@ def read_small(
         return None
     # A path no file can have is left to open_source, which says so (file_path), as is
     # a mapping of bytes or of a file object's region (refused there).
-    got = fast.read_small(source, admit, _SMALL_SPEC, known, _MAP_COPY if mmap else None,
+    got = fast.read_small(source, admit, SMALL_SPEC, known, _MAP_COPY if mmap else None,
                           verify == "full",
                           None if keys is None else functools.partial(_signed_by, keys=keys))
     if got is None:
         return None
-    if len(got) == 4:  # compressed sections, as stored
-        tree, stored, declared, coded = got
-        got = (*_decoded([tree, *stored], coded), declared)
+    if len(got) == 4:
+        got = decompressed(got)
     if type(source) is FileRegion:  # read: left at the jar's end, as the Python reader leaves it
         source.stream.seek(source.offset + source.size)
     return got
+
+
+def decompressed(got: tuple[Any, ...]) -> tuple[memoryview, list[Any], Any]:
+    """``fast.read_small``'s answer for a jar with compressed sections (their parts as
+    stored, and their codings) as its answer for a raw one: (tree, buffers, declared)."""
+    tree, stored, declared, coded = got
+    return (*_decoded([tree, *stored], coded), declared)
 
 
 def _decoded(parts: list[Any], coded: list[tuple[str, int, tuple[int, ...]] | None]) -> tuple[
@@ -874,7 +880,7 @@ def read_header(source: Source) -> HeaderView:
     # The common case in one compiled call (_front.c's read_head): it answers None for
     # anything else, and the Python below decides.
     got = (
-        fast.read_head(source, Section, _SMALL_SPEC)
+        fast.read_head(source, Section, SMALL_SPEC)
         if fast is not None and isinstance(source, FRONT_SOURCES)
         else None
     )
