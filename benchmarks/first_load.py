@@ -148,11 +148,12 @@ def main() -> int:
     for name in args.models.split(","):
         skjar_path, pickle_path = work / f"{name}.skjar", work / f"{name}.pkl"
 
-        def load_pickle(p: Path = pickle_path) -> Any:
+        # str paths, as the persistence benchmark's children are given
+        def load_pickle(p: str = str(pickle_path)) -> Any:
             with open(p, "rb") as f:
                 return pickle.load(f)
 
-        def load_skjar(p: Path = skjar_path) -> Any:
+        def load_skjar(p: str = str(skjar_path)) -> Any:
             return skjar.load(p)
 
         firsts: dict[str, list[list[float]]] = {"pickle": [], "skjar": []}
