@@ -26,6 +26,7 @@
 
 #if defined(__linux__) && !defined(Py_GIL_DISABLED)
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 #ifndef MADV_POPULATE_WRITE
@@ -135,7 +136,13 @@ skjar_objpool_begin(size_t expected)
     mapped = 0;
     stopping = 0;
     failed = 0;
-    if (pthread_create(&helper, NULL, map_ahead, NULL) != 0) {
+    /* The helper takes no signal: they stay with the threads that run Python. */
+    sigset_t all, kept;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &kept);
+    const int started = pthread_create(&helper, NULL, map_ahead, NULL) == 0;
+    pthread_sigmask(SIG_SETMASK, &kept, NULL);
+    if (!started) {
         munmap(range, want);
         base = NULL;
         return 0;
