@@ -197,7 +197,8 @@ def _run(code: str, **env: str) -> str:
 @needs_linux
 def test_a_large_strdict_takes_its_objects_memory_from_the_pool() -> None:
     """From OBJPOOL_MIN_KEYS keys on, the keys' and values' arenas come from the pool and
-    a helper maps their pages in ahead; a small build leaves the pool alone."""
+    a helper maps their pages in as they are handed out; a small build leaves the pool
+    alone."""
     text, words = _big_vocabulary()
     values = np.arange(len(words), dtype=np.int32)
     built = speedups.strdict(text, len(words), values, 4, True, False)  # type: ignore[union-attr]
@@ -231,8 +232,8 @@ def test_the_pool_maps_nothing_where_no_arena_is_asked_for() -> None:
 @needs_linux
 def test_repeated_large_builds_give_their_memory_back() -> None:
     """Twenty builds of 300,000 keys, each dropped: the address space and resident memory
-    end where the first left them (a range or a mapped-ahead window kept per build would
-    add ~20 and ~8 MB a time)."""
+    end where the first left them (the unused rest of a range kept per build would add
+    ~20 MB of address space a time)."""
     out = _run(
         "import numpy as np, gc; from skjar import _compiled as c\n"
         "def status(key):\n"

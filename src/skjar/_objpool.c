@@ -176,7 +176,7 @@ skjar_objpool_end(void)
     base = NULL;
 }
 
-/* objpool_last() -> (bytes of arenas handed out, bytes mapped in ahead), the last
+/* objpool_last() -> (bytes of arenas handed out, bytes the helper mapped in), the last
  * engagement's: what the tests and probes read to see the pool at work. */
 PyObject *
 skjar_objpool_last(PyObject *self, PyObject *unused)

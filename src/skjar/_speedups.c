@@ -691,8 +691,9 @@ release_pages(const char *from, const char *to)
 
 /* Keys are released in steps of this much text, once a step is consumed. */
 #define RELEASE_STEP (1 << 20)
-/* From this many keys on, the keys' and values' memory is mapped in ahead on a helper
- * thread (_objpool.c): a 1.1M-term vocabulary's build 458 -> ~400 ms in forked children. */
+/* From this many keys on, the keys' and values' memory is mapped in on a helper thread
+ * as it is handed out (_objpool.c): a 1.1M-term vocabulary's build 458 -> ~400 ms in
+ * forked children. */
 #define OBJPOOL_MIN_KEYS (1 << 16)
 
 void skjar_objpool_init(void);
@@ -1535,7 +1536,7 @@ static PyMethodDef methods[] = {
      "neighbors_state_ok(state, ndarray) -> bool"},
     {"libsvm_state_ok", libsvm_state_ok, METH_VARARGS, "libsvm_state_ok(state, ndarray) -> bool"},
     {"objpool_last", skjar_objpool_last, METH_NOARGS,
-     "objpool_last() -> (arena bytes handed out, bytes mapped ahead) of strdict's last pool"},
+     "objpool_last() -> (arena bytes handed out, bytes the helper mapped in) of strdict's last pool"},
     {NULL, NULL, 0, NULL},
 };
 
