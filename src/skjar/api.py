@@ -10,7 +10,7 @@ import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from . import _compiled
 from ._paths import check_save_target, file_path
@@ -48,9 +48,6 @@ from .metadata import (
 )
 from .signing import keys_in_environment, verify_keys
 from .trust import DEFAULT_USES, TrustedItem, TrustPolicy
-
-if TYPE_CHECKING:  # an annotation only: numpy is imported by the codec anyway
-    pass
 
 PathLike = str | os.PathLike[str]
 
