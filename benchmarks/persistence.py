@@ -215,11 +215,8 @@ def run_round(
     ser: Serializer,
     runner: ZygoteRunner | SpawnRunner,
     work_dir: Path,
-    samples: int = 1,
 ) -> None:
-    """One save, one load in a fresh process and one inspect/audit, added to ``cell`` -
-    or ``samples`` saves and loads for an artifact under SAMPLED_BELOW bytes, whose
-    millisecond figures one shared-machine hiccup would otherwise decide.
+    """One save, one load in a fresh process and one inspect/audit, added to ``cell``.
 
     The artifact is removed at the end: one serializer's file exists at a time (knn-big's
     run a gigabyte each). A failed save or load is recorded in the cell's errors, and the
@@ -235,51 +232,46 @@ def run_round(
 
     try:
         remove_artifact()
-        for i in range(samples):
-            settle()
-            t0 = time.perf_counter()
-            ser.save(model, str(path))
-            cell["save_s"].append(time.perf_counter() - t0)
-            if i == 0:
-                cell["size_bytes"].append(path_size(str(path)))
-                if cell["size_bytes"][-1] >= SAMPLED_BELOW:
-                    samples = 1
+        settle()
+        t0 = time.perf_counter()
+        ser.save(model, str(path))
+        cell["save_s"].append(time.perf_counter() - t0)
+        cell["size_bytes"].append(path_size(str(path)))
     except Exception as exc:
         cell["errors"].append(f"save: {type(exc).__name__}: {exc}")
         remove_artifact()
         return
     try:
-        for _ in range(samples):
-            settle()
-            res = runner.run(
-                {
-                    "serializer": ser.name,
-                    "path": str(path),
-                    "meta_path": str(cm.meta_path),
-                    "modules": cm.modules,
-                }
-            )
-            if "error" in res:
-                msg = f"load: {res['error']}"
-                if res.get("log_tail"):
-                    msg += "\n" + res["log_tail"]
-                cell["errors"].append(msg)
-                return
-            for key in (
-                "load_s",
-                "first_predict_s",
-                "load_peak_extra_rss",
-                "rss_after_load_extra",
-                "rss_anon_after_load_extra",
-                "rss_file_after_load_extra",
-                "rss_after_predict_extra",
-            ):
-                cell[key].append(res[key])
-            cell["load_predict_s"].append(res["load_s"] + res["first_predict_s"])
-            cell["rss_method"] = res["rss_method"]
-            mismatches = compare_predictions(res["predictions"], cm.meta["y_ref"])
-            cell["prediction_mismatches"] = max(cell["prediction_mismatches"], mismatches)
-            cell["predictions_match"] = mismatches == 0 and cell["predictions_match"] is not False
+        settle()
+        res = runner.run(
+            {
+                "serializer": ser.name,
+                "path": str(path),
+                "meta_path": str(cm.meta_path),
+                "modules": cm.modules,
+            }
+        )
+        if "error" in res:
+            msg = f"load: {res['error']}"
+            if res.get("log_tail"):
+                msg += "\n" + res["log_tail"]
+            cell["errors"].append(msg)
+            return
+        for key in (
+            "load_s",
+            "first_predict_s",
+            "load_peak_extra_rss",
+            "rss_after_load_extra",
+            "rss_anon_after_load_extra",
+            "rss_file_after_load_extra",
+            "rss_after_predict_extra",
+        ):
+            cell[key].append(res[key])
+        cell["load_predict_s"].append(res["load_s"] + res["first_predict_s"])
+        cell["rss_method"] = res["rss_method"]
+        mismatches = compare_predictions(res["predictions"], cm.meta["y_ref"])
+        cell["prediction_mismatches"] = max(cell["prediction_mismatches"], mismatches)
+        cell["predictions_match"] = mismatches == 0 and cell["predictions_match"] is not False
         try:
             steps = ser.audit_steps()
             if steps:
@@ -297,7 +289,11 @@ def run_round(
         remove_artifact()
 
 
-# Artifacts smaller than this are saved and loaded --samples times per round.
+# A model whose pickle is smaller than this takes --samples times as many rounds: its
+# millisecond figures one shared-machine hiccup would otherwise decide. Each round visits
+# every serializer once (one save, one load, one audit), in alternating order, so every
+# serializer's samples are spread over the same minutes: five samples in a row per
+# serializer let one slow phase of the machine land on one serializer's samples only.
 SAMPLED_BELOW = 16 << 20
 
 
@@ -505,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--samples",
         type=int,
-        help="saves and loads per round of an artifact under 16 MiB (default 5, quick 1)",
+        help="a model under 16 MiB takes this many times --repeat rounds (default 5, quick 1)",
     )
     p.add_argument(
         "--processes",
@@ -639,16 +635,17 @@ def main(argv: list[str] | None = None) -> int:
             # that every ratio to pickle compares figures taken minutes apart at most.
             model_cells = {sname: new_cell(cm.name, sname) for sname in active}
             spent = dict.fromkeys(active, 0.0)
-            for r in range(repeat):
+            rounds = repeat * (samples if cm.model_path.stat().st_size < SAMPLED_BELOW else 1)
+            for r in range(rounds):
                 started = time.perf_counter()
                 for sname in round_order(active, r):
                     cell = model_cells[sname]
                     if cell["errors"]:
                         continue
                     t0 = time.perf_counter()
-                    run_round(cell, cm, model, sers[sname], runner, work_dir, samples)
+                    run_round(cell, cm, model, sers[sname], runner, work_dir)
                     spent[sname] += time.perf_counter() - t0
-                log(f"  {mname}: round {r + 1}/{repeat} done ({time.perf_counter() - started:.1f}s)")
+                log(f"  {mname}: round {r + 1}/{rounds} done ({time.perf_counter() - started:.1f}s)")
             for sname in active:
                 k += 1
                 cells.append(model_cells[sname])
