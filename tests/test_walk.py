@@ -258,6 +258,41 @@ def test_map_keys_are_interned_and_other_keys_go_to_the_hook() -> None:
     assert list(value[2]) == ["b", 1]  # order kept when the map changes to pairs
 
 
+def test_the_walk_reads_its_static_tuple_in_place_and_refuses_another() -> None:
+    """The walker reads decoder.WALK_STATIC's nested tuples itself (without a reference
+    taken per item); a tuple of another shape, or with an item of the wrong type where it
+    checks one, is a TypeError before anything is read, and walk_plan's and walk_setter's
+    steps are read the same way."""
+    from skjar.codec.decoder import WALK_STATIC, walk_static
+
+    static = WALK_STATIC or walk_static()
+    tree = msgpack.packb([1, {"a": 2}])
+    decoder = Decoder([], {}, TrustPolicy())
+
+    def walk(static_: Any) -> Any:
+        return speedups.walk(tree, decoder, decoder.safe_dict, {}, [], {}, {}, None, static_)
+
+    assert walk(static) == [1, {"a": 2}]
+    limits, arrays, steps = static[2], static[3], static[4]
+    broken = [
+        static[:4],
+        (None, *static[1:]),  # decoders: a dict
+        (*static[:2], (*limits[:4],), *static[3:]),
+        (*static[:2], ("many", *limits[1:]), *static[3:]),
+        (*static[:2], (limits[0], 1 << 40, *limits[2:]), *static[3:]),  # past an int
+        (*static[:3], (*arrays[:5], [], arrays[6]), steps),  # dtypes: a dict
+        (*static[:4], (*steps[:11], [], *steps[12:])),  # encoders: a dict
+        (*static[:4], (*steps[:14], list(steps[14]), *steps[15:])),  # not_stateful: a tuple
+        (*static[:4], (*steps[:16], 1.5)),
+        (*static[:4], steps + (0,)),
+    ]
+    for bad in broken:
+        with pytest.raises(TypeError, match="static tuple"):
+            walk(bad)
+    with pytest.raises(TypeError, match="static tuple"):
+        speedups.walk_setter((*static[:4], (*steps[:12], None, *steps[13:])), int)
+
+
 def test_deep_trees_do_not_touch_the_c_stack() -> None:
     """100 nested nodes of 1024 nested lists each: the walk's stack is on the heap,
     so it loads in a thread with a 256 KiB stack (the twin would need 4 MiB)."""

@@ -1479,6 +1479,7 @@ PyObject *skjar_read_small(PyObject *self, PyObject *args);
 PyObject *skjar_read_head(PyObject *self, PyObject *args);
 int skjar_add_hasher(PyObject *module);
 int skjar_front_init(void);
+int skjar_walk_init(void);
 
 static PyMethodDef methods[] = {
     {"json", skjar_json, METH_VARARGS, "json(text) -> object | None"},
@@ -1557,7 +1558,7 @@ PyInit__speedups(void)
     PyObject *m = PyModule_Create(&module);
     if (m != NULL &&
         (PyModule_AddIntConstant(m, "API", SKJAR_SPEEDUPS_API) < 0 || skjar_add_hasher(m) < 0 ||
-         skjar_front_init() < 0)) {
+         skjar_front_init() < 0 || skjar_walk_init() < 0)) {
         Py_CLEAR(m);
     }
     return m;

@@ -1188,9 +1188,13 @@ run(Walk *w)
     }
 }
 
-/* The attribute and text names the walker uses, interned once: 0, or -1 with an error. */
-static int
-intern_names(void)
+/* The attribute and text names the walker uses, interned once, when the module is
+ * imported (as the front's keys are): interned on a process's first walk, they were
+ * written into the interpreter's table of interned strings in the timed first load of a
+ * process forked from one that never loaded, a copy-on-write page fault apiece.
+ * 0, or -1 with an error. */
+int
+skjar_walk_init(void)
 {
     if (str_base_setstate != NULL) {
         return 0;
@@ -1221,23 +1225,107 @@ intern_names(void)
                : -1;
 }
 
+/* decoder.WALK_STATIC read in place, as `(dict, error, (limits), (arrays), (steps))`:
+ * PyArg_ParseTuple's nested formats take a reference to each item of a nested tuple
+ * (PySequence_GetItem), and in a process forked from one that never loaded, each item's
+ * reference count written was a page copied (12 a load). These read items and values
+ * only. 0, or -1 with a TypeError. */
+static PyObject *
+static_item(PyObject *tuple, Py_ssize_t i, PyTypeObject *type)
+{
+    PyObject *item = PyTuple_GET_ITEM(tuple, i);
+    return type == NULL || Py_IS_TYPE(item, type) ? item : NULL;
+}
+
+static int
+static_ints(PyObject *tuple, Py_ssize_t from, int *const *out, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(tuple, from + i);
+        int overflow = 0;
+        long v = PyLong_CheckExact(item) ? PyLong_AsLongAndOverflow(item, &overflow) : -1;
+        if (!PyLong_CheckExact(item) || overflow || v < INT_MIN || v > INT_MAX) {
+            return -1;
+        }
+        *out[i] = (int)v;
+    }
+    return 0;
+}
+
+/* The object steps, WALK_STATIC[4]: (iiiiiiOOOOOO!O!O!O!in). */
+static int
+parse_steps(Walk *w, PyObject *steps)
+{
+    if (!PyTuple_CheckExact(steps) || PyTuple_GET_SIZE(steps) != 17) {
+        return -1;
+    }
+    int *const ints[6] = {&w->instance_code, &w->reconstruct_code, &w->state_default,
+                          &w->state_cython, &w->items_none, &w->zipdict_code};
+    int *const tuple_code[1] = {&w->tuple_code};
+    PyObject *work = PyTuple_GET_ITEM(steps, 16);
+    if (static_ints(steps, 0, ints, 6) < 0 || static_ints(steps, 15, tuple_code, 1) < 0 ||
+        !PyLong_CheckExact(work)) {
+        return -1;
+    }
+    w->plan_fn = PyTuple_GET_ITEM(steps, 6);
+    w->setter_fn = PyTuple_GET_ITEM(steps, 7);
+    w->validate_fn = PyTuple_GET_ITEM(steps, 8);
+    w->finish_fn = PyTuple_GET_ITEM(steps, 9);
+    w->skjar_error = PyTuple_GET_ITEM(steps, 10);
+    w->encoders = static_item(steps, 11, &PyDict_Type);
+    w->validators = static_item(steps, 12, &PyDict_Type);
+    w->owned = static_item(steps, 13, &PyDict_Type);
+    w->not_stateful = static_item(steps, 14, &PyTuple_Type);
+    w->untracked_work = PyLong_AsSsize_t(work);
+    if (w->untracked_work == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    return w->encoders && w->validators && w->owned && w->not_stateful ? 0 : -1;
+}
+
+static int
+parse_static(Walk *w, PyObject *static_, int steps_alone)
+{
+    PyObject *limits, *arrays;
+    int ok = PyTuple_CheckExact(static_) && PyTuple_GET_SIZE(static_) == 5 &&
+             parse_steps(w, PyTuple_GET_ITEM(static_, 4)) == 0;
+    if (ok && !steps_alone) {
+        limits = PyTuple_GET_ITEM(static_, 2);
+        arrays = PyTuple_GET_ITEM(static_, 3);
+        int *const limit_ints[4] = {&w->max_nesting, &w->root, &w->shared_def, &w->shared_ref};
+        int *const array_ints[3] = {&w->array_code, &w->max_ndim, &w->inline_max};
+        int *const scalar[1] = {&w->scalar_code};
+        w->decoders = static_item(static_, 0, &PyDict_Type);
+        w->error = PyTuple_GET_ITEM(static_, 1);
+        ok = w->decoders != NULL && PyTuple_CheckExact(limits) &&
+             PyTuple_GET_SIZE(limits) == 5 && PyLong_CheckExact(PyTuple_GET_ITEM(limits, 0)) &&
+             static_ints(limits, 1, limit_ints, 4) == 0 && PyTuple_CheckExact(arrays) &&
+             PyTuple_GET_SIZE(arrays) == 7 && static_ints(arrays, 0, array_ints, 3) == 0 &&
+             static_ints(arrays, 6, scalar, 1) == 0 &&
+             (w->dtypes = static_item(arrays, 5, &PyDict_Type)) != NULL;
+        if (ok) {
+            w->max_nodes = PyLong_AsLongLong(PyTuple_GET_ITEM(limits, 0));
+            w->ndarray = PyTuple_GET_ITEM(arrays, 3);
+            w->empty = PyTuple_GET_ITEM(arrays, 4);
+            ok = !(w->max_nodes == -1 && PyErr_Occurred());
+        }
+    }
+    if (!ok) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError, "walk: the static tuple is not decoder.walk_static()'s");
+        return -1;
+    }
+    return 0;
+}
+
 /* walk_plan(declared, known, static, code, name) -> plan | None and walk_setter(static,
  * cls) -> setter: default_plan and class_setter alone, for their twin tests
  * (tests/test_walk.py), on a walk with only their inputs. */
 static int
 steps_only(Walk *w, PyObject *static_)
 {
-    PyObject *ignored;
-    return PyArg_ParseTuple(static_, "OOOO(iiiiiiOOOOOO!O!O!O!in):walk_steps", &ignored,
-                            &ignored, &ignored, &ignored, &w->instance_code, &w->reconstruct_code,
-                            &w->state_default, &w->state_cython, &w->items_none,
-                            &w->zipdict_code, &ignored, &ignored, &ignored, &ignored, &ignored,
-                            &PyDict_Type, &w->encoders, &PyDict_Type, &w->validators,
-                            &PyDict_Type, &w->owned, &PyTuple_Type, &w->not_stateful,
-                            &w->tuple_code, &w->untracked_work) &&
-                   intern_names() == 0
-               ? 0
-               : -1;
+    return parse_static(w, static_, 1);
 }
 
 PyObject *
@@ -1279,19 +1367,14 @@ skjar_walk(PyObject *self, PyObject *args)
     Walk w;
     memset(&w, 0, sizeof w);
     /* (The per-load objects first; `static` is decoder.WALK_STATIC, built once.) */
-    if (!PyArg_ParseTuple(args,
-                          "y*OOO!O!O!O!O(O!O(Liiii)(iiiOOO!i)(iiiiiiOOOOOO!O!O!O!in)):walk",
-                          &tree, &w.dec, &w.pairs_hook, &PyDict_Type, &w.shared, &PyList_Type,
-                          &w.buffers, &PyDict_Type, &w.shells, &PyDict_Type, &w.declared,
-                          &w.known, &PyDict_Type, &w.decoders, &w.error, &w.max_nodes,
-                          &w.max_nesting, &w.root, &w.shared_def, &w.shared_ref, &w.array_code,
-                          &w.max_ndim, &w.inline_max, &w.ndarray, &w.empty, &PyDict_Type,
-                          &w.dtypes, &w.scalar_code, &w.instance_code, &w.reconstruct_code, &w.state_default,
-                          &w.state_cython, &w.items_none, &w.zipdict_code, &w.plan_fn,
-                          &w.setter_fn, &w.validate_fn, &w.finish_fn, &w.skjar_error,
-                          &PyDict_Type, &w.encoders, &PyDict_Type, &w.validators, &PyDict_Type,
-                          &w.owned, &PyTuple_Type, &w.not_stateful, &w.tuple_code,
-                          &w.untracked_work)) {
+    PyObject *static_;
+    if (!PyArg_ParseTuple(args, "y*OOO!O!O!O!OO:walk", &tree, &w.dec, &w.pairs_hook,
+                          &PyDict_Type, &w.shared, &PyList_Type, &w.buffers, &PyDict_Type,
+                          &w.shells, &PyDict_Type, &w.declared, &w.known, &static_)) {
+        return NULL;
+    }
+    if (parse_static(&w, static_, 0) < 0) {
+        PyBuffer_Release(&tree);
         return NULL;
     }
     if (w.known != Py_None && !PyDict_CheckExact(w.known)) {
@@ -1305,12 +1388,6 @@ skjar_walk(PyObject *self, PyObject *args)
     if (w.plans == NULL || w.setters == NULL) {
         Py_XDECREF(w.plans);
         Py_XDECREF(w.setters);
-        PyBuffer_Release(&tree);
-        return NULL;
-    }
-    if (intern_names() < 0) {
-        Py_DECREF(w.plans);
-        Py_DECREF(w.setters);
         PyBuffer_Release(&tree);
         return NULL;
     }
