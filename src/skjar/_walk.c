@@ -1234,7 +1234,7 @@ static PyObject *
 static_item(PyObject *tuple, Py_ssize_t i, PyTypeObject *type)
 {
     PyObject *item = PyTuple_GET_ITEM(tuple, i);
-    return type == NULL || Py_IS_TYPE(item, type) ? item : NULL;
+    return Py_IS_TYPE(item, type) ? item : NULL;
 }
 
 static int
