@@ -1,4 +1,4 @@
-/* Fresh memory for a large build of small objects, mapped in ahead on a helper thread.
+/* Fresh memory for a large build of small objects, mapped in on a helper thread.
  *
  * Building a 1.1M-term vocabulary makes 2.2M small objects (each key's str and each
  * value's int), ~115 MB of CPython's object arenas. Every 1 MiB arena is fresh memory

@@ -1225,11 +1225,7 @@ skjar_walk_init(void)
                : -1;
 }
 
-/* decoder.WALK_STATIC read in place, as `(dict, error, (limits), (arrays), (steps))`:
- * PyArg_ParseTuple's nested formats take a reference to each item of a nested tuple
- * (PySequence_GetItem), and in a process forked from one that never loaded, each item's
- * reference count written was a page copied (12 a load). These read items and values
- * only. 0, or -1 with a TypeError. */
+/* `tuple[i]`, borrowed, if it is exactly of `type`; else NULL (no error set). */
 static PyObject *
 static_item(PyObject *tuple, Py_ssize_t i, PyTypeObject *type)
 {
@@ -1284,6 +1280,11 @@ parse_steps(Walk *w, PyObject *steps)
     return w->encoders && w->validators && w->owned && w->not_stateful ? 0 : -1;
 }
 
+/* decoder.WALK_STATIC read in place, as `(dict, error, (limits), (arrays), (steps))` -
+ * or its steps alone, for walk_plan and walk_setter: PyArg_ParseTuple's nested formats
+ * take a reference to each item of a nested tuple (PySequence_GetItem), and in a process
+ * forked from one that never loaded, each item's reference count written was a page
+ * copied (12 a load). This reads items and values only. 0, or -1 with a TypeError. */
 static int
 parse_static(Walk *w, PyObject *static_, int steps_alone)
 {
@@ -1322,12 +1323,6 @@ parse_static(Walk *w, PyObject *static_, int steps_alone)
 /* walk_plan(declared, known, static, code, name) -> plan | None and walk_setter(static,
  * cls) -> setter: default_plan and class_setter alone, for their twin tests
  * (tests/test_walk.py), on a walk with only their inputs. */
-static int
-steps_only(Walk *w, PyObject *static_)
-{
-    return parse_static(w, static_, 1);
-}
-
 PyObject *
 skjar_walk_plan(PyObject *self, PyObject *args)
 {
@@ -1337,7 +1332,7 @@ skjar_walk_plan(PyObject *self, PyObject *args)
     int code;
     if (!PyArg_ParseTuple(args, "O!OO!iO:walk_plan", &PyDict_Type, &w.declared, &w.known,
                           &PyTuple_Type, &static_, &code, &name) ||
-        steps_only(&w, static_) < 0) {
+        parse_static(&w, static_, 1) < 0) {
         return NULL;
     }
     if (code != w.instance_code && code != w.reconstruct_code) {
@@ -1354,7 +1349,7 @@ skjar_walk_setter(PyObject *self, PyObject *args)
     memset(&w, 0, sizeof w);
     PyObject *static_, *cls;
     if (!PyArg_ParseTuple(args, "O!O:walk_setter", &PyTuple_Type, &static_, &cls) ||
-        steps_only(&w, static_) < 0) {
+        parse_static(&w, static_, 1) < 0) {
         return NULL;
     }
     return class_setter(&w, cls);
