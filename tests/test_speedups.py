@@ -709,6 +709,33 @@ def test_the_compiled_digest_equals_python_xxhash_at_its_boundaries(size: int) -
 
 
 @needs_speedups
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [100, 70_000, 5, 65_536, 65_535, (1 << 20) + 3, 3],
+        [65_536, 1, 65_535, 240, 200_000],
+        [1023, 1025, 64_513, 65_537, 17],
+    ],
+)
+def test_small_and_large_updates_share_one_hash_state(sizes: list[int]) -> None:
+    """Updates under 64 KiB run xxHash's inlined update, larger ones the dispatched
+    (AVX2/AVX-512) one, on the same state: any mix of the two gives python-xxhash's
+    digest, at every step."""
+    import xxhash
+
+    assert speedups is not None
+    data = np.random.default_rng(len(sizes)).integers(0, 256, sum(sizes), dtype=np.uint8)
+    hasher, twin = speedups.Hasher(), xxhash.xxh3_128()
+    at = 0
+    for size in sizes:
+        hasher.update(data[at : at + size])
+        twin.update(data[at : at + size].tobytes())
+        at += size
+        assert hasher.digest() == twin.digest()
+    assert hasher.digest() == xxhash.xxh3_128(data.tobytes()).digest()
+
+
+@needs_speedups
 def test_the_compiled_hasher_refuses_what_is_not_bytes() -> None:
     assert speedups is not None
     with pytest.raises(TypeError):

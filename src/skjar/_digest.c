@@ -14,6 +14,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_hot.h"
 
 #define XXH_INLINE_ALL
 #include "_vendor/xxhash.h"
@@ -39,7 +40,7 @@ typedef struct {
     int busy; /* an update runs without the GIL: the state is not to be touched */
 } Hasher;
 
-void *
+SKJAR_HOT void *
 skjar_xxh3_new(void)
 {
     XXH3_state_t *state = XXH3_createState();
@@ -59,7 +60,7 @@ hasher_free_to_use(Hasher *self)
     return 1;
 }
 
-void
+SKJAR_HOT void
 skjar_xxh3_update(void *state, const void *data, size_t n)
 {
     if (n >= NOGIL_MIN) {
@@ -68,11 +69,14 @@ skjar_xxh3_update(void *state, const void *data, size_t n)
         Py_END_ALLOW_THREADS
     }
     else {
-        HASH_UPDATE(state, data, n);
+        /* The inlined baseline update, not the dispatched one: same state, same digest,
+         * and for these sizes as fast, but its code sits with this hot function rather
+         * than at the far end of the library (_hot.h). */
+        XXH3_128bits_update((XXH3_state_t *)state, data, n);
     }
 }
 
-void
+SKJAR_HOT void
 skjar_xxh3_digest(void *state, unsigned char out[16])
 {
     XXH128_canonical_t canonical;
@@ -80,7 +84,7 @@ skjar_xxh3_digest(void *state, unsigned char out[16])
     memcpy(out, canonical.digest, 16);
 }
 
-void
+SKJAR_HOT void
 skjar_xxh3_free(void *state)
 {
     XXH3_freeState((XXH3_state_t *)state);

@@ -46,6 +46,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_hot.h"
 #include <stdint.h>
 #include <string.h>
 #include <errno.h>
@@ -80,7 +81,7 @@ typedef struct {
     long long signed_flag, signature_size;
 } Spec;
 
-static uint64_t
+SKJAR_HOT static uint64_t
 le(const unsigned char *q, int n)
 {
     uint64_t v = 0;
@@ -90,7 +91,7 @@ le(const unsigned char *q, int n)
     return v;
 }
 
-static Py_ssize_t
+SKJAR_HOT static Py_ssize_t
 align_up(Py_ssize_t n, long long alignment)
 {
     return (Py_ssize_t)((n + alignment - 1) / alignment * alignment);
@@ -98,7 +99,7 @@ align_up(Py_ssize_t n, long long alignment)
 
 /* An open descriptor of the regular file at `path`, if it is small enough, and its size;
  * -1 otherwise (cannot open, not a regular file, too small or too large). */
-static int
+SKJAR_HOT static int
 open_small(const char *path, Py_ssize_t path_len, const Spec *s, Py_ssize_t *size)
 {
     if (memchr(path, 0, (size_t)path_len) != NULL) {
@@ -130,7 +131,7 @@ open_small(const char *path, Py_ssize_t path_len, const Spec *s, Py_ssize_t *siz
  * cannot be encoded (an embedded NUL, undecodable text): the Python reader then
  * decides and names the fault. -2 with the exception set for any other failure (a
  * KeyboardInterrupt in a PathLike's __fspath__ is not swallowed). */
-static int
+SKJAR_HOT static int
 open_path(PyObject *path_arg, const Spec *s, Py_ssize_t *size)
 {
     PyObject *encoded = NULL;
@@ -183,7 +184,7 @@ open_region(PyObject *arg, const Spec *s, Source *src)
  * open_source takes them; their bytes are copied, never kept), a 4-tuple a file
  * object's region (open_region), anything else a path (open_path). 1: opened; 0: left
  * to the Python reader (nothing held, no error); -1: an error to raise. */
-static int
+SKJAR_HOT static int
 open_source_arg(PyObject *arg, const Spec *s, Source *src)
 {
     src->fd = -1;
@@ -211,7 +212,7 @@ open_source_arg(PyObject *arg, const Spec *s, Source *src)
     return src->fd >= 0 ? 1 : src->fd == -2 ? -1 : 0;
 }
 
-static void
+SKJAR_HOT static void
 close_source(Source *src)
 {
     if (src->fd >= 0 && !src->borrowed) {
@@ -225,7 +226,7 @@ close_source(Source *src)
 }
 
 /* Read n bytes at `offset` into `out`: 0, or -1 (an error, or the source is shorter). */
-static int
+SKJAR_HOT static int
 read_at(const Source *src, char *out, Py_ssize_t n, Py_ssize_t offset)
 {
     if (offset < 0 || n < 0 || offset > src->size || n > src->size - offset) {
@@ -258,7 +259,7 @@ read_at(const Source *src, char *out, Py_ssize_t n, Py_ssize_t offset)
  * from `length` bytes (compression.check_ratio). 1 with *n = length, *size and *kind (0
  * none, else compressed); 0 for anything else. Any argument may be NULL (a key missing
  * from the header). */
-static int
+SKJAR_HOT static int
 stored_section(PyObject *length, PyObject *size, PyObject *codec, Py_ssize_t limit,
                const Spec *s, int coded, Py_ssize_t *n, Py_ssize_t *decoded, int *kind)
 {
@@ -327,7 +328,7 @@ pack_members(PyObject *members, Py_ssize_t decoded, const Spec *s)
     return end == decoded ? PyList_AsTuple(members) : NULL;
 }
 
-static int
+SKJAR_HOT static int
 all_zero(const unsigned char *p, Py_ssize_t n)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -348,7 +349,7 @@ typedef struct {
 } Piece;
 
 /* The piece holding file offset `off` (pieces are in file order and contiguous). */
-static Piece *
+SKJAR_HOT static Piece *
 holder(Piece *pieces, Py_ssize_t n, Py_ssize_t off)
 {
     for (Py_ssize_t k = 0; k < n; k++) {
@@ -360,7 +361,7 @@ holder(Piece *pieces, Py_ssize_t n, Py_ssize_t off)
 }
 
 /* The address of file bytes [off, off + len), which must lie within one piece, or NULL. */
-static const unsigned char *
+SKJAR_HOT static const unsigned char *
 at(Piece *pieces, Py_ssize_t n, Py_ssize_t off, Py_ssize_t len)
 {
     Piece *q = holder(pieces, n, off);
@@ -372,7 +373,7 @@ at(Piece *pieces, Py_ssize_t n, Py_ssize_t off, Py_ssize_t len)
 
 /* Feed file bytes [from, to) to `hasher`, then whether its digest equals the `size`
  * bytes at `expect`. */
-static int
+SKJAR_HOT static int
 digest_ok(void *hasher, Piece *pieces, Py_ssize_t n, Py_ssize_t from, Py_ssize_t to,
           const unsigned char *expect, long long size)
 {
@@ -391,7 +392,7 @@ digest_ok(void *hasher, Piece *pieces, Py_ssize_t n, Py_ssize_t from, Py_ssize_t
 }
 
 /* The format constants (format/reader.py's _SMALL_SPEC), checked to fit together. */
-static int
+SKJAR_HOT static int
 parse_spec(PyObject *spec, Spec *s, const char *who)
 {
     if (!PyArg_ParseTuple(spec, "y#y#iiLLLLLLLLLLLLiLL", &s->magic, &s->magic_len,
@@ -442,7 +443,7 @@ skjar_front_init(void)
 
 /* d[KEYS[k]], borrowed, or NULL (no error set: a lookup of a str key in an exact dict
  * cannot fail but for memory, which the caller's next allocation will meet). */
-static PyObject *
+SKJAR_HOT static PyObject *
 item(PyObject *d, int k)
 {
     PyObject *v = PyDict_GetItemWithError(d, KEYS[k]);
@@ -461,7 +462,7 @@ item(PyObject *d, int k)
  * those are the page-in helpers' size), and *coded is NULL when none is compressed,
  * else a new list holding, per section, None or (codec, size, members) - members a
  * pack's buffer sizes, or () - which format/reader.py's read_small decompresses. */
-static int
+SKJAR_HOT static int
 front_head(const Source *src, const Spec *s, unsigned char *pre, unsigned char **head_out,
            Py_ssize_t *header_length_out, PyObject **header_out, Py_ssize_t **spans_out,
            Py_ssize_t *count_out, Py_ssize_t *data_end_out, PyObject **coded, int *is_signed)
@@ -622,7 +623,7 @@ not_taken:
  * well-formed by that alone, so only declared_names' type checks are repeated here; the
  * versions here are read as metadata.here_packages reads an imported module's (its
  * __version__, a str), and a package not imported is left to Python. */
-static PyObject *
+SKJAR_HOT static PyObject *
 fast_admit(PyObject *header, PyObject *known)
 {
     PyObject *trust, *packages, *out = NULL;
@@ -709,7 +710,7 @@ not_fast:
 
 /* A memoryview of the file's bytes [off, off + len), which lie in the piece `q`: of its
  * own allocation, or of `array`, the memoryview of the shared one. */
-static PyObject *
+SKJAR_HOT static PyObject *
 piece_view(const Piece *q, PyObject *array, Py_ssize_t off, Py_ssize_t len)
 {
     PyObject *whole = q->owner ? PyMemoryView_FromObject(q->owner) : Py_NewRef(array);
@@ -736,7 +737,7 @@ views_of(Piece *pieces, Py_ssize_t npieces, PyObject *array, Py_ssize_t end)
     return out;
 }
 
-PyObject *
+SKJAR_HOT PyObject *
 skjar_read_small(PyObject *self, PyObject *args)
 {
     PyObject *source_arg, *admit, *spec, *known, *mapper, *check_signature;

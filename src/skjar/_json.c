@@ -18,6 +18,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_hot.h"
 #include <stdint.h>
 #include <string.h>
 
@@ -33,7 +34,7 @@ typedef struct {
  * decides), NULL with an error set is a real failure (out of memory). */
 static PyObject *value(Json *j);
 
-static void
+SKJAR_HOT static void
 skip_space(Json *j)
 {
     while (j->pos < j->end) {
@@ -69,7 +70,7 @@ hex4(const unsigned char *q, Py_UCS4 *out)
 #define SHORT_SLOTS 256
 static PyObject *short_strings[SHORT_SLOTS];
 
-static PyObject *
+SKJAR_HOT static PyObject *
 short_ascii(const unsigned char *q, Py_ssize_t n)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
@@ -91,7 +92,7 @@ short_ascii(const unsigned char *q, Py_ssize_t n)
 }
 
 /* A string; j->pos is just past its opening quote. */
-static PyObject *
+SKJAR_HOT static PyObject *
 string(Json *j)
 {
     Py_ssize_t start = j->pos;
@@ -206,7 +207,7 @@ fail:
     return NULL;
 }
 
-static PyObject *
+SKJAR_HOT static PyObject *
 number(Json *j)
 {
     Py_ssize_t start = j->pos;
@@ -260,7 +261,7 @@ number(Json *j)
     return PyFloat_FromDouble(d);
 }
 
-static int
+SKJAR_HOT static int
 literal(Json *j, const char *word)
 {
     size_t n = strlen(word);
@@ -272,7 +273,7 @@ literal(Json *j, const char *word)
 }
 
 /* Skip white space, then take the next byte if it is `c`: 1 if taken, else 0. */
-static int
+SKJAR_HOT static int
 take_byte(Json *j, unsigned char c)
 {
     skip_space(j);
@@ -285,7 +286,7 @@ take_byte(Json *j, unsigned char c)
 
 /* After a container's item: 1 at its closing `close`, 0 at a comma (either taken), -1
  * at anything else. */
-static int
+SKJAR_HOT static int
 next_item(Json *j, unsigned char close)
 {
     skip_space(j);
@@ -296,7 +297,7 @@ next_item(Json *j, unsigned char close)
     return c == close ? 1 : c == ',' ? 0 : -1;
 }
 
-static PyObject *
+SKJAR_HOT static PyObject *
 array(Json *j)
 {
     PyObject *list = PyList_New(0);
@@ -326,7 +327,7 @@ array(Json *j)
     return NULL;
 }
 
-static PyObject *
+SKJAR_HOT static PyObject *
 object(Json *j)
 {
     PyObject *dict = PyDict_New();
@@ -372,7 +373,7 @@ object(Json *j)
     return NULL;
 }
 
-static PyObject *
+SKJAR_HOT static PyObject *
 value(Json *j)
 {
     skip_space(j);
@@ -405,7 +406,7 @@ value(Json *j)
 
 /* The value of the n bytes at p; NULL with no error set when not fine (the reader
  * front, _front.c, calls this too). */
-PyObject *
+SKJAR_HOT PyObject *
 skjar_json_parse(const unsigned char *p, Py_ssize_t n)
 {
     Json j = {p, 0, n, 0};

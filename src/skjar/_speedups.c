@@ -12,6 +12,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_hot.h"
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
@@ -24,7 +25,7 @@
 #endif
 #endif
 
-static int64_t
+SKJAR_HOT static int64_t
 read_i64(const char *p)
 {
     int64_t v;
@@ -33,7 +34,7 @@ read_i64(const char *p)
 }
 
 /* An integer of 1, 2, 4 or 8 bytes, native order; a uint64 past INT64_MAX turns negative. */
-static inline int64_t
+SKJAR_HOT static inline int64_t
 read_int(const char *q, Py_ssize_t itemsize, int is_signed)
 {
     if (itemsize == 8) {
@@ -50,20 +51,20 @@ read_int(const char *q, Py_ssize_t itemsize, int is_signed)
     return is_signed ? (int64_t)(int8_t)*q : (int64_t)(uint8_t)*q;
 }
 
-static int
+SKJAR_HOT static int
 valid_width(Py_ssize_t itemsize)
 {
     return itemsize == 1 || itemsize == 2 || itemsize == 4 || itemsize == 8;
 }
 
-static int
+SKJAR_HOT static int
 field_fits(Py_ssize_t offset, Py_ssize_t size, Py_ssize_t itemsize)
 {
     return offset >= 0 && itemsize >= size && offset <= itemsize - size;
 }
 
 /* The node loop of tree_ok: 1 fine, 0 not fine, -1 no memory (nothing set). */
-static int
+SKJAR_HOT static int
 tree_nodes_ok(const char *base, Py_ssize_t n, Py_ssize_t itemsize, Py_ssize_t off_left,
               Py_ssize_t off_right, Py_ssize_t off_feature, Py_ssize_t n_features,
               Py_ssize_t max_depth)
@@ -142,7 +143,7 @@ tree_ok(PyObject *self, PyObject *args)
     return ok < 0 ? PyErr_NoMemory() : PyBool_FromLong(ok);
 }
 
-static uint64_t
+SKJAR_HOT static uint64_t
 read_unsigned(const char *p, int size)
 {
     if (size == 1) {
@@ -154,7 +155,7 @@ read_unsigned(const char *p, int size)
 }
 
 /* The node loop of predictor_ok. */
-static int
+SKJAR_HOT static int
 predictor_nodes_ok(const char *base, Py_ssize_t n, Py_ssize_t itemsize, Py_ssize_t off_left,
                    Py_ssize_t off_right, Py_ssize_t off_feature, Py_ssize_t off_leaf,
                    Py_ssize_t off_cat, Py_ssize_t off_bitset, Py_ssize_t n_bitsets,
@@ -183,7 +184,7 @@ predictor_nodes_ok(const char *base, Py_ssize_t n, Py_ssize_t itemsize, Py_ssize
 
 /* PREDICTOR_RECORD_DTYPE's fields at these offsets fit an `itemsize`-byte record: left,
  * right and bitset_idx uint32, feature_idx int64, is_leaf and is_categorical uint8. */
-static int
+SKJAR_HOT static int
 predictor_fields_fit(Py_ssize_t itemsize, Py_ssize_t off_left, Py_ssize_t off_right,
                      Py_ssize_t off_feature, Py_ssize_t off_leaf, Py_ssize_t off_cat,
                      Py_ssize_t off_bitset)
@@ -237,7 +238,7 @@ predictor_ok(PyObject *self, PyObject *args)
 /* -- whole-state checks: a Tree's or a TreePredictor's state in one call ------------ */
 
 /* An exact int >= low, in *out; 0 for anything else (the twin also takes numpy integers). */
-static int
+SKJAR_HOT static int
 exact_int(PyObject *value, long long low, long long *out)
 {
     if (value == NULL || !PyLong_CheckExact(value)) {
@@ -261,7 +262,7 @@ static struct {
     PyObject *key;
 } state_keys[STATE_KEYS];
 
-static PyObject *
+SKJAR_HOT static PyObject *
 state_item(PyObject *state, const char *name)
 {
     PyObject *key = NULL;
@@ -316,7 +317,7 @@ typedef struct {
 
 /* The buffer format numpy exports for a dtype of kind i, u or f in native byte order -
  * its type character - in *format, and that type's size; 0 for any other dtype. */
-static Py_ssize_t
+SKJAR_HOT static Py_ssize_t
 simple_type(PyObject *descr, const char **format)
 {
     const DescrFields *d = (const DescrFields *)descr;
@@ -343,7 +344,7 @@ simple_type(PyObject *descr, const char **format)
 
 /* A dtype's itemsize, read as Python reads it (where numpy's C struct keeps it differs
  * between numpy 1 and 2); 0 on any failure. */
-static Py_ssize_t
+SKJAR_HOT static Py_ssize_t
 descr_itemsize(PyObject *descr)
 {
     static PyObject *name;
@@ -375,7 +376,7 @@ static char FIELDS_VIEW;
  * array (a malloc, and a format string each time), which was about half of the time a
  * 100-predictor HistGradientBoosting's checks took in a fresh process. Anything else is
  * exported. */
-static int
+SKJAR_HOT static int
 array_view_of(PyObject *obj, PyObject *ndarray, Py_buffer *view, int flags, int record)
 {
     if (obj == NULL || !PyObject_TypeCheck(obj, (PyTypeObject *)ndarray)) {
@@ -416,13 +417,13 @@ array_view_of(PyObject *obj, PyObject *ndarray, Py_buffer *view, int flags, int 
     return 1;
 }
 
-static int
+SKJAR_HOT static int
 array_view(PyObject *obj, PyObject *ndarray, Py_buffer *view, int flags)
 {
     return array_view_of(obj, ndarray, view, flags, 0);
 }
 
-static void
+SKJAR_HOT static void
 view_release(Py_buffer *view)
 {
     if (view->internal == &FIELDS_VIEW) {
@@ -433,7 +434,7 @@ view_release(Py_buffer *view)
 }
 
 /* The numpy kind of a scalar buffer format in native byte order: 'i', 'u', 'f', or 0. */
-static char
+SKJAR_HOT static char
 format_kind(const char *format)
 {
     if (format == NULL) {
@@ -461,7 +462,7 @@ format_kind(const char *format)
 static PyObject *known_same[KNOWN_SAME][2]; /* (expected, dtype), strong references */
 static int known_next;
 
-static int
+SKJAR_HOT static int
 dtype_matches(PyObject *arr, PyObject *expected)
 {
     PyObject *dtype = Py_NewRef(((const ArrayFields *)arr)->descr);
@@ -487,7 +488,7 @@ dtype_matches(PyObject *arr, PyObject *expected)
 
 /* A 1-d C-contiguous array of `expected`'s dtype with `itemsize`-byte records: 1 and its
  * buffer in *view (release it), else 0. */
-static int
+SKJAR_HOT static int
 records_view(PyObject *obj, PyObject *ndarray, PyObject *expected, Py_ssize_t itemsize,
              Py_buffer *view)
 {
@@ -513,7 +514,7 @@ records_view(PyObject *obj, PyObject *ndarray, PyObject *expected, Py_ssize_t it
  * order), and check_tree's Python then decides and names the fault. A 100-tree
  * gradient boosting spent ~0.7 ms of a 5.3 ms first load in these checks' Python.
  */
-static PyObject *
+SKJAR_HOT static PyObject *
 tree_state_ok(PyObject *self, PyObject *args)
 {
     PyObject *targs, *state, *ndarray, *expected;
@@ -575,7 +576,7 @@ tree_state_ok(PyObject *self, PyObject *args)
  * arrays unsigned, 2-d, of one shape, 8 words wide. True only where check_predictor
  * passes; False sends the caller to its Python, as for tree_state_ok.
  */
-static PyObject *
+SKJAR_HOT static PyObject *
 predictor_state_ok(PyObject *self, PyObject *args)
 {
     PyObject *state, *ndarray, *expected;
@@ -630,7 +631,7 @@ predictor_state_ok(PyObject *self, PyObject *args)
  * the caller then runs its numpy twin. A 100-tree model made 100 calls, each exporting a
  * buffer, where this makes one.
  */
-static PyObject *
+SKJAR_HOT static PyObject *
 predictors_ok(PyObject *self, PyObject *args)
 {
     PyObject *arrays, *ndarray, *expected;
@@ -867,7 +868,7 @@ columns_ok(PyObject *self, PyObject *mapping)
 }
 
 /* binary_tree_ok's loop over `n_nodes` records (fields checked by the caller). */
-static int
+SKJAR_HOT static int
 binary_nodes_ok(const char *base, Py_ssize_t n_nodes, Py_ssize_t itemsize, Py_ssize_t off_start,
                 Py_ssize_t off_end, Py_ssize_t off_leaf, Py_ssize_t n)
 {
@@ -919,7 +920,7 @@ binary_tree_ok(PyObject *self, PyObject *args)
 
 /* Whether all `count` native integers at `p` (`itemsize` 1, 2, 4 or 8, checked by the
  * caller) lie in [0, n), n >= 0: below's loop. */
-static int
+SKJAR_HOT static int
 values_below(const char *p, Py_ssize_t count, Py_ssize_t itemsize, int is_signed, Py_ssize_t n)
 {
     const uint64_t limit = (uint64_t)n;
@@ -992,7 +993,7 @@ below(PyObject *self, PyObject *args)
 
 /* A float array (any float width, native order) of `ndim` dimensions, its shape in
  * `shape` (at least `ndim` slots): 1, else 0 with nothing set. `obj` may be NULL. */
-static int
+SKJAR_HOT static int
 float_shape(PyObject *obj, PyObject *ndarray, int ndim, Py_ssize_t *shape)
 {
     Py_buffer view;
@@ -1008,7 +1009,7 @@ float_shape(PyObject *obj, PyObject *ndarray, int ndim, Py_ssize_t *shape)
 }
 
 /* Whether the str `text` starts with the ASCII `prefix`. */
-static int
+SKJAR_HOT static int
 starts_with(PyObject *text, const char *prefix)
 {
     const Py_ssize_t len = (Py_ssize_t)strlen(prefix);
@@ -1029,7 +1030,7 @@ starts_with(PyObject *text, const char *prefix)
  * metric whose own vector or matrix must be read (the twin decides). (Not "has a
  * __getstate__": from Python 3.11 None has one, and a tree given None as its metric
  * loaded and dereferenced NULL on its first query - a fuzz finding.) */
-static int
+SKJAR_HOT static int
 metric_fits(PyObject *metric, PyObject *metric_class, Py_ssize_t d)
 {
     const int is_metric = PyObject_IsInstance(metric, metric_class);
@@ -1061,7 +1062,7 @@ metric_fits(PyObject *metric, PyObject *metric_class, Py_ssize_t d)
  * False sends the caller to it. A 3-neighbours iris model spent about a sixth of its
  * first load in that Python.
  */
-static PyObject *
+SKJAR_HOT static PyObject *
 binary_tree_state_ok(PyObject *self, PyObject *args)
 {
     PyObject *state, *ndarray, *metric_class, *expected;
@@ -1131,7 +1132,7 @@ binary_tree_state_ok(PyObject *self, PyObject *args)
  * sklearn.check_distance_metric's checks on a DistanceMetric's (p, vec, mat): a float
  * p, a 1-d float vec, a square 2-d float mat. False sends the caller to the twin.
  */
-static PyObject *
+SKJAR_HOT static PyObject *
 distance_metric_state_ok(PyObject *self, PyObject *args)
 {
     PyObject *state, *ndarray;
@@ -1150,7 +1151,7 @@ distance_metric_state_ok(PyObject *self, PyObject *args)
  * wide without the twin: a metric named by a str (or None; anything else, a
  * DistanceMetric included, goes to the twin), haversine only for d == 2, and every
  * array among the params d (or d x d) wide. */
-static int
+SKJAR_HOT static int
 metric_pair_fits(PyObject *metric, PyObject *params, PyObject *ndarray, Py_ssize_t d)
 {
     if (metric != NULL && metric != Py_None &&
@@ -1189,7 +1190,7 @@ metric_pair_fits(PyObject *metric, PyObject *params, PyObject *ndarray, Py_ssize
  * that width (metric_pair_fits). True for an unfitted dict too; False (a sparse _fit_X,
  * a DistanceMetric object, anything unusual) sends the caller to the twin.
  */
-static PyObject *
+SKJAR_HOT static PyObject *
 neighbors_state_ok(PyObject *self, PyObject *args)
 {
     PyObject *state, *ndarray;
@@ -1230,7 +1231,7 @@ neighbors_state_ok(PyObject *self, PyObject *args)
  * True for an unfitted dict too; False (sparse parts, a kernel that is not a str,
  * anything unusual) sends the caller to the twin.
  */
-static PyObject *
+SKJAR_HOT static PyObject *
 libsvm_state_ok(PyObject *self, PyObject *args)
 {
     PyObject *state, *ndarray;
@@ -1361,7 +1362,7 @@ address(PyObject *self, PyObject *args)
  */
 /* Map in the whole pages inside the n bytes at p for writing: 1 when done, 0 where the
  * platform or kernel cannot. Needs no GIL (the reader front calls it too: _front.c). */
-int
+SKJAR_HOT int
 skjar_populate(void *p, Py_ssize_t n)
 {
 #if defined(__linux__)
@@ -1446,7 +1447,7 @@ start_writeback(PyObject *self, PyObject *args)
  * small model. os.environ writes through to the C environment (putenv, unsetenv), so
  * the answers agree; True only means "look": signing.verify_keys then reads os.environ.
  */
-static PyObject *
+SKJAR_HOT static PyObject *
 env_set(PyObject *self, PyObject *arg)
 {
     const char *name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;

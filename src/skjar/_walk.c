@@ -38,6 +38,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_hot.h"
 #include <stdint.h>
 #include <string.h>
 
@@ -96,7 +97,7 @@ incomplete(void)
     return NULL;
 }
 
-static uint64_t
+SKJAR_HOT static uint64_t
 be(const unsigned char *q, int n)
 {
     uint64_t v = 0;
@@ -107,7 +108,7 @@ be(const unsigned char *q, int n)
 }
 
 /* The next n bytes of the payload, or NULL (ValueError) past its end. */
-static const unsigned char *
+SKJAR_HOT static const unsigned char *
 take(Walk *w, Py_ssize_t n)
 {
     if (n < 0 || n > w->end - w->pos) {
@@ -119,7 +120,7 @@ take(Walk *w, Py_ssize_t n)
     return q;
 }
 
-static int
+SKJAR_HOT static int
 push(Walk *w, Frame f)
 {
     if (w->sp == w->cap) {
@@ -137,7 +138,7 @@ push(Walk *w, Frame f)
 }
 
 /* Open a list or map of n items (pairs); *value is set instead when n is 0. */
-static int
+SKJAR_HOT static int
 open_container(Walk *w, int kind, uint64_t n, PyObject **value)
 {
     uint64_t need = kind == F_MAP ? 2 * n : n; /* each item takes a byte at least */
@@ -169,7 +170,7 @@ open_container(Walk *w, int kind, uint64_t n, PyObject **value)
 }
 
 /* Open a typed node whose payload is the next n bytes. */
-static int
+SKJAR_HOT static int
 open_node(Walk *w, int code, Py_ssize_t n)
 {
     if (n > w->end - w->pos) {
@@ -231,7 +232,7 @@ open_node(Walk *w, int code, Py_ssize_t n)
  * The key is descr_dtype's cache key: the descr string, or for a structured descr its
  * fields as tuples (a field holding a list - a sub-array's shape - is unhashable there,
  * and here). */
-static PyObject *
+SKJAR_HOT static PyObject *
 known_dtype(Walk *w, PyObject *descr)
 {
     PyObject *key, *known;
@@ -271,7 +272,7 @@ known_dtype(Walk *w, PyObject *descr)
  * Anything else - a descr the handler has not validated, a zero-size dtype, a size
  * that does not fit - returns NULL with no error set, before a buffer is taken, and
  * the handler decides (and names the fault). */
-static PyObject *
+SKJAR_HOT static PyObject *
 fast_array(Walk *w, PyObject *payload)
 {
     if (!PyList_CheckExact(payload) || PyList_GET_SIZE(payload) != 4) {
@@ -365,7 +366,7 @@ fast_array(Walk *w, PyObject *payload)
  * anything else, returns NULL with no error set: the handler's, which names the fault.
  * (Its first run, and descr_dtype's, cost a forked process's load of svc ~20 page
  * faults.) */
-static PyObject *
+SKJAR_HOT static PyObject *
 fast_scalar(Walk *w, PyObject *payload)
 {
     if (!PyList_CheckExact(payload) || PyList_GET_SIZE(payload) != 2 ||
@@ -394,7 +395,7 @@ fast_scalar(Walk *w, PyObject *payload)
 
 /* An exact int's value if it fits a long, else -1 (no error set): for node fields that
  * must be one of a few small codes. */
-static long
+SKJAR_HOT static long
 small_int(PyObject *value)
 {
     if (!PyLong_CheckExact(value)) {
@@ -448,7 +449,7 @@ guarded_failure(Walk *w, PyObject *name, const char *step)
  * import, an error to word - is Python's. A forked process's first load spent ~60 page faults
  * in that Python (require, resolve, lookup and _plan's first runs). The twin is
  * objects._plan: tests/test_walk.py compares them on every default name. */
-static PyObject *
+SKJAR_HOT static PyObject *
 default_plan(Walk *w, int code, PyObject *name)
 {
     PyObject *use = code == w->instance_code ? str_object : str_call;
@@ -528,7 +529,7 @@ default_plan(Walk *w, int code, PyObject *name)
 
 /* getattr(obj, name, None) as a new reference: NULL only with an error other than
  * AttributeError set. */
-static PyObject *
+SKJAR_HOT static PyObject *
 attr_or_none(PyObject *obj, PyObject *name)
 {
     PyObject *value = PyObject_GetAttr(obj, name);
@@ -546,7 +547,7 @@ attr_or_none(PyObject *obj, PyObject *name)
  * first run's Python (~10 page faults in a forked process) is saved: the answer is the
  * same. The twin is objects._setter (tests/test_walk.py compares them on every default
  * class). */
-static PyObject *
+SKJAR_HOT static PyObject *
 class_setter(Walk *w, PyObject *cls)
 {
     int stateless = PyObject_IsSubclass(cls, w->not_stateful);
@@ -579,7 +580,7 @@ class_setter(Walk *w, PyObject *cls)
 
 /* `plan_fn(dec, code, name)` or `setter_fn(type)` once per key, cached in `cache`:
  * borrowed, Py_None where the fast path does not apply, NULL with an error set. */
-static PyObject *
+SKJAR_HOT static PyObject *
 cached_plan(Walk *w, PyObject *cache, PyObject *key, PyObject *fn, int code)
 {
     PyObject *plan = PyDict_GetItemWithError(cache, key);
@@ -612,7 +613,7 @@ cached_plan(Walk *w, PyObject *cache, PyObject *key, PyObject *fn, int code)
 /* Charge building a container of `count` items from `items` to the load, as
  * Decoder.expand(items, what) does; past the budget expand itself raises its error.
  * 0, or -1 with an error set. */
-static int
+SKJAR_HOT static int
 expand(Walk *w, PyObject *items, Py_ssize_t count, PyObject *what)
 {
     PyObject *used = PyObject_GetAttr(w->dec, str_expanded);
@@ -638,7 +639,7 @@ expand(Walk *w, PyObject *items, Py_ssize_t count, PyObject *what)
 /* objects._validate(dec, name, args, state) for a dict, tuple or None state, with no
  * object awaiting its state (else the Python function itself runs); `check` as the plan
  * gives it (see default_plan). 0, or -1 with an error. */
-static int
+SKJAR_HOT static int
 validate(Walk *w, PyObject *name, PyObject *args, PyObject *state, PyObject *check)
 {
     if ((state != Py_None && !PyDict_CheckExact(state) && !PyTuple_CheckExact(state)) ||
@@ -691,7 +692,7 @@ validate(Walk *w, PyObject *name, PyObject *args, PyObject *state, PyObject *che
  * unusual after the object exists - another state mode, items, a class without
  * __setstate__ - goes to objects.finish, the handlers' own last steps. Returns NULL
  * with no error set for a node the handler must build from the start. */
-static PyObject *
+SKJAR_HOT static PyObject *
 fast_object(Walk *w, int code, PyObject *payload)
 {
     int instance = code == w->instance_code;
@@ -811,7 +812,7 @@ done:
  * Decoder.track_tuple would leave unrecorded (depth 1, work <= _UNTRACKED_WORK). A KD
  * tree's state is one: the handler's first run cost a forked process ~15 page faults.
  * Anything else returns NULL with no error set: the handler's. */
-static PyObject *
+SKJAR_HOT static PyObject *
 fast_tuple(Walk *w, PyObject *payload)
 {
     if (!PyList_CheckExact(payload) || PyList_GET_SIZE(payload) > w->untracked_work) {
@@ -841,7 +842,7 @@ fast_tuple(Walk *w, PyObject *payload)
 /* A ZIPDICT node [keys, values] of str keys, built as builtins._dec_zipdict builds it:
  * charged to the load, then dict(zip(keys, values)), a repeated key refused with the
  * handler's message. Anything else returns NULL with no error set: the handler's. */
-static PyObject *
+SKJAR_HOT static PyObject *
 fast_zipdict(Walk *w, PyObject *payload)
 {
     if (!PyList_CheckExact(payload) || PyList_GET_SIZE(payload) != 2) {
@@ -881,7 +882,7 @@ fast_zipdict(Walk *w, PyObject *payload)
     return out;
 }
 
-static PyObject *
+SKJAR_HOT static PyObject *
 call_node(Walk *w, int code, PyObject *fn, PyObject *payload)
 {
     if (code == w->tuple_code) {
@@ -953,7 +954,7 @@ call_node(Walk *w, int code, PyObject *fn, PyObject *payload)
 
 /* Build the node with its handler `fn` (NULL for shared nodes): the payload and fn (new
  * references) are consumed. */
-static PyObject *
+SKJAR_HOT static PyObject *
 build_node(Walk *w, int code, PyObject *fn, PyObject *payload)
 {
     PyObject *out = call_node(w, code, fn, payload);
@@ -963,7 +964,7 @@ build_node(Walk *w, int code, PyObject *fn, PyObject *payload)
 }
 
 /* Add a finished value to the map on top of the stack. */
-static int
+SKJAR_HOT static int
 map_add(Walk *w, Frame *f, PyObject *value)
 {
     if (f->key == NULL) {
@@ -1012,7 +1013,7 @@ fail:
 }
 
 /* Parse one value at w->pos: a scalar into *value, or open a container or node. */
-static int
+SKJAR_HOT static int
 read_value(Walk *w, PyObject **value)
 {
     const unsigned char *q = take(w, 1);
@@ -1121,7 +1122,7 @@ str:
     return *value == NULL ? -1 : 0;
 }
 
-static PyObject *
+SKJAR_HOT static PyObject *
 run(Walk *w)
 {
     for (;;) {
@@ -1226,14 +1227,14 @@ skjar_walk_init(void)
 }
 
 /* `tuple[i]`, borrowed, if it is exactly of `type`; else NULL (no error set). */
-static PyObject *
+SKJAR_HOT static PyObject *
 static_item(PyObject *tuple, Py_ssize_t i, PyTypeObject *type)
 {
     PyObject *item = PyTuple_GET_ITEM(tuple, i);
     return Py_IS_TYPE(item, type) ? item : NULL;
 }
 
-static int
+SKJAR_HOT static int
 static_ints(PyObject *tuple, Py_ssize_t from, int *const *out, Py_ssize_t n)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -1249,7 +1250,7 @@ static_ints(PyObject *tuple, Py_ssize_t from, int *const *out, Py_ssize_t n)
 }
 
 /* The object steps, WALK_STATIC[4]: (iiiiiiOOOOOO!O!O!O!in). */
-static int
+SKJAR_HOT static int
 parse_steps(Walk *w, PyObject *steps)
 {
     if (!PyTuple_CheckExact(steps) || PyTuple_GET_SIZE(steps) != 17) {
@@ -1285,7 +1286,7 @@ parse_steps(Walk *w, PyObject *steps)
  * take a reference to each item of a nested tuple (PySequence_GetItem), and in a process
  * forked from one that never loaded, each item's reference count written was a page
  * copied (12 a load). This reads items and values only. 0, or -1 with a TypeError. */
-static int
+SKJAR_HOT static int
 parse_static(Walk *w, PyObject *static_, int steps_alone)
 {
     PyObject *limits, *arrays;
@@ -1355,7 +1356,7 @@ skjar_walk_setter(PyObject *self, PyObject *args)
     return class_setter(&w, cls);
 }
 
-PyObject *
+SKJAR_HOT PyObject *
 skjar_walk(PyObject *self, PyObject *args)
 {
     Py_buffer tree;
