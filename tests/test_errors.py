@@ -617,6 +617,33 @@ def test_version_skew_warns_naming_both_versions(jar: bytes, model: Any) -> None
     assert info.version_skew == {"scikit-learn": ("0.24.2", sklearn.__version__)}
 
 
+def test_version_skew_follows_the_modules_imported_now(
+    jar: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process's versions are kept while the same modules are imported: a module
+    replaced in sys.modules (a reload, a shim) is read afresh, and the kept versions are
+    never handed out to be changed."""
+    import sys
+    import types
+
+    import numpy
+    import scipy
+
+    from skjar.metadata import here_packages
+
+    assert skjar.inspect(jar).version_skew == {}
+    assert skjar.inspect(jar).version_skew == {}  # from the kept versions
+    shim = types.ModuleType("scipy")
+    shim.__version__ = "0.0.1"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "scipy", shim)
+    assert skjar.inspect(jar).version_skew == {"scipy": (scipy.__version__, "0.0.1")}
+    monkeypatch.undo()
+    assert skjar.inspect(jar).version_skew == {}
+    here_packages()["numpy"] = "0.0.0"
+    assert here_packages()["numpy"] == numpy.__version__
+    assert skjar.inspect(jar).version_skew == {}
+
+
 def test_version_skew_warning_points_at_the_caller(jar: bytes, tmp_path: Path) -> None:
     data = _with_versions(jar, scikit_learn="0.24.2")
     path = tmp_path / "old.skjar"

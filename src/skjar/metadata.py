@@ -56,7 +56,26 @@ def _installed_version(distribution: str) -> str:
 def here_packages() -> dict[str, str]:
     """This process's numpy/scipy/scikit-learn versions: an imported module's own, else the
     installed one (read once). The compiled front reads them the same way (SKEW_MODULES)."""
-    return {package: _package_version(module, package) for module, package in SKEW_MODULES}
+    return dict(_here_packages())
+
+
+def _here_packages() -> dict[str, str]:
+    """here_packages, kept while the same three modules are imported: every inspect asks,
+    and its nine Python steps were a large part of a cold inspect's time (the benchmark's
+    inspect follows a load in another process)."""
+    global _HERE
+    modules = tuple(map(sys.modules.get, _SKEW_MODULE_NAMES))
+    if _HERE is not None and _HERE[0] == modules:  # (a module compares by identity)
+        return _HERE[1]
+    here = {package: _package_version(module, package) for module, package in SKEW_MODULES}
+    if None not in modules:
+        _HERE = (modules, here)
+    return here
+
+
+_SKEW_MODULE_NAMES = tuple(module for module, _ in SKEW_MODULES)
+# (the modules, their versions): never handed out, here_packages copies it
+_HERE: tuple[tuple[Any, ...], dict[str, str]] | None = None
 
 
 def environment(names: dict[str, tuple[str, set[str]]] | None = None) -> dict[str, Any]:
@@ -349,7 +368,7 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
 
 def version_skew(env: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """Packages whose version differs between the jar and this process: name -> (jar, here)."""
-    here = here_packages()  # exactly the SKEW_PACKAGES
+    here = _here_packages()  # exactly the SKEW_PACKAGES (read here, never changed)
     theirs = env.get("packages", {}) if isinstance(env.get("packages"), dict) else {}
     if here.items() <= theirs.items():
         return {}  # the usual answer, from one comparison
