@@ -52,7 +52,8 @@ def test_every_compiled_helper_is_listed_and_built() -> None:
     here = Path(_compiled.__file__).parent
     source = (here / "_speedups.c").read_text()
     defined = set(re.findall(r'\{"(\w+)", [^,]+, METH_', source))
-    defined |= set(re.findall(r'PyModule_AddObject\(module, "(\w+)"', (here / "_digest.c").read_text()))
+    for name in ("_digest.c", "_speedups.c"):  # types: the Hasher, CompiledCheck
+        defined |= set(re.findall(r'PyModule_AddObject\(module, "(\w+)"', (here / name).read_text()))
     assert defined == set(_compiled.HELPERS)
     (api,) = re.findall(r"#define SKJAR_SPEEDUPS_API (\d+)", source)
     assert int(api) == _compiled.API
@@ -847,3 +848,76 @@ def test_columns_ok_accepts_nothing_its_twin_refuses(
         assert twin == "accepted", (mapping, twin)
     if honest:
         assert compiled and twin == "accepted"
+
+
+# -- meaning checks whose compiled twin runs first (CompiledCheck) ----------------------
+@needs_speedups
+def test_a_compiled_check_calls_its_python_check_only_when_the_twin_says_no() -> None:
+    """check(args, state) runs getattr(compiled.speedups, name)(state, *extra), looked up on
+    each call; the Python check runs when that answers anything but True, or when there
+    are no compiled helpers, and an error in the twin is the caller's."""
+    assert speedups is not None
+    calls: list[Any] = []
+
+    class Twins:  # stands for _compiled.speedups
+        def __init__(self, answer: Any) -> None:
+            self.answer = answer
+
+        def twin(self, *got: Any) -> Any:
+            calls.append(("twin", got))
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+    class Compiled:  # stands for the _compiled module
+        speedups: Any = Twins(True)
+
+    def check(args: Any, state: Any) -> None:
+        calls.append(("check", (args, state)))
+        raise CorruptFileError("the Python check names the fault")
+
+    checked = speedups.CompiledCheck(Compiled, "twin", (1, 2), check)
+    assert checked((), {"a": 1}) is None
+    assert calls == [("twin", ({"a": 1}, 1, 2))]
+    for answer, expect in [
+        (False, [("twin", ("s", 1, 2)), ("check", ((), "s"))]),
+        (1, [("twin", ("s", 1, 2)), ("check", ((), "s"))]),  # truthy is not True
+        (None, [("check", ((), "s"))]),  # no compiled helpers: the Python check alone
+    ]:
+        calls.clear()
+        Compiled.speedups = Twins(answer) if answer is not None else None
+        with pytest.raises(CorruptFileError, match="names the fault"):
+            checked((), "s")
+        assert calls == expect
+    Compiled.speedups = Twins(ValueError("the twin's own error"))
+    with pytest.raises(ValueError, match="own error"):
+        checked((), "s")
+    with pytest.raises(TypeError):
+        checked("one argument")
+    with pytest.raises(TypeError):
+        checked((), "s", extra=1)
+    for bad in [
+        (Compiled, "twin", [1], check),  # extra: a tuple
+        (Compiled, "twin", tuple(range(9)), check),  # of at most 8
+        (Compiled, "twin", (), "not callable"),
+        (Compiled, b"twin", (), check),
+    ]:
+        with pytest.raises(TypeError):
+            speedups.CompiledCheck(*bad)
+
+
+@needs_speedups
+def test_the_registry_runs_these_checks_compiled_first() -> None:
+    """Each meaning check registered with a twin is a CompiledCheck naming a compiled
+    helper the loader requires, around the registered Python function."""
+    from skjar.codec import sklearn as checks
+    from skjar.codec.registry import VALIDATORS
+
+    assert speedups is not None
+    compiled = {v.name: v.check for v in VALIDATORS.values() if type(v) is speedups.CompiledCheck}
+    assert compiled == {
+        "neighbors_state_ok": checks.check_neighbors,
+        "distance_metric_state_ok": checks.check_distance_metric,
+        "libsvm_state_ok": checks.check_libsvm,
+    }
+    assert set(compiled) <= set(_compiled.HELPERS)

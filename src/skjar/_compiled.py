@@ -21,7 +21,7 @@ HELPERS = (
     "tree_state_ok", "predictor_state_ok", "columns_ok", "read_head", "env_set", "walk_plan",
     "walk_setter", "binary_tree_state_ok", "distance_metric_state_ok", "neighbors_state_ok",
     "libsvm_state_ok", "discard", "pack_tree", "encode", "encode_items", "encode_dict",
-    "predictors_ok", "objpool_last",
+    "predictors_ok", "objpool_last", "CompiledCheck",
 )
 # The helpers' calling conventions (SKJAR_SPEEDUPS_API in _speedups.c); a build of another
 # one is not used either (API 3: strdict reads values of any width, releases built keys;
@@ -42,8 +42,9 @@ HELPERS = (
 # sections and packs, and returns them as stored with their codings; 28: and signed jars,
 # checking their signature through its new argument; 29: read_head takes signed jars and
 # gives back their flags; 30: predictors_ok; 31: strdict maps its objects' memory in ahead,
-# objpool_last shows it).
-API = 31
+# objpool_last shows it; 32: CompiledCheck, meaning checks whose compiled twin runs with
+# no Python step).
+API = 32
 
 
 def _load() -> ModuleType | None:

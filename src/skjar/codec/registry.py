@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import _compiled
+
 if TYPE_CHECKING:
     from .decoder import Decoder
     from .encoder import Encoder, Path
@@ -70,12 +72,24 @@ def decodes(
     return register
 
 
-def validates(*names: str) -> Callable[[Callable[[Any, Any], None]], Callable[[Any, Any], None]]:
-    """Register a meaning check for the exact ``names``."""
+def validates(
+    *names: str, twin: str | None = None, extra: tuple[Any, ...] = ()
+) -> Callable[[Callable[[Any, Any], None]], Callable[[Any, Any], None]]:
+    """Register a meaning check for the exact ``names``.
+
+    ``twin``: the compiled whole-state check that ``fn`` tries first, as
+    ``_compiled.speedups.<twin>(state, *extra)``, saying True for a state it finds sound.
+    With the compiled helpers the registry then holds a ``CompiledCheck``, which runs the
+    twin with no Python step and ``fn`` only when the twin does not say True (a fresh
+    process's first call of a Python function costs page faults); ``fn`` itself stays
+    what it was, for every other caller.
+    """
 
     def register(fn: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+        make = getattr(_compiled.speedups, "CompiledCheck", None) if twin else None
+        check = fn if make is None else make(_compiled, twin, extra, fn)
         for name in names:
-            VALIDATORS[name] = fn
+            VALIDATORS[name] = check
         return fn
 
     return register

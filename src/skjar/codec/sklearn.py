@@ -591,7 +591,9 @@ def binary_tree_indexes(args: Any, state: Any) -> tuple[Any, ...]:
             "SokalMichenerDistance",
             "SokalSneathDistance",
         )
-    )
+    ),
+    twin="distance_metric_state_ok",
+    extra=(np.ndarray,),
 )
 def check_distance_metric(args: Any, state: Any) -> None:
     fast = _compiled.speedups
@@ -625,7 +627,7 @@ def libsvm_indexes(args: Any, state: Any) -> tuple[Any, ...]:
     return (state.get("support_"), state.get("_n_support")) if type(state) is dict else ()
 
 
-@validates(*_LIBSVM)
+@validates(*_LIBSVM, twin="libsvm_state_ok", extra=(np.ndarray,))
 def check_libsvm(args: Any, state: Any) -> None:
     fast = _compiled.speedups
     if fast is not None and fast.libsvm_state_ok(state, np.ndarray):
@@ -822,6 +824,8 @@ def _check_metric_width(metric: Any, params: Any, d: int, what: str) -> None:
     "sklearn.neighbors._classification.RadiusNeighborsClassifier",
     "sklearn.neighbors._regression.RadiusNeighborsRegressor",
     "sklearn.neighbors._graph.RadiusNeighborsTransformer",
+    twin="neighbors_state_ok",
+    extra=(np.ndarray,),
 )
 def check_neighbors(args: Any, state: Any) -> None:
     fast = _compiled.speedups
