@@ -876,7 +876,7 @@ def test_a_compiled_check_calls_its_python_check_only_when_the_twin_says_no() ->
         calls.append(("check", (args, state)))
         raise CorruptFileError("the Python check names the fault")
 
-    checked = speedups.CompiledCheck(Compiled, "twin", (1, 2), check)
+    checked = speedups.CompiledCheck(Compiled, "twin", (1, 2), check, False)
     assert checked((), {"a": 1}) is None
     assert calls == [("twin", ({"a": 1}, 1, 2))]
     for answer, expect in [
@@ -897,13 +897,50 @@ def test_a_compiled_check_calls_its_python_check_only_when_the_twin_says_no() ->
     with pytest.raises(TypeError):
         checked((), "s", extra=1)
     for bad in [
-        (Compiled, "twin", [1], check),  # extra: a tuple
-        (Compiled, "twin", tuple(range(9)), check),  # of at most 8
-        (Compiled, "twin", (), "not callable"),
-        (Compiled, b"twin", (), check),
+        (Compiled, "twin", [1], check, False),  # extra: a tuple, or a callable giving one
+        (Compiled, "twin", tuple(range(13)), check, False),  # of at most 12
+        (Compiled, "twin", (), "not callable", False),
+        (Compiled, b"twin", (), check, False),
+        (Compiled, "twin", (), check),
     ]:
         with pytest.raises(TypeError):
             speedups.CompiledCheck(*bad)
+
+
+@needs_speedups
+def test_a_compiled_check_can_pass_args_and_resolve_its_extra_arguments_once() -> None:
+    """``with_args``: the twin takes (args, state, *extra). ``extra`` given as a callable
+    (what only scikit-learn's own modules define) is called on first use and kept; one
+    that gives anything but a short tuple is an error, and is asked again next time."""
+    assert speedups is not None
+    calls: list[Any] = []
+    resolved: list[int] = []
+
+    class Twins:
+        def twin(self, *got: Any) -> bool:
+            calls.append(got)
+            return True
+
+    class Compiled:
+        speedups = Twins()
+
+    def extra() -> tuple[Any, ...]:
+        resolved.append(1)
+        return ("x", "y")
+
+    def check(args: Any, state: Any) -> None:
+        raise AssertionError("the twin said yes")
+
+    checked = speedups.CompiledCheck(Compiled, "twin", extra, check, True)
+    checked("args", "state")
+    checked("args2", "state2")
+    assert calls == [("args", "state", "x", "y"), ("args2", "state2", "x", "y")]
+    assert resolved == [1]  # kept after the first call
+    for wrong in (lambda: ["x"], lambda: tuple(range(13))):
+        broken = speedups.CompiledCheck(Compiled, "twin", wrong, check, False)
+        for _ in range(2):
+            with pytest.raises(TypeError, match="extra arguments"):
+                broken((), "s")
 
 
 @needs_speedups
@@ -914,10 +951,20 @@ def test_the_registry_runs_these_checks_compiled_first() -> None:
     from skjar.codec.registry import VALIDATORS
 
     assert speedups is not None
-    compiled = {v.name: v.check for v in VALIDATORS.values() if type(v) is speedups.CompiledCheck}
-    assert compiled == {
-        "neighbors_state_ok": checks.check_neighbors,
-        "distance_metric_state_ok": checks.check_distance_metric,
-        "libsvm_state_ok": checks.check_libsvm,
+    compiled = {
+        name: (v.name, getattr(v.check, "func", v.check))  # (a partial's function)
+        for name, v in VALIDATORS.items()
+        if type(v) is speedups.CompiledCheck
     }
-    assert set(compiled) <= set(_compiled.HELPERS)
+    assert set(compiled.values()) == {
+        ("neighbors_state_ok", checks.check_neighbors),
+        ("distance_metric_state_ok", checks.check_distance_metric),
+        ("libsvm_state_ok", checks.check_libsvm),
+        ("tree_state_ok", checks.check_tree),
+        ("predictor_state_ok", checks.check_predictor),
+        ("binary_tree_state_ok", checks.check_binary_tree),
+    }
+    assert {twin for twin, _ in compiled.values()} <= set(_compiled.HELPERS)
+    kd = VALIDATORS["sklearn.neighbors._kd_tree.KDTree"]
+    ball = VALIDATORS["sklearn.neighbors._ball_tree.BallTree"]
+    assert (kd.check.keywords, ball.check.keywords) == ({"planes": 2}, {"planes": 1})

@@ -1467,24 +1467,48 @@ env_set(PyObject *self, PyObject *arg)
     Py_RETURN_FALSE;
 }
 
-/* CompiledCheck(compiled, name, extra, check)
+/* CompiledCheck(compiled, name, extra, check, with_args)
  *
  * A meaning check as the registry calls it, check(args, state), whose compiled twin runs
- * with no Python step: getattr(compiled.speedups, name)(state, *extra), and `check` - the
- * Python function, which repeats that call and names the fault - only when the twin does
- * not answer True, or when compiled.speedups is None. The Python function around each
- * compiled whole-state check was otherwise a Python function's first call in every fresh
- * process's load: ~25 us and ~7 page faults in a forked child. The twin is looked up on
- * each call, so these checks follow _compiled.speedups as the Python ones do. Not tracked
- * by the cyclic GC: the registry holds these for the life of the process.
+ * with no Python step: getattr(compiled.speedups, name)(state, *extra) - or (args, state,
+ * *extra) `with_args` - and `check`, the Python function, which repeats that call and
+ * names the fault, only when the twin does not answer True, or when compiled.speedups is
+ * None. The Python function around each compiled whole-state check was otherwise a Python
+ * function's first call in every fresh process's load (~25 us and ~7 page faults in a
+ * forked child), and a Python call per tree of a forest. The twin is looked up on each
+ * call, so these checks follow _compiled.speedups as the Python ones do. `extra` is a
+ * tuple, or a callable giving it (what only the model's own modules define: scikit-learn
+ * is not imported until a model needs it), called on first use and kept. Not tracked by
+ * the cyclic GC: the registry holds these for the life of the process.
  */
-#define COMPILED_CHECK_MAX_EXTRA 8
+#define COMPILED_CHECK_MAX_EXTRA 12
 
 typedef struct {
     PyObject_HEAD
     PyObject *compiled, *name, *extra, *check;
+    int with_args;
     vectorcallfunc vectorcall;
 } CompiledCheck;
+
+/* The check's extra arguments, a new reference: resolved and kept on first use. */
+static PyObject *
+compiled_check_extra(CompiledCheck *self)
+{
+    if (PyTuple_CheckExact(self->extra)) {
+        return Py_NewRef(self->extra);
+    }
+    PyObject *got = PyObject_CallNoArgs(self->extra);
+    if (got != NULL &&
+        (!PyTuple_CheckExact(got) || PyTuple_GET_SIZE(got) > COMPILED_CHECK_MAX_EXTRA)) {
+        PyErr_Format(PyExc_TypeError, "CompiledCheck %R: its extra arguments must be a tuple "
+                     "of at most %d", self->name, COMPILED_CHECK_MAX_EXTRA);
+        Py_CLEAR(got);
+    }
+    if (got != NULL && !PyTuple_CheckExact(self->extra)) { /* (another thread may have) */
+        Py_SETREF(self->extra, Py_NewRef(got));
+    }
+    return got;
+}
 
 static PyObject *str_speedups;
 
@@ -1506,13 +1530,20 @@ compiled_check_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
         if (twin == NULL) {
             return NULL;
         }
-        PyObject *stack[1 + COMPILED_CHECK_MAX_EXTRA];
-        const Py_ssize_t n = PyTuple_GET_SIZE(self->extra);
-        stack[0] = args[1];
-        for (Py_ssize_t i = 0; i < n; i++) {
-            stack[1 + i] = PyTuple_GET_ITEM(self->extra, i);
+        PyObject *extra = compiled_check_extra(self);
+        if (extra == NULL) {
+            Py_DECREF(twin);
+            return NULL;
         }
-        PyObject *answer = PyObject_Vectorcall(twin, stack, (size_t)(1 + n), NULL);
+        PyObject *stack[2 + COMPILED_CHECK_MAX_EXTRA];
+        const Py_ssize_t lead = self->with_args ? 2 : 1, n = PyTuple_GET_SIZE(extra);
+        stack[0] = args[2 - lead]; /* args, then state; or state alone */
+        stack[1] = args[1];
+        for (Py_ssize_t i = 0; i < n; i++) {
+            stack[lead + i] = PyTuple_GET_ITEM(extra, i);
+        }
+        PyObject *answer = PyObject_Vectorcall(twin, stack, (size_t)(lead + n), NULL);
+        Py_DECREF(extra);
         Py_DECREF(twin);
         if (answer == NULL) {
             return NULL;
@@ -1533,17 +1564,20 @@ static PyObject *
 compiled_check_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     PyObject *compiled, *name, *extra, *check;
+    int with_args;
     if ((kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) ||
-        !PyArg_ParseTuple(args, "OUO!O:CompiledCheck", &compiled, &name, &PyTuple_Type, &extra,
-                          &check)) {
+        !PyArg_ParseTuple(args, "OUOOp:CompiledCheck", &compiled, &name, &extra, &check,
+                          &with_args)) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_TypeError, "CompiledCheck takes no keyword arguments");
         }
         return NULL;
     }
-    if (PyTuple_GET_SIZE(extra) > COMPILED_CHECK_MAX_EXTRA || !PyCallable_Check(check)) {
-        PyErr_SetString(PyExc_TypeError,
-                        "CompiledCheck: at most 8 extra arguments, and a callable check");
+    if (!(PyTuple_CheckExact(extra) ? PyTuple_GET_SIZE(extra) <= COMPILED_CHECK_MAX_EXTRA
+                                    : PyCallable_Check(extra)) ||
+        !PyCallable_Check(check)) {
+        PyErr_SetString(PyExc_TypeError, "CompiledCheck: extra must be a tuple of at most 12 "
+                        "items or a callable giving one, and check a callable");
         return NULL;
     }
     CompiledCheck *self = (CompiledCheck *)type->tp_alloc(type, 0);
@@ -1555,6 +1589,7 @@ compiled_check_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     PyUnicode_InternInPlace(&self->name);
     self->extra = Py_NewRef(extra);
     self->check = Py_NewRef(check);
+    self->with_args = with_args;
     self->vectorcall = compiled_check_call;
     return (PyObject *)self;
 }

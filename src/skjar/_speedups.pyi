@@ -88,6 +88,7 @@ class CompiledCheck:
     name: str
     check: Any
     def __init__(
-        self, compiled: Any, name: str, extra: tuple[Any, ...], check: Any, /
+        self, compiled: Any, name: str, extra: tuple[Any, ...] | Any, check: Any,
+        with_args: bool, /
     ) -> None: ...
     def __call__(self, args: Any, state: Any, /) -> None: ...

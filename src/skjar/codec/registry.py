@@ -73,21 +73,26 @@ def decodes(
 
 
 def validates(
-    *names: str, twin: str | None = None, extra: tuple[Any, ...] = ()
+    *names: str,
+    twin: str | None = None,
+    extra: tuple[Any, ...] | Callable[[], tuple[Any, ...]] = (),
+    with_args: bool = False,
 ) -> Callable[[Callable[[Any, Any], None]], Callable[[Any, Any], None]]:
     """Register a meaning check for the exact ``names``.
 
     ``twin``: the compiled whole-state check that ``fn`` tries first, as
-    ``_compiled.speedups.<twin>(state, *extra)``, saying True for a state it finds sound.
-    With the compiled helpers the registry then holds a ``CompiledCheck``, which runs the
-    twin with no Python step and ``fn`` only when the twin does not say True (a fresh
-    process's first call of a Python function costs page faults); ``fn`` itself stays
-    what it was, for every other caller.
+    ``_compiled.speedups.<twin>(state, *extra)`` (``(args, state, *extra)`` with
+    ``with_args``), saying True for a state it finds sound; ``extra`` may be a function
+    giving that tuple, called once, on first use. With the compiled helpers the registry
+    then holds a ``CompiledCheck``, which runs the twin with no Python step and ``fn``
+    only when the twin does not say True (a fresh process's first call of a Python
+    function costs page faults, and a forest's checks were a Python call per tree);
+    ``fn`` itself stays what it was, for every other caller.
     """
 
     def register(fn: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
         make = getattr(_compiled.speedups, "CompiledCheck", None) if twin else None
-        check = fn if make is None else make(_compiled, twin, extra, fn)
+        check = fn if make is None else make(_compiled, twin, extra, fn, with_args)
         for name in names:
             VALIDATORS[name] = check
         return fn

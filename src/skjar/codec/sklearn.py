@@ -81,13 +81,23 @@ def _children_ok(inner: np.ndarray, lc: np.ndarray, rc: np.ndarray, n: int, what
 
 
 # -- decision trees ---------------------------------------------------------
-@validates("sklearn.tree._tree.Tree")
-def check_tree(args: Any, state: Any) -> None:
+def _tree_twin_extra() -> tuple[Any, ...]:
+    """What ``tree_state_ok`` takes after (args, state)."""
     NODE_DTYPE = _imported("sklearn.tree._tree", "NODE_DTYPE")
     layout = _record_layout(NODE_DTYPE, ("left_child", "right_child", "feature"))
+    return (np.ndarray, NODE_DTYPE, *layout)
+
+
+@validates(
+    "sklearn.tree._tree.Tree", twin="tree_state_ok", extra=_tree_twin_extra, with_args=True
+)
+def check_tree(args: Any, state: Any) -> None:
+    NODE_DTYPE = _imported("sklearn.tree._tree", "NODE_DTYPE")
     fast = _compiled.speedups
-    if fast is not None and fast.tree_state_ok(args, state, np.ndarray, NODE_DTYPE, *layout):
+    twin_extra = _tree_twin_extra()
+    if fast is not None and fast.tree_state_ok(args, state, *twin_extra):
         return  # every check below, compiled: the common case of a checked load
+    layout = twin_extra[2:]
     what = "sklearn Tree"
     if type(args) is not list or len(args) != 3:
         raise _fail(what, "expected (n_features, n_classes, n_outputs)")
@@ -329,13 +339,21 @@ def predictor_indexes(args: Any, state: Any) -> tuple[Any, ...]:
     return (state.get("nodes"),) if type(state) is dict else ()
 
 
-@validates("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor")
+def _predictor_twin_extra() -> tuple[Any, ...]:
+    """What ``predictor_state_ok`` takes after the state."""
+    PREDICTOR_RECORD_DTYPE = _imported(_HGB_COMMON, "PREDICTOR_RECORD_DTYPE")
+    return (np.ndarray, PREDICTOR_RECORD_DTYPE, *_predictor_layout())
+
+
+@validates(
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    twin="predictor_state_ok",
+    extra=_predictor_twin_extra,
+)
 def check_predictor(args: Any, state: Any) -> None:
     PREDICTOR_RECORD_DTYPE = _imported(_HGB_COMMON, "PREDICTOR_RECORD_DTYPE")
     fast = _compiled.speedups
-    if fast is not None and fast.predictor_state_ok(
-        state, np.ndarray, PREDICTOR_RECORD_DTYPE, *_predictor_layout()
-    ):
+    if fast is not None and fast.predictor_state_ok(state, *_predictor_twin_extra()):
         return  # every check below, compiled (as for check_tree)
     what = "HistGradientBoosting TreePredictor"
     if type(state) is not dict:
@@ -485,16 +503,19 @@ def _binary_tree_ranges_ok(n: int, node_data: np.ndarray, n_nodes: int, what: st
         raise _fail(what, "an inner node's children fall outside the node array")
 
 
+def _binary_tree_twin_extra(planes: int) -> tuple[Any, ...]:
+    """What ``binary_tree_state_ok`` takes after the state."""
+    metric = _imported("sklearn.metrics", "DistanceMetric")
+    return (planes, np.ndarray, metric, _NODE_DATA, *_NODE_LAYOUT)
+
+
 def check_binary_tree(args: Any, state: Any, planes: int | None = None) -> None:
     """``planes``: node_bounds planes the tree's query code reads (see below)."""
     fast = _compiled.speedups
     if (
         fast is not None
         and planes is not None
-        and fast.binary_tree_state_ok(
-            state, planes, np.ndarray, _imported("sklearn.metrics", "DistanceMetric"),
-            _NODE_DATA, *_NODE_LAYOUT,
-        )
+        and fast.binary_tree_state_ok(state, *_binary_tree_twin_extra(planes))
     ):
         return  # every check below, compiled: the common case of a checked load
     what = "KDTree/BallTree"
@@ -558,8 +579,13 @@ def check_binary_tree(args: Any, state: Any, planes: int | None = None) -> None:
 # A KDTree's query reads node_bounds[0] and node_bounds[1] (lower/upper corners),
 # a BallTree's node_bounds[0] (centroids): a KDTree given one plane read past
 # its end (found while fuzzing, issue 3: answers came from whatever memory followed).
-validates("sklearn.neighbors._kd_tree.KDTree")(functools.partial(check_binary_tree, planes=2))
-validates("sklearn.neighbors._ball_tree.BallTree")(functools.partial(check_binary_tree, planes=1))
+for _name, _planes in (("_kd_tree.KDTree", 2), ("_ball_tree.BallTree", 1)):
+    validates(
+        f"sklearn.neighbors.{_name}",
+        twin="binary_tree_state_ok",
+        extra=functools.partial(_binary_tree_twin_extra, _planes),
+    )(functools.partial(check_binary_tree, planes=_planes))
+del _name, _planes
 
 
 @owns_indexes("sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree")
