@@ -92,12 +92,11 @@ def _tree_twin_extra() -> tuple[Any, ...]:
     "sklearn.tree._tree.Tree", twin="tree_state_ok", extra=_tree_twin_extra, with_args=True
 )
 def check_tree(args: Any, state: Any) -> None:
-    NODE_DTYPE = _imported("sklearn.tree._tree", "NODE_DTYPE")
     fast = _compiled.speedups
     twin_extra = _tree_twin_extra()
     if fast is not None and fast.tree_state_ok(args, state, *twin_extra):
         return  # every check below, compiled: the common case of a checked load
-    layout = twin_extra[2:]
+    NODE_DTYPE, layout = twin_extra[1], twin_extra[2:]
     what = "sklearn Tree"
     if type(args) is not list or len(args) != 3:
         raise _fail(what, "expected (n_features, n_classes, n_outputs)")
