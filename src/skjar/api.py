@@ -17,14 +17,14 @@ from ._paths import check_save_target, file_path
 from .codec import Decoder, Encoder
 from .errors import InvalidArgumentError, VersionSkewWarning
 from .format.compression import parse_compress
-from .format.header import Section, declared_names
+from .format.header import declared_names
 from .format.reader import (
     FRONT_SOURCES,
     SMALL_SPEC,
     Source,
     decompressed,
     open_source,
-    read_header,
+    read_header_fields,
     read_small,
     stream_source,
 )
@@ -385,27 +385,6 @@ _LENGTH, _SIZE = operator.attrgetter("length"), operator.attrgetter("size")
 _MEMBERS = operator.attrgetter("members")
 
 
-def _head(source: Source) -> tuple[Any, ...]:
-    """read_header's answer as one flat tuple: (version, header, tree, buffers, data_end,
-    size, flags). In the common case it is the compiled read's own, with no HeaderView or
-    Layout built: their Python steps were a measurable part of a cold inspect (one that
-    follows a load in another process, as the benchmark's does)."""
-    fast = _compiled.speedups
-    got = (
-        fast.read_head(source, Section, SMALL_SPEC)
-        if fast is not None and isinstance(source, FRONT_SOURCES)
-        else None
-    )
-    if got is not None:
-        return got
-    view = read_header(source)
-    tree, buffers, data_end = view.layout
-    size = view.size
-    if size is None:  # read from a stream: the size the header implies
-        size = data_end + TRAILER_SIZE + (SIGNATURE_SIZE if view.signed else 0)
-    return view.version, view.header, tree, buffers, data_end, size, view.flags
-
-
 def inspect(source: Source) -> Info:
     """Read a jar's header: object type, parameters, schema, versions, names, sizes.
 
@@ -416,7 +395,9 @@ def inspect(source: Source) -> Info:
     Only the preamble and header are read; nothing is imported or built, and the
     digest is not checked (use ``load`` or ``skjar verify`` for that).
     """
-    version, header, tree, buffers, _, size, flags = _head(source)
+    version, flags, header, tree, buffers, data_end, size = read_header_fields(source)
+    if size is None:  # read from a stream: the size the header implies
+        size = data_end + TRAILER_SIZE + (SIGNATURE_SIZE if flags & FLAG_SIGNED else 0)
     sizes = {
         "file": size,
         "header": tree.offset,
@@ -452,7 +433,7 @@ def audit(source: Source, *, trusted: Iterable[TrustedItem] = ()) -> list[NameIn
     so this list is exactly what loading may touch).
     """
     policy = _DEFAULT_POLICY if type(trusted) is tuple and not trusted else TrustPolicy(trusted)
-    return list(_name_infos(_head(source)[1], policy))
+    return list(_name_infos(read_header_fields(source)[2], policy))
 
 
 # -- integrity and signatures without loading ---------------------------------
