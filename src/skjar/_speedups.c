@@ -1471,9 +1471,8 @@ env_set(PyObject *self, PyObject *arg)
  *
  * A meaning check as the registry calls it, check(args, state), whose compiled twin runs
  * with no Python step: getattr(compiled.speedups, name)(state, *extra) - or (args, state,
- * *extra) `with_args` - and `check`, the Python function, which repeats that call and
- * names the fault, only when the twin does not answer True, or when compiled.speedups is
- * None. The Python function around each compiled whole-state check was otherwise a Python
+ * *extra) `with_args` - and `check`, the Python check, which decides and names the
+ * fault, only when the twin does not answer True, or when compiled.speedups is None. The Python function around each compiled whole-state check was otherwise a Python
  * function's first call in every fresh process's load (~25 us and ~7 page faults in a
  * forked child), and a Python call per tree of a forest. The twin is looked up on each
  * call, so these checks follow _compiled.speedups as the Python ones do. `extra` is a

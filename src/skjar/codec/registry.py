@@ -84,10 +84,10 @@ def validates(
     ``_compiled.speedups.<twin>(state, *extra)`` (``(args, state, *extra)`` with
     ``with_args``), saying True for a state it finds sound; ``extra`` may be a function
     giving that tuple, called once, on first use. With the compiled helpers the registry
-    then holds a ``CompiledCheck``, which runs the twin with no Python step and ``fn``
-    only when the twin does not say True (a fresh process's first call of a Python
-    function costs page faults, and a forest's checks were a Python call per tree);
-    ``fn`` itself stays what it was, for every other caller.
+    then holds a ``CompiledCheck``, which runs the twin with no Python step and ``fn``,
+    the Python check alone, only when the twin does not say True (a fresh process's first
+    call of a Python function costs page faults, and a forest's checks were a Python call
+    per tree). The module-level name stays ``fn``.
     """
 
     def register(fn: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:

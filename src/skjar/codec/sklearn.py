@@ -92,11 +92,7 @@ def _tree_twin_extra() -> tuple[Any, ...]:
     "sklearn.tree._tree.Tree", twin="tree_state_ok", extra=_tree_twin_extra, with_args=True
 )
 def check_tree(args: Any, state: Any) -> None:
-    fast = _compiled.speedups
-    twin_extra = _tree_twin_extra()
-    if fast is not None and fast.tree_state_ok(args, state, *twin_extra):
-        return  # every check below, compiled: the common case of a checked load
-    NODE_DTYPE, layout = twin_extra[1], twin_extra[2:]
+    _, NODE_DTYPE, *layout = _tree_twin_extra()
     what = "sklearn Tree"
     if type(args) is not list or len(args) != 3:
         raise _fail(what, "expected (n_features, n_classes, n_outputs)")
@@ -115,7 +111,7 @@ def check_tree(args: Any, state: Any) -> None:
         raise _fail(what, "node array has the wrong layout or length")
     if values.shape != (count, n_outputs, max(classes)):
         raise _fail(what, f"values shape {values.shape} does not fit {count} nodes")
-    fast = fast if nodes.flags.c_contiguous else None
+    fast = _compiled.speedups if nodes.flags.c_contiguous else None
     if fast is not None and fast.tree_ok(nodes, *layout, n_features, max_depth):
         return
     # Not fine (or no compiled twin): the Python twin finds what is wrong and says so.
@@ -351,9 +347,6 @@ def _predictor_twin_extra() -> tuple[Any, ...]:
 )
 def check_predictor(args: Any, state: Any) -> None:
     PREDICTOR_RECORD_DTYPE = _imported(_HGB_COMMON, "PREDICTOR_RECORD_DTYPE")
-    fast = _compiled.speedups
-    if fast is not None and fast.predictor_state_ok(state, *_predictor_twin_extra()):
-        return  # every check below, compiled (as for check_tree)
     what = "HistGradientBoosting TreePredictor"
     if type(state) is not dict:
         raise _fail(what, "state must be a dict")
@@ -364,7 +357,7 @@ def check_predictor(args: Any, state: Any) -> None:
     binned = _array(state.get("binned_left_cat_bitsets"), f"{what} bitsets", 2, "u")
     if raw.shape[1:] != (8,) or binned.shape != raw.shape:
         raise _fail(what, "category bitsets have the wrong shape")
-    fast = fast if nodes.flags.c_contiguous else None
+    fast = _compiled.speedups if nodes.flags.c_contiguous else None
     if fast is not None and fast.predictor_ok(nodes, *_predictor_layout(), len(raw), -1, b""):
         return
     if len(nodes) <= SMALL_TREE:
@@ -510,13 +503,6 @@ def _binary_tree_twin_extra(planes: int) -> tuple[Any, ...]:
 
 def check_binary_tree(args: Any, state: Any, planes: int | None = None) -> None:
     """``planes``: node_bounds planes the tree's query code reads (see below)."""
-    fast = _compiled.speedups
-    if (
-        fast is not None
-        and planes is not None
-        and fast.binary_tree_state_ok(state, *_binary_tree_twin_extra(planes))
-    ):
-        return  # every check below, compiled: the common case of a checked load
     what = "KDTree/BallTree"
     if type(state) is not tuple or len(state) != 13:
         raise _fail(what, "state must be a 13-tuple")
@@ -536,7 +522,7 @@ def check_binary_tree(args: Any, state: Any, planes: int | None = None) -> None:
         raise _fail(what, "n_nodes, n_levels and node_data disagree")
     if not _is_layout(node_data.dtype, _NODE_DATA):
         raise _fail(what, "node_data has the wrong layout")
-    fast = fast if node_data.flags.c_contiguous else None
+    fast = _compiled.speedups if node_data.flags.c_contiguous else None
     if fast is None or not fast.binary_tree_ok(node_data, n, *_NODE_LAYOUT):
         # Not fine (or no compiled twin): the numpy twin finds what is wrong and says so.
         _binary_tree_ranges_ok(n, node_data, n_nodes, what)
@@ -621,9 +607,6 @@ def binary_tree_indexes(args: Any, state: Any) -> tuple[Any, ...]:
     extra=(np.ndarray,),
 )
 def check_distance_metric(args: Any, state: Any) -> None:
-    fast = _compiled.speedups
-    if fast is not None and fast.distance_metric_state_ok(state, np.ndarray):
-        return  # the checks below, compiled
     what = "DistanceMetric"
     if type(state) is not tuple or len(state) != 3:
         raise _fail(what, "state must be (p, vec, mat)")
@@ -654,9 +637,6 @@ def libsvm_indexes(args: Any, state: Any) -> tuple[Any, ...]:
 
 @validates(*_LIBSVM, twin="libsvm_state_ok", extra=(np.ndarray,))
 def check_libsvm(args: Any, state: Any) -> None:
-    fast = _compiled.speedups
-    if fast is not None and fast.libsvm_state_ok(state, np.ndarray):
-        return  # the checks below, compiled (dense support vectors, a kernel named by a str)
     import scipy.sparse as sp
 
     what = "libsvm model"
@@ -853,9 +833,6 @@ def _check_metric_width(metric: Any, params: Any, d: int, what: str) -> None:
     extra=(np.ndarray,),
 )
 def check_neighbors(args: Any, state: Any) -> None:
-    fast = _compiled.speedups
-    if fast is not None and fast.neighbors_state_ok(state, np.ndarray):
-        return  # the checks below, compiled (a dense _fit_X, metrics named by strings)
     import scipy.sparse as sp
 
     what = "nearest neighbors"
