@@ -1192,3 +1192,112 @@ def test_env_set_never_misses_what_os_environ_holds(value: str | None,
     python = _keys_named_in_environment()
     assert compiled or not python, (value, compiled, python)
     assert compiled == (value is not None and value.strip(" \t\n\r\v\f") != "")
+
+
+# -- a cold inspect's and audit's compiled steps -------------------------------------------
+def _infos_in_python(header: dict[str, Any]) -> Any:
+    """inspect's names and version skew as the Python alone answers them, or its error."""
+    from skjar import api
+    from skjar.metadata import version_skew
+
+    fast, _compiled.speedups = _compiled.speedups, None
+    try:
+        return api._name_infos(header, api._DEFAULT_POLICY), version_skew(header["environment"])
+    except SkjarError as exc:
+        return exc
+    finally:
+        _compiled.speedups = fast
+
+
+@settings(max_examples=400, deadline=None)
+@given(entries=st.lists(_name_entries(), max_size=6), data=st.data())
+def test_the_compiled_name_infos_agree_with_python(entries: Any, data: st.DataObject) -> None:
+    """Any names and versions: the compiled default_infos answers what Python answers
+    (the same NameInfos, and no version skew), or leaves the question to it; it never
+    answers for a header Python refuses, a skew, or a name the memo does not hold yet."""
+    import jarcraft
+    from skjar import api
+    from skjar.metadata import here_packages
+
+    packages: dict[str, Any] = dict(here_packages())
+    how = data.draw(st.sampled_from(["same", "same", "same", "other", "missing", "not a str"]))
+    package = data.draw(st.sampled_from(sorted(packages)))
+    if how == "other":
+        packages[package] += ".post1"
+    elif how == "missing":
+        del packages[package]
+    elif how == "not a str":
+        packages[package] = 1
+    header = {**jarcraft.minimal_header(), "names": entries, "environment": {"packages": packages}}
+    assert _compiled.speedups is not None
+    memo = api._DEFAULT_INFOS
+    empty: dict[Any, Any] = {}
+    got_cold = _compiled.speedups.default_infos(header, api._DEFAULT_KNOWN, empty)
+    assert got_cold is None or (got_cold == () and not entries)  # nothing to look up
+    expected = _infos_in_python(header)  # (fills the memo)
+    got = _compiled.speedups.default_infos(header, api._DEFAULT_KNOWN, memo)
+    if got is not None:
+        assert not isinstance(expected, Exception), expected
+        assert (got, {}) == expected and all(n.trusted for n in got)
+        assert [n.name for n in got] == sorted(n.name for n in got)
+    elif not isinstance(expected, Exception) and how == "same":
+        # Left to Python only for a name outside the defaults (or not all its uses).
+        assert not all(n.trusted for n in expected[0])
+
+
+def test_inspect_and_audit_answer_alike_with_and_without_the_compiled_helpers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Real jars: the compiled answer is taken (the reason it exists), and inspect and
+    audit give the same Info and names as the Python alone; Info._of sets every field."""
+    import dataclasses
+
+    from skjar import api
+
+    path = tmp_path / "m.skjar"
+    fast = _compiled.speedups
+    assert fast is not None
+    for model in MODELS.values():
+        skjar.dump(model, path)
+        compiled = skjar.inspect(path), skjar.audit(path)  # (the first fills the memo)
+        header = read_header(path).header
+        assert fast.default_infos(header, api._DEFAULT_KNOWN, api._DEFAULT_INFOS) is not None
+        assert set(vars(compiled[0])) == {f.name for f in dataclasses.fields(api.Info)}
+        monkeypatch.setattr(_compiled, "speedups", None)
+        assert (skjar.inspect(path), skjar.audit(path)) == compiled
+        monkeypatch.setattr(_compiled, "speedups", fast)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**62), st.integers(0, 2**62),
+                          st.lists(st.integers(0, 2**40), max_size=4)), max_size=8),
+       st.booleans())
+def test_the_compiled_section_totals_agree_with_python(
+    parts: list[tuple[int, int, list[int]]], as_list: bool
+) -> None:
+    from skjar.format.header import section_totals
+
+    sections = [Section(64 * k, length, "none", size, tuple(members))
+                for k, (length, size, members) in enumerate(parts)]
+    expected = (sum(len(m) or 1 for _, _, m in parts), sum(p[0] for p in parts),
+                sum(p[1] for p in parts))
+    assert _compiled.speedups is not None
+    got = _compiled.speedups.section_totals(sections if as_list else tuple(sections))
+    if max(expected[1:], default=0) < 2**63:
+        assert got == expected
+    else:  # beyond a long long: left to Python, which sums without limit
+        assert got is None
+    assert section_totals(sections) == expected
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [[(1, 2)], [Section(0, -1, "none", 5)], [Section(0, 1, "none", -5)], [Section(0, True, "none", 1)],
+     [Section(0, 1, "none", 1.0)], [Section(0, 1, "none", 1, [2])], [Section(0, 2**63, "none", 1)],
+     [7], iter([Section(0, 1, "none", 1)]), {Section(0, 1, "none", 1)}],
+    ids=["pair", "negative length", "negative size", "bool", "float", "members a list",
+         "too large", "not a section", "an iterator", "a set"],
+)
+def test_the_compiled_section_totals_step_aside_for_anything_odd(odd: Any) -> None:
+    assert _compiled.speedups is not None
+    assert _compiled.speedups.section_totals(odd) is None

@@ -625,6 +625,29 @@ def test_the_json_parser_accepts_nothing_its_twin_refuses(value: Any, data: st.D
 
 
 @needs_speedups
+@settings(max_examples=2000, deadline=None)
+@given(
+    sign=st.sampled_from(["", "-"]),
+    whole=st.text("0123456789", min_size=1, max_size=21).map(lambda t: t.lstrip("0") or "0"),
+    fraction=st.text("0123456789", max_size=21),
+    exponent=st.one_of(st.none(), st.integers(-340, 340)),
+    e=st.sampled_from(["e", "E", "e+"]),
+)
+def test_the_json_parsers_decimals_are_the_nearest_double(
+    sign: str, whole: str, fraction: str, exponent: int | None, e: str
+) -> None:
+    """Decimals of every digit count around the exact fast path's limits (19 digits, 2**53,
+    exponents to +-22) and far beyond it: the compiled parser's double is float()'s."""
+    text = sign + whole + ("." + fraction if fraction else "")
+    if exponent is not None:
+        text += (e if exponent >= 0 else "e") + str(exponent)
+    if "." not in text and exponent is None:
+        return  # an int: the twin tests cover those
+    parsed = speedups.json(text.encode())  # type: ignore[union-attr]
+    assert type(parsed) is float and repr(parsed) == repr(float(text)), (text, parsed)
+
+
+@needs_speedups
 def test_the_json_parsers_string_cache_returns_only_equal_strings() -> None:
     """Short ASCII strings are reused across parses from a cache of 256 slots: thousands
     of them, of every length to its limit and beyond, many colliding, parsed twice in

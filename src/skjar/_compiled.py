@@ -21,7 +21,7 @@ HELPERS = (
     "tree_state_ok", "predictor_state_ok", "columns_ok", "read_head", "env_set", "walk_plan",
     "walk_setter", "binary_tree_state_ok", "distance_metric_state_ok", "neighbors_state_ok",
     "libsvm_state_ok", "discard", "pack_tree", "encode", "encode_items", "encode_dict",
-    "predictors_ok", "objpool_last", "CompiledCheck",
+    "predictors_ok", "objpool_last", "CompiledCheck", "default_infos", "section_totals",
 )
 # The helpers' calling conventions (SKJAR_SPEEDUPS_API in _speedups.c); a build of another
 # one is not used either (API 3: strdict reads values of any width, releases built keys;
@@ -43,8 +43,9 @@ HELPERS = (
 # checking their signature through its new argument; 29: read_head takes signed jars and
 # gives back their flags; 30: predictors_ok; 31: strdict maps its objects' memory in ahead,
 # objpool_last shows it; 32: CompiledCheck, meaning checks whose compiled twin runs with
-# no Python step).
-API = 32
+# no Python step; 33: default_infos and section_totals, a cold inspect's and audit's
+# Python steps compiled).
+API = 33
 
 
 def _load() -> ModuleType | None:

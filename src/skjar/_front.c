@@ -1084,3 +1084,106 @@ done:
     Py_XDECREF(sections);
     return out;
 }
+
+/* default_infos(header, known, memo) -> tuple | None
+ *
+ * api._name_infos(header, the default policy)'s answer, compiled, for what a cold
+ * inspect or audit of a common jar meets: fast_admit takes the header (every name
+ * trusted by default for all its uses, no version skew) and `memo` (api._DEFAULT_INFOS:
+ * (name, module, frozenset(uses)) -> NameInfo) holds each name's entry already. Its
+ * NameInfos come back in name order. None for anything else (a name outside the
+ * defaults, a version skew, an odd header, an entry the memo lacks): the Python answers,
+ * and fills the memo for the next call. */
+PyObject *
+skjar_default_infos(PyObject *self, PyObject *args)
+{
+    PyObject *header, *known, *memo;
+    if (!PyArg_ParseTuple(args, "O!OO!:default_infos", &PyDict_Type, &header, &known,
+                          &PyDict_Type, &memo)) {
+        return NULL;
+    }
+    if (!PyDict_CheckExact(header) || !PyDict_CheckExact(memo)) {
+        Py_RETURN_NONE;
+    }
+    PyObject *declared = fast_admit(header, known); /* NULL, no error set: not taken */
+    if (declared == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyObject *names = PyDict_Keys(declared), *out = NULL;
+    if (names == NULL || PyList_Sort(names) < 0) {
+        goto done;
+    }
+    const Py_ssize_t n = PyList_GET_SIZE(names);
+    if ((out = PyTuple_New(n)) == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyList_GET_ITEM(names, i);
+        PyObject *value = PyDict_GetItemWithError(declared, name); /* (module, kinds) */
+        PyObject *key = value ? PyTuple_Pack(3, name, PyTuple_GET_ITEM(value, 0),
+                                             PyTuple_GET_ITEM(value, 1))
+                              : NULL;
+        PyObject *info = key ? PyDict_GetItemWithError(memo, key) : NULL;
+        Py_XDECREF(key);
+        if (info == NULL) {
+            Py_CLEAR(out);
+            if (!PyErr_Occurred()) {
+                out = Py_NewRef(Py_None); /* not in the memo yet */
+            }
+            goto done;
+        }
+        PyTuple_SET_ITEM(out, i, Py_NewRef(info));
+    }
+done:
+    Py_XDECREF(names);
+    Py_DECREF(declared);
+    return out;
+}
+
+/* section_totals(sections) -> (pieces, stored, decoded) | None
+ *
+ * format/header.py's section_totals, compiled: over header.Section tuples, the buffers
+ * they hold (a pack's members, else 1), their stored lengths' sum and their decoded
+ * sizes' sum - api.inspect's sizes, with no Python step per section. None for anything
+ * but a tuple or list of such tuples with int fields that fit. */
+PyObject *
+skjar_section_totals(PyObject *self, PyObject *sections)
+{
+    if (!PyTuple_CheckExact(sections) && !PyList_CheckExact(sections)) {
+        Py_RETURN_NONE;
+    }
+    PyObject *fast = PySequence_Fast(sections, "sections");
+    if (fast == NULL) {
+        return NULL;
+    }
+    long long pieces = 0, stored = 0, decoded = 0;
+    int ok = 1;
+    for (Py_ssize_t i = 0; ok && i < PySequence_Fast_GET_SIZE(fast); i++) {
+        PyObject *one = PySequence_Fast_GET_ITEM(fast, i);
+        if (!PyTuple_Check(one) || PyTuple_GET_SIZE(one) < 5 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(one, 1)) ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(one, 3)) ||
+            !PyTuple_CheckExact(PyTuple_GET_ITEM(one, 4))) {
+            ok = 0;
+            break;
+        }
+        int overflow = 0;
+        long long length = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(one, 1), &overflow);
+        long long size = overflow ? 0 : PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(one, 3),
+                                                                     &overflow);
+        Py_ssize_t members = PyTuple_GET_SIZE(PyTuple_GET_ITEM(one, 4));
+        ok = !overflow && length >= 0 && size >= 0 && length <= LLONG_MAX - stored &&
+             size <= LLONG_MAX - decoded;
+        stored += ok ? length : 0;
+        decoded += ok ? size : 0;
+        pieces += members ? members : 1;
+    }
+    Py_DECREF(fast);
+    if (!ok) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(LLL)", pieces, stored, decoded);
+}

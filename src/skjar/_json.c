@@ -19,6 +19,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "_hot.h"
+#include <float.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -67,17 +68,30 @@ hex4(const unsigned char *q, Py_UCS4 *out)
  * keys. Reusing them spares an allocation each (and, in a forked process, the page
  * faults of fresh allocations). Strings are immutable, so sharing one is invisible. */
 #define SHORT_MAX 32
-#define SHORT_SLOTS 256
+#define SHORT_SLOTS 256 /* the hash's top 8 bits */
 static PyObject *short_strings[SHORT_SLOTS];
 
 SKJAR_HOT static PyObject *
 short_ascii(const unsigned char *q, Py_ssize_t n)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        h = (h ^ q[i]) * 16777619u;
+    /* The slot: a multiplicative hash of the length and the first and last bytes (two
+     * loads, not a step per byte). Strings alike at both ends share a slot, and the
+     * comparison below tells them apart. */
+    uint64_t a = 0, b = 0;
+    if (n >= 8) {
+        memcpy(&a, q, 8);
+        memcpy(&b, q + n - 8, 8);
+    } else if (n >= 4) {
+        uint32_t x, y;
+        memcpy(&x, q, 4);
+        memcpy(&y, q + n - 4, 4);
+        a = x;
+        b = y;
+    } else if (n > 0) {
+        a = (uint64_t)q[0] | (uint64_t)q[n / 2] << 8 | (uint64_t)q[n - 1] << 16;
     }
-    PyObject **slot = &short_strings[(h ^ (h >> 16)) % SHORT_SLOTS];
+    uint64_t h = (a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ (uint64_t)n;
+    PyObject **slot = &short_strings[(h * 0x9E3779B97F4A7C15ull) >> 56];
     PyObject *s = *slot;
     if (s != NULL && PyUnicode_GET_LENGTH(s) == n && memcmp(PyUnicode_1BYTE_DATA(s), q, (size_t)n) == 0) {
         return Py_NewRef(s);
@@ -95,14 +109,16 @@ short_ascii(const unsigned char *q, Py_ssize_t n)
 SKJAR_HOT static PyObject *
 string(Json *j)
 {
-    Py_ssize_t start = j->pos;
+    const Py_ssize_t start = j->pos, end = j->end;
+    const unsigned char *text = j->p;
+    Py_ssize_t at = start; /* a local, not j->pos: no store to memory per byte */
     int escaped = 0;
     unsigned char high = 0; /* any byte >= 0x80 */
     for (;;) {
-        if (j->pos >= j->end) {
+        if (at >= end) {
             return NULL;
         }
-        unsigned char c = j->p[j->pos];
+        unsigned char c = text[at];
         if (c == '"') {
             break;
         }
@@ -112,11 +128,12 @@ string(Json *j)
         high |= c;
         if (c == '\\') {
             escaped = 1;
-            j->pos++; /* the escaped character is checked below */
+            at++; /* the escaped character is checked below */
         }
-        j->pos++;
+        at++;
     }
-    Py_ssize_t stop = j->pos++;
+    Py_ssize_t stop = at;
+    j->pos = at + 1;
     if (!escaped && !(high & 0x80) && stop - start <= SHORT_MAX) {
         return short_ascii(j->p + start, stop - start);
     }
@@ -207,6 +224,68 @@ fail:
     return NULL;
 }
 
+/* The n bytes at p - a JSON number with a fraction or an exponent - as the double
+ * nearest to it, when that is one exact operation: at most 19 digits in all, making an
+ * integer m of at most 2**53, and a decimal exponent e with |e| <= 22. m and 10**|e| are
+ * then exact doubles, and m * 10**e (or m / 10**-e) rounds once, correctly (Clinger's
+ * fast path: what strtod answers too). 1 with *out set; 0 for anything else, which
+ * PyOS_string_to_double reads. (Most of a header's floats - 0.0001, 1e-08, 0.9 - are
+ * such; the general routine, with its x87 control-word switch, was a tenth of a parse.) */
+SKJAR_HOT static int
+exact_decimal(const unsigned char *p, Py_ssize_t n, double *out)
+{
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+    static const double POW10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+                                     1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+                                     1e20, 1e21, 1e22};
+    Py_ssize_t k = 0;
+    int negative = p[0] == '-';
+    k += negative;
+    uint64_t m = 0;
+    int digits = 0, exponent = 0;
+    for (; k < n && p[k] >= '0' && p[k] <= '9'; k++, digits++) {
+        m = m * 10 + (uint64_t)(p[k] - '0');
+        if (digits >= 19) {
+            return 0;
+        }
+    }
+    if (k < n && p[k] == '.') {
+        for (k++; k < n && p[k] >= '0' && p[k] <= '9'; k++, digits++, exponent--) {
+            if (digits >= 19) {
+                return 0;
+            }
+            m = m * 10 + (uint64_t)(p[k] - '0');
+        }
+    }
+    if (k < n && (p[k] == 'e' || p[k] == 'E')) {
+        k++;
+        int sign = 1, e = 0;
+        if (k < n && (p[k] == '+' || p[k] == '-')) {
+            sign = p[k++] == '-' ? -1 : 1;
+        }
+        for (; k < n; k++) {
+            if (e > 1000) {
+                return 0; /* (the digits are all read by number(): only their value is big) */
+            }
+            e = e * 10 + (p[k] - '0');
+        }
+        exponent += sign * e;
+    }
+    if (m > ((uint64_t)1 << 53) || exponent < -22 || exponent > 22) {
+        return 0;
+    }
+    double d = (double)m;
+    d = exponent >= 0 ? d * POW10[exponent] : d / POW10[-exponent];
+    *out = negative ? -d : d;
+    return 1;
+#else
+    (void)p;
+    (void)n;
+    (void)out;
+    return 0;
+#endif
+}
+
 SKJAR_HOT static PyObject *
 number(Json *j)
 {
@@ -240,20 +319,28 @@ number(Json *j)
         }
     }
     Py_ssize_t n = i - start;
-    char buf[64];
-    if (n >= (Py_ssize_t)sizeof buf) {
+    if (n >= 64) {
         return NULL; /* long numbers: the twin */
     }
-    memcpy(buf, p + start, (size_t)n);
-    buf[n] = '\0';
     j->pos = i;
     if (!is_float) {
         if (n > 18) {
             return NULL; /* beyond int64 maybe: the twin */
         }
-        return PyLong_FromLongLong(strtoll(buf, NULL, 10));
+        long long v = 0;
+        for (Py_ssize_t k = p[start] == '-' ? start + 1 : start; k < i; k++) {
+            v = v * 10 + (p[k] - '0');
+        }
+        return PyLong_FromLongLong(p[start] == '-' ? -v : v);
     }
-    double d = PyOS_string_to_double(buf, NULL, NULL);
+    double d;
+    if (exact_decimal(p + start, n, &d)) {
+        return PyFloat_FromDouble(d);
+    }
+    char buf[64];
+    memcpy(buf, p + start, (size_t)n);
+    buf[n] = '\0';
+    d = PyOS_string_to_double(buf, NULL, NULL);
     if (d == -1.0 && PyErr_Occurred()) {
         PyErr_Clear();
         return NULL;

@@ -1659,6 +1659,8 @@ PyObject *skjar_walk_setter(PyObject *self, PyObject *args);
 PyObject *skjar_json(PyObject *self, PyObject *args);
 PyObject *skjar_read_small(PyObject *self, PyObject *args);
 PyObject *skjar_read_head(PyObject *self, PyObject *args);
+PyObject *skjar_default_infos(PyObject *self, PyObject *args);
+PyObject *skjar_section_totals(PyObject *self, PyObject *sections);
 int skjar_add_hasher(PyObject *module);
 int skjar_front_init(void);
 int skjar_walk_init(void);
@@ -1671,6 +1673,10 @@ static PyMethodDef methods[] = {
     {"read_head", skjar_read_head, METH_VARARGS,
      "read_head(source, section, spec)\n"
      "-> (version, header, tree, buffers, data_end, size, flags) | None"},
+    {"default_infos", skjar_default_infos, METH_VARARGS,
+     "default_infos(header, known, memo) -> tuple of NameInfo | None"},
+    {"section_totals", skjar_section_totals, METH_O,
+     "section_totals(sections) -> (pieces, stored, decoded) | None"},
     {"walk", skjar_walk, METH_VARARGS,
      "walk(tree, dec, pairs_hook, shared, buffers, shells, declared, known, static) -> object"},
     {"pack_tree", skjar_pack_tree, METH_VARARGS,
@@ -1731,7 +1737,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 32
+#define SKJAR_SPEEDUPS_API 33
 
 PyMODINIT_FUNC
 PyInit__speedups(void)
