@@ -422,12 +422,12 @@ parse_spec(PyObject *spec, Spec *s, const char *who)
 enum {
     K_PRODUCER, K_ENVIRONMENT, K_OBJECT, K_METADATA, K_NAMES, K_LAYOUT, /* the header's keys */
     K_TREE, K_BUFFERS, K_LENGTH, K_SIZE, K_CODEC, K_PACKAGES, K_NAME, K_MODULE, K_USES,
-    K_VERSION, K_COUNT
+    K_VERSION, K_NONE, K_COUNT
 };
 static const char *KEY_TEXT[K_COUNT] = {"producer", "environment", "object", "metadata",
                                         "names", "layout", "tree", "buffers", "length", "size",
                                         "codec", "packages", "name", "module", "uses",
-                                        "__version__"};
+                                        "__version__", "none"};
 static PyObject *KEYS[K_COUNT];
 
 int
@@ -1038,7 +1038,7 @@ skjar_read_head(PyObject *self, PyObject *args)
         Py_RETURN_NONE;
     }
     PyMem_Free(head);
-    PyObject *none = PyUnicode_InternFromString("none"), *empty = PyTuple_New(0);
+    PyObject *none = Py_NewRef(KEYS[K_NONE]), *empty = PyTuple_New(0);
     PyObject *zero = PyLong_FromLong(0);
     PyObject *sections = PyTuple_New(count), *out = NULL;
     if (none == NULL || empty == NULL || zero == NULL || sections == NULL) {

@@ -254,40 +254,85 @@ exact_int(PyObject *value, long long low, long long *out)
     return !overflow && *out >= low;
 }
 
-/* state[name], borrowed, or NULL (nothing set). `name` is a string literal: its key is
- * made once, kept by the literal's address (a check reads a few fixed names per tree, and
- * making the str each time was an allocation per lookup). */
-#define STATE_KEYS 16
-static struct {
-    const char *name;
-    PyObject *key;
-} state_keys[STATE_KEYS];
+/* The state keys and attribute names the meaning checks read, made (interned) when the
+ * module is imported (skjar_state_keys_init). Made at first use instead, each was a str
+ * built and looked up in the interpreter's table of interned strings - cold memory - in
+ * every forked process that had not run the check before: a few percent of a tiny
+ * model's first load. */
+enum {
+    SK_DUAL_COEF_,
+    SK_FIT_X,
+    SK_INTERCEPT_,
+    SK_N_SUPPORT,
+    SK_PROBA,
+    SK_PROBB,
+    SK_BINNED_LEFT_CAT_BITSETS,
+    SK_CLASSES_,
+    SK_EFFECTIVE_METRIC_,
+    SK_EFFECTIVE_METRIC_PARAMS_,
+    SK_KERNEL,
+    SK_MAX_DEPTH,
+    SK_METRIC,
+    SK_METRIC_PARAMS,
+    SK_N_FEATURES_IN_,
+    SK_N_SAMPLES_FIT_,
+    SK_NODE_COUNT,
+    SK_NODES,
+    SK_RAW_LEFT_CAT_BITSETS,
+    SK_SHAPE_FIT_,
+    SK_SUPPORT_,
+    SK_SUPPORT_VECTORS_,
+    SK_VALUES,
+    SK_ITEMSIZE, /* a dtype's attribute (descr_itemsize) */
+    SK_NAME,     /* a type's __name__ (metric_fits) */
+    SK_COUNT
+};
+static const char *STATE_KEY_TEXT[SK_COUNT] = {
+    "_dual_coef_",
+    "_fit_X",
+    "_intercept_",
+    "_n_support",
+    "_probA",
+    "_probB",
+    "binned_left_cat_bitsets",
+    "classes_",
+    "effective_metric_",
+    "effective_metric_params_",
+    "kernel",
+    "max_depth",
+    "metric",
+    "metric_params",
+    "n_features_in_",
+    "n_samples_fit_",
+    "node_count",
+    "nodes",
+    "raw_left_cat_bitsets",
+    "shape_fit_",
+    "support_",
+    "support_vectors_",
+    "values",
+    "itemsize",
+    "__name__",
+};
+static PyObject *STATE_KEYS[SK_COUNT];
 
-SKJAR_HOT static PyObject *
-state_item(PyObject *state, const char *name)
+static int
+skjar_state_keys_init(void)
 {
-    PyObject *key = NULL;
-    int k = 0;
-    for (; k < STATE_KEYS && state_keys[k].name != NULL; k++) {
-        if (state_keys[k].name == name) {
-            key = state_keys[k].key;
-            break;
+    for (int i = 0; i < SK_COUNT; i++) {
+        if (STATE_KEYS[i] == NULL &&
+            (STATE_KEYS[i] = PyUnicode_InternFromString(STATE_KEY_TEXT[i])) == NULL) {
+            return -1;
         }
     }
-    if (key == NULL) {
-        if ((key = PyUnicode_InternFromString(name)) == NULL) {
-            PyErr_Clear();
-            return NULL;
-        }
-        if (k < STATE_KEYS) { /* kept for good (else made again next time) */
-            state_keys[k].name = name;
-            state_keys[k].key = key;
-        }
-    }
-    PyObject *value = PyDict_GetItemWithError(state, key);
-    if (k >= STATE_KEYS) {
-        Py_DECREF(key);
-    }
+    return 0;
+}
+
+/* state[STATE_KEYS[k]], borrowed, or NULL (nothing set). */
+SKJAR_HOT static PyObject *
+state_item(PyObject *state, int k)
+{
+    PyObject *value = PyDict_GetItemWithError(state, STATE_KEYS[k]);
     if (value == NULL) {
         PyErr_Clear();
     }
@@ -348,12 +393,7 @@ simple_type(PyObject *descr, const char **format)
 SKJAR_HOT static Py_ssize_t
 descr_itemsize(PyObject *descr)
 {
-    static PyObject *name;
-    if (name == NULL && (name = PyUnicode_InternFromString("itemsize")) == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    PyObject *value = PyObject_GetAttr(descr, name);
+    PyObject *value = PyObject_GetAttr(descr, STATE_KEYS[SK_ITEMSIZE]);
     Py_ssize_t n = value != NULL && PyLong_CheckExact(value) ? PyLong_AsSsize_t(value) : 0;
     Py_XDECREF(value);
     if (PyErr_Occurred()) {
@@ -533,8 +573,8 @@ tree_state_ok(PyObject *self, PyObject *args)
     if (!PyList_CheckExact(targs) || PyList_GET_SIZE(targs) != 3 || !PyDict_CheckExact(state) ||
         !exact_int(PyList_GET_ITEM(targs, 0), 1, &n_features) ||
         !exact_int(PyList_GET_ITEM(targs, 2), 1, &n_outputs) ||
-        !exact_int(state_item(state, "node_count"), 1, &count) ||
-        !exact_int(state_item(state, "max_depth"), 0, &max_depth)) {
+        !exact_int(state_item(state, SK_NODE_COUNT), 1, &count) ||
+        !exact_int(state_item(state, SK_MAX_DEPTH), 0, &max_depth)) {
         Py_RETURN_FALSE;
     }
     Py_buffer view;
@@ -552,13 +592,13 @@ tree_state_ok(PyObject *self, PyObject *args)
         max_classes = c > max_classes ? c : max_classes;
     }
     view_release(&view);
-    if (!ok || !array_view(state_item(state, "values"), ndarray, &view, PyBUF_RECORDS_RO)) {
+    if (!ok || !array_view(state_item(state, SK_VALUES), ndarray, &view, PyBUF_RECORDS_RO)) {
         Py_RETURN_FALSE;
     }
     ok = view.ndim == 3 && format_kind(view.format) == 'f' && view.shape[0] == count &&
          view.shape[1] == n_outputs && view.shape[2] == max_classes;
     view_release(&view);
-    if (!ok || !records_view(state_item(state, "nodes"), ndarray, expected, itemsize, &view)) {
+    if (!ok || !records_view(state_item(state, SK_NODES), ndarray, expected, itemsize, &view)) {
         Py_RETURN_FALSE;
     }
     ok = view.shape[0] != count
@@ -597,7 +637,7 @@ predictor_state_ok(PyObject *self, PyObject *args)
     }
     Py_ssize_t shape[2] = {0, 0};
     Py_buffer view;
-    const char *names[2] = {"raw_left_cat_bitsets", "binned_left_cat_bitsets"};
+    const int names[2] = {SK_RAW_LEFT_CAT_BITSETS, SK_BINNED_LEFT_CAT_BITSETS};
     for (int k = 0; k < 2; k++) {
         if (!array_view(state_item(state, names[k]), ndarray, &view, PyBUF_RECORDS_RO)) {
             Py_RETURN_FALSE;
@@ -613,7 +653,7 @@ predictor_state_ok(PyObject *self, PyObject *args)
             Py_RETURN_FALSE;
         }
     }
-    if (!records_view(state_item(state, "nodes"), ndarray, expected, itemsize, &view)) {
+    if (!records_view(state_item(state, SK_NODES), ndarray, expected, itemsize, &view)) {
         Py_RETURN_FALSE;
     }
     int ok = view.shape[0] > 0 &&
@@ -1039,7 +1079,7 @@ metric_fits(PyObject *metric, PyObject *metric_class, Py_ssize_t d)
         PyErr_Clear();
         return 0;
     }
-    PyObject *name = PyObject_GetAttrString((PyObject *)Py_TYPE(metric), "__name__");
+    PyObject *name = PyObject_GetAttr((PyObject *)Py_TYPE(metric), STATE_KEYS[SK_NAME]);
     if (name == NULL || !PyUnicode_Check(name)) {
         PyErr_Clear();
         Py_XDECREF(name);
@@ -1201,7 +1241,7 @@ neighbors_state_ok(PyObject *self, PyObject *args)
     if (!PyDict_CheckExact(state)) {
         Py_RETURN_FALSE;
     }
-    PyObject *fit_x = state_item(state, "_fit_X");
+    PyObject *fit_x = state_item(state, SK_FIT_X);
     if (fit_x == NULL) {
         Py_RETURN_TRUE; /* unfitted */
     }
@@ -1213,13 +1253,13 @@ neighbors_state_ok(PyObject *self, PyObject *args)
     const Py_ssize_t cols = view.ndim == 2 ? view.shape[1] : -1;
     view_release(&view);
     long long d, fitted;
-    PyObject *n_fit = state_item(state, "n_samples_fit_");
+    PyObject *n_fit = state_item(state, SK_N_SAMPLES_FIT_);
     return PyBool_FromLong(
-        rows >= 0 && exact_int(state_item(state, "n_features_in_"), 1, &d) && cols == d &&
+        rows >= 0 && exact_int(state_item(state, SK_N_FEATURES_IN_), 1, &d) && cols == d &&
         (n_fit == NULL || (exact_int(n_fit, 0, &fitted) && fitted == rows)) &&
-        metric_pair_fits(state_item(state, "effective_metric_"),
-                         state_item(state, "effective_metric_params_"), ndarray, cols) &&
-        metric_pair_fits(state_item(state, "metric"), state_item(state, "metric_params"),
+        metric_pair_fits(state_item(state, SK_EFFECTIVE_METRIC_),
+                         state_item(state, SK_EFFECTIVE_METRIC_PARAMS_), ndarray, cols) &&
+        metric_pair_fits(state_item(state, SK_METRIC), state_item(state, SK_METRIC_PARAMS),
                          ndarray, cols));
 }
 
@@ -1242,13 +1282,13 @@ libsvm_state_ok(PyObject *self, PyObject *args)
     if (!PyDict_CheckExact(state)) {
         Py_RETURN_FALSE;
     }
-    PyObject *support = state_item(state, "support_");
+    PyObject *support = state_item(state, SK_SUPPORT_);
     if (support == NULL) {
         Py_RETURN_TRUE; /* unfitted */
     }
-    PyObject *shape_fit = state_item(state, "shape_fit_");
-    PyObject *kernel = state_item(state, "kernel");
-    PyObject *n_features = state_item(state, "n_features_in_");
+    PyObject *shape_fit = state_item(state, SK_SHAPE_FIT_);
+    PyObject *kernel = state_item(state, SK_KERNEL);
+    PyObject *n_features = state_item(state, SK_N_FEATURES_IN_);
     long long n_train, width = -1;
     if (shape_fit == NULL || !PyTuple_CheckExact(shape_fit) || PyTuple_GET_SIZE(shape_fit) != 2 ||
         !exact_int(PyTuple_GET_ITEM(shape_fit, 0), 0, &n_train) ||
@@ -1267,16 +1307,16 @@ libsvm_state_ok(PyObject *self, PyObject *args)
              (n_sv == 0 || values_below(view.buf, n_sv, view.itemsize, 1, n_train));
     view_release(&view);
     Py_ssize_t sv[2], dual[2], intercept[1], prob[1];
-    if (!ok || !float_shape(state_item(state, "support_vectors_"), ndarray, 2, sv) ||
-        !float_shape(state_item(state, "_dual_coef_"), ndarray, 2, dual) ||
-        !float_shape(state_item(state, "_intercept_"), ndarray, 1, intercept) ||
+    if (!ok || !float_shape(state_item(state, SK_SUPPORT_VECTORS_), ndarray, 2, sv) ||
+        !float_shape(state_item(state, SK_DUAL_COEF_), ndarray, 2, dual) ||
+        !float_shape(state_item(state, SK_INTERCEPT_), ndarray, 1, intercept) ||
         !(sv[0] == n_sv || (precomputed && sv[0] == 0)) || dual[1] != n_sv ||
         (sv[0] != 0 && width >= 0 && sv[1] != width) ||
         (n_features != NULL && n_features != Py_None && width < 0 && sv[0] != 0)) {
         Py_RETURN_FALSE;
     }
     /* _n_support: one count >= 0 per class (any integer width, any strides) */
-    if (!array_view(state_item(state, "_n_support"), ndarray, &view, PyBUF_RECORDS_RO)) {
+    if (!array_view(state_item(state, SK_N_SUPPORT), ndarray, &view, PyBUF_RECORDS_RO)) {
         Py_RETURN_FALSE;
     }
     const Py_ssize_t n_class = view.ndim == 1 ? view.shape[0] : -1;
@@ -1290,14 +1330,14 @@ libsvm_state_ok(PyObject *self, PyObject *args)
     }
     view_release(&view);
     long long pairs = 1;
-    if (ok && state_item(state, "classes_") != NULL) {
+    if (ok && state_item(state, SK_CLASSES_) != NULL) {
         ok = total == n_sv && dual[0] == n_class - 1;
         pairs = (long long)n_class * (n_class - 1) / 2;
     }
     else {
         ok = ok && dual[0] == 1;
     }
-    const char *probs[2] = {"_probA", "_probB"};
+    const int probs[2] = {SK_PROBA, SK_PROBB};
     for (int k = 0; ok && k < 2; k++) {
         ok = float_shape(state_item(state, probs[k]), ndarray, 1, prob) &&
              (prob[0] == 0 || prob[0] == pairs);
@@ -1746,7 +1786,7 @@ PyInit__speedups(void)
     PyObject *m = PyModule_Create(&module);
     if (m != NULL &&
         (PyModule_AddIntConstant(m, "API", SKJAR_SPEEDUPS_API) < 0 || skjar_add_hasher(m) < 0 ||
-         add_compiled_check(m) < 0 ||
+         add_compiled_check(m) < 0 || skjar_state_keys_init() < 0 ||
          skjar_front_init() < 0 || skjar_walk_init() < 0)) {
         Py_CLEAR(m);
     }
