@@ -979,20 +979,14 @@ def _name_entries() -> Any:
                      st.builds(changed, trusted, st.sampled_from(hows), junk))
 
 
-@settings(max_examples=400, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(entries=st.lists(_name_entries(), max_size=6), data=st.data())
-def test_the_compiled_admit_agrees_with_python(entries: Any, data: st.DataObject,
-                                               tmp_path: Path) -> None:
-    """Any names and versions in a jar with valid digests: the compiled admit answers as
-    the Python admit would (the same names, no version warning), or leaves it the
-    question; it never admits what Python refuses, nor misses a version skew."""
-    import jarcraft
+def _drawn_packages(data: st.DataObject, more: list[str] | None = None) -> tuple[dict[str, Any], str]:
+    """This process's package versions, mostly as they are, else one changed: another
+    version, missing, not a str (or, among ``more``, an extra package)."""
     from skjar.metadata import here_packages
 
     packages: dict[str, Any] = dict(here_packages())
     how = data.draw(st.sampled_from(["same", "same", "same", "other", "missing", "not a str",
-                                     "extra"]))
+                                     *(more or [])]))
     package = data.draw(st.sampled_from(sorted(packages)))
     if how == "other":
         packages[package] += ".post1"
@@ -1002,6 +996,20 @@ def test_the_compiled_admit_agrees_with_python(entries: Any, data: st.DataObject
         packages[package] = 1
     elif how == "extra":
         packages["pandas"] = "0.0"
+    return packages, how
+
+
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(entries=st.lists(_name_entries(), max_size=6), data=st.data())
+def test_the_compiled_admit_agrees_with_python(entries: Any, data: st.DataObject,
+                                               tmp_path: Path) -> None:
+    """Any names and versions in a jar with valid digests: the compiled admit answers as
+    the Python admit would (the same names, no version warning), or leaves it the
+    question; it never admits what Python refuses, nor misses a version skew."""
+    import jarcraft
+
+    packages, _ = _drawn_packages(data, ["extra"])
     if data.draw(st.integers(0, 4)) == 0:
         entries.append(entries[0] if entries else {"name": 1})  # a duplicate
     header = {**jarcraft.minimal_header(), "names": entries, "environment": {"packages": packages}}
@@ -1217,17 +1225,8 @@ def test_the_compiled_name_infos_agree_with_python(entries: Any, data: st.DataOb
     answers for a header Python refuses, a skew, or a name the memo does not hold yet."""
     import jarcraft
     from skjar import api
-    from skjar.metadata import here_packages
 
-    packages: dict[str, Any] = dict(here_packages())
-    how = data.draw(st.sampled_from(["same", "same", "same", "other", "missing", "not a str"]))
-    package = data.draw(st.sampled_from(sorted(packages)))
-    if how == "other":
-        packages[package] += ".post1"
-    elif how == "missing":
-        del packages[package]
-    elif how == "not a str":
-        packages[package] = 1
+    packages, how = _drawn_packages(data)
     header = {**jarcraft.minimal_header(), "names": entries, "environment": {"packages": packages}}
     assert _compiled.speedups is not None
     memo = api._DEFAULT_INFOS

@@ -384,9 +384,13 @@ def _default_infos(header: dict[str, Any]) -> tuple[NameInfo, ...] | None:
 
 
 def _name_infos(header: dict[str, Any], policy: TrustPolicy) -> tuple[NameInfo, ...]:
-    memo = _DEFAULT_INFOS if not policy.extra else None
-    if memo is not None and (known := _default_infos(header)) is not None:
+    if not policy.extra and (known := _default_infos(header)) is not None:
         return known
+    return _name_infos_python(header, policy)
+
+
+def _name_infos_python(header: dict[str, Any], policy: TrustPolicy) -> tuple[NameInfo, ...]:
+    memo = _DEFAULT_INFOS if not policy.extra else None
     out = []
     for name, (module, uses) in sorted(declared_names(header).items()):
         key = (name, module, uses)
@@ -422,7 +426,7 @@ def inspect(source: Source) -> Info:
         environment=header["environment"],
         object=header["object"],
         metadata=header["metadata"],
-        names=names if names is not None else _name_infos(header, _DEFAULT_POLICY),
+        names=names if names is not None else _name_infos_python(header, _DEFAULT_POLICY),
         compression=header.get("compression"),
         sizes={
             "file": size,
