@@ -53,7 +53,7 @@ def test_every_compiled_helper_is_listed_and_built() -> None:
     source = (here / "_speedups.c").read_text()
     defined = set(re.findall(r'\{"(\w+)", [^,]+, METH_', source))
     for name in ("_digest.c", "_speedups.c"):  # types: the Hasher, CompiledCheck
-        defined |= set(re.findall(r'PyModule_AddObject\(module, "(\w+)"', (here / name).read_text()))
+        defined |= set(re.findall(r"PyModule_AddType\(module, &(\w+)Type\)", (here / name).read_text()))
     assert defined == set(_compiled.HELPERS)
     (api,) = re.findall(r"#define SKJAR_SPEEDUPS_API (\d+)", source)
     assert int(api) == _compiled.API

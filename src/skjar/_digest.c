@@ -187,13 +187,5 @@ static PyTypeObject HasherType = {
 int
 skjar_add_hasher(PyObject *module)
 {
-    if (PyType_Ready(&HasherType) < 0) {
-        return -1;
-    }
-    Py_INCREF(&HasherType);
-    if (PyModule_AddObject(module, "Hasher", (PyObject *)&HasherType) < 0) {
-        Py_DECREF(&HasherType);
-        return -1;
-    }
-    return 0;
+    return PyModule_AddType(module, &HasherType); /* readied, added as "Hasher" */
 }

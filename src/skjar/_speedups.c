@@ -1676,15 +1676,8 @@ static int
 add_compiled_check(PyObject *module)
 {
     str_speedups = PyUnicode_InternFromString("speedups");
-    if (str_speedups == NULL || PyType_Ready(&CompiledCheckType) < 0) {
-        return -1;
-    }
-    Py_INCREF(&CompiledCheckType);
-    if (PyModule_AddObject(module, "CompiledCheck", (PyObject *)&CompiledCheckType) < 0) {
-        Py_DECREF(&CompiledCheckType);
-        return -1;
-    }
-    return 0;
+    /* (PyModule_AddType readies the type and adds it under its tp_name's last part) */
+    return str_speedups == NULL ? -1 : PyModule_AddType(module, &CompiledCheckType);
 }
 
 /* The object tree's walker, the header's JSON parser, the reader's front for small
