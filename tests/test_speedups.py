@@ -506,16 +506,21 @@ def test_start_writeback_is_a_hint_that_never_raises(tmp_path: Any) -> None:
 
 
 @needs_speedups
+@pytest.mark.parametrize("body", ["python", "compiled"])
 def test_a_large_save_starts_its_writeback_early_and_writes_the_same_bytes(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, body: str
 ) -> None:
     """Each WRITEBACK_CHUNK is handed to the kernel as soon as it is written, in order,
     without a gap, by writes of about WRITE_CHUNK each (one 8 MiB write at a time is
-    where forest's saves stalled); the file is byte for byte what ``dumps`` makes."""
+    where forest's saves stalled); the file is byte for byte what ``dumps`` makes. The
+    Python loop is watched call by call; the compiled ``write_body`` says where its
+    writeback got to."""
+    from skjar.format import writer
     from skjar.format.writer import WRITE_CHUNK, WRITEBACK_CHUNK
 
     ranges: list[tuple[int, int]] = []
     writes: list[int] = []
+    bodies: list[tuple[int, int]] = []  # the compiled writer's (position, started)
     writev = os.writev
 
     def recording_writev(fd: int, buffers: Any) -> int:
@@ -533,19 +538,205 @@ def test_a_large_save_starts_its_writeback_early_and_writes_the_same_bytes(
             assert os.fstat(fd).st_size >= offset + nbytes  # flushed before it is asked
             return speedups.start_writeback(fd, offset, nbytes)
 
+        def write_body(self, *args: Any) -> Any:
+            structure, position, started = speedups.write_body(*args)
+            bodies.append((position, started))
+            return structure, position, started
+
     model = {"weights": np.arange(3 * WRITEBACK_CHUNK // 8 + 1000, dtype=np.float64)}
     made = skjar.api.producer()  # one creation time for both jars (it has a second's grain)
     monkeypatch.setattr(skjar.api, "producer", lambda: made)
     monkeypatch.setattr(_compiled, "speedups", Recording())
+    if body == "python":
+        monkeypatch.setattr(writer._FileWriter, "body_writer", lambda self: None)
     skjar.dump(model, tmp_path / "big.skjar")
-    assert len(ranges) == 3
-    assert [offset for offset, _ in ranges] == [0, *np.cumsum([n for _, n in ranges])[:-1]]
-    assert all(n >= WRITEBACK_CHUNK for _, n in ranges)
-    # (a write gathers the pieces pending under one WRITE_CHUNK and the one that fills it)
-    assert WRITE_CHUNK < WRITEBACK_CHUNK and max(writes) < 2 * WRITE_CHUNK
-    assert sum(writes) == (tmp_path / "big.skjar").stat().st_size
+    size = (tmp_path / "big.skjar").stat().st_size
+    if body == "python":
+        assert not bodies and len(ranges) == 3
+        assert [offset for offset, _ in ranges] == [0, *np.cumsum([n for _, n in ranges])[:-1]]
+        assert all(n >= WRITEBACK_CHUNK for _, n in ranges)
+        # (a write gathers the pieces pending under one WRITE_CHUNK and the one that fills it)
+        assert WRITE_CHUNK < WRITEBACK_CHUNK and max(writes) < 2 * WRITE_CHUNK
+        assert sum(writes) == size
+    else:  # all but the trailer (two digests, the end magic: 40 bytes), three writebacks
+        ((position, started),) = bodies
+        assert position == size - 40 and 3 * WRITEBACK_CHUNK <= started < size
+        assert not ranges and sum(writes) == 40
     monkeypatch.setattr(_compiled, "speedups", speedups)  # (the creation time stays fixed)
     assert (tmp_path / "big.skjar").read_bytes() == skjar.dumps(model)
+
+
+# -- write_body: an unsigned jar's body, hashed on a helper thread ---------------------
+def _python_body(front: bytes, payloads: list[Any]) -> tuple[bytes, bytes, bytes]:
+    """The file's bytes, structure digest and digest as writer.py's Python loop makes them."""
+    from skjar.format.digest import new_hasher
+    from skjar.format.writer import _write_body
+
+    out, hasher = io.BytesIO(), new_hasher()
+    structure, written = _write_body(out.write, front, payloads, hasher, None)
+    assert written == len(out.getvalue())
+    return out.getvalue(), structure, hasher.digest()
+
+
+def _compiled_body(
+    path: Any, front: bytes, payloads: list[Any], chunks: tuple[int, int] = (1 << 20, 8 << 20)
+) -> tuple[bytes, bytes, bytes, int, int]:
+    from skjar.format.digest import new_hasher
+
+    hasher = new_hasher()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        structure, position, started = speedups.write_body(
+            fd, front, payloads, hasher, 64, 0, 0, *chunks
+        )
+    finally:
+        os.close(fd)
+    with open(path, "rb") as f:
+        data = f.read()
+    assert position == len(data)
+    return data, structure, hasher.digest(), position, started
+
+
+_BODIES = {  # (front, payloads): inline and threaded hashing, pads and none, chunk lists
+    "tree only": (b"F" * 40, [b"tree"]),
+    "aligned": (b"F" * 64, [b"t" * 64, np.arange(8.0)]),
+    "empty pieces": (b"F", [b"", b"", memoryview(b"x"), [b"", b"ab"]]),
+    "chunked": (b"F" * 7, [b"tree" * 9, [b"a" * 100, b"b" * 3, b""], np.ones(5, np.uint8)]),
+    "threaded": (b"F" * 100, [b"t" * 1000, np.arange(300_000.0), b"z" * 3, [b"c" * 70_000] * 3]),
+    "large tree": (b"F" * 3, [np.arange(200_000, dtype=np.int32), b"tail"]),
+}
+
+
+@needs_speedups
+@pytest.mark.parametrize("name", sorted(_BODIES))
+def test_write_body_writes_and_hashes_as_the_python_loop(tmp_path: Any, name: str) -> None:
+    front, payloads = _BODIES[name]
+    want = _python_body(front, payloads)
+    small = len(want[0]) < 100_000  # (a byte a write: a million calls for a large body)
+    for chunks in ((1 << 20, 8 << 20), (1000, 5000), (1, 1) if small else (7, 100_000)):
+        got = _compiled_body(tmp_path / "body", front, payloads, chunks)
+        assert got[:3] == want, chunks
+
+
+@needs_speedups
+def test_write_body_survives_short_and_interrupted_writes(tmp_path: Any) -> None:
+    """A pipe with a one-page buffer read slowly, while a timer's signal keeps interrupting
+    the write: writev returns part of a gather, or EINTR (the handler then runs, as
+    PEP 475 has it, in the middle of the call); every byte arrives once, in order."""
+    import fcntl
+    import signal
+    import threading
+
+    front, payloads = b"F" * 100, [b"t" * 999, np.arange(100_000.0), b"end"]
+    want = _python_body(front, payloads)[0]
+    read, write = os.pipe()
+    fcntl.fcntl(write, 1031, 4096)  # F_SETPIPE_SZ: one page
+    got = bytearray()
+
+    def reader() -> None:
+        while chunk := os.read(read, 3000):
+            got.extend(chunk)
+
+    handled: list[int] = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: handled.append(1))
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
+        from skjar.format.digest import new_hasher
+
+        speedups.write_body(write, front, payloads, new_hasher(), 64, 0, 0, 1 << 20, 8 << 20)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, previous)
+        os.close(write)
+        thread.join()
+        os.close(read)
+    assert bytes(got) == want
+    assert handled  # (the timer did fire during the write)
+
+
+@needs_speedups
+def test_write_body_stops_when_a_signal_handler_raises(tmp_path: Any) -> None:
+    """Ctrl-C during a save to a pipe nobody reads: the handler's exception ends the call."""
+    import signal
+
+    read, write = os.pipe()
+
+    def stop(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        from skjar.format.digest import new_hasher
+
+        hasher = new_hasher()
+        with pytest.raises(KeyboardInterrupt):
+            speedups.write_body(write, b"F", [np.ones(1 << 20)], hasher, 64, 0, 0, 1 << 20, 1 << 30)
+        hasher.update(b"still usable")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, previous)
+        os.close(write)
+        os.close(read)
+
+
+@needs_speedups
+def test_write_body_refuses_bad_arguments_and_leaves_the_hasher_usable(tmp_path: Any) -> None:
+    from skjar.format.digest import new_hasher
+
+    hasher = new_hasher()
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
+    good = (fd, b"F", [b"tree"], hasher, 64, 0, 0, 1 << 20, 8 << 20)
+
+    def call(**change: Any) -> Any:
+        args = list(good)
+        for index, value in change.items():
+            args[int(index[1:])] = value
+        return speedups.write_body(*args)
+
+    try:
+        with pytest.raises(TypeError, match="Hasher"):
+            call(a3=object())
+        with pytest.raises(TypeError):
+            call(a2=(b"tree",))  # a tuple of payloads
+        with pytest.raises(TypeError):
+            call(a2=[b"tree", 5])  # a payload that is no buffer
+        with pytest.raises(ValueError, match="first payload"):
+            call(a2=[])
+        for index, value in ((4, 0), (4, 48), (4, 8192), (5, -1), (6, 7), (7, 0), (8, 0)):
+            with pytest.raises(ValueError, match="out of range"):
+                call(**{f"a{index}": value})
+        with pytest.raises(OSError) as closed:
+            call(a0=-1)
+        assert closed.value.errno == 9  # EBADF
+        assert os.fstat(fd).st_size == 0  # nothing written by a refused call
+    finally:
+        os.close(fd)
+    hasher.update(b"x")  # never left claimed
+    assert len(hasher.digest()) == 16
+
+
+@needs_speedups
+def test_a_save_that_hits_the_file_size_limit_fails_and_keeps_the_old_file(tmp_path: Any) -> None:
+    """A real failure half-way through the compiled write (RLIMIT_FSIZE: the kernel writes
+    up to the limit, then refuses): the OSError reaches the caller, the old jar stays,
+    no temporary file is left. In a child process, whose limit it is."""
+    code = f"""
+import os, resource, signal, numpy as np, skjar
+path = {str(tmp_path / "m.skjar")!r}
+skjar.dump({{"version": "old"}}, path)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+try:
+    skjar.dump({{"data": np.ones(1 << 18)}}, path)  # 2 MiB
+except OSError as exc:
+    print("errno", exc.errno)
+print(skjar.load(path), sorted(os.listdir(os.path.dirname(path))))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["errno 27", "{'version': 'old'} ['m.skjar']"]
 
 
 # -- the header's JSON parser -------------------------------------------------------

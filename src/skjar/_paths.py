@@ -78,9 +78,12 @@ def check_save_target(path: str) -> None:
             f"{path!r} is {kind}: a save to a path replaces it with a new file. To write "
             f"into it instead, pass it open: skjar.dump(obj, open({path!r}, 'wb'))"
         )
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise InvalidArgumentError(f"cannot write {path!r}: folder {directory!r} does not exist")
+    if mode is None:  # (a file there means its folder is there)
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise InvalidArgumentError(
+                f"cannot write {path!r}: folder {directory!r} does not exist"
+            )
 
 
 def cannot_write(path: str, exc: OSError) -> Exception:

@@ -1694,6 +1694,7 @@ PyObject *skjar_read_small(PyObject *self, PyObject *args);
 PyObject *skjar_read_head(PyObject *self, PyObject *args);
 PyObject *skjar_default_infos(PyObject *self, PyObject *args);
 PyObject *skjar_section_totals(PyObject *self, PyObject *sections);
+PyObject *skjar_write_body(PyObject *self, PyObject *args);
 int skjar_add_hasher(PyObject *module);
 int skjar_front_init(void);
 int skjar_walk_init(void);
@@ -1757,6 +1758,9 @@ static PyMethodDef methods[] = {
     {"neighbors_state_ok", neighbors_state_ok, METH_VARARGS,
      "neighbors_state_ok(state, ndarray) -> bool"},
     {"libsvm_state_ok", libsvm_state_ok, METH_VARARGS, "libsvm_state_ok(state, ndarray) -> bool"},
+    {"write_body", skjar_write_body, METH_VARARGS,
+     "write_body(fd, front, payloads, hasher, alignment, position, started, write_chunk, "
+     "writeback_chunk) -> (structure digest, position, started)"},
     {"objpool_last", skjar_objpool_last, METH_NOARGS,
      "objpool_last() -> (arena bytes handed out, bytes the helper mapped in) of strdict's last pool"},
     {NULL, NULL, 0, NULL},
@@ -1770,7 +1774,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 33
+#define SKJAR_SPEEDUPS_API 34
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

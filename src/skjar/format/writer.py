@@ -253,6 +253,7 @@ def write_jar(
     payloads: list[Any],
     signer: Any = None,
     head_size: int | None = None,
+    write_body: BodyWriter | None = None,
 ) -> int:
     """Write a complete jar through ``write``; returns the number of bytes written.
 
@@ -260,9 +261,41 @@ def write_jar(
     and a signature block over everything before it precedes the trailer. With
     ``head_size`` the header is padded with spaces to that many bytes (JSON allows
     whitespace after the value): ``write_streamed`` places the sections before it
-    knows the header.
+    knows the header. ``write_body`` (``_FileWriter.body_writer``), when given for an
+    unsigned jar, writes and hashes the front and the payloads in one compiled call,
+    as the loop below does.
     """
     hasher = new_hasher()
+    head = encode_header(header)
+    if head_size is not None:
+        if len(head) > head_size:  # (bound() makes this impossible)
+            raise AssertionError(f"a {len(head)}-byte header outgrew its {head_size} bytes")
+        head += b" " * (head_size - len(head))
+    flags = FLAG_SIGNED if signer is not None else 0
+    major, minor = format_version(header["layout"])
+    front = MAGIC + struct.pack("<HHIQ", major, minor, flags, len(head)) + head
+    if write_body is not None and signer is None:
+        structure, written = write_body(front, payloads, hasher)
+    else:
+        structure, written = _write_body(write, front, payloads, hasher, signer)
+    digest = hasher.digest()
+    write(structure)
+    write(digest)
+    write(END_MAGIC)
+    return written + len(structure) + len(digest) + len(END_MAGIC)
+
+
+# (front, payloads, hasher) -> (structure digest, bytes written): a jar's body written and
+# hashed, as _write_body does it.
+BodyWriter = Callable[[bytes, list[Any], Any], tuple[bytes, int]]
+
+
+def _write_body(
+    write: Callable[[Any], Any], front: bytes, payloads: list[Any], hasher: Any, signer: Any
+) -> tuple[bytes, int]:
+    """Write and hash ``front`` and the payloads, each aligned, then the signature block
+    if signing; the structure digest (everything up to the tree's end) and the bytes
+    written. The reference for the compiled ``write_body``."""
     message = None
     if signer is not None:
         from ..signing import new_message_hasher
@@ -278,16 +311,8 @@ def write_jar(
         write(data)
         written += memoryview(data).nbytes
 
-    head = encode_header(header)
-    if head_size is not None:
-        if len(head) > head_size:  # (bound() makes this impossible)
-            raise AssertionError(f"a {len(head)}-byte header outgrew its {head_size} bytes")
-        head += b" " * (head_size - len(head))
-    flags = FLAG_SIGNED if signer is not None else 0
-    major, minor = format_version(header["layout"])
-    emit(MAGIC + struct.pack("<HHIQ", major, minor, flags, len(head)))
-    emit(head)
-    pos = PREAMBLE_SIZE + len(head)
+    emit(front)
+    pos = len(front)
     structure = b""
     for data in payloads:
         pad = align(pos) - pos
@@ -306,11 +331,7 @@ def write_jar(
         block = sign_digest(signer, message.digest())
         message = None  # the signature block is not part of the signed message
         emit(block)
-    digest = hasher.digest()
-    write(structure)
-    write(digest)
-    write(END_MAGIC)
-    return written + len(structure) + len(digest) + len(END_MAGIC)
+    return structure, written
 
 
 def write_sections(
@@ -331,7 +352,8 @@ def write_sections(
         write_streamed(out, header, sections, signer)
         return
     layout, payloads = sections.finish()
-    write_jar(out.write, {**header, "layout": layout}, payloads, signer)
+    body = out.body_writer() if isinstance(out, _FileWriter) else None
+    write_jar(out.write, {**header, "layout": layout}, payloads, signer, write_body=body)
 
 
 def write_streamed(
@@ -411,8 +433,7 @@ def write_atomic(path: str, writer: Callable[[Writable], Any]) -> None:
         raise cannot_write(path, exc) from None
     try:
         try:
-            fast = _compiled.speedups
-            out = _FileWriter(fd, fast.start_writeback if fast is not None else None)
+            out = _FileWriter(fd, _compiled.speedups)
             writer(out)
             out.flush()
             os.fsync(fd)
@@ -459,8 +480,11 @@ class _FileWriter:
 
     can_patch = hasattr(os, "pwrite")  # (not on Windows)
 
-    def __init__(self, fd: int, start_writeback: Callable[[int, int, int], bool] | None) -> None:
-        self.fd, self.start_writeback = fd, start_writeback
+    def __init__(self, fd: int, speedups: Any) -> None:
+        """``speedups``: the compiled helpers (``_compiled.speedups``), or None."""
+        self.fd = fd
+        self.start_writeback = speedups.start_writeback if speedups is not None else None
+        self.compiled_body = speedups.write_body if speedups is not None and _HAS_WRITEV else None
         self.pending: list[memoryview] = []
         self.pending_bytes = 0
         self.written = self.started = 0
@@ -489,6 +513,21 @@ class _FileWriter:
             if self.pending_bytes >= WRITE_CHUNK or len(self.pending) >= _GATHER_MAX:
                 self.flush()
         return view.nbytes
+
+    def body_writer(self) -> BodyWriter | None:
+        """``write_jar``'s compiled body writer for this file, if it has one and nothing is
+        written yet (the jar's alignment is counted from the file's start)."""
+        if self.compiled_body is None or self.written or self.pending:
+            return None
+        return self._write_body
+
+    def _write_body(self, front: bytes, payloads: list[Any], hasher: Any) -> tuple[bytes, int]:
+        start = self.written
+        structure, self.written, self.started = self.compiled_body(  # type: ignore[misc]
+            self.fd, front, payloads, hasher, ALIGNMENT, self.written, self.started,
+            WRITE_CHUNK, WRITEBACK_CHUNK,
+        )
+        return structure, self.written - start
 
     def flush(self) -> None:
         """Write everything pending (the file's end included), then start its writeback."""

@@ -1,0 +1,320 @@
+/* Writing an unsigned jar's body to a file: the twin of writer.py's `write_jar` loop.
+ *
+ * write_body(fd, front, payloads, hasher, alignment, position, started, write_chunk,
+ *            writeback_chunk) -> (structure digest, position, started)
+ *
+ * Writes `front` (the preamble and header) and then each payload, each padded with
+ * zeros to `alignment` as write_jar pads it (a payload may be a list of chunks, stored
+ * back to back), hashing every byte written into `hasher`. The structure digest is the
+ * hash of everything up to the end of the first payload, the tree. Bytes are handed to
+ * the kernel in writev calls of about `write_chunk`, and after every `writeback_chunk`
+ * past `started` their writeback is started (sync_file_range), as _FileWriter does;
+ * the new position and writeback start are returned.
+ *
+ * Why compiled: the Python loop took a few Python steps per piece (pad, hash, gather),
+ * and the digest then ran on the same core as the write. Here a body of HASH_THREAD_MIN
+ * bytes or more is hashed on a helper thread while this one writes the same bytes
+ * (both only read them): the write, mostly the kernel's copy into the page cache, hides
+ * the hash. Nothing in the file depends on which thread hashed it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+void *skjar_hasher_claim(PyObject *hasher);
+void skjar_hasher_unclaim(PyObject *hasher);
+void skjar_xxh3_update_unlocked(void *state, const void *data, size_t n);
+void skjar_xxh3_digest(void *state, unsigned char out[16]);
+void *skjar_xxh3_copy(void *state);
+void skjar_xxh3_free(void *state);
+
+#if !defined(_WIN32)
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* Below this a helper thread costs more than the hash it takes over (~20 us to start
+ * and join one, the time to hash ~400 KB here). */
+#define HASH_THREAD_MIN ((size_t)1 << 19)
+#define MAX_ALIGNMENT 4096
+#ifndef IOV_MAX
+#define IOV_MAX 16
+#endif
+#define GATHER_MAX (IOV_MAX < 1024 ? IOV_MAX : 1024)
+
+static const char zeros[MAX_ALIGNMENT];
+
+typedef struct {
+    const char *data;
+    size_t size;
+} Segment;
+
+typedef struct {
+    const Segment *segments;
+    Py_ssize_t count, tree_end; /* the structure digest covers segments [0, tree_end) */
+    void *state;
+    unsigned char structure[16];
+} HashJob;
+
+static void
+hash_segments(HashJob *job)
+{
+    for (Py_ssize_t i = 0; i < job->count; i++) {
+        if (i == job->tree_end) {
+            void *copy = skjar_xxh3_copy(job->state);
+            if (copy != NULL) {
+                skjar_xxh3_digest(copy, job->structure);
+                skjar_xxh3_free(copy);
+            }
+            else { /* (no memory for a copy: the state, before it goes on) */
+                skjar_xxh3_digest(job->state, job->structure);
+            }
+        }
+        skjar_xxh3_update_unlocked(job->state, job->segments[i].data, job->segments[i].size);
+    }
+    if (job->tree_end == job->count) {
+        skjar_xxh3_digest(job->state, job->structure);
+    }
+}
+
+static void *
+hash_thread(void *arg)
+{
+    hash_segments((HashJob *)arg);
+    return NULL;
+}
+
+#define NO_BYTES (-1)    /* the file took no bytes */
+#define INTERRUPTED (-2) /* a signal handler raised: its exception is set */
+
+/* Write every segment: 0, an errno, NO_BYTES or INTERRUPTED. Runs without the GIL, which
+ * it takes back only to run signal handlers when a write is interrupted or cut short, as
+ * a loop over os.writev would run them (PEP 475): Ctrl-C stops a long save to a pipe. */
+static int
+write_segments(int fd, const Segment *segments, Py_ssize_t count, size_t write_chunk,
+               size_t writeback_chunk, long long *position, long long *started,
+               PyThreadState **saved)
+{
+    struct iovec iov[GATHER_MAX];
+    Py_ssize_t next = 0;
+    size_t taken = 0; /* of segments[next] */
+    while (next < count) {
+        int n = 0;
+        size_t gathered = 0;
+        while (next < count && n < GATHER_MAX && gathered < write_chunk) {
+            size_t left = segments[next].size - taken;
+            size_t piece = left < write_chunk ? left : write_chunk;
+            if (piece > 0) {
+                iov[n].iov_base = (void *)(segments[next].data + taken);
+                iov[n].iov_len = piece;
+                n++;
+                gathered += piece;
+            }
+            taken += piece;
+            if (taken == segments[next].size) {
+                next++;
+                taken = 0;
+            }
+        }
+        struct iovec *at = iov;
+        while (n > 0) {
+            ssize_t done = writev(fd, at, n);
+            if (done < 0 && errno != EINTR) {
+                return errno;
+            }
+            if (done == 0) {
+                return NO_BYTES;
+            }
+            if (done > 0) {
+                *position += done;
+                while (n > 0 && (size_t)done >= at->iov_len) {
+                    done -= (ssize_t)at->iov_len;
+                    at++;
+                    n--;
+                }
+                if (n > 0) {
+                    at->iov_base = (char *)at->iov_base + done;
+                    at->iov_len -= (size_t)done;
+                }
+            }
+            if (n > 0) { /* interrupted, or short (maybe by a signal): run the handlers */
+                PyEval_RestoreThread(*saved);
+                const int raised = PyErr_CheckSignals() < 0;
+                *saved = PyEval_SaveThread();
+                if (raised) {
+                    return INTERRUPTED;
+                }
+            }
+        }
+#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
+        if (*position - *started >= (long long)writeback_chunk) {
+            if (sync_file_range(fd, (off_t)*started, (off_t)(*position - *started),
+                                SYNC_FILE_RANGE_WRITE) == 0) {
+                *started = *position;
+            }
+        }
+#else
+        (void)writeback_chunk;
+        (void)started;
+#endif
+    }
+    return 0;
+}
+
+/* The buffers of `front` and every payload (a list's items one by one), in file order. */
+static Py_buffer *
+get_buffers(PyObject *front, PyObject *payloads, Py_ssize_t *count)
+{
+    Py_ssize_t total = 1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(payloads); i++) {
+        PyObject *p = PyList_GET_ITEM(payloads, i);
+        total += PyList_Check(p) ? PyList_GET_SIZE(p) : 1;
+    }
+    Py_buffer *views = PyMem_Calloc((size_t)total, sizeof(Py_buffer));
+    if (views == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    Py_ssize_t got = 0;
+    if (PyObject_GetBuffer(front, &views[got], PyBUF_SIMPLE) < 0) {
+        goto fail;
+    }
+    got++;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(payloads); i++) {
+        PyObject *p = PyList_GET_ITEM(payloads, i);
+        Py_ssize_t items = PyList_Check(p) ? PyList_GET_SIZE(p) : 1;
+        for (Py_ssize_t j = 0; j < items; j++) {
+            PyObject *piece = PyList_Check(p) ? PyList_GET_ITEM(p, j) : p;
+            if (PyObject_GetBuffer(piece, &views[got], PyBUF_SIMPLE) < 0) {
+                goto fail;
+            }
+            got++;
+        }
+    }
+    *count = got;
+    return views;
+fail:
+    while (got > 0) {
+        PyBuffer_Release(&views[--got]);
+    }
+    PyMem_Free(views);
+    return NULL;
+}
+
+PyObject *
+skjar_write_body(PyObject *self, PyObject *args)
+{
+    int fd;
+    PyObject *front, *payloads, *hasher;
+    Py_ssize_t alignment;
+    long long position, started, write_chunk, writeback_chunk;
+    if (!PyArg_ParseTuple(args, "iOO!OnLLLL", &fd, &front, &PyList_Type, &payloads, &hasher,
+                          &alignment, &position, &started, &write_chunk, &writeback_chunk)) {
+        return NULL;
+    }
+    if (alignment < 1 || alignment > MAX_ALIGNMENT || (alignment & (alignment - 1)) ||
+        position < 0 || started < 0 || started > position || write_chunk < 1 ||
+        writeback_chunk < 1) {
+        PyErr_SetString(PyExc_ValueError, "write_body: a size or position out of range");
+        return NULL;
+    }
+    if (PyList_GET_SIZE(payloads) == 0) {
+        PyErr_SetString(PyExc_ValueError, "write_body: a jar has a tree, the first payload");
+        return NULL;
+    }
+    Py_ssize_t count;
+    Py_buffer *views = get_buffers(front, payloads, &count);
+    if (views == NULL) {
+        return NULL;
+    }
+    /* Every piece and the pads before the payloads: at most two segments a buffer. */
+    Segment *segments = PyMem_Malloc((size_t)(2 * count) * sizeof(Segment));
+    void *state = segments != NULL ? skjar_hasher_claim(hasher) : NULL;
+    if (state == NULL) {
+        if (segments == NULL) {
+            PyErr_NoMemory();
+        }
+        for (Py_ssize_t i = 0; i < count; i++) {
+            PyBuffer_Release(&views[i]);
+        }
+        PyMem_Free(views);
+        PyMem_Free(segments);
+        return NULL;
+    }
+    HashJob job = {segments, 0, 0, state, {0}};
+    long long at = position;
+    Py_ssize_t v = 0;
+    segments[job.count++] = (Segment){views[v].buf, (size_t)views[v].len};
+    at += views[v].len;
+    v++;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(payloads); i++) {
+        long long pad = (alignment - at % alignment) % alignment;
+        if (pad) {
+            segments[job.count++] = (Segment){zeros, (size_t)pad};
+            at += pad;
+        }
+        PyObject *p = PyList_GET_ITEM(payloads, i);
+        Py_ssize_t items = PyList_Check(p) ? PyList_GET_SIZE(p) : 1;
+        for (Py_ssize_t j = 0; j < items; j++, v++) {
+            segments[job.count++] = (Segment){views[v].buf, (size_t)views[v].len};
+            at += views[v].len;
+        }
+        if (i == 0) {
+            job.tree_end = job.count;
+        }
+    }
+    const size_t total = (size_t)(at - position);
+    PyThreadState *saved = PyEval_SaveThread();
+    pthread_t helper;
+    int threaded = 0;
+    if (total >= HASH_THREAD_MIN) {
+        /* The helper takes no signal: they stay with the threads that run Python. */
+        sigset_t all, kept;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &kept);
+        threaded = pthread_create(&helper, NULL, hash_thread, &job) == 0;
+        pthread_sigmask(SIG_SETMASK, &kept, NULL);
+    }
+    if (!threaded) {
+        hash_segments(&job); /* first: the bytes are then in the cache for the write */
+    }
+    const int error = write_segments(fd, segments, job.count, (size_t)write_chunk,
+                                     (size_t)writeback_chunk, &position, &started, &saved);
+    if (threaded) {
+        pthread_join(helper, NULL);
+    }
+    PyEval_RestoreThread(saved);
+    skjar_hasher_unclaim(hasher);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyBuffer_Release(&views[i]);
+    }
+    PyMem_Free(views);
+    PyMem_Free(segments);
+    if (error > 0) {
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (error == NO_BYTES) {
+        PyErr_SetString(PyExc_OSError, "the file system accepted no bytes");
+        return NULL;
+    }
+    if (error == INTERRUPTED) {
+        return NULL;
+    }
+    return Py_BuildValue("y#LL", (const char *)job.structure, (Py_ssize_t)16, position, started);
+}
+
+#else /* Windows: no writev; writer.py writes in Python there */
+
+PyObject *
+skjar_write_body(PyObject *self, PyObject *args)
+{
+    PyErr_SetString(PyExc_NotImplementedError, "write_body needs writev");
+    return NULL;
+}
+
+#endif
