@@ -8,7 +8,7 @@ import platform
 
 from setuptools import Extension, setup
 
-sources = [f"src/skjar/{name}.c" for name in ("_speedups", "_walk", "_json", "_front", "_digest", "_pack", "_encode", "_objpool", "_write")]
+sources = [f"src/skjar/{name}.c" for name in ("_speedups", "_walk", "_json", "_front", "_digest", "_pack", "_encode", "_objpool", "_write", "_json_dump")]
 macros = []
 if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86"):
     # XXH3's update picks SSE2, AVX2 or AVX-512 at run time (baseline flags only).

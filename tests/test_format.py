@@ -270,8 +270,8 @@ def test_a_failed_dump_leaves_the_old_file(old_file: Path, stage: str,
 
         monkeypatch.setattr(os, "writev", writev, raising=False)
         monkeypatch.setattr(writer, "_HAS_WRITEV", True)
-        # (the Python loop; test_speedups.py fails the compiled write_body half-way)
-        monkeypatch.setattr(writer._FileWriter, "body_writer", lambda self: None)
+        # (the Python loop; test_speedups.py fails the compiled write_jar half-way)
+        monkeypatch.setattr(writer._FileWriter, "jar_writer", lambda self: None)
     else:
         monkeypatch.setattr(os, stage, boom)
     with pytest.raises(OSError, match="No space left"):
@@ -299,8 +299,8 @@ def test_a_save_survives_short_writes(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(skjar.api, "producer", lambda: made)
     monkeypatch.setattr(os, "writev", short, raising=False)
     monkeypatch.setattr(writer, "_HAS_WRITEV", True)
-    # (the Python loop: test_speedups.py makes the compiled write_body's writes short)
-    monkeypatch.setattr(writer._FileWriter, "body_writer", lambda self: None)
+    # (the Python loop: test_speedups.py makes the compiled write_jar's writes short)
+    monkeypatch.setattr(writer._FileWriter, "jar_writer", lambda self: None)
     skjar.dump(model, tmp_path / "m.skjar")
     assert len(sizes) > 1000
     assert (tmp_path / "m.skjar").read_bytes() == skjar.dumps(model)

@@ -513,7 +513,7 @@ def test_a_large_save_starts_its_writeback_early_and_writes_the_same_bytes(
     """Each WRITEBACK_CHUNK is handed to the kernel as soon as it is written, in order,
     without a gap, by writes of about WRITE_CHUNK each (one 8 MiB write at a time is
     where forest's saves stalled); the file is byte for byte what ``dumps`` makes. The
-    Python loop is watched call by call; the compiled ``write_body`` says where its
+    Python loop is watched call by call; the compiled ``write_jar`` says where its
     writeback got to."""
     from skjar.format import writer
     from skjar.format.writer import WRITE_CHUNK, WRITEBACK_CHUNK
@@ -538,17 +538,17 @@ def test_a_large_save_starts_its_writeback_early_and_writes_the_same_bytes(
             assert os.fstat(fd).st_size >= offset + nbytes  # flushed before it is asked
             return speedups.start_writeback(fd, offset, nbytes)
 
-        def write_body(self, *args: Any) -> Any:
-            structure, position, started = speedups.write_body(*args)
+        def write_jar(self, *args: Any) -> Any:
+            position, started = speedups.write_jar(*args)
             bodies.append((position, started))
-            return structure, position, started
+            return position, started
 
     model = {"weights": np.arange(3 * WRITEBACK_CHUNK // 8 + 1000, dtype=np.float64)}
     made = skjar.api.producer()  # one creation time for both jars (it has a second's grain)
     monkeypatch.setattr(skjar.api, "producer", lambda: made)
     monkeypatch.setattr(_compiled, "speedups", Recording())
     if body == "python":
-        monkeypatch.setattr(writer._FileWriter, "body_writer", lambda self: None)
+        monkeypatch.setattr(writer._FileWriter, "jar_writer", lambda self: None)
     skjar.dump(model, tmp_path / "big.skjar")
     size = (tmp_path / "big.skjar").stat().st_size
     if body == "python":
@@ -558,46 +558,45 @@ def test_a_large_save_starts_its_writeback_early_and_writes_the_same_bytes(
         # (a write gathers the pieces pending under one WRITE_CHUNK and the one that fills it)
         assert WRITE_CHUNK < WRITEBACK_CHUNK and max(writes) < 2 * WRITE_CHUNK
         assert sum(writes) == size
-    else:  # all but the trailer (two digests, the end magic: 40 bytes), three writebacks
+    else:  # one call writes it all, three writebacks started
         ((position, started),) = bodies
-        assert position == size - 40 and 3 * WRITEBACK_CHUNK <= started < size
-        assert not ranges and sum(writes) == 40
+        assert position == size and 3 * WRITEBACK_CHUNK <= started < size
+        assert not ranges and not writes
     monkeypatch.setattr(_compiled, "speedups", speedups)  # (the creation time stays fixed)
     assert (tmp_path / "big.skjar").read_bytes() == skjar.dumps(model)
 
 
-# -- write_body: an unsigned jar's body, hashed on a helper thread ---------------------
-def _python_body(front: bytes, payloads: list[Any]) -> tuple[bytes, bytes, bytes]:
-    """The file's bytes, structure digest and digest as writer.py's Python loop makes them."""
-    from skjar.format.digest import new_hasher
-    from skjar.format.writer import _write_body
+# -- write_jar: an unsigned jar written whole, hashed on a helper thread -------------
+def _python_jar(front: bytes, payloads: list[Any]) -> bytes:
+    """The bytes writer.py's Python loop writes."""
+    from skjar.format.writer import _write_whole
 
-    out, hasher = io.BytesIO(), new_hasher()
-    structure, written = _write_body(out.write, front, payloads, hasher, None)
-    assert written == len(out.getvalue())
-    return out.getvalue(), structure, hasher.digest()
+    out = io.BytesIO()
+    assert _write_whole(out.write, front, payloads, None) == len(out.getvalue())
+    return out.getvalue()
 
 
-def _compiled_body(
+def _write_jar(fd: int, front: bytes, payloads: list[Any], chunks: tuple[int, int]) -> Any:
+    from skjar.format.spec import END_MAGIC
+
+    return speedups.write_jar(fd, front, payloads, END_MAGIC, 64, 0, 0, *chunks)
+
+
+def _compiled_jar(
     path: Any, front: bytes, payloads: list[Any], chunks: tuple[int, int] = (1 << 20, 8 << 20)
-) -> tuple[bytes, bytes, bytes, int, int]:
-    from skjar.format.digest import new_hasher
-
-    hasher = new_hasher()
+) -> bytes:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        structure, position, started = speedups.write_body(
-            fd, front, payloads, hasher, 64, 0, 0, *chunks
-        )
+        position, started = _write_jar(fd, front, payloads, chunks)
     finally:
         os.close(fd)
     with open(path, "rb") as f:
         data = f.read()
-    assert position == len(data)
-    return data, structure, hasher.digest(), position, started
+    assert position == len(data) and 0 <= started <= position
+    return data
 
 
-_BODIES = {  # (front, payloads): inline and threaded hashing, pads and none, chunk lists
+_JARS = {  # (front, payloads): inline and threaded hashing, pads and none, chunk lists
     "tree only": (b"F" * 40, [b"tree"]),
     "aligned": (b"F" * 64, [b"t" * 64, np.arange(8.0)]),
     "empty pieces": (b"F", [b"", b"", memoryview(b"x"), [b"", b"ab"]]),
@@ -608,18 +607,18 @@ _BODIES = {  # (front, payloads): inline and threaded hashing, pads and none, ch
 
 
 @needs_speedups
-@pytest.mark.parametrize("name", sorted(_BODIES))
-def test_write_body_writes_and_hashes_as_the_python_loop(tmp_path: Any, name: str) -> None:
-    front, payloads = _BODIES[name]
-    want = _python_body(front, payloads)
-    small = len(want[0]) < 100_000  # (a byte a write: a million calls for a large body)
+@pytest.mark.parametrize("name", sorted(_JARS))
+def test_write_jar_writes_what_the_python_loop_writes(tmp_path: Any, name: str) -> None:
+    """Bytes, pads, both digests and the end magic, for every way of gathering writes."""
+    front, payloads = _JARS[name]
+    want = _python_jar(front, payloads)
+    small = len(want) < 100_000  # (a byte a write: a million calls for a large jar)
     for chunks in ((1 << 20, 8 << 20), (1000, 5000), (1, 1) if small else (7, 100_000)):
-        got = _compiled_body(tmp_path / "body", front, payloads, chunks)
-        assert got[:3] == want, chunks
+        assert _compiled_jar(tmp_path / "jar", front, payloads, chunks) == want, chunks
 
 
 @needs_speedups
-def test_write_body_survives_short_and_interrupted_writes(tmp_path: Any) -> None:
+def test_write_jar_survives_short_and_interrupted_writes(tmp_path: Any) -> None:
     """A pipe with a one-page buffer read slowly, while a timer's signal keeps interrupting
     the write: writev returns part of a gather, or EINTR (the handler then runs, as
     PEP 475 has it, in the middle of the call); every byte arrives once, in order."""
@@ -628,7 +627,7 @@ def test_write_body_survives_short_and_interrupted_writes(tmp_path: Any) -> None
     import threading
 
     front, payloads = b"F" * 100, [b"t" * 999, np.arange(100_000.0), b"end"]
-    want = _python_body(front, payloads)[0]
+    want = _python_jar(front, payloads)
     read, write = os.pipe()
     fcntl.fcntl(write, 1031, 4096)  # F_SETPIPE_SZ: one page
     got = bytearray()
@@ -643,9 +642,7 @@ def test_write_body_survives_short_and_interrupted_writes(tmp_path: Any) -> None
     thread.start()
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
-        from skjar.format.digest import new_hasher
-
-        speedups.write_body(write, front, payloads, new_hasher(), 64, 0, 0, 1 << 20, 8 << 20)
+        _write_jar(write, front, payloads, (1 << 20, 8 << 20))
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -657,7 +654,7 @@ def test_write_body_survives_short_and_interrupted_writes(tmp_path: Any) -> None
 
 
 @needs_speedups
-def test_write_body_stops_when_a_signal_handler_raises(tmp_path: Any) -> None:
+def test_write_jar_stops_when_a_signal_handler_raises() -> None:
     """Ctrl-C during a save to a pipe nobody reads: the handler's exception ends the call."""
     import signal
 
@@ -669,12 +666,8 @@ def test_write_body_stops_when_a_signal_handler_raises(tmp_path: Any) -> None:
     previous = signal.signal(signal.SIGALRM, stop)
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.05)
-        from skjar.format.digest import new_hasher
-
-        hasher = new_hasher()
         with pytest.raises(KeyboardInterrupt):
-            speedups.write_body(write, b"F", [np.ones(1 << 20)], hasher, 64, 0, 0, 1 << 20, 1 << 30)
-        hasher.update(b"still usable")
+            _write_jar(write, b"F", [np.ones(1 << 20)], (1 << 20, 1 << 30))
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -683,39 +676,33 @@ def test_write_body_stops_when_a_signal_handler_raises(tmp_path: Any) -> None:
 
 
 @needs_speedups
-def test_write_body_refuses_bad_arguments_and_leaves_the_hasher_usable(tmp_path: Any) -> None:
-    from skjar.format.digest import new_hasher
+def test_write_jar_refuses_bad_arguments(tmp_path: Any) -> None:
+    from skjar.format.spec import END_MAGIC
 
-    hasher = new_hasher()
     fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
-    good = (fd, b"F", [b"tree"], hasher, 64, 0, 0, 1 << 20, 8 << 20)
+    good = (fd, b"F", [b"tree"], END_MAGIC, 64, 0, 0, 1 << 20, 8 << 20)
 
-    def call(**change: Any) -> Any:
-        args = list(good)
-        for index, value in change.items():
-            args[int(index[1:])] = value
-        return speedups.write_body(*args)
+    def call(index: int, value: Any) -> Any:
+        return speedups.write_jar(*good[:index], value, *good[index + 1 :])
 
     try:
-        with pytest.raises(TypeError, match="Hasher"):
-            call(a3=object())
         with pytest.raises(TypeError):
-            call(a2=(b"tree",))  # a tuple of payloads
+            call(2, (b"tree",))  # a tuple of payloads
         with pytest.raises(TypeError):
-            call(a2=[b"tree", 5])  # a payload that is no buffer
+            call(2, [b"tree", 5])  # a payload that is no buffer
+        with pytest.raises(TypeError):
+            call(3, "END")  # an end magic that is no bytes
         with pytest.raises(ValueError, match="first payload"):
-            call(a2=[])
+            call(2, [])
         for index, value in ((4, 0), (4, 48), (4, 8192), (5, -1), (6, 7), (7, 0), (8, 0)):
             with pytest.raises(ValueError, match="out of range"):
-                call(**{f"a{index}": value})
+                call(index, value)
         with pytest.raises(OSError) as closed:
-            call(a0=-1)
+            call(0, -1)
         assert closed.value.errno == 9  # EBADF
         assert os.fstat(fd).st_size == 0  # nothing written by a refused call
     finally:
         os.close(fd)
-    hasher.update(b"x")  # never left claimed
-    assert len(hasher.digest()) == 16
 
 
 @needs_speedups
@@ -739,7 +726,7 @@ print(skjar.load(path), sorted(os.listdir(os.path.dirname(path))))
     assert out.stdout.split("\n")[:2] == ["errno 27", "{'version': 'old'} ['m.skjar']"]
 
 
-# -- the header's JSON parser -------------------------------------------------------
+# -- the header's JSON, parsed and written -----------------------------------------
 def _exact(a: Any, b: Any) -> bool:
     """Equal values of equal types (1 is not 1.0 or True; -0.0 is not 0.0), order kept."""
     if type(a) is not type(b):
@@ -772,6 +759,68 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(JSON_TEXT, inner, max_size=5),
     max_leaves=20,
 )
+
+
+def _has_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    if isinstance(value, dict):
+        return any(map(_has_surrogate, value)) or any(map(_has_surrogate, value.values()))
+    return isinstance(value, (list, tuple)) and any(map(_has_surrogate, value))
+
+
+@needs_speedups
+@settings(max_examples=500, deadline=None)
+@given(value=JSON_VALUES, tuples=st.booleans())
+def test_the_json_writer_writes_its_twins_bytes(value: Any, tuples: bool) -> None:
+    """json_dump writes what encode_header's json module writes, byte for byte, for every
+    header-like value; it steps aside (None) only for text UTF-8 cannot hold."""
+    import json
+
+    from skjar.format.header import encode_header
+
+    def as_tuples(v: Any) -> Any:  # (tuples are written as arrays, as json writes them)
+        if isinstance(v, list):
+            return tuple(map(as_tuples, v))
+        if isinstance(v, dict):
+            return {k: as_tuples(x) for k, x in v.items()}
+        return v
+
+    value = as_tuples(value) if tuples else value
+    written = speedups.json_dump(value)  # type: ignore[union-attr]
+    if _has_surrogate(value):
+        assert written is None
+        return
+    twin = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    assert written == twin.encode()
+    assert encode_header(value) == written
+
+
+@needs_speedups
+def test_the_json_writer_steps_aside_for_the_unusual() -> None:
+    """What the twin writes otherwise (a key that is no str, a subclass) or refuses (NaN,
+    a cycle): None, so encode_header's json module decides."""
+    import enum
+
+    class Text(str):
+        pass
+
+    class Number(enum.IntEnum):
+        ONE = 1
+
+    deep: Any = []
+    for _ in range(100):
+        deep = [deep]
+    looped: list[Any] = []
+    looped.append(looped)
+    for value in ({1: "a"}, {None: 1}, Text("a"), {"a": Number.ONE}, float("nan"),
+                  [float("-inf")], {"a": {1, 2}}, np.float64(1.0), deep, looped, b"bytes"):
+        assert speedups.json_dump(value) is None, value  # type: ignore[union-attr]
+    from skjar.format.header import encode_header
+
+    assert encode_header({"k": {1: Number.ONE}}) == b'{"k":{"1":1}}'
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        encode_header({"x": float("nan")})
 
 
 @needs_speedups

@@ -22,7 +22,7 @@ HELPERS = (
     "walk_setter", "binary_tree_state_ok", "distance_metric_state_ok", "neighbors_state_ok",
     "libsvm_state_ok", "discard", "pack_tree", "encode", "encode_items", "encode_dict",
     "predictors_ok", "objpool_last", "CompiledCheck", "default_infos", "section_totals",
-    "write_body",
+    "write_jar", "json_dump",
 )
 # The helpers' calling conventions (SKJAR_SPEEDUPS_API in _speedups.c); a build of another
 # one is not used either (API 3: strdict reads values of any width, releases built keys;
@@ -45,8 +45,8 @@ HELPERS = (
 # gives back their flags; 30: predictors_ok; 31: strdict maps its objects' memory in ahead,
 # objpool_last shows it; 32: CompiledCheck, meaning checks whose compiled twin runs with
 # no Python step; 33: default_infos and section_totals, a cold inspect's and audit's
-# Python steps compiled); 34: write_body, an unsigned jar's body written to a file with its digest
-# taken on a helper thread).
+# Python steps compiled); 34: write_jar, an unsigned jar written to a file and hashed on a
+# helper thread, and json_dump, the header's JSON written).
 API = 34
 
 

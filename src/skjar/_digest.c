@@ -92,46 +92,11 @@ skjar_xxh3_free(void *state)
 
 static PyTypeObject HasherType;
 
-/* For a compiled writer (_write.c) that hashes on a helper thread: the state of
- * `hasher`, a Hasher, marked busy until skjar_hasher_unclaim (with the GIL held), so no
- * Python call touches it meanwhile; NULL with an exception set if it cannot be had. */
-void *
-skjar_hasher_claim(PyObject *hasher)
-{
-    if (!PyObject_TypeCheck(hasher, &HasherType)) {
-        PyErr_Format(PyExc_TypeError, "a Hasher is needed, not %.80s", Py_TYPE(hasher)->tp_name);
-        return NULL;
-    }
-    Hasher *self = (Hasher *)hasher;
-    if (!hasher_free_to_use(self)) {
-        return NULL;
-    }
-    self->busy = 1;
-    return self->state;
-}
-
-void
-skjar_hasher_unclaim(PyObject *hasher)
-{
-    ((Hasher *)hasher)->busy = 0;
-}
-
 /* An update that never touches the GIL: for a thread that does not hold it. */
 void
 skjar_xxh3_update_unlocked(void *state, const void *data, size_t n)
 {
     HASH_UPDATE(state, data, n);
-}
-
-/* A copy of a state, or NULL without memory; no GIL needed. */
-void *
-skjar_xxh3_copy(void *state)
-{
-    XXH3_state_t *copy = XXH3_createState();
-    if (copy != NULL) {
-        XXH3_copyState(copy, (XXH3_state_t *)state);
-    }
-    return copy;
 }
 
 static PyObject *

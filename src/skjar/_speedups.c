@@ -1694,7 +1694,8 @@ PyObject *skjar_read_small(PyObject *self, PyObject *args);
 PyObject *skjar_read_head(PyObject *self, PyObject *args);
 PyObject *skjar_default_infos(PyObject *self, PyObject *args);
 PyObject *skjar_section_totals(PyObject *self, PyObject *sections);
-PyObject *skjar_write_body(PyObject *self, PyObject *args);
+PyObject *skjar_write_jar(PyObject *self, PyObject *args);
+PyObject *skjar_json_dump(PyObject *self, PyObject *value);
 int skjar_add_hasher(PyObject *module);
 int skjar_front_init(void);
 int skjar_walk_init(void);
@@ -1758,9 +1759,10 @@ static PyMethodDef methods[] = {
     {"neighbors_state_ok", neighbors_state_ok, METH_VARARGS,
      "neighbors_state_ok(state, ndarray) -> bool"},
     {"libsvm_state_ok", libsvm_state_ok, METH_VARARGS, "libsvm_state_ok(state, ndarray) -> bool"},
-    {"write_body", skjar_write_body, METH_VARARGS,
-     "write_body(fd, front, payloads, hasher, alignment, position, started, write_chunk, "
-     "writeback_chunk) -> (structure digest, position, started)"},
+    {"json_dump", skjar_json_dump, METH_O, "json_dump(value) -> bytes | None"},
+    {"write_jar", skjar_write_jar, METH_VARARGS,
+     "write_jar(fd, front, payloads, end_magic, alignment, position, started, write_chunk, "
+     "writeback_chunk) -> (position, started)"},
     {"objpool_last", skjar_objpool_last, METH_NOARGS,
      "objpool_last() -> (arena bytes handed out, bytes the helper mapped in) of strdict's last pool"},
     {NULL, NULL, 0, NULL},

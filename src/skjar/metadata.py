@@ -10,6 +10,7 @@ import functools
 import importlib.metadata
 import json
 import math
+import operator
 import os
 import platform
 import re
@@ -272,16 +273,24 @@ def _summarize(obj: Any, depth: int) -> dict[str, Any]:
         params = _shallow_params(obj)
     except Exception:
         params = {}
-    out["params"] = {str(k): jsonable(v) for k, v in params.items()}
+    out["params"] = {
+        str(k): v if type(v) in _AS_THEY_ARE else jsonable(v) for k, v in params.items()
+    }
     schema = input_schema(obj)
     if schema:
         out["schema"] = schema
-    out["fitted"] = any(k.endswith("_") and not k.startswith("__") for k in vars(obj))
+    out["fitted"] = any(map(_FITTED_NAME, vars(obj)))  # (sklearn's check_is_fitted's test)
     if depth < 6:
         children = _children(obj)
         if children:
             out["children"] = {str(k): summarize(v, depth + 1) for k, v in children.items()}
     return out
+
+
+# Parameter values jsonable gives back as they are (a str only up to MAX_REPR).
+_AS_THEY_ARE = frozenset({type(None), bool, int})
+# An attribute name a fit sets: ends with "_", does not start with "__".
+_FITTED_NAME = re.compile(r"(?!__).*_", re.DOTALL).fullmatch
 
 
 def _shallow_params(obj: Any) -> dict[str, Any]:
@@ -292,12 +301,17 @@ def _shallow_params(obj: Any) -> dict[str, Any]:
     names = _param_names(cls) if _plain_get_params(cls) else None
     if names is None:
         return dict(obj.get_params(deep=False))
-    return {name: getattr(obj, name) for name in names}
+    if not names[0]:
+        return {}
+    values = names[1](obj)  # (one C call for all of them)
+    return dict(zip(names[0], values if len(names[0]) > 1 else (values,)))
 
 
 @functools.lru_cache(maxsize=1024)
-def _param_names(cls: type) -> tuple[str, ...]:
-    return tuple(cls._get_param_names())  # type: ignore[attr-defined]
+def _param_names(cls: type) -> tuple[tuple[str, ...], Any]:
+    """The class's parameter names, and an attrgetter of them all."""
+    names = tuple(cls._get_param_names())  # type: ignore[attr-defined]
+    return names, operator.attrgetter(*names) if names else None
 
 
 @functools.lru_cache(maxsize=1024)

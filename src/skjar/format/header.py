@@ -79,6 +79,11 @@ def encode_header(header: Any) -> bytes:
     >>> json.loads(encode_header({"c": ["a" + chr(0xDCFF)]}))["c"] == ["a" + chr(92) + "udcff"]
     True
     """
+    fast = _compiled.speedups
+    if fast is not None:
+        written = fast.json_dump(header)  # (None: anything unusual, written below)
+        if written is not None:
+            return written
     try:
         return _json_text(header).encode()
     except UnicodeEncodeError:

@@ -130,7 +130,15 @@ class Sections:
         given each payload, in file order, as soon as it is final: while the threads
         are still compressing the sections after it."""
         tree, compressor = self.tree, self.compressor
-        payloads: list[Any] = []
+        payloads: list[Any]
+        if compressor is None:  # (a raw section's length is its size)
+            entries: list[Any] = [[view.nbytes, view.nbytes, "none"] for view, _ in self.planned]
+            payloads = [tree, *[view for view, _ in self.planned]]
+            if place is not None:
+                for payload in payloads:
+                    place(payload)
+            return {"tree": _tree_entry(tree, "none", tree.nbytes), "buffers": entries}, payloads
+        payloads = []
         add = payloads.append
         if place is not None:
 
@@ -138,11 +146,6 @@ class Sections:
                 payloads.append(payload)
                 place(payload)
 
-        if compressor is None:
-            entries = [_entry(view, "none", view.nbytes) for view, _ in self.planned]
-            for payload in (tree, *(view for view, _ in self.planned)):
-                add(payload)
-            return {"tree": _tree_entry(tree, "none", tree.nbytes), "buffers": entries}, payloads
         # One job per whole section (the tree: the structure digest ends where it ends),
         # or per chunk of a large buffer.
         compress, whole = compressor.compress, self.compressed
@@ -232,6 +235,9 @@ def plan_sections(
 ) -> Sections:
     """The sections a jar will hold, in file order; nothing compressed yet (``finish``)."""
     sections = Sections(memoryview(tree), compress)
+    if compress is None:  # every buffer a section of its own (what add() would plan)
+        sections.planned = [(memoryview(buf), None) for buf in buffers]  # type: ignore[arg-type]
+        return sections
     for buf in buffers:
         sections.add(memoryview(buf))  # type: ignore[arg-type]
     sections.flush()
@@ -253,7 +259,7 @@ def write_jar(
     payloads: list[Any],
     signer: Any = None,
     head_size: int | None = None,
-    write_body: BodyWriter | None = None,
+    write_file: FileJarWriter | None = None,
 ) -> int:
     """Write a complete jar through ``write``; returns the number of bytes written.
 
@@ -261,11 +267,10 @@ def write_jar(
     and a signature block over everything before it precedes the trailer. With
     ``head_size`` the header is padded with spaces to that many bytes (JSON allows
     whitespace after the value): ``write_streamed`` places the sections before it
-    knows the header. ``write_body`` (``_FileWriter.body_writer``), when given for an
-    unsigned jar, writes and hashes the front and the payloads in one compiled call,
-    as the loop below does.
+    knows the header. ``write_file`` (``_FileWriter.jar_writer``), when given for an
+    unsigned jar, writes it all - the front, the payloads and the trailer - in one
+    compiled call, as the Python below does.
     """
-    hasher = new_hasher()
     head = encode_header(header)
     if head_size is not None:
         if len(head) > head_size:  # (bound() makes this impossible)
@@ -274,28 +279,20 @@ def write_jar(
     flags = FLAG_SIGNED if signer is not None else 0
     major, minor = format_version(header["layout"])
     front = MAGIC + struct.pack("<HHIQ", major, minor, flags, len(head)) + head
-    if write_body is not None and signer is None:
-        structure, written = write_body(front, payloads, hasher)
-    else:
-        structure, written = _write_body(write, front, payloads, hasher, signer)
-    digest = hasher.digest()
-    write(structure)
-    write(digest)
-    write(END_MAGIC)
-    return written + len(structure) + len(digest) + len(END_MAGIC)
+    if write_file is not None and signer is None:
+        return write_file(front, payloads)
+    return _write_whole(write, front, payloads, signer)
 
 
-# (front, payloads, hasher) -> (structure digest, bytes written): a jar's body written and
-# hashed, as _write_body does it.
-BodyWriter = Callable[[bytes, list[Any], Any], tuple[bytes, int]]
+# (front, payloads) -> bytes written: an unsigned jar written whole, as _write_whole does.
+FileJarWriter = Callable[[bytes, list[Any]], int]
 
 
-def _write_body(
-    write: Callable[[Any], Any], front: bytes, payloads: list[Any], hasher: Any, signer: Any
-) -> tuple[bytes, int]:
-    """Write and hash ``front`` and the payloads, each aligned, then the signature block
-    if signing; the structure digest (everything up to the tree's end) and the bytes
-    written. The reference for the compiled ``write_body``."""
+def _write_whole(write: Callable[[Any], Any], front: bytes, payloads: list[Any], signer: Any) -> int:
+    """``front`` (the preamble and header), then the payloads, each aligned, the signature
+    block when signing, and the trailer; the bytes written. The reference for the compiled
+    ``write_jar``."""
+    hasher = new_hasher()
     message = None
     if signer is not None:
         from ..signing import new_message_hasher
@@ -331,7 +328,11 @@ def _write_body(
         block = sign_digest(signer, message.digest())
         message = None  # the signature block is not part of the signed message
         emit(block)
-    return structure, written
+    digest = hasher.digest()
+    write(structure)
+    write(digest)
+    write(END_MAGIC)
+    return written + len(structure) + len(digest) + len(END_MAGIC)
 
 
 def write_sections(
@@ -352,8 +353,8 @@ def write_sections(
         write_streamed(out, header, sections, signer)
         return
     layout, payloads = sections.finish()
-    body = out.body_writer() if isinstance(out, _FileWriter) else None
-    write_jar(out.write, {**header, "layout": layout}, payloads, signer, write_body=body)
+    whole = out.jar_writer() if isinstance(out, _FileWriter) else None
+    write_jar(out.write, {**header, "layout": layout}, payloads, signer, write_file=whole)
 
 
 def write_streamed(
@@ -484,7 +485,7 @@ class _FileWriter:
         """``speedups``: the compiled helpers (``_compiled.speedups``), or None."""
         self.fd = fd
         self.start_writeback = speedups.start_writeback if speedups is not None else None
-        self.compiled_body = speedups.write_body if speedups is not None and _HAS_WRITEV else None
+        self.compiled_jar = speedups.write_jar if speedups is not None and _HAS_WRITEV else None
         self.pending: list[memoryview] = []
         self.pending_bytes = 0
         self.written = self.started = 0
@@ -514,20 +515,20 @@ class _FileWriter:
                 self.flush()
         return view.nbytes
 
-    def body_writer(self) -> BodyWriter | None:
-        """``write_jar``'s compiled body writer for this file, if it has one and nothing is
+    def jar_writer(self) -> FileJarWriter | None:
+        """``write_jar``'s compiled writer for this file, if it has one and nothing is
         written yet (the jar's alignment is counted from the file's start)."""
-        if self.compiled_body is None or self.written or self.pending:
+        if self.compiled_jar is None or self.written or self.pending:
             return None
-        return self._write_body
+        return self._write_jar
 
-    def _write_body(self, front: bytes, payloads: list[Any], hasher: Any) -> tuple[bytes, int]:
+    def _write_jar(self, front: bytes, payloads: list[Any]) -> int:
         start = self.written
-        structure, self.written, self.started = self.compiled_body(  # type: ignore[misc]
-            self.fd, front, payloads, hasher, ALIGNMENT, self.written, self.started,
+        self.written, self.started = self.compiled_jar(  # type: ignore[misc]
+            self.fd, front, payloads, END_MAGIC, ALIGNMENT, self.written, self.started,
             WRITE_CHUNK, WRITEBACK_CHUNK,
         )
-        return structure, self.written - start
+        return self.written - start
 
     def flush(self) -> None:
         """Write everything pending (the file's end included), then start its writeback."""
