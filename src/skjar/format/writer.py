@@ -448,12 +448,14 @@ def write_atomic(path: str, writer: Callable[[Writable], Any]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    with contextlib.suppress(OSError):
+    try:  # (a bare try: contextlib.suppress was ~20 us of a small save with cold caches)
         dfd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+    except OSError:
+        pass
 
 
 def _gather_max() -> int:
