@@ -22,6 +22,7 @@ from hypothesis.extra import numpy as hnp
 
 from skjar import _compiled
 from skjar.codec import Encoder
+from skjar.codec.numpy import NUMBER_SCALARS
 from skjar.errors import UnsupportedObjectError
 from skjar.format.spec import MAX_NESTING
 from test_registry import SAMPLES
@@ -170,6 +171,20 @@ def arrays(draw: Any) -> np.ndarray:
 def test_random_arrays_encode_alike(items: list[np.ndarray], again: bool) -> None:
     value = [items, items[0]] if again else items
     assert encoded(value, True) == encoded(value, False)
+
+
+@pytest.mark.parametrize("kind", sorted(NUMBER_SCALARS, key=lambda t: t.__name__),
+                         ids=lambda t: t.__name__)
+def test_every_number_scalar_encodes_alike(kind: type) -> None:
+    """Each type the compiled walk writes itself: alone, beside an array of its dtype
+    (its description then cached), shared, and next to the kinds it leaves to Python."""
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, np.dtype(kind).itemsize, dtype=np.uint8).tobytes()
+    value = np.frombuffer(raw, dtype=kind)[0]  # any bit pattern: NaNs, negative zero
+    one = kind(1)
+    assert agree(value)[0] == "ok"
+    assert agree([one, np.zeros(3, kind), value, value, [one]])[0] == "ok"
+    assert agree({"x": one, "text": np.str_("é"), "when": np.datetime64(0, "s")})[0] == "ok"
 
 
 def test_arrays_share_dtypes_and_structured_descriptions_alike() -> None:

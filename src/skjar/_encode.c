@@ -39,6 +39,7 @@ typedef struct {
     long max_nesting;
     PyObject *ndarray, *ndarray_fn, *dtype_descr, *ndarray_code, *uint8, *descrs;
     Py_ssize_t inline_max;
+    PyObject *numbers, *scalar_code;
 } Enc;
 
 static PyObject *s_dtype, *s_hasobject, *s_T, *s_reshape, *s_view, *minus_one;
@@ -86,7 +87,7 @@ setup(Enc *e, PyObject *enc)
         return -1;
     PyObject *st = NULL;
     int ok = PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 7 &&
-             PyTuple_CheckExact(st = PyTuple_GET_ITEM(fast, 6)) && PyTuple_GET_SIZE(st) == 21;
+             PyTuple_CheckExact(st = PyTuple_GET_ITEM(fast, 6)) && PyTuple_GET_SIZE(st) == 23;
     /* enc keeps its _fast tuple for as long as it lives; the caller holds enc. */
     Py_DECREF(fast);
     if (!ok) {
@@ -121,11 +122,13 @@ setup(Enc *e, PyObject *enc)
     e->uint8 = PyTuple_GET_ITEM(st, 18);
     e->inline_max = PyLong_AsSsize_t(PyTuple_GET_ITEM(st, 19));
     e->descrs = PyTuple_GET_ITEM(st, 20);
+    e->numbers = PyTuple_GET_ITEM(st, 21);
+    e->scalar_code = PyTuple_GET_ITEM(st, 22);
     if (!PyDict_CheckExact(e->memo) || !PySet_CheckExact(e->in_progress) ||
         !PyList_CheckExact(e->buffers) || !PyDict_CheckExact(e->descrs) ||
         !PyList_CheckExact(e->keepalive) || !PyDict_CheckExact(e->interned) ||
         !PyDict_CheckExact(e->pending) || !PyDict_CheckExact(e->encoders) ||
-        !PyAnySet_Check(e->memoized) || PyErr_Occurred()) {
+        !PyAnySet_Check(e->memoized) || !PyAnySet_Check(e->numbers) || PyErr_Occurred()) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "encode: enc._fast is not the walk's state");
         return -1;
@@ -669,6 +672,39 @@ done:
     return out;
 }
 
+/* numpy._enc_scalar for a number, a scalar of a type in `numbers` (bool, integer, float,
+ * complex): NPSCALAR [description, its bytes]. A numpy scalar's buffer is its value's
+ * bytes in native order, as np.asarray(scalar).tobytes() gives them. */
+static PyObject *
+encode_scalar(Enc *e, PyObject *obj, PyObject *path)
+{
+    PyObject *dtype = PyObject_GetAttr(obj, s_dtype), *key = NULL, *descr = NULL,
+             *raw = NULL, *payload = NULL, *out = NULL;
+    if (dtype == NULL || (key = PyLong_FromVoidPtr(dtype)) == NULL) {
+        Py_XDECREF(dtype);
+        return NULL;
+    }
+    Py_buffer view;
+    if ((descr = array_descr(e, dtype, key, path)) == NULL ||
+        PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0) {
+        goto done;
+    }
+    raw = PyBytes_FromStringAndSize(view.buf, view.len);
+    PyBuffer_Release(&view);
+    if (raw == NULL || (payload = PyList_New(2)) == NULL)
+        goto done;
+    PyList_SET_ITEM(payload, 0, Py_NewRef(descr));
+    PyList_SET_ITEM(payload, 1, Py_NewRef(raw));
+    out = new_node(e, e->scalar_code, payload);
+done:
+    Py_DECREF(dtype);
+    Py_DECREF(key);
+    Py_XDECREF(descr);
+    Py_XDECREF(raw);
+    Py_XDECREF(payload);
+    return out;
+}
+
 /* enc.depth, read once per value and restored when its handler returns (the handlers that
  * change it themselves put it back before returning, as the twin relies on too). */
 static int
@@ -748,6 +784,7 @@ encode_value(Enc *e, PyObject *obj, PyObject *path)
         Py_XDECREF(fn);
         goto done;
     }
+    int number;
     if (fn == NULL)
         out = call3(e->encode_object, e->enc, obj, path);
     else if (fn == e->list_fn && t == &PyList_Type)
@@ -763,6 +800,8 @@ encode_value(Enc *e, PyObject *obj, PyObject *path)
             out = call3(fn, e->enc, obj, path);
         }
     }
+    else if (fn != NULL && (number = PySet_Contains(e->numbers, (PyObject *)t)) != 0)
+        out = number < 0 ? NULL : encode_scalar(e, obj, path);
     else
         out = call3(fn, e->enc, obj, path);
     Py_XDECREF(fn);

@@ -16,6 +16,7 @@ from ..format.spec import INLINE_MAX, MAX_NESTING
 from .nodes import (
     BIGINT,
     NDARRAY,
+    NPSCALAR,
     ROOT,
     SHARED_DEF,
     SHARED_REF,
@@ -125,13 +126,14 @@ def _ext_type(code: int, data: bytes) -> msgpack.ExtType:
 def _static() -> tuple[Any, ...]:
     """The registry and constants the compiled walk reads (_encode.c), built once."""
     from .builtins import _enc_dict, _enc_list, _enc_tuple
-    from .numpy import _enc_ndarray, dtype_descr
+    from .numpy import NUMBER_SCALARS, _enc_ndarray, dtype_descr
     from .objects import encode_object
 
     return (
         ENCODERS, MEMOIZED, encode_object, _enc_list, _enc_dict, _enc_tuple, Node, Shared,
         SharedRef, TUPLE, ZIPDICT, COLUMNAR_MIN, ZIPDICT_MIN, MAX_NESTING, np.ndarray,
         _enc_ndarray, dtype_descr, NDARRAY, np.dtype(np.uint8), INLINE_MAX, {},
+        NUMBER_SCALARS, NPSCALAR,
     )
 
 

@@ -345,6 +345,14 @@ def _enc_scalar(enc: Encoder, obj: np.generic, path: Path) -> Node:
     return Node(NPSCALAR, [dtype_descr(obj.dtype, path), raw])
 
 
+# The scalar types the compiled walk writes itself (_encode.c's encode_scalar): numbers,
+# whose bytes are their value's (long doubles' padding bytes left to the handler).
+NUMBER_SCALARS = frozenset(
+    t for t in np.sctypeDict.values()
+    if isinstance(t, type) and issubclass(t, (np.number, np.bool_))
+    and t not in (np.longdouble, np.clongdouble)
+)
+
 for _t in {
     *np.sctypeDict.values(),
     np.bool_,
