@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from collections import deque
 from typing import Any
 
@@ -470,7 +471,9 @@ class Encoder:
         if self._verified.get(id(obj)) == f"{module}.{qualname}":
             return
         try:
-            found: Any = importlib.import_module(module)
+            # (sys.modules first: what import_module returns for an imported module,
+            # without its four Python frames per class, per save)
+            found: Any = sys.modules.get(module) or importlib.import_module(module)
             for part in qualname.split("."):
                 found = getattr(found, part)
         except Exception:
