@@ -21,7 +21,7 @@ setup(
             "skjar._speedups",
             sources,
             define_macros=macros,
-            depends=["src/skjar/_vendor/xxhash.h", "src/skjar/_hot.h"],
+            depends=["src/skjar/_vendor/xxhash.h", "src/skjar/_hot.h", "src/skjar/_bytes.h"],
             optional=True,
         ),
     ]

@@ -596,13 +596,15 @@ def _compiled_jar(
     return data
 
 
-_JARS = {  # (front, payloads): inline and threaded hashing, pads and none, chunk lists
+# (front, payloads): hashed inline and on the helper thread (from 1.5 MiB: the last
+# two), pads and none, chunk lists
+_JARS = {
     "tree only": (b"F" * 40, [b"tree"]),
     "aligned": (b"F" * 64, [b"t" * 64, np.arange(8.0)]),
     "empty pieces": (b"F", [b"", b"", memoryview(b"x"), [b"", b"ab"]]),
     "chunked": (b"F" * 7, [b"tree" * 9, [b"a" * 100, b"b" * 3, b""], np.ones(5, np.uint8)]),
     "threaded": (b"F" * 100, [b"t" * 1000, np.arange(300_000.0), b"z" * 3, [b"c" * 70_000] * 3]),
-    "large tree": (b"F" * 3, [np.arange(200_000, dtype=np.int32), b"tail"]),
+    "large tree": (b"F" * 3, [np.arange(500_000, dtype=np.int32), b"tail"]),
 }
 
 

@@ -284,6 +284,20 @@ new_node(Enc *e, PyObject *code, PyObject *payload)
     return make(&node_slots, e->node, NODE_SLOTS, 3, values, 2);
 }
 
+/* A node whose payload is the list [a, b]. */
+static PyObject *
+pair_node(Enc *e, PyObject *code, PyObject *a, PyObject *b)
+{
+    PyObject *payload = PyList_New(2);
+    if (payload == NULL)
+        return NULL;
+    PyList_SET_ITEM(payload, 0, Py_NewRef(a));
+    PyList_SET_ITEM(payload, 1, Py_NewRef(b));
+    PyObject *node = new_node(e, code, payload);
+    Py_DECREF(payload);
+    return node;
+}
+
 static PyObject *
 new_shared(Enc *e, PyObject *value)
 {
@@ -474,8 +488,7 @@ encode_dict(Enc *e, PyObject *d, PyObject *path)
         return encode_entries(e, d, path, 1);
     }
     /* ZIPDICT [keys, values]: the key list written once per distinct list. */
-    PyObject *key_list = PyDict_Keys(d), *key_tuple = NULL, *keys = NULL, *payload = NULL,
-             *out = NULL;
+    PyObject *key_list = PyDict_Keys(d), *key_tuple = NULL, *keys = NULL, *out = NULL;
     if (key_list == NULL || (key_tuple = PyList_AsTuple(key_list)) == NULL ||
         (keys = intern_value(e, key_list, key_tuple)) == NULL)
         goto done;
@@ -484,17 +497,12 @@ encode_dict(Enc *e, PyObject *d, PyObject *path)
         if (values == NULL)
             goto done;
     }
-    if ((payload = PyList_New(2)) == NULL)
-        goto done;
-    PyList_SET_ITEM(payload, 0, Py_NewRef(keys));
-    PyList_SET_ITEM(payload, 1, Py_NewRef(values));
-    out = new_node(e, e->zipdict_code, payload);
+    out = pair_node(e, e->zipdict_code, keys, values);
 done:
     Py_XDECREF(values);
     Py_XDECREF(key_list);
     Py_XDECREF(key_tuple);
     Py_XDECREF(keys);
-    Py_XDECREF(payload);
     return out;
 }
 
@@ -679,7 +687,7 @@ static PyObject *
 encode_scalar(Enc *e, PyObject *obj, PyObject *path)
 {
     PyObject *dtype = PyObject_GetAttr(obj, s_dtype), *key = NULL, *descr = NULL,
-             *raw = NULL, *payload = NULL, *out = NULL;
+             *raw = NULL, *out = NULL;
     if (dtype == NULL || (key = PyLong_FromVoidPtr(dtype)) == NULL) {
         Py_XDECREF(dtype);
         return NULL;
@@ -691,17 +699,13 @@ encode_scalar(Enc *e, PyObject *obj, PyObject *path)
     }
     raw = PyBytes_FromStringAndSize(view.buf, view.len);
     PyBuffer_Release(&view);
-    if (raw == NULL || (payload = PyList_New(2)) == NULL)
-        goto done;
-    PyList_SET_ITEM(payload, 0, Py_NewRef(descr));
-    PyList_SET_ITEM(payload, 1, Py_NewRef(raw));
-    out = new_node(e, e->scalar_code, payload);
+    if (raw != NULL)
+        out = pair_node(e, e->scalar_code, descr, raw);
 done:
     Py_DECREF(dtype);
     Py_DECREF(key);
     Py_XDECREF(descr);
     Py_XDECREF(raw);
-    Py_XDECREF(payload);
     return out;
 }
 

@@ -15,47 +15,19 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_bytes.h"
 #include <math.h>
 #include <stdio.h> /* snprintf */
 #include <string.h>
 
 #define MAX_DEPTH 64
 
-typedef struct {
-    char *data;
-    size_t size, room;
-} Out;
-
-/* 0, or -1 with MemoryError set. */
-static int
-grow(Out *out, size_t more)
-{
-    if (out->room - out->size >= more) {
-        return 0;
-    }
-    size_t room = out->room * 2;
-    while (room - out->size < more) {
-        room *= 2;
-    }
-    char *data = PyMem_Realloc(out->data, room);
-    if (data == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    out->data = data;
-    out->room = room;
-    return 0;
-}
+typedef SkjarBytes Out;
 
 static int
 put(Out *out, const char *text, size_t n)
 {
-    if (grow(out, n) < 0) {
-        return -1;
-    }
-    memcpy(out->data + out->size, text, n);
-    out->size += n;
-    return 0;
+    return skjar_bytes_put(out, text, (Py_ssize_t)n);
 }
 
 #define NOT_FINE 1 /* (returned by dump: the twin decides; no error set) */
@@ -74,10 +46,10 @@ dump_str(Out *out, PyObject *text)
         PyErr_Clear(); /* a lone surrogate: the twin escapes it */
         return NOT_FINE;
     }
-    if (grow(out, (size_t)n * 6 + 2) < 0) { /* (at most \u00XX a byte) */
+    if (skjar_bytes_reserve(out, n * 6 + 2) < 0) { /* (at most \u00XX a byte) */
         return -1;
     }
-    char *w = out->data + out->size;
+    char *w = out->buf + out->len;
     *w++ = '"';
     for (Py_ssize_t i = 0; i < n; i++) {
         const unsigned char c = (unsigned char)s[i];
@@ -103,7 +75,7 @@ dump_str(Out *out, PyObject *text)
         }
     }
     *w++ = '"';
-    out->size = (size_t)(w - out->data);
+    out->len = w - out->buf;
     return 0;
 }
 
@@ -207,18 +179,15 @@ dump(Out *out, PyObject *v, int depth)
 PyObject *
 skjar_json_dump(PyObject *self, PyObject *value)
 {
-    Out out = {PyMem_Malloc(4096), 0, 4096};
-    if (out.data == NULL) {
-        return PyErr_NoMemory();
-    }
+    Out out = {NULL, 0, 0};
     const int done = dump(&out, value, 0);
     PyObject *result = NULL;
     if (done == 0) {
-        result = PyBytes_FromStringAndSize(out.data, (Py_ssize_t)out.size);
+        result = PyBytes_FromStringAndSize(out.buf, out.len);
     }
     else if (done == NOT_FINE) {
         result = Py_NewRef(Py_None);
     }
-    PyMem_Free(out.data);
+    PyMem_Free(out.buf);
     return result;
 }

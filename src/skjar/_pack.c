@@ -20,6 +20,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_bytes.h"
 #include <stdint.h>
 #include <string.h>
 
@@ -29,8 +30,7 @@
 #define EXT_HEAD_MAX 6
 
 typedef struct {
-    char *buf;
-    Py_ssize_t len, cap;
+    SkjarBytes out;                /* what is packed so far */
     PyObject *node, *shared, *ref; /* the three classes (borrowed) */
     int max_nesting;               /* typed-node nesting allowed (spec.MAX_NESTING) */
     int bail;                      /* 1: not fine, leave it to the Python packer */
@@ -41,34 +41,13 @@ static PyObject *s_code, *s_payload, *s_share_id, *s_value, *s_target;
 static int
 reserve(Packer *p, Py_ssize_t n)
 {
-    if (p->cap - p->len >= n)
-        return 0;
-    Py_ssize_t cap = p->cap ? p->cap : 4096;
-    while (cap - p->len < n) {
-        if (cap > PY_SSIZE_T_MAX / 2) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        cap *= 2;
-    }
-    char *grown = PyMem_Realloc(p->buf, (size_t)cap);
-    if (grown == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    p->buf = grown;
-    p->cap = cap;
-    return 0;
+    return skjar_bytes_reserve(&p->out, n);
 }
 
 static int
 put(Packer *p, const void *data, Py_ssize_t n)
 {
-    if (reserve(p, n) < 0)
-        return -1;
-    memcpy(p->buf + p->len, data, (size_t)n);
-    p->len += n;
-    return 0;
+    return skjar_bytes_put(&p->out, data, n);
 }
 
 /* A marker byte then `n` bytes of `v`, big-endian. */
@@ -143,8 +122,8 @@ ext_open(Packer *p)
 {
     if (reserve(p, EXT_HEAD_MAX) < 0)
         return -1;
-    p->len += EXT_HEAD_MAX;
-    return p->len;
+    p->out.len += EXT_HEAD_MAX;
+    return p->out.len;
 }
 
 /* Finish the extension value whose payload started at `start`: write its header just
@@ -152,7 +131,7 @@ ext_open(Packer *p)
 static int
 ext_close(Packer *p, Py_ssize_t start, long code)
 {
-    Py_ssize_t n = p->len - start;
+    Py_ssize_t n = p->out.len - start;
     unsigned char head[EXT_HEAD_MAX];
     int h;
     if (n > (Py_ssize_t)0xffffffffLL) {
@@ -183,11 +162,11 @@ ext_close(Packer *p, Py_ssize_t start, long code)
         h = 5;
     }
     head[h++] = (unsigned char)(signed char)code;
-    char *at = p->buf + start - EXT_HEAD_MAX;
+    char *at = p->out.buf + start - EXT_HEAD_MAX;
     memcpy(at, head, (size_t)h);
     if (h < EXT_HEAD_MAX)
-        memmove(at + h, p->buf + start, (size_t)n);
-    p->len -= EXT_HEAD_MAX - h;
+        memmove(at + h, p->out.buf + start, (size_t)n);
+    p->out.len -= EXT_HEAD_MAX - h;
     return 0;
 }
 
@@ -405,11 +384,11 @@ skjar_pack_tree(PyObject *self, PyObject *args)
     }
     PyObject *out = NULL;
     if (pack_value(&p, tree, CONTAINER_LIMIT, 0) == 0)
-        out = PyBytes_FromStringAndSize(p.buf ? p.buf : "", p.len);
+        out = PyBytes_FromStringAndSize(p.out.buf ? p.out.buf : "", p.out.len);
     else if (!PyErr_Occurred() || !PyErr_ExceptionMatches(PyExc_MemoryError)) {
         PyErr_Clear(); /* whatever it was, the Python packer meets it too and says what */
         out = Py_NewRef(Py_None);
     }
-    PyMem_Free(p.buf);
+    PyMem_Free(p.out.buf);
     return out;
 }
