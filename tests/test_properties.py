@@ -843,6 +843,55 @@ def test_header_parameters_are_get_params() -> None:
 
     assert _shallow_params(Duck()) == {"deep": False}
 
+    from sklearn.base import BaseEstimator
+
+    class One(BaseEstimator):  # (one name: attrgetter of one gives the value, not a tuple)
+        def __init__(self, alpha: Any = (1, 2)) -> None:
+            self.alpha = alpha
+
+    class Two(BaseEstimator):
+        def __init__(self, a: Any = None, b: Any = 3.5) -> None:
+            self.a, self.b = a, b
+
+    class Missing(BaseEstimator):  # a parameter never set: the summary's own fallback
+        def __init__(self, gone: int = 1) -> None:
+            pass
+
+    for est in (One(), One(alpha=[1]), Two(), Two(a="x", b=float("nan"))):
+        assert repr(_shallow_params(est)) == repr(est.get_params(deep=False))
+    with pytest.raises(AttributeError):
+        _shallow_params(Missing())
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**80), 2**80), st.floats(),
+    st.text(max_size=300), st.lists(st.integers(), max_size=3),
+    st.sampled_from([np.float64(1.5), np.int64(7), np.bool_(True), "auto", 1e-8]),
+))
+def test_a_summary_writes_parameter_values_as_jsonable_does(value: Any) -> None:
+    """The summary's shortcut for the usual values gives what jsonable gives."""
+    from skjar.metadata import _param_value, jsonable
+
+    assert repr(_param_value(value)) == repr(jsonable(value))
+    assert type(_param_value(value)) is type(jsonable(value))
+
+
+def test_a_summary_calls_fitted_what_check_is_fitted_calls_fitted() -> None:
+    """An attribute ending with "_" and not starting with "__" marks a fitted estimator,
+    as sklearn.utils.validation.check_is_fitted has it."""
+    from sklearn.linear_model import LinearRegression
+
+    from skjar.metadata import summarize
+
+    model = LinearRegression()
+    assert summarize(model)["fitted"] is False
+    for name, fitted in (("__private_", False), ("x_", True), ("_", True), ("a\n_", True),
+                         ("a_b", False), ("__", False)):
+        vars(model)[name] = 1
+        assert summarize(model)["fitted"] is fitted, name
+        del vars(model)[name]
+
 
 @pytest.mark.parametrize(
     "seed_seq",

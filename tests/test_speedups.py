@@ -696,7 +696,7 @@ def test_write_jar_refuses_bad_arguments(tmp_path: Any) -> None:
             call(3, "END")  # an end magic that is no bytes
         with pytest.raises(ValueError, match="first payload"):
             call(2, [])
-        for index, value in ((4, 0), (4, 48), (4, 8192), (5, -1), (6, 7), (7, 0), (8, 0)):
+        for index, value in ((4, 0), (4, 48), (4, 128), (5, -1), (6, 7), (7, 0), (8, 0)):
             with pytest.raises(ValueError, match="out of range"):
                 call(index, value)
         with pytest.raises(OSError) as closed:
