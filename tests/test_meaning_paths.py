@@ -295,6 +295,12 @@ def _plain(v: Any) -> bool:
     return isinstance(v, np.ndarray) and v.dtype.kind in "biuf"
 
 
+def _cast(v: np.ndarray, dtype: Any) -> np.ndarray:
+    """``v.astype(dtype)``; a complex array's real part, as astype takes it, without the
+    ComplexWarning astype gives (a drawn state may hold complex values)."""
+    return (v.real if v.dtype.kind == "c" else v).astype(dtype)
+
+
 # Each replaces one entry of a state (or of a Tree's arguments) with something the Python
 # check may or may not accept: numpy integers, bools, wrong kinds, shapes, orders, layouts.
 ENTRY_DAMAGE = [
@@ -308,9 +314,9 @@ ENTRY_DAMAGE = [
     lambda v: v[:-1] if isinstance(v, np.ndarray) else v,
     lambda v: v[::-1] if isinstance(v, np.ndarray) else v,
     lambda v: np.concatenate([v, v]) if isinstance(v, np.ndarray) and v.ndim else v,
-    lambda v: v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.names is None else v,
-    lambda v: v.astype(np.int8) if isinstance(v, np.ndarray) and v.dtype.names is None else v,
-    lambda v: v.astype(np.uint64) if isinstance(v, np.ndarray) and v.dtype.names is None else v,
+    lambda v: _cast(v, np.float64) if isinstance(v, np.ndarray) and v.dtype.names is None else v,
+    lambda v: _cast(v, np.int8) if isinstance(v, np.ndarray) and v.dtype.names is None else v,
+    lambda v: _cast(v, np.uint64) if isinstance(v, np.ndarray) and v.dtype.names is None else v,
     lambda v: _swapped(v) if isinstance(v, np.ndarray) and v.dtype.names is None else v,
     lambda v: v.reshape(-1) if isinstance(v, np.ndarray) else v,
     lambda v: v.reshape(1, -1) if isinstance(v, np.ndarray) else v,
