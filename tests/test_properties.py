@@ -870,11 +870,24 @@ def test_header_parameters_are_get_params() -> None:
     st.sampled_from([np.float64(1.5), np.int64(7), np.bool_(True), "auto", 1e-8]),
 ))
 def test_a_summary_writes_parameter_values_as_jsonable_does(value: Any) -> None:
-    """The summary's shortcut for the usual values gives what jsonable gives."""
-    from skjar.metadata import _param_value, jsonable
+    """jsonable answers the usual values (None, booleans, ints, finite floats, text up to
+    MAX_REPR) with the value itself, and everything else with JSON-safe, bounded text or
+    numbers of the types json writes."""
+    import json
 
-    assert repr(_param_value(value)) == repr(jsonable(value))
-    assert type(_param_value(value)) is type(jsonable(value))
+    from skjar.metadata import MAX_REPR, jsonable
+
+    rendered = jsonable(value)
+    usual = type(value) in (type(None), bool, int) or (
+        type(value) is float and math.isfinite(value)
+    ) or (type(value) is str and len(value) <= MAX_REPR)
+    if usual:
+        assert rendered is value
+    json.dumps(rendered, allow_nan=False)  # (raises on anything JSON cannot hold)
+    if isinstance(value, (np.integer, np.floating)) and math.isfinite(value):
+        assert type(rendered) in (int, float) and rendered == value
+    if isinstance(value, str) and len(value) > MAX_REPR:
+        assert rendered == value[:MAX_REPR] + "…"
 
 
 def test_a_summary_calls_fitted_what_check_is_fitted_calls_fitted() -> None:

@@ -1461,22 +1461,33 @@ discard(PyObject *self, PyObject *args)
  * writeback started while the rest of the file was being written are already on
  * their way. False where the platform or file system cannot: the final fsync
  * then does all of it, which is the pure-Python behaviour (slower, same result).
+ * skjar_start_writeback is the call itself, without the GIL (write_jar's too).
  */
+int
+skjar_start_writeback(int fd, long long offset, long long nbytes)
+{
+#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
+    return offset >= 0 && nbytes > 0 &&
+           sync_file_range(fd, (off_t)offset, (off_t)nbytes, SYNC_FILE_RANGE_WRITE) == 0;
+#else
+    (void)fd;
+    (void)offset;
+    (void)nbytes;
+    return 0;
+#endif
+}
+
 static PyObject *
 start_writeback(PyObject *self, PyObject *args)
 {
     int fd;
     long long offset, nbytes;
-    int done = 0;
+    int done;
     if (!PyArg_ParseTuple(args, "iLL", &fd, &offset, &nbytes))
         return NULL;
-#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
-    if (offset >= 0 && nbytes > 0) {
-        Py_BEGIN_ALLOW_THREADS
-        done = sync_file_range(fd, (off_t)offset, (off_t)nbytes, SYNC_FILE_RANGE_WRITE) == 0;
-        Py_END_ALLOW_THREADS
-    }
-#endif
+    Py_BEGIN_ALLOW_THREADS
+    done = skjar_start_writeback(fd, offset, nbytes);
+    Py_END_ALLOW_THREADS
     return PyBool_FromLong(done);
 }
 

@@ -27,10 +27,10 @@ void *skjar_xxh3_new(void);
 void skjar_xxh3_update_unlocked(void *state, const void *data, size_t n);
 void skjar_xxh3_digest(void *state, unsigned char out[16]);
 void skjar_xxh3_free(void *state);
+int skjar_start_writeback(int fd, long long offset, long long nbytes); /* _speedups.c */
 
 #if !defined(_WIN32)
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -148,70 +148,95 @@ write_segments(int fd, const Segment *segments, Py_ssize_t count, size_t write_c
                 }
             }
         }
-#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
-        if (*position - *started >= (long long)writeback_chunk) {
-            if (sync_file_range(fd, (off_t)*started, (off_t)(*position - *started),
-                                SYNC_FILE_RANGE_WRITE) == 0) {
-                *started = *position;
-            }
+        if (*position - *started >= (long long)writeback_chunk &&
+            skjar_start_writeback(fd, *started, *position - *started)) {
+            *started = *position;
         }
-#else
-        (void)writeback_chunk;
-        (void)started;
-#endif
     }
     return 0;
 }
 
-/* The buffers of `front` and every payload (a list's items one by one), in file order. */
-static Py_buffer *
-get_buffers(PyObject *front, PyObject *payloads, Py_ssize_t *count)
-{
-    Py_ssize_t total = 1;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(payloads); i++) {
-        PyObject *p = PyList_GET_ITEM(payloads, i);
-        total += PyList_Check(p) ? PyList_GET_SIZE(p) : 1;
-    }
-    Py_buffer *views = PyMem_Calloc((size_t)total, sizeof(Py_buffer));
-    if (views == NULL) {
-        PyErr_NoMemory();
-        return NULL;
-    }
-    Py_ssize_t got = 0;
-    if (PyObject_GetBuffer(front, &views[got], PyBUF_SIMPLE) < 0) {
-        goto fail;
-    }
-    got++;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(payloads); i++) {
-        PyObject *p = PyList_GET_ITEM(payloads, i);
-        Py_ssize_t items = PyList_Check(p) ? PyList_GET_SIZE(p) : 1;
-        for (Py_ssize_t j = 0; j < items; j++) {
-            PyObject *piece = PyList_Check(p) ? PyList_GET_ITEM(p, j) : p;
-            if (PyObject_GetBuffer(piece, &views[got], PyBUF_SIMPLE) < 0) {
-                goto fail;
-            }
-            got++;
-        }
-    }
-    *count = got;
-    return views;
-fail:
-    while (got > 0) {
-        PyBuffer_Release(&views[--got]);
-    }
-    PyMem_Free(views);
-    return NULL;
-}
+/* A jar laid out: the buffers it holds, and the segments to hash and write (the trailer's
+ * two after them, left for skjar_write_jar to fill). */
+typedef struct {
+    Py_buffer *views;
+    Py_ssize_t views_taken, views_room;
+    Segment *segments; /* job.segments */
+    long long end;     /* the file position after the last payload */
+} Layout;
 
 static void
-release(Py_buffer *views, Py_ssize_t count, Segment *segments, Py_buffer *magic)
+layout_release(Layout *l)
 {
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyBuffer_Release(&views[i]);
+    while (l->views_taken > 0) {
+        PyBuffer_Release(&l->views[--l->views_taken]);
     }
-    PyMem_Free(views);
-    PyMem_Free(segments);
-    PyBuffer_Release(magic);
+    PyMem_Free(l->views);
+    PyMem_Free(l->segments);
+}
+
+static int
+add_piece(Layout *l, HashJob *job, PyObject *piece)
+{
+    if (l->views_taken == l->views_room) { /* (a buffer's export ran code that grew a list) */
+        PyErr_SetString(PyExc_RuntimeError, "write_jar: the payloads changed");
+        return -1;
+    }
+    Py_buffer *view = &l->views[l->views_taken];
+    if (PyObject_GetBuffer(piece, view, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    l->views_taken++;
+    l->segments[job->count++] = (Segment){view->buf, (size_t)view->len};
+    l->end += view->len;
+    return 0;
+}
+
+/* Take `front`'s and every payload's buffers (a list's items one by one) and lay them
+ * out from `position`, each payload after zeros to `alignment`, in one pass: 0, or -1
+ * with an exception set (`l` then released). */
+static int
+lay_out(Layout *l, HashJob *job, PyObject *front, PyObject *payloads, Py_ssize_t alignment,
+        long long position)
+{
+    Py_ssize_t room = 1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(payloads); i++) {
+        PyObject *p = PyList_GET_ITEM(payloads, i);
+        room += PyList_Check(p) ? PyList_GET_SIZE(p) : 1;
+    }
+    *l = (Layout){PyMem_Calloc((size_t)room, sizeof(Py_buffer)), 0, room,
+                  /* every piece, a pad before each payload, the trailer's two */
+                  PyMem_Malloc((size_t)(2 * room + 2) * sizeof(Segment)), position};
+    job->segments = l->segments;
+    if (l->views == NULL || l->segments == NULL) {
+        layout_release(l);
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (add_piece(l, job, front) < 0) {
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(payloads); i++) {
+        const long long pad = (alignment - l->end % alignment) % alignment;
+        if (pad) {
+            l->segments[job->count++] = (Segment){zeros, (size_t)pad};
+            l->end += pad;
+        }
+        PyObject *p = PyList_GET_ITEM(payloads, i);
+        /* (its size read at each step: an export that shrank it must not be read past) */
+        for (Py_ssize_t j = 0; j < (PyList_Check(p) ? PyList_GET_SIZE(p) : 1); j++) {
+            if (add_piece(l, job, PyList_Check(p) ? PyList_GET_ITEM(p, j) : p) < 0) {
+                goto fail;
+            }
+        }
+        if (i == 0) {
+            job->tree_end = job->count;
+        }
+    }
+    return 0;
+fail:
+    layout_release(l);
+    return -1;
 }
 
 PyObject *
@@ -238,46 +263,23 @@ skjar_write_jar(PyObject *self, PyObject *args)
         PyBuffer_Release(&magic);
         return NULL;
     }
-    Py_ssize_t count;
-    Py_buffer *views = get_buffers(front, payloads, &count);
-    if (views == NULL) {
+    HashJob job = {NULL, 0, 0, NULL, {0}};
+    Layout layout;
+    if (lay_out(&layout, &job, front, payloads, alignment, position) < 0) {
         PyBuffer_Release(&magic);
         return NULL;
     }
-    /* Every piece, the pads before the payloads (at most one a buffer), the trailer. */
-    Segment *segments = PyMem_Malloc((size_t)(2 * count + 2) * sizeof(Segment));
-    void *state = segments != NULL ? skjar_xxh3_new() : NULL;
-    if (state == NULL) {
-        release(views, count, segments, &magic);
+    if ((job.state = skjar_xxh3_new()) == NULL) {
+        layout_release(&layout);
+        PyBuffer_Release(&magic);
         return PyErr_NoMemory();
     }
-    HashJob job = {segments, 0, 0, state, {0}};
-    long long at = position;
-    Py_ssize_t v = 0;
-    segments[job.count++] = (Segment){views[v].buf, (size_t)views[v].len};
-    at += views[v].len;
-    v++;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(payloads); i++) {
-        long long pad = (alignment - at % alignment) % alignment;
-        if (pad) {
-            segments[job.count++] = (Segment){zeros, (size_t)pad};
-            at += pad;
-        }
-        PyObject *p = PyList_GET_ITEM(payloads, i);
-        Py_ssize_t items = PyList_Check(p) ? PyList_GET_SIZE(p) : 1;
-        for (Py_ssize_t j = 0; j < items; j++, v++) {
-            segments[job.count++] = (Segment){views[v].buf, (size_t)views[v].len};
-            at += views[v].len;
-        }
-        if (i == 0) {
-            job.tree_end = job.count;
-        }
-    }
+    Segment *segments = layout.segments;
     const Segment trailer[2] = {{(const char *)job.digests, 32}, {magic.buf, (size_t)magic.len}};
     PyThreadState *saved = PyEval_SaveThread();
     pthread_t helper;
     int threaded = 0;
-    if ((size_t)(at - position) >= HASH_THREAD_MIN) {
+    if ((size_t)(layout.end - position) >= HASH_THREAD_MIN) {
         /* The helper takes no signal: they stay with the threads that run Python. */
         sigset_t all, kept;
         sigfillset(&all);
@@ -303,8 +305,9 @@ skjar_write_jar(PyObject *self, PyObject *args)
         }
     }
     PyEval_RestoreThread(saved);
-    skjar_xxh3_free(state);
-    release(views, count, segments, &magic);
+    skjar_xxh3_free(job.state);
+    layout_release(&layout);
+    PyBuffer_Release(&magic);
     if (error > 0) {
         errno = error;
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -319,12 +322,17 @@ skjar_write_jar(PyObject *self, PyObject *args)
     return Py_BuildValue("LL", position, started);
 }
 
-#else /* Windows: no writev; writer.py writes in Python there */
+#else /* Windows */
 
+/* There is no writev here, so writer.py never calls this (_FileWriter.compiled_jar is
+ * None where os.writev is missing) and writes jars with its Python loop; the name exists
+ * so that the module offers every helper in _compiled.HELPERS. */
 PyObject *
 skjar_write_jar(PyObject *self, PyObject *args)
 {
-    PyErr_SetString(PyExc_NotImplementedError, "write_jar needs writev");
+    PyErr_SetString(PyExc_NotImplementedError,
+                    "write_jar needs writev, which this platform lacks: writer.py writes "
+                    "jars in Python here");
     return NULL;
 }
 

@@ -138,6 +138,13 @@ def _name(obj: Any) -> str:
 
 def jsonable(value: Any, depth: int = 0) -> Any:
     """A bounded, JSON-safe rendering of a parameter value for humans."""
+    # The usual parameter values first, as they are (most estimators' are all short text,
+    # numbers, None and booleans): a save's summary asks ~20 times for mlp, with cold caches.
+    kind = type(value)
+    if kind in _AS_THEY_ARE or (kind is str and len(value) <= MAX_REPR):
+        return value
+    if kind is float and math.isfinite(value):
+        return value
     if value is None or isinstance(value, (bool, str)):
         return (
             value
@@ -168,6 +175,8 @@ def jsonable(value: Any, depth: int = 0) -> Any:
     return text if len(text) <= MAX_REPR else text[:MAX_REPR] + "…"
 
 
+# Values jsonable gives back as they are, whatever they hold.
+_AS_THEY_ARE = frozenset({type(None), bool, int})
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _EPOCH = re.compile("[0-9]{1,12}")  # (ASCII: str.isdigit also takes "²", which int refuses)
 
@@ -273,7 +282,7 @@ def _summarize(obj: Any, depth: int) -> dict[str, Any]:
         params = _shallow_params(obj)
     except Exception:
         params = {}
-    out["params"] = {str(k): _param_value(v) for k, v in params.items()}
+    out["params"] = {str(k): jsonable(v) for k, v in params.items()}
     schema = input_schema(obj)
     if schema:
         out["schema"] = schema
@@ -285,20 +294,6 @@ def _summarize(obj: Any, depth: int) -> dict[str, Any]:
     return out
 
 
-def _param_value(value: Any) -> Any:
-    """``jsonable(value)``, answered here for the usual parameter values (most estimators'
-    are all short strings, numbers, None and booleans): a save's summary asked jsonable
-    ~20 times for mlp, a few isinstance each, with cold caches."""
-    kind = type(value)
-    if kind in _AS_THEY_ARE or (kind is str and len(value) <= MAX_REPR):
-        return value
-    if kind is float and math.isfinite(value):
-        return value
-    return jsonable(value)
-
-
-# Parameter values jsonable gives back as they are.
-_AS_THEY_ARE = frozenset({type(None), bool, int})
 # An attribute name a fit sets: ends with "_", does not start with "__".
 _FITTED_NAME = re.compile(r"(?!__).*_", re.DOTALL).fullmatch
 
@@ -308,13 +303,13 @@ def _shallow_params(obj: Any) -> dict[str, Any]:
     parameter names are looked up once per class: it reads them from the
     ``__init__`` signature on every call (~0.2 ms per estimator, per dump)."""
     cls: Any = type(obj)
-    names = _param_names(cls) if _plain_get_params(cls) else None
-    if names is None:
+    if not _plain_get_params(cls):
         return dict(obj.get_params(deep=False))
-    if not names[0]:
+    names, read_all = _param_names(cls)
+    if not names:
         return {}
-    values = names[1](obj)  # (one C call for all of them)
-    return dict(zip(names[0], values if len(names[0]) > 1 else (values,)))
+    values = read_all(obj)  # (one C call for all of them; a lone one's value is not a tuple)
+    return dict(zip(names, values if len(names) > 1 else (values,)))
 
 
 @functools.lru_cache(maxsize=1024)
