@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from jarcraft import Ext, pack_tree
 from skjar import _compiled
 from skjar.codec import nodes
-from skjar.codec.decoder import ARRAY_DTYPES, Decoder
+from skjar.codec.decoder import ARRAY_DTYPES, LOOKED_UP, Decoder
 from skjar.codec.numpy import _STRUCTURED_DESCRS, _native, descr_dtype, dtype_descr
 from skjar.codec.registry import DECODERS
 from skjar.errors import SkjarError
@@ -971,3 +971,13 @@ def test_a_load_pauses_the_collector_and_leaves_it_as_it_found_it(
     finally:
         _compiled.speedups = saved
         (gc.enable if was else gc.disable)()
+
+
+def test_every_name_a_decoder_is_given_was_looked_up_at_import() -> None:
+    """decoder.look_up_own_names finds the attributes a Decoder is given in its methods'
+    code, so that a worker forked before its first load does not write them into the
+    interpreter's method cache (a copy-on-write fault apiece)."""
+    decoder = Decoder([], {}, TrustPolicy())
+    assert decoder.decode_root(pack_tree([1, {"a": [2, 3]}])) == [1, {"a": [2, 3]}]
+    assert set(vars(decoder)) <= LOOKED_UP
+    assert {"depth", "in_root", "taken", "_expanded", "_costly", "owned_indexes"} <= LOOKED_UP

@@ -350,6 +350,30 @@ class Decoder:
         return out
 
 
+def look_up_own_names(cls: type) -> frozenset[str]:
+    """Look up on ``cls`` its own names and every name its methods use; return them all.
+
+    The first use of a (class, name) pair in a process writes it into the interpreter's
+    method cache. In a worker forked from one that never loaded (a prefork server, the
+    benchmark's children) those writes land on pages shared with the parent: a
+    copy-on-write fault each. Looked up here, at import, the pairs are there before any
+    fork. A tiny model's first load then takes ~27 fewer faults and ~8% less time
+    (``benchmarks/ab.py --models iris-knn``: 308 -> 281 faults, 1.06 -> 0.97 ms).
+    """
+    names = set(vars(cls))
+    codes = [f.__code__ for f in vars(cls).values() if hasattr(f, "__code__")]
+    while codes:  # methods, and the comprehensions inside them
+        code = codes.pop()
+        names.update(code.co_names)
+        codes.extend(c for c in code.co_consts if hasattr(c, "co_names"))
+    for name in names:
+        getattr(cls, name, None)
+    return frozenset(names)
+
+
+LOOKED_UP = look_up_own_names(Decoder)
+
+
 def expect_list(payload: Any, length: int, what: str) -> list[Any]:
     """Check a node payload is a list of ``length`` items."""
     if type(payload) is not list or len(payload) != length:
