@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -919,6 +920,127 @@ def test_the_json_parser_steps_aside_for_the_unusual(raw: bytes) -> None:
     assert speedups.json(raw) is None  # type: ignore[union-attr]
 
 
+UNREAD = ("producer", "object", "metadata")
+
+
+def _unbuilt(full: Any) -> Any:
+    """``full`` as a parse leaving UNREAD's object entries unbuilt gives it."""
+    if type(full) is not dict:
+        return full
+    return {k: {} if k in UNREAD and type(v) is dict else v for k, v in full.items()}
+
+
+@needs_speedups
+@settings(max_examples=1000, deadline=None)
+@given(
+    entries=st.dictionaries(st.sampled_from([*UNREAD, "names", "layout", "x"]),
+                            JSON_VALUES | st.dictionaries(JSON_TEXT, JSON_VALUES, max_size=4),
+                            max_size=6),
+    ascii=st.booleans(),
+    indent=st.sampled_from([None, 0, 2]),
+    data=st.data(),
+)
+def test_a_header_read_unbuilt_is_the_built_one_but_for_its_unread_entries(
+    entries: dict[str, Any], ascii: bool, indent: Any, data: st.DataObject
+) -> None:
+    """json(text, unread) scans the unread entries instead of building them: it is stricter
+    than the builder, never looser (None sends the reader to the builder), and otherwise
+    gives exactly what the builder gives, with those entries empty - damaged or not."""
+    import json
+
+    raw = bytearray(json.dumps(entries, ensure_ascii=ascii, indent=indent).encode(
+        "utf-8", "surrogatepass"))
+    for _ in range(data.draw(st.integers(0, 2))):
+        at = data.draw(st.integers(0, len(raw)))
+        if at < len(raw):
+            raw[at] = data.draw(st.sampled_from(b'{}[]",:\\-.019eEtfnu \x00\x1f\xc3\xa9\xed\xff'))
+        else:
+            raw += data.draw(st.binary(min_size=1, max_size=2))
+    full = speedups.json(bytes(raw))  # type: ignore[union-attr]
+    unbuilt = speedups.json(bytes(raw), UNREAD)  # type: ignore[union-attr]
+    if unbuilt is not None:
+        assert full is not None, bytes(raw)
+        assert _exact(unbuilt, _unbuilt(full)), (bytes(raw), unbuilt, full)
+
+
+@needs_speedups
+@pytest.mark.parametrize(
+    "inside, builder_takes",
+    [(b'{"a":1,"a":2}', False), (b'{"a":"\\u0041"}', True), (b'{"\\u0061":1,"a":2}', False),
+     ('{"k":"\u00e9"}'.encode(), True), (b'{"k":"\x01"}', False), (b'{"x":NaN}', False),
+     (b'{"n":123456789012345678901}', False), (b'[' * 70 + b']' * 70, False),
+     (b'{' + b",".join(b'"k%d":%d' % (i, i) for i in range(65)) + b'}', True),
+     (b'{"a":[1,2.5e-3,true,false,null,{"b":{}}]}', True), (b'{"a":1,}', False)],
+    ids=repr,
+)
+def test_an_unread_entry_that_is_not_plain_is_left_to_the_builder(
+    inside: bytes, builder_takes: bool
+) -> None:
+    """Repeated keys, escapes, non-ASCII text, control characters, NaN, long ints, deep
+    nesting, more keys than it tracks: the scan steps aside (None), and the builder takes
+    the header or refuses it as it always has. Plain values are scanned."""
+    raw = b'{"names":[],"object":' + inside + b',"layout":{}}'
+    full = speedups.json(raw)  # type: ignore[union-attr]
+    unbuilt = speedups.json(raw, UNREAD)  # type: ignore[union-attr]
+    assert (full is not None) == builder_takes, full
+    plain = inside.startswith(b"{") and builder_takes and inside.isascii() and b"\\" not in inside
+    plain = plain and inside.count(b":") <= 64
+    assert (unbuilt is not None) == plain, unbuilt
+    if unbuilt is not None:
+        assert unbuilt == {"names": [], "object": {}, "layout": {}}
+
+
+@needs_speedups
+def test_an_unread_entry_nested_to_the_limit_is_scanned_in_a_small_stack() -> None:
+    """The scan keeps each object's keys on the C stack: 63 objects deep, each with 64
+    keys, in a thread with a 256 KiB stack, it answers as the builder does."""
+    import threading
+
+    inner = b"{}"
+    for _ in range(62):
+        inner = b"{" + b",".join(b'"k%d":0' % i for i in range(63)) + b',"z":' + inner + b"}"
+    raw = b'{"object":' + inner + b"}"
+    answers: list[Any] = []
+    threading.stack_size(256 << 10)
+    try:
+        thread = threading.Thread(target=lambda: answers.append(speedups.json(raw, UNREAD)))  # type: ignore[union-attr]
+        thread.start()
+        thread.join()
+    finally:
+        threading.stack_size(0)
+    assert answers == [{"object": {}}] and speedups.json(raw) is not None  # type: ignore[union-attr]
+    deeper = b'{"object":{"z":' + inner + b"}}"
+    assert speedups.json(deeper, UNREAD) is None and speedups.json(deeper) is None  # type: ignore[union-attr]
+
+
+@needs_speedups
+def test_an_audit_and_a_load_read_the_header_unbuilt_and_an_inspect_built(tmp_path: Any) -> None:
+    """read_head without describe leaves the summary, producer and metadata empty and gives
+    the same names, versions and layout; audit takes it, and gives what the Python reader
+    gives. Metadata the scan steps aside for (non-ASCII, escapes) is read by the builder."""
+    from sklearn.linear_model import LogisticRegression
+
+    from skjar.format.header import Section
+    from skjar.format.reader import SMALL_SPEC
+
+    model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    for metadata in ({"team": "fraud"}, {"note": "ünïcode \"quoted\"\n"}):
+        path = tmp_path / "m.skjar"
+        skjar.dump(model, path, metadata=metadata)
+        built = speedups.read_head(str(path), Section, SMALL_SPEC)  # type: ignore[union-attr]
+        unbuilt = speedups.read_head(str(path), Section, SMALL_SPEC, False)  # type: ignore[union-attr]
+        assert built is not None and unbuilt is not None
+        assert built[1]["metadata"] == metadata and built[1]["object"]["type"].endswith("LogisticRegression")
+        plain = metadata == {"team": "fraud"}
+        assert unbuilt[1] == (_unbuilt(built[1]) if plain else built[1])
+        assert unbuilt[:1] + unbuilt[2:] == built[:1] + built[2:]
+        with mock.patch.object(_compiled, "speedups", None):
+            python = skjar.audit(path)
+        assert skjar.audit(path) == python
+        assert skjar.inspect(path).metadata == metadata
+        assert (skjar.load(path).coef_ == model.coef_).all()
+
+
 @needs_speedups
 def test_real_headers_take_the_compiled_path() -> None:
     from sklearn.linear_model import LogisticRegression
@@ -1089,7 +1211,6 @@ def test_columns_ok_accepts_nothing_its_twin_refuses(
 ) -> None:
     """Honest maps (a permutation of 0..n-1) pass; with entries replaced, the compiled
     answer may be "look again" but never "fine" where the numpy twin refuses."""
-    from unittest import mock
 
     from skjar.codec.sklearn import _check_columns
 

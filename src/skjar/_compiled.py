@@ -46,8 +46,9 @@ HELPERS = (
 # objpool_last shows it; 32: CompiledCheck, meaning checks whose compiled twin runs with
 # no Python step; 33: default_infos and section_totals, a cold inspect's and audit's
 # Python steps compiled); 34: write_jar, an unsigned jar written to a file and hashed on a
-# helper thread, and json_dump, the header's JSON written).
-API = 34
+# helper thread, and json_dump, the header's JSON written; 35: json and read_head can leave
+# the header's object summary, producer and metadata unbuilt, and read_small does).
+API = 35
 
 
 def _load() -> ModuleType | None:

@@ -61,6 +61,8 @@
 #endif
 
 PyObject *skjar_json_parse(const unsigned char *p, Py_ssize_t n);
+PyObject *skjar_json_parse_unread(const unsigned char *p, Py_ssize_t n, PyObject *const *unread,
+                                  int n_unread);
 int skjar_populate(void *p, Py_ssize_t n);
 void *skjar_xxh3_new(void);
 void skjar_xxh3_update(void *state, const void *data, size_t n);
@@ -461,11 +463,14 @@ item(PyObject *d, int k)
  * With `coded` non-NULL, compressed sections and packs are taken too (no chunked one:
  * those are the page-in helpers' size), and *coded is NULL when none is compressed,
  * else a new list holding, per section, None or (codec, size, members) - members a
- * pack's buffer sizes, or () - which format/reader.py's read_small decompresses. */
+ * pack's buffer sizes, or () - which format/reader.py's read_small decompresses.
+ * Without `describe`, *header's "producer", "object" and "metadata" are empty dicts:
+ * checked, not built (skjar_json_parse_unread). */
 SKJAR_HOT static int
-front_head(const Source *src, const Spec *s, unsigned char *pre, unsigned char **head_out,
-           Py_ssize_t *header_length_out, PyObject **header_out, Py_ssize_t **spans_out,
-           Py_ssize_t *count_out, Py_ssize_t *data_end_out, PyObject **coded, int *is_signed)
+front_head(const Source *src, const Spec *s, int describe, unsigned char *pre,
+           unsigned char **head_out, Py_ssize_t *header_length_out, PyObject **header_out,
+           Py_ssize_t **spans_out, Py_ssize_t *count_out, Py_ssize_t *data_end_out,
+           PyObject **coded, int *is_signed)
 {
     PyObject *header = NULL, *codings = NULL;
     unsigned char *head = NULL;
@@ -509,8 +514,16 @@ front_head(const Source *src, const Spec *s, unsigned char *pre, unsigned char *
         goto not_taken;
     }
 
-    /* The header: JSON, and the shape parse_header requires. */
-    header = skjar_json_parse(head, (Py_ssize_t)header_length);
+    /* The header: JSON, and the shape parse_header requires. Unless the caller describes
+     * the jar (inspect), the object summary, the producer and the metadata are only
+     * checked, not built (_json.c); anything unusual there, and the builder decides. */
+    if (!describe) {
+        PyObject *const unread[3] = {KEYS[K_PRODUCER], KEYS[K_OBJECT], KEYS[K_METADATA]};
+        header = skjar_json_parse_unread(head, (Py_ssize_t)header_length, unread, 3);
+    }
+    if (header == NULL && !PyErr_Occurred()) {
+        header = skjar_json_parse(head, (Py_ssize_t)header_length);
+    }
     if (header == NULL || !PyDict_CheckExact(header)) {
         goto not_taken;
     }
@@ -779,7 +792,7 @@ skjar_read_small(PyObject *self, PyObject *args)
     /* The preamble and the header first: a jar the front does not take is not read. */
     Py_ssize_t header_length = 0, count = 0, data_end = 0;
     int is_signed = 0;
-    if (!front_head(&src, &s, pre, &head, &header_length, &header, &spans, &count,
+    if (!front_head(&src, &s, 0, pre, &head, &header_length, &header, &spans, &count,
                     &data_end, mapped ? NULL : &coded, mapped ? NULL : &is_signed)) {
         goto not_fine;
     }
@@ -992,7 +1005,7 @@ done:
     return out;
 }
 
-/* read_head(path, section, spec)
+/* read_head(path, section, spec[, describe])
  *     -> ((major, minor), header, tree, buffers, data_end, size, flags) | None
  *
  * format/reader.py's read_header for a path, in one compiled call: the preamble (no
@@ -1001,7 +1014,9 @@ done:
  * tuple type) made for each. Nothing past the header is read or checked, as
  * read_header reads nothing more; a signed jar's flag is given back (its block is past
  * the layout, unread). Anything else - a chunked section, damage, a file that cannot be
- * opened - returns None, and read_header decides in Python.
+ * opened - returns None, and read_header decides in Python. With `describe` false (an
+ * audit) the header's object summary, producer and metadata are empty dicts, checked
+ * but not built, as for a load.
  */
 PyObject *
 skjar_read_head(PyObject *self, PyObject *args)
@@ -1010,8 +1025,9 @@ skjar_read_head(PyObject *self, PyObject *args)
     PyTypeObject *section;
     PyObject *spec;
     Spec s;
-    if (!PyArg_ParseTuple(args, "OO!O!:read_head", &source_arg, &PyType_Type, &section,
-                          &PyTuple_Type, &spec) ||
+    int describe = 1;
+    if (!PyArg_ParseTuple(args, "OO!O!|p:read_head", &source_arg, &PyType_Type, &section,
+                          &PyTuple_Type, &spec, &describe) ||
         !parse_spec(spec, &s, "read_head")) {
         return NULL;
     }
@@ -1031,8 +1047,8 @@ skjar_read_head(PyObject *self, PyObject *args)
     Py_ssize_t *spans = NULL, header_length = 0, count = 0, data_end = 0;
     PyObject *coded = NULL; /* per section None or (codec, size, members), if any is coded */
     int is_signed = 0;
-    int taken = front_head(&src, &s, pre, &head, &header_length, &header, &spans, &count,
-                           &data_end, &coded, &is_signed);
+    int taken = front_head(&src, &s, describe, pre, &head, &header_length, &header, &spans,
+                           &count, &data_end, &coded, &is_signed);
     close_source(&src);
     if (!taken) {
         Py_RETURN_NONE;

@@ -1712,12 +1712,12 @@ int skjar_front_init(void);
 int skjar_walk_init(void);
 
 static PyMethodDef methods[] = {
-    {"json", skjar_json, METH_VARARGS, "json(text) -> object | None"},
+    {"json", skjar_json, METH_VARARGS, "json(text[, unread]) -> object | None"},
     {"read_small", skjar_read_small, METH_VARARGS,
      "read_small(source, admit, spec, known, mapper, full, check_signature)\n"
      "-> (tree, buffers, declared[, coded]) | None"},
     {"read_head", skjar_read_head, METH_VARARGS,
-     "read_head(source, section, spec)\n"
+     "read_head(source, section, spec[, describe])\n"
      "-> (version, header, tree, buffers, data_end, size, flags) | None"},
     {"default_infos", skjar_default_infos, METH_VARARGS,
      "default_infos(header, known, memo) -> tuple of NameInfo | None"},
@@ -1787,7 +1787,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 34
+#define SKJAR_SPEEDUPS_API 35
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

@@ -452,7 +452,7 @@ def audit(source: Source, *, trusted: Iterable[TrustedItem] = ()) -> list[NameIn
     so this list is exactly what loading may touch).
     """
     policy = _DEFAULT_POLICY if type(trusted) is tuple and not trusted else TrustPolicy(trusted)
-    return list(_name_infos(read_header_fields(source)[2], policy))
+    return list(_name_infos(read_header_fields(source, describe=False)[2], policy))
 
 
 # -- integrity and signatures without loading ---------------------------------
