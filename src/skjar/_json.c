@@ -15,6 +15,9 @@
  * Anything else - and anything unusual that the twin may still accept, such as
  * nesting deeper than MAX_DEPTH or an int longer than 18 digits - returns None, and
  * the caller runs the twin, which accepts it or says precisely what is wrong.
+ *
+ * With `unread`, a tuple of top-level keys, their values are checked but not built when
+ * they are plain objects, and read as empty dicts (skjar_json_parse_unread, below).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
