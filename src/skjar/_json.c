@@ -705,12 +705,14 @@ skjar_json(PyObject *self, PyObject *args)
         return NULL;
     }
     const Py_ssize_t n_unread = unread == NULL ? 0 : PyTuple_GET_SIZE(unread);
-    for (Py_ssize_t k = 0; k < n_unread; k++) {
-        if (!PyUnicode_Check(PyTuple_GET_ITEM(unread, k)) || n_unread > 8) {
-            PyBuffer_Release(&text);
-            PyErr_SetString(PyExc_TypeError, "json: unread must be a tuple of at most 8 str");
-            return NULL;
-        }
+    int bad = n_unread > 8;
+    for (Py_ssize_t k = 0; k < n_unread && !bad; k++) {
+        bad = !PyUnicode_Check(PyTuple_GET_ITEM(unread, k));
+    }
+    if (bad) {
+        PyBuffer_Release(&text);
+        PyErr_SetString(PyExc_TypeError, "json: unread must be a tuple of at most 8 str");
+        return NULL;
     }
     PyObject *out = unread == NULL
                         ? skjar_json_parse(text.buf, text.len)

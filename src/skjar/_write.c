@@ -178,7 +178,9 @@ layout_release(Layout *l)
 static int
 add_piece(Layout *l, HashJob *job, PyObject *piece)
 {
-    if (l->views_taken == l->views_room) { /* (a buffer's export ran code that grew a list) */
+    /* A buffer's export that ran code and grew a list finds no room: the segments have
+     * 2 * views_room places before the trailer's two, a piece and a pad per view. */
+    if (l->views_taken == l->views_room || job->count == 2 * l->views_room) {
         PyErr_SetString(PyExc_RuntimeError, "write_jar: the payloads changed");
         return -1;
     }
@@ -218,16 +220,24 @@ lay_out(Layout *l, HashJob *job, PyObject *front, PyObject *payloads, Py_ssize_t
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(payloads); i++) {
         const long long pad = (alignment - l->end % alignment) % alignment;
+        if (pad && job->count == 2 * l->views_room) { /* (see add_piece) */
+            PyErr_SetString(PyExc_RuntimeError, "write_jar: the payloads changed");
+            goto fail;
+        }
         if (pad) {
             l->segments[job->count++] = (Segment){zeros, (size_t)pad};
             l->end += pad;
         }
-        PyObject *p = PyList_GET_ITEM(payloads, i);
-        /* (its size read at each step: an export that shrank it must not be read past) */
-        for (Py_ssize_t j = 0; j < (PyList_Check(p) ? PyList_GET_SIZE(p) : 1); j++) {
-            if (add_piece(l, job, PyList_Check(p) ? PyList_GET_ITEM(p, j) : p) < 0) {
-                goto fail;
-            }
+        /* (held, and its size read at each step: an export that dropped it from the list
+         * or shrank it must not free it under us or be read past) */
+        PyObject *p = Py_NewRef(PyList_GET_ITEM(payloads, i));
+        int failed = 0;
+        for (Py_ssize_t j = 0; !failed && j < (PyList_Check(p) ? PyList_GET_SIZE(p) : 1); j++) {
+            failed = add_piece(l, job, PyList_Check(p) ? PyList_GET_ITEM(p, j) : p) < 0;
+        }
+        Py_DECREF(p);
+        if (failed) {
+            goto fail;
         }
         if (i == 0) {
             job->tree_end = job->count;
