@@ -297,8 +297,10 @@ def _plain(v: Any) -> bool:
 
 def _cast(v: np.ndarray, dtype: Any) -> np.ndarray:
     """``v.astype(dtype)``; a complex array's real part, as astype takes it, without the
-    ComplexWarning astype gives (a drawn state may hold complex values)."""
-    return (v.real if v.dtype.kind == "c" else v).astype(dtype)
+    ComplexWarning astype gives (a drawn state may hold complex values), nor numpy's
+    warnings for values the new type cannot hold (the damage intended)."""
+    with np.errstate(all="ignore"):
+        return (v.real if v.dtype.kind == "c" else v).astype(dtype)
 
 
 # Each replaces one entry of a state (or of a Tree's arguments) with something the Python
@@ -335,7 +337,7 @@ ENTRY_DAMAGE = [
     # own fields rather than through numpy's buffer export:
     lambda v: v[::2] if isinstance(v, np.ndarray) and v.ndim else v,
     lambda v: np.repeat(v, 2, axis=0)[::2] if isinstance(v, np.ndarray) and v.ndim else v,
-    lambda v: v.astype(np.float16) if _plain(v) else v,
+    lambda v: _cast(v, np.float16) if _plain(v) else v,
     lambda v: v.astype(np.longdouble) if _plain(v) else v,
     lambda v: v.astype(np.float32) if _plain(v) else v,
     lambda v: v.astype(np.int16) if _plain(v) else v,
