@@ -4,8 +4,8 @@
 pass (``read_small``; compressed sections are then decompressed in Python, as
 ``open_source`` does); anything else, and any damage, goes to ``open_source``, which then
 names the fault. ``inspect`` and ``audit`` read a path's or
-bytes' header in one compiled call (``read_head``), whose twin is the Python
-``read_header`` of a file object. So the front may step aside for any file, but must
+bytes' header in one compiled call (``read_info``; ``read_head`` is the compiled
+``read_header``), whose twin is the Python ``read_header`` of a file object. So the front may step aside for any file, but must
 never accept one its twin refuses, nor read one differently - nor read the same jar
 differently from a file and from memory.
 """
@@ -168,7 +168,8 @@ def _plain(small: Any) -> Any:
 
 def head_both(path: Path) -> tuple[Any, Any]:
     """read_head's answer, and its twin's (read_header of a file object, or its error),
-    in read_head's shape. read_head answers the same for the jar's bytes in memory."""
+    in read_head's shape. read_head answers the same for the jar's bytes in memory, and
+    read_info (inspect's and audit's compiled read) takes exactly the jars it takes."""
     assert _compiled.speedups is not None
     fast = _compiled.speedups.read_head(str(path), Section, SMALL_SPEC)
     if path.is_file():
@@ -182,7 +183,47 @@ def head_both(path: Path) -> tuple[Any, Any]:
                      view.size, view.flags)
     except SkjarError as exc:
         twin = exc
+    _same_info(path, fast)
     return fast, twin
+
+
+def _same_info(path: Path, fast: Any) -> None:
+    """read_info takes what read_head takes, with its header, and gives the Info fields
+    and names the Python reader alone gives (names left to it only when not remembered
+    yet, or outside the defaults); from memory as from the file."""
+    from skjar import api
+
+    assert _compiled.speedups is not None
+    forms = [str(path), *in_memory(path)] if path.is_file() else [str(path)]
+    for form in forms:
+        got = [_compiled.speedups.read_info(form, SMALL_SPEC, api._DEFAULT_KNOWN,
+                                            api._DEFAULT_INFOS, describe) for describe in (True, False)]
+        if fast is None:
+            assert got == [None, None]
+            continue
+        assert got[0] is not None and got[1] is not None
+        (header, names, fields), (unbuilt, names_unbuilt, no_fields) = got
+        assert header == fast[1] and names_unbuilt == names and no_fields is None
+        assert {k: unbuilt[k] for k in ("environment", "names", "layout")} == {
+            k: header[k] for k in ("environment", "names", "layout")}
+        fast_helpers, _compiled.speedups = _compiled.speedups, None
+        try:
+            expected: Any = api._info_fields(path)
+        except SkjarError as exc:  # malformed names: inspect's Python step refuses them
+            expected = exc
+        finally:
+            _compiled.speedups = fast_helpers
+        if isinstance(expected, SkjarError):
+            assert names is None, expected
+            with pytest.raises(type(expected)):
+                skjar.inspect(form)
+            continue
+        if names is None:
+            assert fields["names"] is None and fields["version_skew"] is None
+            fields = {**fields, "names": expected["names"], "version_skew": expected["version_skew"]}
+        else:
+            assert names == fields["names"] and fields["version_skew"] == {}
+        assert fields == expected
 
 
 def _same_head(fast: Any, twin: Any, where: Any) -> None:
@@ -1261,6 +1302,8 @@ def test_inspect_and_audit_answer_alike_with_and_without_the_compiled_helpers(
         compiled = skjar.inspect(path), skjar.audit(path)  # (the first fills the memo)
         header = read_header(path).header
         assert fast.default_infos(header, api._DEFAULT_KNOWN, api._DEFAULT_INFOS) is not None
+        got = fast.read_info(str(path), SMALL_SPEC, api._DEFAULT_KNOWN, api._DEFAULT_INFOS, True)
+        assert got is not None and got[1] is not None and got[2]["names"] == compiled[0].names
         assert set(vars(compiled[0])) == {f.name for f in dataclasses.fields(api.Info)}
         monkeypatch.setattr(_compiled, "speedups", None)
         assert (skjar.inspect(path), skjar.audit(path)) == compiled

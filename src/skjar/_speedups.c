@@ -1704,6 +1704,7 @@ PyObject *skjar_json(PyObject *self, PyObject *args);
 PyObject *skjar_read_small(PyObject *self, PyObject *args);
 PyObject *skjar_read_head(PyObject *self, PyObject *args);
 PyObject *skjar_default_infos(PyObject *self, PyObject *args);
+PyObject *skjar_read_info(PyObject *self, PyObject *args);
 PyObject *skjar_section_totals(PyObject *self, PyObject *sections);
 PyObject *skjar_write_jar(PyObject *self, PyObject *args);
 PyObject *skjar_json_dump(PyObject *self, PyObject *value);
@@ -1719,6 +1720,8 @@ static PyMethodDef methods[] = {
     {"read_head", skjar_read_head, METH_VARARGS,
      "read_head(source, section, spec[, describe])\n"
      "-> (version, header, tree, buffers, data_end, size, flags) | None"},
+    {"read_info", skjar_read_info, METH_VARARGS,
+     "read_info(source, spec, known, memo, describe) -> (header, names, fields) | None"},
     {"default_infos", skjar_default_infos, METH_VARARGS,
      "default_infos(header, known, memo) -> tuple of NameInfo | None"},
     {"section_totals", skjar_section_totals, METH_O,
@@ -1787,7 +1790,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 35
+#define SKJAR_SPEEDUPS_API 36
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

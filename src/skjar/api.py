@@ -352,11 +352,12 @@ class Info:
         return dict(self.object.get("schema", {}))
 
     @classmethod
-    def _of(cls, **fields: Any) -> Info:
-        """``Info(**fields)``, every field given, without a frozen dataclass's __init__
-        (ten ``object.__setattr__`` calls: a tenth of a cold inspect's Python time)."""
+    def _of(cls, fields: dict[str, Any]) -> Info:
+        """``Info(**fields)``, every field given, adopting ``fields`` as its ``__dict__``:
+        a frozen dataclass's __init__ makes ten ``object.__setattr__`` calls, a tenth of a
+        cold inspect's Python time."""
         info = object.__new__(cls)
-        info.__dict__.update(fields)
+        object.__setattr__(info, "__dict__", fields)
         return info
 
     def to_dict(self) -> dict[str, Any]:
@@ -404,6 +405,19 @@ def _name_infos_python(header: dict[str, Any], policy: TrustPolicy) -> tuple[Nam
     return tuple(out)
 
 
+def _read_info(source: Source, describe: bool) -> tuple[Any, ...] | None:
+    """The compiled read_info's (header, names, fields) for inspect (``describe``) or
+    audit, or None: then the Python reader reads the header (a cold inspect's Python
+    steps, the Sections it made and their sums were most of its time)."""
+    fast = _compiled.speedups
+    if fast is None or not isinstance(source, FRONT_SOURCES):
+        return None
+    got: tuple[Any, ...] | None = fast.read_info(
+        source, SMALL_SPEC, _DEFAULT_KNOWN, _DEFAULT_INFOS, describe
+    )
+    return got
+
+
 def inspect(source: Source) -> Info:
     """Read a jar's header: object type, parameters, schema, versions, names, sizes.
 
@@ -414,21 +428,34 @@ def inspect(source: Source) -> Info:
     Only the preamble and header are read; nothing is imported or built, and the
     digest is not checked (use ``load`` or ``skjar verify`` for that).
     """
-    version, flags, header, tree, buffers, data_end, size = read_header_fields(source)
+    got = _read_info(source, True)
+    if got is None:
+        return Info._of(_info_fields(source))
+    header, _, fields = got
+    if fields["names"] is None:  # a name outside the defaults, or other versions
+        fields["names"] = _name_infos_python(header, _DEFAULT_POLICY)
+        fields["version_skew"] = version_skew(header["environment"])
+    return Info._of(fields)
+
+
+def _info_fields(source: Source) -> dict[str, Any]:
+    """inspect's Info fields, read by the Python reader (what read_info makes in C)."""
+    version, flags, header, tree, buffers, data_end, size = read_header_fields(
+        source, compiled=False
+    )
     if size is None:  # read from a stream: the size the header implies
         size = data_end + TRAILER_SIZE + (SIGNATURE_SIZE if flags & FLAG_SIGNED else 0)
     pieces, stored, decoded = section_totals(buffers)
     names = _default_infos(header)  # when it answers, the versions are those here too
-    skew = version_skew(header["environment"]) if names is None else {}
-    return Info._of(
-        format_version=f"{version[0]}.{version[1]}",
-        producer=header["producer"],
-        environment=header["environment"],
-        object=header["object"],
-        metadata=header["metadata"],
-        names=names if names is not None else _name_infos_python(header, _DEFAULT_POLICY),
-        compression=header.get("compression"),
-        sizes={
+    return {
+        "format_version": f"{version[0]}.{version[1]}",
+        "producer": header["producer"],
+        "environment": header["environment"],
+        "object": header["object"],
+        "metadata": header["metadata"],
+        "names": names if names is not None else _name_infos_python(header, _DEFAULT_POLICY),
+        "compression": header.get("compression"),
+        "sizes": {
             "file": size,
             "header": tree.offset,
             "tree_stored": tree.length,
@@ -437,9 +464,9 @@ def inspect(source: Source) -> Info:
             "data_stored": stored,
             "data": decoded,
         },
-        version_skew=skew,
-        signed=bool(flags & FLAG_SIGNED),
-    )
+        "version_skew": version_skew(header["environment"]) if names is None else {},
+        "signed": bool(flags & FLAG_SIGNED),
+    }
 
 
 def audit(source: Source, *, trusted: Iterable[TrustedItem] = ()) -> list[NameInfo]:
@@ -452,7 +479,14 @@ def audit(source: Source, *, trusted: Iterable[TrustedItem] = ()) -> list[NameIn
     so this list is exactly what loading may touch).
     """
     policy = _DEFAULT_POLICY if type(trusted) is tuple and not trusted else TrustPolicy(trusted)
-    return list(_name_infos(read_header_fields(source, describe=False)[2], policy))
+    got = _read_info(source, False)
+    if got is None:
+        header = read_header_fields(source, describe=False, compiled=False)[2]
+        return list(_name_infos(header, policy))
+    header, names, _ = got
+    if names is None or policy.extra:
+        return list(_name_infos_python(header, policy))
+    return list(names)
 
 
 # -- integrity and signatures without loading ---------------------------------
