@@ -645,6 +645,40 @@ not_taken:
     return 0;
 }
 
+/* metadata.version_skew's "no skew" for `theirs`, a header's environment's packages (or
+ * NULL): every package of `packages` (metadata.SKEW_MODULES: (module, package) pairs)
+ * imported here, as a plain module whose own __version__ is the same str. 0 for anything
+ * else (no error set), which the Python judges. */
+SKJAR_HOT static int
+same_versions(PyObject *theirs, PyObject *packages)
+{
+    PyObject *modules = PySys_GetObject("modules"); /* borrowed */
+    if (theirs == NULL || !PyDict_CheckExact(theirs) || !PyTuple_CheckExact(packages) ||
+        modules == NULL || !PyDict_Check(modules)) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(packages); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(packages, i);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            return 0;
+        }
+        PyObject *module = PyDict_GetItemWithError(modules, PyTuple_GET_ITEM(pair, 0));
+        /* A plain module's own __version__, read from its dict: borrowed, so no reference
+         * count is written (getattr would find the same; anything else is left to Python). */
+        PyObject *version =
+            module && PyModule_CheckExact(module) ? item(PyModule_GetDict(module), K_VERSION) : NULL;
+        PyObject *theirs_version = PyDict_GetItemWithError(theirs, PyTuple_GET_ITEM(pair, 1));
+        int same = version != NULL && PyUnicode_CheckExact(version) && theirs_version != NULL &&
+                   PyUnicode_CheckExact(theirs_version) &&
+                   PyUnicode_Compare(theirs_version, version) == 0;
+        if (!same) {
+            PyErr_Clear(); /* (a lookup's error: the Python meets it again) */
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* What admit(header) returns - declared_names(header) - when the load trusts only the
  * defaults and the header shows no version skew, compiled: a new dict, or NULL with no
  * error set for anything else (an untrusted or malformed name, other versions, an odd
@@ -667,30 +701,9 @@ fast_admit(PyObject *header, PyObject *known)
     PyObject *env = item(header, K_ENVIRONMENT);
     PyObject *theirs = env && PyDict_CheckExact(env) ? item(env, K_PACKAGES) : NULL;
     PyObject *names = item(header, K_NAMES);
-    PyObject *modules = PySys_GetObject("modules"); /* borrowed */
-    if (!PyDict_CheckExact(trust) || !PyTuple_CheckExact(packages) || theirs == NULL ||
-        !PyDict_CheckExact(theirs) || names == NULL || !PyList_CheckExact(names) ||
-        modules == NULL || !PyDict_Check(modules)) {
-        return NULL;
-    }
-    /* metadata.version_skew's "no skew": every package here, at the same version. */
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(packages); i++) {
-        PyObject *pair = PyTuple_GET_ITEM(packages, i);
-        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
-            goto not_fast;
-        }
-        PyObject *module = PyDict_GetItemWithError(modules, PyTuple_GET_ITEM(pair, 0));
-        /* A plain module's own __version__, read from its dict: borrowed, so no reference
-         * count is written (getattr would find the same; anything else is left to Python). */
-        PyObject *version =
-            module && PyModule_CheckExact(module) ? item(PyModule_GetDict(module), K_VERSION) : NULL;
-        PyObject *theirs_version = PyDict_GetItemWithError(theirs, PyTuple_GET_ITEM(pair, 1));
-        int same = version != NULL && PyUnicode_CheckExact(version) && theirs_version != NULL &&
-                   PyUnicode_CheckExact(theirs_version) &&
-                   PyUnicode_Compare(theirs_version, version) == 0;
-        if (!same) {
-            goto not_fast;
-        }
+    if (!PyDict_CheckExact(trust) || names == NULL || !PyList_CheckExact(names) ||
+        !same_versions(theirs, packages)) {
+        goto not_fast;
     }
     out = PyDict_New();
     for (Py_ssize_t i = 0; out != NULL && i < PyList_GET_SIZE(names); i++) {
@@ -1130,45 +1143,63 @@ done:
  * defaults, a version skew, an odd header, an entry the memo lacks): the Python answers,
  * and fills the memo for the next call. */
 /* default_infos' answer for `header`: a new tuple, a new reference to None (not
- * taken), or NULL with an error set. */
+ * taken), or NULL with an error set.
+ *
+ * `memo` is api._DEFAULT_INFOS: name -> (module, uses, trusted, NameInfo), the default
+ * trust's answer for that name under that module and those uses (a sorted tuple), as
+ * api._name_infos_python made it. A header's names are taken when each is a plain entry
+ * whose module and uses (in order) are the memo's, trusted for all of them, the names in
+ * strictly increasing order - as skjar writes them, and as the answer lists them - and the
+ * versions are this process's: then the memo's NameInfos are the answer, and nothing
+ * else is looked up or made. */
 static PyObject *
 default_infos_of(PyObject *header, PyObject *known, PyObject *memo)
 {
-    if (!PyDict_CheckExact(header) || !PyDict_CheckExact(memo)) {
+    PyObject *env = item(header, K_ENVIRONMENT);
+    PyObject *names = item(header, K_NAMES);
+    if (!PyDict_CheckExact(memo) || !PyTuple_CheckExact(known) ||
+        PyTuple_GET_SIZE(known) != 2 || env == NULL || !PyDict_CheckExact(env) ||
+        names == NULL || !PyList_CheckExact(names) ||
+        !same_versions(item(env, K_PACKAGES), PyTuple_GET_ITEM(known, 1))) {
         Py_RETURN_NONE;
-    }
-    PyObject *declared = fast_admit(header, known); /* NULL, no error set: not taken */
-    if (declared == NULL) {
-        Py_RETURN_NONE;
-    }
-    PyObject *names = PyDict_Keys(declared), *out = NULL;
-    if (names == NULL || PyList_Sort(names) < 0) {
-        goto done;
     }
     const Py_ssize_t n = PyList_GET_SIZE(names);
-    if ((out = PyTuple_New(n)) == NULL) {
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *name = PyList_GET_ITEM(names, i);
-        PyObject *value = PyDict_GetItemWithError(declared, name); /* (module, kinds) */
-        PyObject *key = value ? PyTuple_Pack(3, name, PyTuple_GET_ITEM(value, 0),
-                                             PyTuple_GET_ITEM(value, 1))
-                              : NULL;
-        PyObject *info = key ? PyDict_GetItemWithError(memo, key) : NULL;
-        Py_XDECREF(key);
-        if (info == NULL) {
+    PyObject *out = PyTuple_New(n), *previous = NULL;
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        PyObject *entry = PyList_GET_ITEM(names, i);
+        PyObject *name = PyDict_CheckExact(entry) ? item(entry, K_NAME) : NULL;
+        PyObject *module = name != NULL ? item(entry, K_MODULE) : NULL;
+        PyObject *uses = module != NULL ? item(entry, K_USES) : NULL;
+        PyObject *known_one = uses != NULL && PyUnicode_CheckExact(name) &&
+                                      PyUnicode_CheckExact(module) && PyList_CheckExact(uses) &&
+                                      (previous == NULL || PyUnicode_Compare(previous, name) < 0)
+                                  ? PyDict_GetItemWithError(memo, name)
+                                  : NULL;
+        PyObject *their_uses = known_one != NULL && PyTuple_CheckExact(known_one) &&
+                                       PyTuple_GET_SIZE(known_one) == 4
+                                   ? PyTuple_GET_ITEM(known_one, 1)
+                                   : NULL;
+        int same = their_uses != NULL && PyTuple_GET_ITEM(known_one, 2) == Py_True &&
+                   PyUnicode_CheckExact(PyTuple_GET_ITEM(known_one, 0)) &&
+                   PyUnicode_Compare(PyTuple_GET_ITEM(known_one, 0), module) == 0 &&
+                   PyTuple_CheckExact(their_uses) &&
+                   PyTuple_GET_SIZE(their_uses) == PyList_GET_SIZE(uses);
+        for (Py_ssize_t k = 0; same && k < PyList_GET_SIZE(uses); k++) {
+            PyObject *use = PyList_GET_ITEM(uses, k);
+            same = PyUnicode_CheckExact(use) &&
+                   PyUnicode_CheckExact(PyTuple_GET_ITEM(their_uses, k)) &&
+                   PyUnicode_Compare(use, PyTuple_GET_ITEM(their_uses, k)) == 0;
+        }
+        if (!same) {
             Py_CLEAR(out);
             if (!PyErr_Occurred()) {
-                out = Py_NewRef(Py_None); /* not in the memo yet */
+                return Py_NewRef(Py_None);
             }
-            goto done;
+            return NULL;
         }
-        PyTuple_SET_ITEM(out, i, Py_NewRef(info));
+        PyTuple_SET_ITEM(out, i, Py_NewRef(PyTuple_GET_ITEM(known_one, 3)));
+        previous = name;
     }
-done:
-    Py_XDECREF(names);
-    Py_DECREF(declared);
     return out;
 }
 
@@ -1179,6 +1210,9 @@ skjar_default_infos(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!OO!:default_infos", &PyDict_Type, &header, &known,
                           &PyDict_Type, &memo)) {
         return NULL;
+    }
+    if (!PyDict_CheckExact(header)) {
+        Py_RETURN_NONE;
     }
     return default_infos_of(header, known, memo);
 }

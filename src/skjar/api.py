@@ -369,9 +369,11 @@ class Info:
         return out
 
 
-# What the default trust says of a (name, module, uses): it never changes in a process,
-# and the same few dozen names recur in every jar (bounded against a stream of odd ones).
-_DEFAULT_INFOS: dict[tuple[str, str, frozenset[str]], NameInfo] = {}
+# What the default trust says of a name under a module and uses: it never changes in a
+# process, and the same few dozen names recur in every jar (bounded against a stream of
+# odd ones). name -> (module, uses, trusted, NameInfo), the uses a sorted tuple: a plain
+# dict and tuples, which the compiled default_infos reads with no lookup but the name's.
+_DEFAULT_INFOS: dict[str, tuple[str, tuple[str, ...], bool, NameInfo]] = {}
 
 
 def _default_infos(header: dict[str, Any]) -> tuple[NameInfo, ...] | None:
@@ -394,13 +396,14 @@ def _name_infos_python(header: dict[str, Any], policy: TrustPolicy) -> tuple[Nam
     memo = _DEFAULT_INFOS if not policy.extra else None
     out = []
     for name, (module, uses) in sorted(declared_names(header).items()):
-        key = (name, module, uses)
-        info = memo.get(key) if memo is not None else None
-        if info is None:
+        known = memo.get(name) if memo is not None else None
+        if known is not None and known[0] == module and frozenset(known[1]) == uses:
+            info = known[3]
+        else:
             bad = tuple(u for u in sorted(uses) if policy.lookup(name, module, u) is None)
             info = NameInfo(name, module, tuple(sorted(uses)), not bad, bad)
-            if memo is not None and len(memo) < 4096:
-                memo[key] = info
+            if memo is not None and (name in memo or len(memo) < 4096):
+                memo[name] = (module, info.uses, info.trusted, info)
         out.append(info)
     return tuple(out)
 
