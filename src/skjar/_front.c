@@ -1046,9 +1046,9 @@ done:
  * tuple type) made for each. Nothing past the header is read or checked, as
  * read_header reads nothing more; a signed jar's flag is given back (its block is past
  * the layout, unread). Anything else - a chunked section, damage, a file that cannot be
- * opened - returns None, and read_header decides in Python. With `describe` false (an
- * audit) the header's object summary, producer and metadata are empty dicts, checked
- * but not built, as for a load.
+ * opened - returns None, and read_header decides in Python. With `describe` false the
+ * header's object summary, producer and metadata are empty dicts, checked but not built,
+ * as read_info reads them for an audit and read_small for a load.
  */
 PyObject *
 skjar_read_head(PyObject *self, PyObject *args)

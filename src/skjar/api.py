@@ -484,7 +484,7 @@ def audit(source: Source, *, trusted: Iterable[TrustedItem] = ()) -> list[NameIn
     policy = _DEFAULT_POLICY if type(trusted) is tuple and not trusted else TrustPolicy(trusted)
     got = _read_info(source, False)
     if got is None:
-        header = read_header_fields(source, describe=False, compiled=False)[2]
+        header = read_header_fields(source, compiled=False)[2]
         return list(_name_infos(header, policy))
     header, names, _ = got
     if names is None or policy.extra:

@@ -880,23 +880,15 @@ def read_header(source: Source) -> HeaderView:
     return HeaderView(version, flags, header, Layout(tree, buffers, data_end), size)
 
 
-def read_header_fields(
-    source: Source, describe: bool = True, *, compiled: bool = True
-) -> tuple[Any, ...]:
+def read_header_fields(source: Source, *, compiled: bool = True) -> tuple[Any, ...]:
     """read_header's answer as one flat tuple, HeaderView's fields with its layout's
-    spread: (version, flags, header, tree, buffers, data_end, size). inspect and audit
-    take this: in the common case nothing else is built (HeaderView's and Layout's Python
-    steps were a measurable part of a cold inspect, one that follows a load in another
-    process as the benchmark's does). Without ``describe`` (audit: names and versions
-    only) the compiled read may leave the header's "producer", "object" and "metadata"
-    empty, checked but not built: a third of mlp's header. Without ``compiled`` the
-    Python reads it (api's inspect and audit, whose compiled read_info has declined).
-    """
+    spread: (version, flags, header, tree, buffers, data_end, size). With ``compiled``
+    the common case is one compiled call (_front.c's read_head); without it, or when that
+    declines, the Python reads it (api's inspect and audit, whose compiled read_info has
+    declined already)."""
     fast = _compiled.speedups if compiled else None
-    # The common case in one compiled call (_front.c's read_head): it answers None for
-    # anything else, and the Python below decides.
     got = (
-        fast.read_head(source, Section, SMALL_SPEC, describe)
+        fast.read_head(source, Section, SMALL_SPEC)
         if fast is not None and isinstance(source, FRONT_SOURCES)
         else None
     )
