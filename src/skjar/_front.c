@@ -1133,15 +1133,6 @@ done:
     return out;
 }
 
-/* default_infos(header, known, memo) -> tuple | None
- *
- * api._name_infos(header, the default policy)'s answer, compiled, for what a cold
- * inspect or audit of a common jar meets: fast_admit takes the header (every name
- * trusted by default for all its uses, no version skew) and `memo` (api._DEFAULT_INFOS:
- * (name, module, frozenset(uses)) -> NameInfo) holds each name's entry already. Its
- * NameInfos come back in name order. None for anything else (a name outside the
- * defaults, a version skew, an odd header, an entry the memo lacks): the Python answers,
- * and fills the memo for the next call. */
 /* default_infos' answer for `header`: a new tuple, a new reference to None (not
  * taken), or NULL with an error set.
  *
@@ -1203,6 +1194,13 @@ default_infos_of(PyObject *header, PyObject *known, PyObject *memo)
     return out;
 }
 
+/* default_infos(header, known, memo) -> tuple | None
+ *
+ * api._name_infos(header, the default policy)'s answer, compiled, for what a cold
+ * inspect or audit of a common jar meets (default_infos_of, above; read_info gives the
+ * same for the header it reads): the header's NameInfos in name order. None for
+ * anything else (a name outside the defaults, a version skew, an odd header, an entry
+ * the memo lacks): the Python answers, and fills the memo for the next call. */
 PyObject *
 skjar_default_infos(PyObject *self, PyObject *args)
 {
