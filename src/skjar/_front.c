@@ -1037,6 +1037,19 @@ done:
     return out;
 }
 
+/* The format constants from `spec`, and `source_arg` opened for a header read, from a
+ * jar of any size (read_head's and read_info's start): open_source_arg's answer, or -1
+ * with the error set when `spec` does not fit. */
+static int
+open_for_head(PyObject *source_arg, PyObject *spec, const char *who, Spec *s, Source *src)
+{
+    if (!parse_spec(spec, s, who)) {
+        return -1;
+    }
+    s->max_file = PY_SSIZE_T_MAX; /* a header is read from a jar of any size */
+    return open_source_arg(source_arg, s, src);
+}
+
 /* read_head(path, section, spec[, describe])
  *     -> ((major, minor), header, tree, buffers, data_end, size, flags) | None
  *
@@ -1059,17 +1072,15 @@ skjar_read_head(PyObject *self, PyObject *args)
     Spec s;
     int describe = 1;
     if (!PyArg_ParseTuple(args, "OO!O!|p:read_head", &source_arg, &PyType_Type, &section,
-                          &PyTuple_Type, &spec, &describe) ||
-        !parse_spec(spec, &s, "read_head")) {
+                          &PyTuple_Type, &spec, &describe)) {
         return NULL;
     }
     if (!PyType_IsSubtype(section, &PyTuple_Type)) {
         PyErr_SetString(PyExc_TypeError, "read_head: the section type must be a tuple type");
         return NULL;
     }
-    s.max_file = PY_SSIZE_T_MAX; /* a header is read from a jar of any size */
     Source src;
-    int opened = open_source_arg(source_arg, &s, &src);
+    int opened = open_for_head(source_arg, spec, "read_head", &s, &src);
     if (opened <= 0) {
         return opened < 0 ? NULL : Py_NewRef(Py_None);
     }
@@ -1233,13 +1244,11 @@ skjar_read_info(PyObject *self, PyObject *args)
     int describe;
     Spec s;
     if (!PyArg_ParseTuple(args, "OO!OO!p:read_info", &source_arg, &PyTuple_Type, &spec,
-                          &known, &PyDict_Type, &memo, &describe) ||
-        !parse_spec(spec, &s, "read_info")) {
+                          &known, &PyDict_Type, &memo, &describe)) {
         return NULL;
     }
-    s.max_file = PY_SSIZE_T_MAX; /* a header is read from a jar of any size */
     Source src;
-    int opened = open_source_arg(source_arg, &s, &src);
+    int opened = open_for_head(source_arg, spec, "read_info", &s, &src);
     if (opened <= 0) {
         return opened < 0 ? NULL : Py_NewRef(Py_None);
     }
