@@ -114,6 +114,43 @@ def test_strdict_equals_its_python_twin(words: list[str], skew: int, tail: str) 
             assert list(compiled) == list(_python_strdict(text, count, values) or {})  # same order
 
 
+# strdict makes and inserts its keys 32 at a time (STRDICT_BATCH): damage on either
+# side of a batch's edge, and counts that end a batch exactly, must be judged alike.
+_EDGES = [0, 1, 30, 31, 32, 33, 63, 64, 65]
+
+
+@needs_speedups
+@pytest.mark.parametrize("n", [31, 32, 33, 64, 65, 97])
+def test_strdict_judges_damage_at_every_batch_edge_as_its_twin(n: int) -> None:
+    words = [f"w{i}".encode() for i in range(n)]
+    cases: list[tuple[list[bytes], int]] = [(words, n), (words, n - 1), (words, n + 1)]
+    for at in (p for p in _EDGES if p < n):
+        for earlier in {0, at - 1, at - 32} - {at}:
+            if earlier >= 0:  # a duplicate of an earlier key, in this batch or the last
+                cases.append((words[:at] + [words[earlier]] + words[at + 1 :], n))
+        cases.append((words[:at] + [b"\xff" + words[at]] + words[at + 1 :], n))  # not UTF-8
+    for keys_, count in cases:
+        text = b"\x00".join(keys_)
+        values = list(range(count))
+        built = speedups.strdict(text, count, np.array(values), 8, True, False)  # type: ignore[union-attr]
+        expected = _python_strdict(text, count, values)
+        assert built == expected, (n, count, keys_[:3])
+        assert list(built or {}) == list(expected or {})  # in the same order
+
+
+@needs_speedups
+def test_strdict_prefetches_on_the_cpythons_whose_dict_layout_it_knows() -> None:
+    """The prefetch (and the speed it gives a vocabulary's load) must not be lost to a
+    layout check that silently fails: CPython 3.11 to 3.14 lay dicts out as it reads them."""
+    import sysconfig
+
+    known = (3, 11) <= sys.version_info[:2] <= (3, 14) and not sysconfig.get_config_var(
+        "Py_GIL_DISABLED"
+    )
+    prefetching = speedups.DICT_PREFETCH  # type: ignore[union-attr]
+    assert prefetching == known
+
+
 def _big_vocabulary(n: int = 300_000) -> tuple[np.ndarray, list[str]]:
     """A writable, page-aligned text of ~3 MB of keys, like the reader's own buffers."""
     words = [f"term{i:07d}" for i in range(n)]

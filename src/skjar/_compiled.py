@@ -48,8 +48,9 @@ HELPERS = (
 # Python steps compiled); 34: write_jar, an unsigned jar written to a file and hashed on a
 # helper thread, and json_dump, the header's JSON written; 35: json and read_head can leave
 # the header's object summary, producer and metadata unbuilt, and read_small does; 36:
-# read_info, inspect's and audit's header, names and sizes in one call).
-API = 36
+# read_info, inspect's and audit's header, names and sizes in one call; 37: strdict
+# prefetches the dict's table where DICT_PREFETCH says it knows its layout).
+API = 37
 
 
 def _load() -> ModuleType | None:

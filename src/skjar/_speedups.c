@@ -743,6 +743,168 @@ int skjar_objpool_begin(size_t expected);
 void skjar_objpool_end(void);
 PyObject *skjar_objpool_last(PyObject *self, PyObject *unused);
 
+/* A large vocabulary's build is mostly waiting on memory: each new key's slot in the
+ * dict's hash table, and on a collision the entry there and its key's hash, are far
+ * apart in tables of tens of MB, and CPython's insertion reads them one after the other.
+ * strdict therefore makes its keys STRDICT_BATCH at a time and asks for those cache lines
+ * for the whole batch before inserting any (dict_prefetch), so that the waits overlap.
+ * That needs the dict's table layout, which CPython keeps private; it is the same from
+ * 3.11 to 3.14 (Include/internal/pycore_dict.h) and checked once on a real dict at
+ * import (dict_layout_check). Anywhere else nothing is prefetched: the inserts, and so
+ * the dict, are the same either way. */
+#define STRDICT_BATCH 32
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030F0000 && !defined(Py_GIL_DISABLED)
+#define DICT_LAYOUT 1
+struct dict_keys_head {
+    Py_ssize_t refcnt;
+    uint8_t log2_size;
+    uint8_t log2_index_bytes;
+    uint8_t kind; /* 0: any keys, entries (hash, key, value); 1: str keys, (key, value) */
+    uint32_t version;
+    Py_ssize_t usable;
+    Py_ssize_t nentries;
+    char indices[];
+};
+#endif
+static int dict_layout_ok;
+
+#ifdef DICT_LAYOUT
+/* The dict's table, or NULL for a split one (an instance's attributes). */
+static const struct dict_keys_head *
+dict_table(PyObject *dict)
+{
+    const struct dict_keys_head *head = (const void *)((PyDictObject *)dict)->ma_keys;
+    return head->kind <= 1 ? head : NULL;
+}
+
+static Py_ssize_t
+table_index(const struct dict_keys_head *head, size_t slot)
+{
+    const char *p = head->indices;
+    switch (head->log2_index_bytes - head->log2_size) {
+    case 0: return ((const int8_t *)p)[slot];
+    case 1: return ((const int16_t *)p)[slot];
+    case 2: return ((const int32_t *)p)[slot];
+    default: return (Py_ssize_t)((const int64_t *)p)[slot];
+    }
+}
+
+/* The key of entry `ix`, its address: NULL for an empty slot or a deleted one's. */
+static PyObject *const *
+table_key(const struct dict_keys_head *head, Py_ssize_t ix)
+{
+    if (ix < 0 || ix >= head->nentries) {
+        return NULL;
+    }
+    const char *entries = head->indices + ((size_t)1 << head->log2_index_bytes);
+    return head->kind == 1 ? (PyObject *const *)entries + 2 * ix
+                           : (PyObject *const *)entries + 3 * ix + 1;
+}
+#endif
+
+/* Prefetch what inserting `keys` (fresh str) will read: for each, its first two probes'
+ * slots and the entries they hold, and in a str-keyed table those entries' keys' hashes
+ * (CPython's probe order: i = hash & mask, then (5i + perturb + 1) & mask, perturb
+ * = hash >> 5). */
+static void
+dict_prefetch(PyObject *dict, PyObject *const *keys, int n)
+{
+#ifdef DICT_LAYOUT
+    const struct dict_keys_head *head = dict_layout_ok ? dict_table(dict) : NULL;
+    if (head == NULL) {
+        return;
+    }
+    const size_t mask = ((size_t)1 << head->log2_size) - 1;
+    const int width = head->log2_index_bytes - head->log2_size;
+    const int unicode = head->kind == 1;
+    size_t slot[STRDICT_BATCH];
+    for (int i = 0; i < n; i++) {
+        slot[i] = (size_t)PyObject_Hash(keys[i]) & mask; /* a str's: never fails */
+        __builtin_prefetch(head->indices + (slot[i] << width));
+    }
+    PyObject *const *hit[STRDICT_BATCH];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < n; i++) {
+            hit[i] = round == 0 || hit[i] != NULL ? table_key(head, table_index(head, slot[i]))
+                                                  : NULL;
+            if (hit[i] != NULL) {
+                __builtin_prefetch(hit[i]);
+                const size_t perturb = (size_t)((PyASCIIObject *)keys[i])->hash >> (5 * (round + 1));
+                slot[i] = (slot[i] * 5 + perturb + 1) & mask;
+                __builtin_prefetch(head->indices + (slot[i] << width));
+            }
+        }
+        for (int i = 0; unicode && i < n; i++) {
+            if (hit[i] != NULL && *hit[i] != NULL) {
+                __builtin_prefetch(&((PyASCIIObject *)*hit[i])->hash);
+            }
+        }
+    }
+#else
+    (void)dict;
+    (void)keys;
+    (void)n;
+#endif
+}
+
+#ifdef DICT_LAYOUT
+/* Whether `dict`, `n` entries inserted and none deleted, is laid out as dict_prefetch
+ * reads it: each key found where CPython's probing puts it. The table's header is
+ * checked first, so that a different layout is refused before its slots are read. */
+static int
+table_finds_its_keys(PyObject *dict, Py_ssize_t n)
+{
+    const struct dict_keys_head *head = dict_table(dict);
+    int ok = head != NULL && head->log2_size >= 3 && head->log2_size < 32 &&
+             head->log2_index_bytes >= head->log2_size &&
+             head->log2_index_bytes - head->log2_size <= 3 && head->nentries == n &&
+             head->usable >= 0 && head->usable < ((Py_ssize_t)1 << head->log2_size);
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (ok && PyDict_Next(dict, &pos, &key, &value)) {
+        const size_t mask = ((size_t)1 << head->log2_size) - 1;
+        size_t perturb = (size_t)PyObject_Hash(key);
+        size_t slot = perturb & mask;
+        int found = 0;
+        for (size_t probes = 0; !found && probes <= mask; probes++) {
+            PyObject *const *at = table_key(head, table_index(head, slot));
+            found = at != NULL && *at == key;
+            perturb >>= 5;
+            slot = (slot * 5 + perturb + 1) & mask;
+        }
+        ok = found;
+    }
+    return ok;
+}
+#endif
+
+/* Whether this CPython's dicts are laid out as dict_prefetch reads them: two dicts of
+ * 1,000 str keys, one of them with an int key first (a table for any keys), are read
+ * back through that layout. */
+static int
+dict_layout_check(void)
+{
+    int ok = 1;
+#ifdef DICT_LAYOUT
+    for (int kind = 0; ok && kind < 2; kind++) {
+        PyObject *dict = PyDict_New();
+        ok = dict != NULL && (kind == 1 || PyDict_SetItem(dict, Py_False, Py_None) == 0);
+        for (int i = 0; ok && i < 1000; i++) {
+            PyObject *key = PyUnicode_FromFormat("k%d", i);
+            ok = key != NULL && PyDict_SetItem(dict, key, Py_None) == 0;
+            Py_XDECREF(key);
+        }
+        ok = ok && table_finds_its_keys(dict, kind == 1 ? 1000 : 1001) &&
+             dict_table(dict)->kind == kind;
+        Py_XDECREF(dict);
+    }
+    PyErr_Clear();
+#else
+    ok = 0;
+#endif
+    return ok;
+}
+
 /* strdict(text, count, values, itemsize, is_signed, release) -> dict | None | str
  *
  * `text` holds `count` UTF-8 keys (surrogates allowed) separated by NUL bytes;
@@ -808,43 +970,69 @@ strdict(PyObject *self, PyObject *args)
     const char *released = s; /* keys before this are built (and maybe released) */
     const char *vals = values.buf;
     Py_ssize_t k = 0;
-    for (;;) {
-        const char *stop = memchr(s, '\0', (size_t)(end - s));
-        if (stop == NULL) {
-            stop = end;
-        }
-        if (k == count) {
-            reason = "the buffer holds more keys than declared";
-            goto reject;
-        }
-        PyObject *key = PyUnicode_DecodeUTF8(s, stop - s, "surrogatepass");
-        if (key == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-                Py_CLEAR(out);
-                goto done;
+    PyObject *batch[STRDICT_BATCH];
+    int last = 0; /* the final key is in the batch */
+    while (!last) {
+        /* Make the next keys, hash them, and have their slots in the dict's table on
+         * their way into the cache before the first of them is inserted. */
+        int n = 0;
+        while (n < STRDICT_BATCH && !last) {
+            const char *stop = memchr(s, '\0', (size_t)(end - s));
+            if (stop == NULL) {
+                stop = end;
             }
-            PyErr_Clear();
-            reason = "keys are not valid UTF-8";
-            goto reject;
+            if (k + n == count) {
+                reason = "the buffer holds more keys than declared";
+                break;
+            }
+            PyObject *key = PyUnicode_DecodeUTF8(s, stop - s, "surrogatepass");
+            if (key == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                    while (n > 0) {
+                        Py_DECREF(batch[--n]);
+                    }
+                    Py_CLEAR(out);
+                    goto done;
+                }
+                PyErr_Clear();
+                reason = "keys are not valid UTF-8";
+                break;
+            }
+            batch[n++] = key;
+            if (stop == end) {
+                last = 1;
+            }
+            else {
+                s = stop + 1;
+            }
         }
-        PyObject *value = PyLong_FromLongLong(read_int(vals + k * itemsize, itemsize, is_signed));
-        const Py_ssize_t before = PyDict_GET_SIZE(out);
-        int failed = value == NULL || PyDict_SetItem(out, key, value) < 0;
-        Py_DECREF(key);
-        Py_XDECREF(value);
-        if (failed) {
-            Py_CLEAR(out);
+        dict_prefetch(out, batch, n);
+        int i = 0;
+        for (; i < n; i++, k++) {
+            const int64_t number = read_int(vals + k * itemsize, itemsize, is_signed);
+            PyObject *value = PyLong_FromLongLong(number);
+            const Py_ssize_t before = PyDict_GET_SIZE(out);
+            int failed = value == NULL || PyDict_SetItem(out, batch[i], value) < 0;
+            Py_XDECREF(value);
+            Py_CLEAR(batch[i]);
+            if (failed) {
+                Py_CLEAR(out);
+                break;
+            }
+            if (PyDict_GET_SIZE(out) == before) {
+                reason = "duplicate keys";
+                break;
+            }
+        }
+        while (++i < n) { /* the keys after a failed insert */
+            Py_DECREF(batch[i]);
+        }
+        if (out == NULL) {
             goto done;
         }
-        if (PyDict_GET_SIZE(out) == before) {
-            reason = "duplicate keys";
+        if (reason != NULL) {
             goto reject;
         }
-        k++;
-        if (stop == end) {
-            break;
-        }
-        s = stop + 1;
         if (release && s - released >= RELEASE_STEP) {
             release_pages(released, s);
             released = s;
@@ -1790,15 +1978,17 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 36
+#define SKJAR_SPEEDUPS_API 37
 
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     skjar_objpool_init();
+    dict_layout_ok = dict_layout_check();
     PyObject *m = PyModule_Create(&module);
     if (m != NULL &&
-        (PyModule_AddIntConstant(m, "API", SKJAR_SPEEDUPS_API) < 0 || skjar_add_hasher(m) < 0 ||
+        (PyModule_AddIntConstant(m, "API", SKJAR_SPEEDUPS_API) < 0 ||
+         PyModule_AddIntConstant(m, "DICT_PREFETCH", dict_layout_ok) < 0 || skjar_add_hasher(m) < 0 ||
          add_compiled_check(m) < 0 || skjar_state_keys_init() < 0 ||
          skjar_front_init() < 0 || skjar_walk_init() < 0)) {
         Py_CLEAR(m);

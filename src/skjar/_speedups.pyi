@@ -3,6 +3,7 @@ import os
 from typing import Any
 
 API: int
+DICT_PREFETCH: int  # 1: strdict prefetches the dict's table (its layout is known)
 
 def tree_ok(
     nodes: Any, itemsize: int, left: int, right: int, feature: int, n_features: int,
