@@ -744,16 +744,17 @@ void skjar_objpool_end(void);
 PyObject *skjar_objpool_last(PyObject *self, PyObject *unused);
 
 /* A large vocabulary's build is mostly waiting on memory: each new key's slot in the
- * dict's hash table, and on a collision the entry there and its key's hash, are far
- * apart in tables of tens of MB, and CPython's insertion reads them one after the other.
- * strdict therefore makes its keys STRDICT_BATCH at a time and asks for those cache lines
- * for the whole batch before inserting any (dict_prefetch), so that the waits overlap.
- * That needs the dict's table layout, which CPython keeps private; it is the same from
- * 3.11 to 3.14 (Include/internal/pycore_dict.h) and checked once on a real dict at
- * import (dict_layout_check). Anywhere else nothing is prefetched: the inserts, and so
- * the dict, are the same either way. */
+ * dict's hash table, and on a collision the entry there (and in a str-only table that
+ * entry's key, for its hash), are far apart in tables of tens of MB, and CPython's
+ * insertion reads them one after the other. strdict therefore makes its keys
+ * STRDICT_BATCH at a time and asks for those cache lines for the whole batch before
+ * inserting any (dict_prefetch), so that the waits overlap. That needs the table's
+ * layout, which CPython keeps private (Include/internal/pycore_dict.h): the same in
+ * 3.11, 3.12 and 3.13 (a later version is read once its headers are checked), and
+ * checked once more at import on real dicts (dict_layout_check). Anywhere else nothing
+ * is prefetched: the inserts, and so the dict, are the same either way. */
 #define STRDICT_BATCH 32
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030F0000 && !defined(Py_GIL_DISABLED)
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
 #define DICT_LAYOUT 1
 struct dict_keys_head {
     Py_ssize_t refcnt;
@@ -829,8 +830,8 @@ dict_prefetch(PyObject *dict, PyObject *const *keys, int n)
                                                   : NULL;
             if (hit[i] != NULL) {
                 __builtin_prefetch(hit[i]);
-                const size_t perturb = (size_t)((PyASCIIObject *)keys[i])->hash >> (5 * (round + 1));
-                slot[i] = (slot[i] * 5 + perturb + 1) & mask;
+                const size_t hash = (size_t)((PyASCIIObject *)keys[i])->hash;
+                slot[i] = (slot[i] * 5 + (hash >> (5 * (round + 1))) + 1) & mask;
                 __builtin_prefetch(head->indices + (slot[i] << width));
             }
         }
