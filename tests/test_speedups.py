@@ -147,7 +147,7 @@ def test_strdict_prefetches_on_the_cpythons_whose_dict_layout_it_knows() -> None
     known = (3, 11) <= sys.version_info[:2] <= (3, 13) and not sysconfig.get_config_var(
         "Py_GIL_DISABLED"
     )
-    prefetching = speedups.DICT_PREFETCH  # type: ignore[union-attr]
+    prefetching = speedups.dict_prefetching()  # type: ignore[union-attr]
     assert prefetching == known
 
 

@@ -22,7 +22,7 @@ HELPERS = (
     "walk_setter", "binary_tree_state_ok", "distance_metric_state_ok", "neighbors_state_ok",
     "libsvm_state_ok", "discard", "pack_tree", "encode", "encode_items", "encode_dict",
     "predictors_ok", "objpool_last", "CompiledCheck", "default_infos", "section_totals",
-    "write_jar", "json_dump", "read_info",
+    "write_jar", "json_dump", "read_info", "dict_prefetching",
 )
 # The helpers' calling conventions (SKJAR_SPEEDUPS_API in _speedups.c); a build of another
 # one is not used either (API 3: strdict reads values of any width, releases built keys;
@@ -49,7 +49,7 @@ HELPERS = (
 # helper thread, and json_dump, the header's JSON written; 35: json and read_head can leave
 # the header's object summary, producer and metadata unbuilt, and read_small does; 36:
 # read_info, inspect's and audit's header, names and sizes in one call; 37: strdict
-# prefetches the dict's table where DICT_PREFETCH says it knows its layout).
+# prefetches the dict's table where dict_prefetching() says it knows its layout).
 API = 37
 
 

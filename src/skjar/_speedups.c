@@ -751,9 +751,13 @@ PyObject *skjar_objpool_last(PyObject *self, PyObject *unused);
  * inserting any (dict_prefetch), so that the waits overlap. That needs the table's
  * layout, which CPython keeps private (Include/internal/pycore_dict.h): the same in
  * 3.11, 3.12 and 3.13 (a later version is read once its headers are checked), and
- * checked once more at import on real dicts (dict_layout_check). Anywhere else nothing
- * is prefetched: the inserts, and so the dict, are the same either way. */
+ * checked once more on real dicts (dict_layout_check) by the first build large enough to
+ * prefetch for - not at import, where it took ~1 ms of every process's start. Anywhere
+ * else nothing is prefetched: the inserts, and so the dict, are the same either way. */
 #define STRDICT_BATCH 32
+/* From this many keys on the table outgrows the CPU's nearer caches (16,384 keys: ~0.4 MB
+ * of entries and ~1 MB of keys) and the prefetch pays; below, a build does not wait. */
+#define PREFETCH_MIN_KEYS (1 << 14)
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
 #define DICT_LAYOUT 1
 struct dict_keys_head {
@@ -767,7 +771,7 @@ struct dict_keys_head {
     char indices[];
 };
 #endif
-static int dict_layout_ok;
+static int dict_layout_ok = -1; /* -1: not checked yet (dict_prefetch_ready) */
 
 #ifdef DICT_LAYOUT
 /* The dict's table, or NULL for a split one (an instance's attributes). */
@@ -803,7 +807,7 @@ table_key(const struct dict_keys_head *head, Py_ssize_t ix)
 }
 #endif
 
-/* Prefetch what inserting `keys` (fresh str) will read: for each, its first two probes'
+/* Prefetch what inserting `keys` (fresh str) will read, once dict_prefetch_ready(): for each, its first two probes'
  * slots and the entries they hold, and in a str-keyed table those entries' keys' hashes
  * (CPython's probe order: i = hash & mask, then (5i + perturb + 1) & mask, perturb
  * = hash >> 5). */
@@ -811,7 +815,7 @@ static void
 dict_prefetch(PyObject *dict, PyObject *const *keys, int n)
 {
 #ifdef DICT_LAYOUT
-    const struct dict_keys_head *head = dict_layout_ok ? dict_table(dict) : NULL;
+    const struct dict_keys_head *head = dict_table(dict);
     if (head == NULL) {
         return;
     }
@@ -880,8 +884,8 @@ table_finds_its_keys(PyObject *dict, Py_ssize_t n)
 #endif
 
 /* Whether this CPython's dicts are laid out as dict_prefetch reads them: two dicts of
- * 1,000 str keys, one of them with an int key first (a table for any keys), are read
- * back through that layout. */
+ * 200 str keys (tables of 16-bit indices), one of them with an int key first (a table for
+ * any keys), are read back through that layout. */
 static int
 dict_layout_check(void)
 {
@@ -890,12 +894,12 @@ dict_layout_check(void)
     for (int kind = 0; ok && kind < 2; kind++) {
         PyObject *dict = PyDict_New();
         ok = dict != NULL && (kind == 1 || PyDict_SetItem(dict, Py_False, Py_None) == 0);
-        for (int i = 0; ok && i < 1000; i++) {
+        for (int i = 0; ok && i < 200; i++) {
             PyObject *key = PyUnicode_FromFormat("k%d", i);
             ok = key != NULL && PyDict_SetItem(dict, key, Py_None) == 0;
             Py_XDECREF(key);
         }
-        ok = ok && table_finds_its_keys(dict, kind == 1 ? 1000 : 1001) &&
+        ok = ok && table_finds_its_keys(dict, kind == 1 ? 200 : 201) &&
              dict_table(dict)->kind == kind;
         Py_XDECREF(dict);
     }
@@ -904,6 +908,22 @@ dict_layout_check(void)
     ok = 0;
 #endif
     return ok;
+}
+
+static int
+dict_prefetch_ready(void)
+{
+    if (dict_layout_ok < 0) {
+        }
+    return dict_layout_ok;
+}
+
+/* dict_prefetching() -> bool: whether a large strdict build prefetches (the layout
+ * checked, on the first call if no build has checked it yet). */
+static PyObject *
+dict_prefetching(PyObject *self, PyObject *unused)
+{
+    return PyBool_FromLong(dict_prefetch_ready());
 }
 
 /* strdict(text, count, values, itemsize, is_signed, release) -> dict | None | str
@@ -972,6 +992,7 @@ strdict(PyObject *self, PyObject *args)
     const char *vals = values.buf;
     Py_ssize_t k = 0;
     PyObject *batch[STRDICT_BATCH];
+    const int prefetch = count >= PREFETCH_MIN_KEYS && dict_prefetch_ready();
     int last = 0; /* the final key is in the batch */
     while (!last) {
         /* Make the next keys, hash them, and have their slots in the dict's table on
@@ -1007,7 +1028,9 @@ strdict(PyObject *self, PyObject *args)
                 s = stop + 1;
             }
         }
-        dict_prefetch(out, batch, n);
+        if (prefetch) {
+            dict_prefetch(out, batch, n);
+        }
         int i = 0;
         for (; i < n; i++, k++) {
             const int64_t number = read_int(vals + k * itemsize, itemsize, is_signed);
@@ -1951,6 +1974,8 @@ static PyMethodDef methods[] = {
     {"no_timestamps", no_timestamps, METH_VARARGS, "no_timestamps(tree) -> bool"},
     {"below", below, METH_VARARGS, "below(values, itemsize, is_signed, n) -> bool"},
     {"columns_ok", columns_ok, METH_O, "columns_ok(mapping) -> bool"},
+    {"dict_prefetching", dict_prefetching, METH_NOARGS,
+     "dict_prefetching() -> bool: whether a large strdict build prefetches its table"},
     {"env_set", env_set, METH_O, "env_set(name) -> bool"},
     {"binary_tree_ok", binary_tree_ok, METH_VARARGS,
      "binary_tree_ok(node_data, n, itemsize, start, end, is_leaf) -> bool"},
@@ -1988,8 +2013,7 @@ PyInit__speedups(void)
     dict_layout_ok = dict_layout_check();
     PyObject *m = PyModule_Create(&module);
     if (m != NULL &&
-        (PyModule_AddIntConstant(m, "API", SKJAR_SPEEDUPS_API) < 0 ||
-         PyModule_AddIntConstant(m, "DICT_PREFETCH", dict_layout_ok) < 0 || skjar_add_hasher(m) < 0 ||
+        (PyModule_AddIntConstant(m, "API", SKJAR_SPEEDUPS_API) < 0 || skjar_add_hasher(m) < 0 ||
          add_compiled_check(m) < 0 || skjar_state_keys_init() < 0 ||
          skjar_front_init() < 0 || skjar_walk_init() < 0)) {
         Py_CLEAR(m);
