@@ -60,6 +60,12 @@ def zygote(args: list[str]) -> None:
 
     for module in modules:
         importlib.import_module(module)
+    if not side.startswith("pickle"):
+        # Imported before the model is read, as the benchmark's zygote imports everything
+        # first: imported after, skjar's objects pin the heap the model leaves free, and a
+        # child's load then breaks copy-on-write on those pages on both its threads
+        # (forest: ~200 ms against ~60; docs/performance.md, "Forking after a free").
+        import skjar
     with open(model_pkl, "rb") as f:
         model = pickle.load(f)
     mmap, in_memory = side.endswith("+mmap"), side.endswith("+bytes")

@@ -39,10 +39,12 @@ def _value() -> dict[str, Any]:
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Helpers for any body, in 4 KiB chunks (hundreds of handoffs), even on one CPU."""
+    """Helpers for any body, in 4 KiB chunks (hundreds of handoffs), even on one CPU, each
+    read and hashed in steps that do not divide it (reader.FEED_STEP)."""
     monkeypatch.setattr(pagein, "MIN_TOTAL", 0)
     monkeypatch.setattr(pagein, "CHUNK", 4096)
     monkeypatch.setattr(pagein, "helper_count", lambda: 2)
+    monkeypatch.setattr(reader, "FEED_STEP", 1000)
 
 
 def _threads() -> int:
@@ -104,6 +106,29 @@ def test_damage_is_found_with_helpers(small_chunks: None, tmp_path: Path, where:
     with pytest.raises(CorruptFileError, match=r"integrity check failed|truncated"):
         skjar.load(path)
     assert _threads() == 0  # a failed read still stops and joins its helpers
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_a_body_read_in_steps_without_helpers_is_hashed_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damaged: bool
+) -> None:
+    """One CPU: each piece is read and hashed in steps of its own (that split the tree,
+    the sections and the digest's marks anywhere); a flipped bit is still found."""
+    monkeypatch.setattr(pagein, "helper_count", lambda: 0)
+    monkeypatch.setattr(reader, "FEED_STEP", 777)
+    monkeypatch.setattr(skjar.api, "read_small", lambda *a, **k: None)
+    value = _value()
+    path = tmp_path / "v.skjar"
+    skjar.dump(value, path)
+    if damaged:
+        data = bytearray(path.read_bytes())
+        raw = reader.open_source(bytes(data), mmap=False, admit=lambda h: {})
+        data[raw.layout.buffers[-1].offset + 5] ^= 0x40
+        path.write_bytes(data)
+        with pytest.raises(CorruptFileError, match="integrity check failed"):
+            skjar.load(path)
+    else:
+        assert_same(skjar.load(path), value)
 
 
 def test_helpers_stop_when_the_reader_gives_up() -> None:

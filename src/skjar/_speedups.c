@@ -914,7 +914,8 @@ static int
 dict_prefetch_ready(void)
 {
     if (dict_layout_ok < 0) {
-        }
+        dict_layout_ok = dict_layout_check();
+    }
     return dict_layout_ok;
 }
 
@@ -2010,7 +2011,6 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     skjar_objpool_init();
-    dict_layout_ok = dict_layout_check();
     PyObject *m = PyModule_Create(&module);
     if (m != NULL &&
         (PyModule_AddIntConstant(m, "API", SKJAR_SPEEDUPS_API) < 0 || skjar_add_hasher(m) < 0 ||

@@ -263,16 +263,22 @@ class _Reader:
             pieces.append((a, out))
         if populate:
             for _, out in pieces:
-                self._fill(out)
-                feed(out)
+                self._fill_and_feed(out, feed)
         else:
             chunks = pagein.chunked([out for _, out in pieces])
             with pagein.PageIn(chunks, helpers) as mapped:
                 for i, chunk in enumerate(chunks):
                     mapped.wait(i)
-                    self._fill(chunk)
-                    feed(chunk)
+                    self._fill_and_feed(chunk, feed)
         return Body(pieces)
+
+    def _fill_and_feed(self, out: np.ndarray, feed: Feed) -> None:
+        """Fill ``out`` and hand it to ``feed`` FEED_STEP bytes at a time, so that the
+        digest reads each step while it is still in the nearer caches."""
+        for at in range(0, len(out), FEED_STEP):
+            step = out[at : at + FEED_STEP]
+            self._fill(step)
+            feed(step)
 
     def _fill(self, out: np.ndarray) -> None:
         """Read the next ``len(out)`` bytes into ``out``."""
@@ -290,6 +296,12 @@ class _Reader:
             got += k
         self.pos += n
 
+
+# A large body is read and hashed this much at a time: the digest then reads what the
+# read has just written from the CPU's nearer caches, not from memory. On Zen 4 cores
+# XXH3's AVX-512 path hashed 512 MiB read in 8 MiB steps in 16 ms, in 1 MiB steps in
+# 6.5 ms; the reads took ~40 ms either way (knn-big's first load 0.95-0.97x).
+FEED_STEP = 1 << 20
 
 # Sections at least this large are read into an allocation of their own (see read_body
 # and aligned_empty: forest's 390-415 KB node arrays are freed, one by one, as their
