@@ -978,8 +978,10 @@ strdict(PyObject *self, PyObject *args)
      * more (wider characters) comes from CPython's own arenas as before. */
     pooled = count >= OBJPOOL_MIN_KEYS &&
              skjar_objpool_begin((size_t)count * (48 + 16 + 32) + (size_t)text.len);
-#if PY_VERSION_HEX < 0x030D0000
-    /* Sized once: growing by doubling re-hashes and re-faults the table ~20 times. */
+#if PY_VERSION_HEX < 0x030E0000
+    /* Sized once (up to CPython's cap of 2**17 slots): growing by doubling re-hashes and
+     * re-faults the table ~20 times. Private, but declared in cpython/dictobject.h from
+     * 3.11 to 3.13 (3.13's alphas removed it, its release restored it: gh-112026). */
     out = _PyDict_NewPresized(count);
 #else
     out = PyDict_New();
