@@ -114,6 +114,29 @@ def test_strdict_equals_its_python_twin(words: list[str], skew: int, tail: str) 
             assert list(compiled) == list(_python_strdict(text, count, values) or {})  # same order
 
 
+@needs_speedups
+@pytest.mark.parametrize("length", range(21))
+def test_strdict_finds_every_key_end_and_wide_byte_as_its_twin(length: int) -> None:
+    """strdict scans a key eight bytes a step for its NUL and for a byte over 0x7f (an
+    ASCII key is made without the UTF-8 decoder): keys of every length across those steps,
+    each with a wide character, a lone continuation byte or a NUL-free tail at every
+    place, are judged and built as the twin builds them."""
+    plain = bytes(97 + i % 26 for i in range(length))
+    variants = [plain]
+    for at in range(length):
+        variants.append(plain[:at] + "é".encode() + plain[at + 1 :])  # valid UTF-8
+        variants.append(plain[:at] + b"\x80" + plain[at + 1 :])  # not UTF-8
+    for key in variants:
+        for before in (b"", b"x", b"1234567"):  # the key at every alignment
+            for text in (before + b"\x00" + key + b"\x00z", before + b"\x00" + key):
+                count = text.count(b"\x00") + 1
+                values = list(range(count))
+                built = speedups.strdict(text, count, np.array(values), 8, True, False)  # type: ignore[union-attr]
+                expected = _python_strdict(text, count, values)
+                assert built == expected, (key, text)
+                assert [type(k) for k in built or {}] == [str] * len(built or {})
+
+
 # strdict makes and inserts its keys 32 at a time (STRDICT_BATCH): damage on either
 # side of a batch's edge, and counts that end a batch exactly, must be judged alike.
 _EDGES = [0, 1, 30, 31, 32, 33, 63, 64, 65]
