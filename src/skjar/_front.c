@@ -857,6 +857,15 @@ skjar_read_small(PyObject *self, PyObject *args)
         goto not_fine;
     }
 
+    /* The digests: up to the tree's end, and (unless a mapped load checks the structure
+     * only) up to the trailer; a read jar's taken as it is read. */
+    hasher = skjar_xxh3_new();
+    if (hasher == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    digests = (Digests){hasher, 0, {spans[0] + spans[1], hashed_end}, full ? 2 : 1, 0, {{0}}};
+
     if (mapped) { /* one piece: the whole file, mapped copy-on-write (mapper: mmap.mmap) */
         PyObject *fileno = PyLong_FromLong(src.fd);
         mapping = fileno ? PyObject_CallOneArg(mapper, fileno) : NULL;
@@ -896,12 +905,6 @@ skjar_read_small(PyObject *self, PyObject *args)
             cursor = spans[2 * i] + spans[2 * i + 1];
         }
     }
-    hasher = skjar_xxh3_new();
-    if (hasher == NULL) {
-        PyErr_NoMemory();
-        goto fail;
-    }
-    digests = (Digests){hasher, 0, {spans[0] + spans[1], hashed_end}, full ? 2 : 1, 0, {{0}}};
     shared = PyByteArray_FromStringAndSize(NULL, runs + 64);
     if (shared == NULL) {
         goto fail;
@@ -955,12 +958,6 @@ in_memory:
      * checks the structure only unless asked for more (open_source's verify="structure"):
      * the data's pages are not read, nor the padding between them. */
     if (mapped) {
-        hasher = skjar_xxh3_new();
-        if (hasher == NULL) {
-            PyErr_NoMemory();
-            goto fail;
-        }
-        digests = (Digests){hasher, 0, {spans[0] + spans[1], hashed_end}, full ? 2 : 1, 0, {{0}}};
         for (Py_ssize_t k = 0; k < npieces; k++) {
             digests_feed(&digests, pieces[k].off, pieces[k].mem, pieces[k].len);
         }

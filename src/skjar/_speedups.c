@@ -921,7 +921,7 @@ dict_prefetch_ready(void)
 
 /* The end of the key at `s` (its NUL, or `end`), and in *ascii whether its bytes are all
  * under 0x80: one pass, eight bytes a step. A vocabulary's keys are short (spam-tfidf's
- * 1.1M: ~14 bytes), and a memchr per key (~5% of the build) and the UTF-8 decoder's own
+ * 1.1M: ~14 bytes), and a memchr per key (~5% of its load) and the UTF-8 decoder's own
  * scan (~4%) each paid a call's setup for a few bytes. */
 static inline const char *
 key_end(const char *s, const char *end, int *ascii)
