@@ -298,7 +298,7 @@ class _Reader:
 
 
 # A large body is read and hashed this much at a time: the digest then reads what the
-# read has just written from the CPU's nearer caches, not from memory. On Zen 4 cores
+# read has just written from the CPU's nearer caches, not from memory. On AMD EPYC cores
 # XXH3's AVX-512 path hashed 512 MiB read in 8 MiB steps in 16 ms, in 1 MiB steps in
 # 6.5 ms; the reads took ~40 ms either way (knn-big's first load 0.95-0.97x).
 FEED_STEP = 1 << 20
