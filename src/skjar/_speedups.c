@@ -807,10 +807,10 @@ table_key(const struct dict_keys_head *head, Py_ssize_t ix)
 }
 #endif
 
-/* Prefetch what inserting `keys` (fresh str) will read, once dict_prefetch_ready(): for each, its first two probes'
+/* Prefetch what inserting `keys` (fresh str) will read - for each, its first two probes'
  * slots and the entries they hold, and in a str-keyed table those entries' keys' hashes
  * (CPython's probe order: i = hash & mask, then (5i + perturb + 1) & mask, perturb
- * = hash >> 5). */
+ * = hash >> 5). Only once dict_prefetch_ready() has said the layout is known. */
 static void
 dict_prefetch(PyObject *dict, PyObject *const *keys, int n)
 {
@@ -1015,8 +1015,8 @@ strdict(PyObject *self, PyObject *args)
              skjar_objpool_begin((size_t)count * (48 + 16 + 32) + (size_t)text.len);
 #if PY_VERSION_HEX < 0x030E0000
     /* Sized once (up to CPython's cap of 2**17 slots): growing by doubling re-hashes and
-     * re-faults the table ~20 times. Private, but declared in cpython/dictobject.h from
-     * 3.11 to 3.13 (3.13's alphas removed it, its release restored it: gh-112026). */
+     * re-faults the table ~20 times. Private, but declared in cpython/dictobject.h up to
+     * 3.13 (3.13's alphas removed it, its release restored it: gh-112026). */
     out = _PyDict_NewPresized(count);
 #else
     out = PyDict_New();
