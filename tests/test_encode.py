@@ -204,6 +204,64 @@ class Holder:
         self.__dict__.update(kw)
 
 
+def rebuild(*args: Any) -> Any:
+    """A reconstructor: what Rebuilt's reduction calls."""
+    return Rebuilt(*args)
+
+
+class Rebuilt:
+    """Reduced to a call of ``rebuild``, with a dict state or none, and maybe items."""
+
+    def __init__(self, *args: Any, state: Any = None, items: Any = None) -> None:
+        self.args, self.state, self.items = args, state, items
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return (rebuild, self.args, self.state, self.items)
+
+
+class Shaped:
+    """Whatever reduction it is given: the shapes the compiled walk hands to Python."""
+
+    def __init__(self, rv: Any) -> None:
+        self.rv = rv
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        if isinstance(self.rv, Exception):
+            raise self.rv
+        return self.rv
+
+
+class Slotted:
+    __slots__ = ("__dict__", "a")
+
+
+def _slotted() -> Any:
+    out = []
+    for i in range(3):
+        s = Slotted()
+        s.a, s.b = i, [i]  # type: ignore[attr-defined]
+        out.append(s)
+    return out
+
+
+def _chain(depth: int) -> Any:
+    """Instances nested deeper than the walk defers them, then referred to again."""
+    head = Holder(at=0)
+    node = head
+    for i in range(1, depth):
+        node.next = Holder(at=i)
+        node = node.next
+    return [head, node, Holder(tail=node)]
+
+
+def _self_referring() -> Any:
+    out = [Holder(a=1) for _ in range(3)]
+    for h in out:
+        h.me = h
+    out[1].other = out[2]
+    return out
+
+
 def _cycle() -> Any:
     loop: list[Any] = [1]
     loop.append(loop)
@@ -257,9 +315,23 @@ def _mutating() -> Any:
         lambda: {"text": "caf\udce9"},
         lambda: [_LAMBDA],
         _mutating,
+        lambda: [_chain(60), _chain(5)],
+        _self_referring,
+        lambda: [Rebuilt(i, [i], state={"s": i}) for i in range(3)] + [Rebuilt(), Rebuilt(1.5)],
+        lambda: [Rebuilt(1, items=iter([i])) for i in range(2)],
+        lambda: [Rebuilt(1, state=(None, {"a": 1})) for _ in range(2)],
+        lambda: [Rebuilt(1, state={"f": 1}), Rebuilt(1, state={"f": math}), Holder(a=[math])],
+        lambda: [Rebuilt(0), Rebuilt(0, 1, [math])],
+        _slotted,
+        lambda: [Holder(a=1), Shaped(ValueError("no state today"))],
+        lambda: [Shaped((Holder, ())), Shaped(("not", "a", "call")), Shaped("rebuild")],
+        lambda: [Shaped((Holder, ())), Shaped((rebuild, (1,), None, None, None, print))],
     ],
     ids=["cycle", "deep-ok", "too-deep", "bigints", "mixed-keys", "ordereddict", "list-subclass",
-         "instances", "floats", "surrogate", "lambda", "mutating"],
+         "instances", "floats", "surrogate", "lambda", "mutating", "deferred-instances",
+         "self-referring", "reconstructed", "reconstructed-items", "slots-state",
+         "refused-state", "refused-argument", "slots", "reduce-raises", "odd-reductions",
+         "state-setter"],
 )
 def test_cases_handed_back_to_python_agree(make: Any) -> None:
     # A fresh object per side: the mutating one is changed by being encoded.

@@ -127,14 +127,17 @@ def _ext_type(code: int, data: bytes) -> msgpack.ExtType:
 def _static() -> tuple[Any, ...]:
     """The registry and constants the compiled walk reads (_encode.c), built once."""
     from .builtins import _enc_dict, _enc_list, _enc_tuple
+    from .nodes import INSTANCE, ITEMS_NONE, NEWOBJ, RECONSTRUCT, STATE_DEFAULT, STATE_NONE
     from .numpy import NUMBER_SCALARS, _enc_ndarray, dtype_descr
-    from .objects import encode_object
+    from .objects import _PLAIN_CLASSES, NEWOBJ_FUNC, encode_object, encode_reduced
+    from .registry import VALIDATORS
 
     return (
         ENCODERS, MEMOIZED, encode_object, _enc_list, _enc_dict, _enc_tuple, Node, Shared,
         SharedRef, TUPLE, ZIPDICT, COLUMNAR_MIN, ZIPDICT_MIN, MAX_NESTING, np.ndarray,
         _enc_ndarray, dtype_descr, NDARRAY, np.dtype(np.uint8), INLINE_MAX, {},
-        NUMBER_SCALARS, NPSCALAR,
+        NUMBER_SCALARS, NPSCALAR, encode_reduced, _PLAIN_CLASSES, NEWOBJ_FUNC, VALIDATORS,
+        DEFER_DEPTH, INSTANCE, RECONSTRUCT, NEWOBJ, STATE_NONE, STATE_DEFAULT, ITEMS_NONE,
     )
 
 
@@ -178,7 +181,7 @@ class Encoder:
         # What the compiled walk reads (_encode.c): these containers are never replaced.
         self._fast = (
             self._memo, self._in_progress, self._keepalive, self._interned, self.pending,
-            self.buffers, _static(),
+            self.buffers, _static(), self.object_classes, self.reconstructors, self.shells,
         )
 
     # -- entry points -------------------------------------------------------

@@ -151,6 +151,17 @@ def encode_object(enc: Encoder, obj: Any, path: Path) -> Node:
         raise UnsupportedObjectError(
             f"{_dotted(cls)} cannot be serialized: {exc}", render_path(path)
         ) from None
+    return encode_reduced(enc, obj, rv, path)
+
+
+def encode_reduced(enc: Encoder, obj: Any, rv: Any, path: Path) -> Node:
+    """Encode ``obj`` from what its ``__reduce_ex__(4)`` returned (``rv``).
+
+    The compiled walk (_encode.c: encode_object) writes the common shapes itself - an
+    instance rebuilt by ``cls.__new__`` with a dict state or none, a call to a
+    reconstructor this dump has already declared - and hands every other one here.
+    """
+    cls = type(obj)
     if isinstance(rv, str):
         return ref_node(enc, obj, path)
     if not isinstance(rv, tuple) or not 2 <= len(rv) <= 6:
