@@ -49,8 +49,9 @@ HELPERS = (
 # helper thread, and json_dump, the header's JSON written; 35: json and read_head can leave
 # the header's object summary, producer and metadata unbuilt, and read_small does; 36:
 # read_info, inspect's and audit's header, names and sizes in one call; 37: strdict
-# prefetches the dict's table where dict_prefetching() says it knows its layout).
-API = 37
+# prefetches the dict's table where dict_prefetching() says it knows its layout; 38: the
+# walk's state (Encoder._fast) carries what encode_object's compiled shapes read).
+API = 38
 
 
 def _load() -> ModuleType | None:

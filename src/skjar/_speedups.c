@@ -2051,7 +2051,7 @@ static struct PyModuleDef module = {
 
 /* Bumped whenever a helper's arguments or meaning change: _compiled.API must match, so a
  * build left over from an older checkout is not called with arguments it reads otherwise. */
-#define SKJAR_SPEEDUPS_API 37
+#define SKJAR_SPEEDUPS_API 38
 
 PyMODINIT_FUNC
 PyInit__speedups(void)
