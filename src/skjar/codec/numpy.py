@@ -429,7 +429,19 @@ class _Zeros(np.random.bit_generator.ISeedSequence):
         return np.zeros(n_words, dtype)
 
 
+class _ZeroWords(_Zeros):
+    """The zeros for MT19937 alone, as a list: its constructor copies the words one at a
+    time by index (numpy 1.17 to 2.x, _mt19937.pyx), which took 33 us over an array (a
+    numpy scalar per word) and 2 us over a list. The other bit generators read the
+    array's memory, so they are given the array."""
+
+    def generate_state(self, n_words: int, dtype: Any = np.uint32) -> Any:
+        return [0] * n_words
+
+
 _UNSEEDED = _Zeros()
+# (A numpy past 2.x might read the words' memory, as the others do: it gets the array.)
+_UNSEEDED_MT = _ZeroWords() if int(np.__version__.split(".")[0]) <= 2 else _UNSEEDED
 
 
 # The state map's extra entry for the bit generator's SeedSequence (numpy's own state
@@ -446,7 +458,16 @@ for _cls in BIT_GENERATORS:
     MEMOIZED.add(_cls)
 
 
-@decodes(BITGENERATOR, lambda: [np.random.PCG64(7), np.random.MT19937(3)])
+def _drawn_from(bitgen: Any) -> Any:
+    """``bitgen`` after 1,001 draws: its words and position no longer as seeded."""
+    np.random.Generator(bitgen).integers(0, 10, 1001)
+    return bitgen
+
+
+@decodes(
+    BITGENERATOR,
+    lambda: [np.random.PCG64(7), np.random.MT19937(3), _drawn_from(np.random.MT19937(5))],
+)
 def _dec_bitgen(dec: Decoder, payload: Any) -> Any:
     name, state = expect_list(payload, 2, "bit generator")
     cls = dec.require(name, OBJECT)
@@ -468,7 +489,11 @@ def _dec_bitgen(dec: Decoder, payload: Any) -> Any:
         # The state set next overwrites what the constructor seeds, so it seeds the
         # cheapest way: MT19937 from zeros (seeding its 624 words from a sequence took
         # 0.1 ms warm, 0.3 ms cold), the others from their own sequence or zeros.
-        cheapest = seed_seq if seed_seq is not None and cls is not np.random.MT19937 else _UNSEEDED
+        cheapest: np.random.bit_generator.ISeedSequence
+        if cls is np.random.MT19937:
+            cheapest = _UNSEEDED_MT
+        else:
+            cheapest = _UNSEEDED if seed_seq is None else seed_seq
         bitgen = _guarded_new(cls, cheapest, name)
     try:
         check_positions(state)
