@@ -1,7 +1,8 @@
 """Two versions of skjar loading the same models, alternating: did a change make loads faster?
 
     python benchmarks/ab.py --base ../old-checkout/src [--models iris-knn,svc] [--rounds 8]
-                            [--children 8] [--mmap | --bytes] [--compress zstd] [--quick]
+                            [--children 8] [--mmap | --bytes] [--compress zstd]
+                            [--after-free] [--quick]
 
 This machine's speed drifts by 20% and more within an hour (see RESULTS.md), more than most
 changes move a small model's load, so two benchmark runs taken apart cannot tell a change
@@ -24,7 +25,10 @@ a model fetched from a store or received over the network) instead of from the f
 ``--file-object`` from the file opened by the caller (``skjar.load(f)``, as pickle's side
 always loads), and ``--bytesio`` from an ``io.BytesIO`` of the bytes (both sides).
 ``--compress zstd`` (or lz4) has both skjar sides save their jar compressed; pickle's
-stays raw.
+stays raw. ``--after-free`` has each zygote load its file once and drop the result before
+forking, as a server that checked a model and let it go would: the children's heaps then
+start with that memory free and shared copy-on-write (docs/performance.md, "Forking after
+a free").
 """
 
 from __future__ import annotations
@@ -55,25 +59,36 @@ def zygote(args: list[str]) -> None:
     requests on stdin with N forked loads each, one JSON line of [seconds, faults] pairs
     back."""
     side, model_pkl, out, modules = args[0], args[1], args[2], args[3].split(",")
-    compress = args[4] or None
+    # after-free: this process saves the file, then starts again as "after-free-saved",
+    # which loads the file once and drops it (never having read the model) and serves.
+    compress, after_free = args[4] or None, args[5]
     import gc
 
+    saved = after_free == "after-free-saved"
+    if saved and not side.startswith("pickle"):
+        # skjar before the model's modules, as `import skjar, sklearn` has it: with this
+        # heap layout the children's large allocations land on the pages the dropped load
+        # left free (with the model's modules first they happened not to).
+        import skjar
     for module in modules:
         importlib.import_module(module)
     if not side.startswith("pickle"):
         # Imported before the model is read, as the benchmark's zygote imports everything
-        # first: imported after, skjar's objects pin the heap the model leaves free, and a
-        # child's load then breaks copy-on-write on those pages on both its threads
-        # (forest: ~200 ms against ~60; docs/performance.md, "Forking after a free").
+        # first: imported after, skjar's objects pin the heap the model leaves free, and
+        # a child's large allocations come from those shared pages (docs/performance.md,
+        # "Forking after a free"; --after-free measures that case on purpose).
         import skjar
-    with open(model_pkl, "rb") as f:
-        model = pickle.load(f)
+    model = None
+    if not saved:
+        with open(model_pkl, "rb") as f:
+            model = pickle.load(f)
     mmap, in_memory = side.endswith("+mmap"), side.endswith("+bytes")
     file_object, bytesio = side.endswith("+file-object"), side.endswith("+bytesio")
     if side.startswith("pickle"):
         path = out + ".pkl"
-        with open(path, "wb") as out_file:
-            pickle.dump(model, out_file, protocol=5)
+        if not saved:
+            with open(path, "wb") as out_file:
+                pickle.dump(model, out_file, protocol=5)
         held = Path(path).read_bytes()
 
         def load() -> Any:
@@ -88,7 +103,8 @@ def zygote(args: list[str]) -> None:
         import skjar
 
         path = out + ".skjar"
-        skjar.dump(model, path, compress=compress)
+        if not saved:
+            skjar.dump(model, path, compress=compress)
         held = Path(path).read_bytes()
 
         def load() -> Any:
@@ -102,6 +118,11 @@ def zygote(args: list[str]) -> None:
             return skjar.load(path, mmap=True) if mmap else skjar.load(path)
 
     del model
+    if after_free == "after-free":
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, __file__, "--zygote", *args[:5], "after-free-saved"])
+    if saved:  # a load dropped: its memory stays free in the heap, shared with the children
+        load()
     gc.collect()
     gc.freeze()  # the imported objects stay shared with the children, as in the benchmark
     sys.stdout.write("ready\n")
@@ -134,7 +155,7 @@ class Side:
     """One zygote: a label, its process, and the loads it has timed."""
 
     def __init__(self, label: str, src: str | None, model_pkl: Path, out: Path,
-                 modules: list[str], compress: str) -> None:
+                 modules: list[str], compress: str, after_free: bool) -> None:
         env = dict(os.environ)
         if src is not None:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
@@ -142,7 +163,7 @@ class Side:
         self.loads: list[list[float]] = []
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--zygote", label, str(model_pkl), str(out),
-             ",".join(modules), compress],
+             ",".join(modules), compress, "after-free" if after_free else ""],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
         )
         assert self.proc.stdout is not None
@@ -183,6 +204,9 @@ def main() -> int:
                          help="load from an io.BytesIO of the bytes (both sides)")
     parser.add_argument("--compress", choices=("zstd", "lz4"), default="",
                         help="skjar's jars saved with this codec (pickle's raw)")
+    parser.add_argument("--after-free", action="store_true",
+                        help="each zygote loads its file once and drops it before forking: "
+                             "the children's heaps start with that memory free and shared")
     parser.add_argument("--quick", action="store_true", help="the suite's small models")
     parser.add_argument("--cache-dir", default=str(Path(__file__).parent / ".cache"))
     args = parser.parse_args()
@@ -205,7 +229,7 @@ def main() -> int:
         cached = ensure_model(name, args.quick, Path(args.cache_dir), lambda _: None)
         sides = [
             Side(label, src, cached.model_path, work / f"{name}-{i}", cached.modules,
-                 args.compress)
+                 args.compress, args.after_free)
             for i, (label, src) in enumerate(
                 [("pickle" + (mode if args.bytes or args.bytesio else ""), None),
                  ("base" + mode, str(base)),

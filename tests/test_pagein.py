@@ -8,6 +8,7 @@ without them, and damage is found either way.
 
 from __future__ import annotations
 
+import ast
 import itertools
 import os
 import threading
@@ -66,9 +67,9 @@ def test_a_jar_read_with_helpers_loads_the_same(
     started: list[int] = []
     real = pagein.PageIn.__init__
 
-    def spy(self: pagein.PageIn, chunks: list[np.ndarray], helpers: int) -> None:
+    def spy(self: pagein.PageIn, chunks: list[np.ndarray], helpers: int, **kw: Any) -> None:
         started.append(len(chunks))
-        real(self, chunks, helpers)
+        real(self, chunks, helpers, **kw)
 
     monkeypatch.setattr(pagein.PageIn, "__init__", spy)
     monkeypatch.setattr(skjar.api, "read_small", lambda *a, **k: None)  # never the compiled front
@@ -196,3 +197,122 @@ def test_digests_taken_while_reading_match_one_pass(data: bytes, cuts: list[int]
     for a, b in itertools.pairwise(bounds):
         digests.feed(np.frombuffer(data[a:b], dtype=np.uint8))
     assert digests.taken == [xxhash.xxh3_128_digest(head + data[:m]) for m in marks]
+
+
+needs_linux_speedups = pytest.mark.skipif(
+    _compiled.speedups is None or not os.path.exists("/proc/self/pagemap"),
+    reason="fresh_pages reads Linux's page map, from the compiled helpers",
+)
+
+
+def _in_child(job: Any) -> Any:
+    """``job()``'s result (a small tuple of ints) computed in a forked child."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            answer = repr(job())
+        except BaseException as exc:
+            answer = repr(("failed in the child", repr(exc)))
+        os.write(write, answer.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        answer = f.read()
+    os.waitpid(pid, 0)
+    return ast.literal_eval(answer)
+
+
+@needs_linux_speedups
+def test_fresh_pages_drops_only_pages_shared_copy_on_write() -> None:
+    """In a forked child the parent's pages are shared: they are dropped (and read as
+    zeros), once. The parent's own pages, and a page map that cannot be read, change
+    nothing."""
+    fast = _compiled.speedups
+    assert fast is not None
+    buf = np.full(1 << 20, 7, np.uint8)  # present, and this process's own
+
+    def child() -> tuple[Any, ...]:
+        fd = pagein._open_pagemap()
+        try:
+            first = fast.fresh_pages(fd, buf)
+            zeros = int(np.count_nonzero(buf[8192:-8192] == 0))
+            buf[:] = 5  # now the child's own
+            again = fast.fresh_pages(fd, buf)
+            return first, zeros, again, int(buf.min())
+        finally:
+            os.close(fd)
+
+    assert _in_child(child) == (True, (1 << 20) - 16384, False, 5)
+    fd = pagein._open_pagemap()
+    try:
+        assert fast.fresh_pages(fd, buf) is False  # the parent's own pages: kept
+    finally:
+        os.close(fd)
+    assert fast.fresh_pages(-1, buf) is False
+    assert int(buf.min()) == int(buf.max()) == 7  # the child's writes stayed its own
+
+
+@needs_linux_speedups
+@pytest.mark.parametrize("compress", [None, "zstd", "lz4"])
+def test_a_forked_child_reading_with_helpers_loads_the_same(
+    small_chunks: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compress: str | None
+) -> None:
+    """A child forked after its parent loaded and dropped a value (its heap's free
+    memory shared copy-on-write) reads with the helpers, every chunk made fresh first
+    (a decompressor's outputs before any is written), and loads the same value."""
+    value = _value()
+    path = tmp_path / "v.skjar"
+    skjar.dump(value, path, compress=compress)
+    monkeypatch.setattr(skjar.api, "read_small", lambda *a, **k: None)
+    del_me = skjar.load(path)
+    del del_me
+    fast = _compiled.speedups
+    asked: list[int] = []
+    real = fast.fresh_pages  # type: ignore[union-attr]
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(fast, name)
+
+        def fresh_pages(self, fd: int, chunk: Any) -> bool:
+            asked.append(fd)
+            return bool(real(fd, chunk))
+
+    monkeypatch.setattr(_compiled, "speedups", Spy())
+
+    def child() -> tuple[Any, ...]:
+        loaded = skjar.load(path)
+        assert_same(loaded, value)
+        return len(asked), min(asked)
+
+    calls, lowest = _in_child(child)
+    assert calls > 40 and lowest >= 0  # every chunk, with the page map open
+
+
+@needs_linux_speedups
+def test_helpers_drop_nothing_unless_the_filler_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decompressors fill their outputs without waiting for the helpers: a PageIn made
+    for them (fresh=False) never drops pages, which could be ones already written; the
+    reader's (fresh=True) drops before each chunk is filled."""
+    fast = _compiled.speedups
+    asked: list[int] = []
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(fast, name)
+
+        def fresh_pages(self, fd: int, chunk: Any) -> bool:
+            asked.append(fd)
+            return False
+
+    monkeypatch.setattr(_compiled, "speedups", Spy())
+    chunks = [np.empty(1 << 16, np.uint8) for _ in range(30)]
+    with pagein.PageIn(chunks, 2) as mapped:
+        for i in range(len(chunks)):
+            mapped.wait(i)
+    assert asked == []
+    with pagein.PageIn(chunks, 2, fresh=True) as mapped:
+        for i in range(len(chunks)):
+            mapped.wait(i)
+    assert len(asked) == len(chunks) and min(asked) >= 0  # each chunk once, by someone

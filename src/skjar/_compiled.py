@@ -17,7 +17,7 @@ from types import ModuleType
 # loads with an AttributeError (`skjar --version` says "off"; reinstall to rebuild).
 HELPERS = (
     "tree_ok", "predictor_ok", "strdict", "prefault", "address", "below", "binary_tree_ok",
-    "no_timestamps", "start_writeback", "walk", "json", "read_small", "Hasher",
+    "no_timestamps", "start_writeback", "walk", "json", "read_small", "Hasher", "fresh_pages",
     "tree_state_ok", "predictor_state_ok", "columns_ok", "read_head", "env_set", "walk_plan",
     "walk_setter", "binary_tree_state_ok", "distance_metric_state_ok", "neighbors_state_ok",
     "libsvm_state_ok", "discard", "pack_tree", "encode", "encode_items", "encode_dict",
@@ -50,7 +50,8 @@ HELPERS = (
 # the header's object summary, producer and metadata unbuilt, and read_small does; 36:
 # read_info, inspect's and audit's header, names and sizes in one call; 37: strdict
 # prefetches the dict's table where dict_prefetching() says it knows its layout; 38: the
-# walk's state (Encoder._fast) carries what encode_object's compiled shapes read).
+# walk's state (Encoder._fast) carries what encode_object's compiled shapes read, and
+# fresh_pages drops a chunk's copy-on-write pages before it is filled).
 API = 38
 
 

@@ -43,6 +43,35 @@ def helper_count() -> int:
     return min(MAX_HELPERS, cpus) if cpus > 1 else 0
 
 
+def _open_pagemap() -> int:
+    """This process's page map (which pages are shared copy-on-write: fresh_pages), or -1.
+
+    Memory a forked child's malloc hands out can still be its parent's, shared
+    copy-on-write; mapping it in on one thread while another runs copies every page and
+    interrupts the other core for each (forest: ~490 ms against ~95). The helpers and
+    the reader drop such pages of a chunk before they fill it (PageIn's ``fresh``); for
+    decompressors, which do not wait for the helpers, make_fresh does it beforehand.
+    """
+    try:
+        return os.open("/proc/self/pagemap", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:  # not Linux, or no /proc
+        return -1
+
+
+def make_fresh(buffers: list[np.ndarray]) -> None:
+    """Drop the shared pages of new buffers that threads will fill without waiting for
+    the helpers (decompressors): before any of them starts, so nothing written is lost."""
+    fast = _compiled.speedups
+    pagemap = _open_pagemap() if fast is not None and buffers else -1
+    if pagemap < 0:
+        return
+    try:
+        for buffer in buffers:
+            fast.fresh_pages(pagemap, buffer)  # type: ignore[union-attr]
+    finally:
+        os.close(pagemap)
+
+
 def chunked(outs: list[np.ndarray]) -> list[np.ndarray]:
     """``outs`` as consecutive views of at most CHUNK bytes each, in order."""
     return [out[a : a + CHUNK] for out in outs for a in range(0, len(out), CHUNK)]
@@ -55,12 +84,15 @@ class PageIn:
     when the read fails halfway.
     """
 
-    def __init__(self, chunks: list[np.ndarray], helpers: int) -> None:
+    def __init__(self, chunks: list[np.ndarray], helpers: int, fresh: bool = False) -> None:
         self._chunks = chunks
         self._next = 0  # the first chunk no thread has claimed
         self._done = [False] * len(chunks)
         self._changed = threading.Condition()
         self._threads: list[threading.Thread] = []
+        # fresh: the caller fills each chunk only once wait() has returned for it, so a
+        # chunk's shared pages can be dropped first (never while someone writes into it).
+        self._pagemap = _open_pagemap() if fresh and helpers and chunks else -1
         for _ in range(helpers):
             thread = threading.Thread(target=self._work, name="skjar-page-in", daemon=True)
             try:
@@ -82,6 +114,8 @@ class PageIn:
         while (i := self._claim()) is not None:
             try:
                 if fast is not None:
+                    if self._pagemap >= 0:
+                        fast.fresh_pages(self._pagemap, self._chunks[i])
                     fast.prefault(self._chunks[i])
             finally:
                 with self._changed:
@@ -94,9 +128,14 @@ class PageIn:
         with self._changed:
             if self._next <= i:
                 self._next = i + 1
-                return
-            while not self._done[i]:
-                self._changed.wait()
+                mine = True
+            else:
+                mine = False
+                while not self._done[i]:
+                    self._changed.wait()
+        fast = _compiled.speedups
+        if mine and self._pagemap >= 0 and fast is not None:  # (the helpers are running)
+            fast.fresh_pages(self._pagemap, self._chunks[i])
 
     def __enter__(self) -> PageIn:
         return self
@@ -106,3 +145,6 @@ class PageIn:
             self._next = len(self._chunks)  # nothing more to claim: the helpers stop
         for thread in self._threads:
             thread.join()
+        if self._pagemap >= 0:
+            os.close(self._pagemap)
+            self._pagemap = -1

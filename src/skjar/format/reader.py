@@ -266,7 +266,7 @@ class _Reader:
                 self._fill_and_feed(out, feed)
         else:
             chunks = pagein.chunked([out for _, out in pieces])
-            with pagein.PageIn(chunks, helpers) as mapped:
+            with pagein.PageIn(chunks, helpers, fresh=True) as mapped:
                 for i, chunk in enumerate(chunks):
                     mapped.wait(i)
                     self._fill_and_feed(chunk, feed)
@@ -595,7 +595,10 @@ def _decompress(parts: list[np.ndarray], stored: tuple[Section, ...], which: lis
     )
     if helpers or parallel_work >= PARALLEL_MIN:
         # Large outputs are mapped in by helper threads running ahead of the decompressor,
-        # which faults in any page they have not reached yet itself.
+        # which faults in any page they have not reached yet itself. The outputs from
+        # malloc lose their pages still shared copy-on-write first (pagein.make_fresh):
+        # the decompressors write without waiting, so the helpers must not drop any.
+        pagein.make_fresh([outs[i] for i in which if stored[i].size < POPULATE_MIN])
         with pagein.PageIn(pagein.chunked([outs[i] for i in whole]) if helpers else [], helpers):
             run_parallel(jobs, parallel_work)
     else:  # a small jar's: in turn, here (the pool's and helpers' set-up is ~0.2 ms cold)
