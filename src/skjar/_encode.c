@@ -768,7 +768,6 @@ set_depth(Enc *e, long depth)
     return rc;
 }
 
-/* Encoder._encode_value: one value. */
 /* The class name a meaning check is registered for, or None (objects._checked). */
 static PyObject *
 checked(Enc *e, PyObject *name)
@@ -936,15 +935,18 @@ encode_object(Enc *e, PyObject *obj, PyObject *path, long depth)
     PyObject *out = NULL, *plain = NULL;
     if (common && func == e->newobj_func && PyTuple_GET_SIZE(args) == 1 &&
         PyTuple_GET_ITEM(args, 0) == cls) {
-        /* deeper than DEFER_DEPTH, and not under a check: deferred, by the twin */
+        /* Written in place unless deeper than DEFER_DEPTH and not under a check: a
+         * deferred instance goes to the twin. */
         PyObject *check = depth > e->defer_depth ? PyObject_GetAttr(e->enc, s_under_check) : NULL;
-        int defer = check == NULL ? (PyErr_Occurred() ? -1 : 0) : !PyObject_IsTrue(check);
+        int in_place = check == NULL ? (PyErr_Occurred() ? -1 : 1) : PyObject_IsTrue(check);
         Py_XDECREF(check);
-        if (defer < 0)
+        if (in_place < 0)
             goto done;
-        plain = defer ? NULL : PyDict_GetItemWithError(e->object_classes, cls);
+        plain = in_place ? PyDict_GetItemWithError(e->object_classes, cls) : NULL;
         if (plain != NULL) {
+            Py_INCREF(plain); /* (handlers run Python while it is in use) */
             out = encode_instance(e, obj, plain, state, path);
+            Py_DECREF(plain);
             goto done;
         }
     }
@@ -956,7 +958,9 @@ encode_object(Enc *e, PyObject *obj, PyObject *path, long depth)
         Py_DECREF(fid);
         if (known != NULL && PyTuple_CheckExact(known) && PyTuple_GET_SIZE(known) == 2 &&
             PyTuple_GET_ITEM(known, 0) == func) {
-            out = encode_reconstruct(e, PyTuple_GET_ITEM(known, 1), args, state, path);
+            plain = Py_NewRef(PyTuple_GET_ITEM(known, 1));
+            out = encode_reconstruct(e, plain, args, state, path);
+            Py_DECREF(plain);
             goto done;
         }
     }
@@ -969,6 +973,7 @@ done:
     return out;
 }
 
+/* Encoder._encode_value: one value. */
 static PyObject *
 encode_value(Enc *e, PyObject *obj, PyObject *path)
 {
