@@ -776,6 +776,21 @@ checked(Enc *e, PyObject *name)
     return has < 0 ? NULL : Py_NewRef(has ? name : Py_None);
 }
 
+/* enc.under_check = checked(plain), its value until now in *saved (a new reference, or
+ * NULL): 0, or -1 with an exception set. */
+static int
+begin_check(Enc *e, PyObject *plain, PyObject **saved)
+{
+    PyObject *check = NULL;
+    *saved = PyObject_GetAttr(e->enc, s_under_check);
+    int rc = (*saved == NULL || (check = checked(e, plain)) == NULL ||
+              PyObject_SetAttr(e->enc, s_under_check, check) < 0)
+                 ? -1
+                 : 0;
+    Py_XDECREF(check);
+    return rc;
+}
+
 /* enc.under_check = value, keeping an exception already set (a finally clause). */
 static int
 restore_check(Enc *e, PyObject *value)
@@ -823,10 +838,8 @@ encode_instance(Enc *e, PyObject *obj, PyObject *plain, PyObject *state, PyObjec
         Py_DECREF(name);
         return NULL;
     }
-    PyObject *out = NULL, *enc_state = NULL, *check = NULL;
-    PyObject *saved = PyObject_GetAttr(e->enc, s_under_check);
-    if (saved != NULL && (check = checked(e, plain)) != NULL &&
-        PyObject_SetAttr(e->enc, s_under_check, check) == 0) {
+    PyObject *out = NULL, *enc_state = NULL, *saved = NULL;
+    if (begin_check(e, plain, &saved) == 0) {
         enc_state = state == Py_None ? Py_NewRef(Py_None) : encode_dict(e, state, path);
         if (restore_check(e, saved) < 0)
             Py_CLEAR(enc_state);
@@ -852,7 +865,6 @@ encode_instance(Enc *e, PyObject *obj, PyObject *plain, PyObject *state, PyObjec
         Py_XDECREF(id);
     }
     Py_XDECREF(saved);
-    Py_XDECREF(check);
     Py_XDECREF(enc_state);
     Py_DECREF(oid);
     Py_DECREF(shell);
@@ -869,10 +881,8 @@ encode_reconstruct(Enc *e, PyObject *plain, PyObject *args, PyObject *state, PyO
     PyObject *name = intern_value(e, plain, plain);
     if (name == NULL)
         return NULL;
-    PyObject *out = NULL, *enc_args = NULL, *enc_state = NULL, *check = NULL;
-    PyObject *saved = PyObject_GetAttr(e->enc, s_under_check);
-    if (saved == NULL || (check = checked(e, plain)) == NULL ||
-        PyObject_SetAttr(e->enc, s_under_check, check) < 0)
+    PyObject *out = NULL, *enc_args = NULL, *enc_state = NULL, *saved = NULL;
+    if (begin_check(e, plain, &saved) < 0)
         goto done;
     Py_ssize_t n = PyTuple_GET_SIZE(args);
     enc_args = PyList_New(n);
@@ -898,7 +908,6 @@ encode_reconstruct(Enc *e, PyObject *plain, PyObject *args, PyObject *state, PyO
     }
 done:
     Py_XDECREF(saved);
-    Py_XDECREF(check);
     Py_XDECREF(enc_args);
     Py_XDECREF(enc_state);
     Py_DECREF(name);
