@@ -712,6 +712,16 @@ predictors_ok(PyObject *self, PyObject *args)
     return PyBool_FromLong(ok);
 }
 
+/* The whole pages inside [from, to): [*a, *b), empty (*a >= *b) if there are none. */
+SKJAR_HOT static inline void
+whole_pages(const void *from, const void *to, uintptr_t *a, uintptr_t *b)
+{
+    const long size = sysconf(_SC_PAGESIZE);
+    const uintptr_t mask = size > 0 ? (uintptr_t)size - 1 : 0;
+    *a = ((uintptr_t)from + mask) & ~mask;
+    *b = size > 0 ? (uintptr_t)to & ~mask : *a;
+}
+
 /* Give back to the kernel the whole pages of [from, to): their bytes are not needed again.
  * Private memory (anonymous, or a copy-on-write file mapping) reads back as zeros or as
  * the file; either way nobody reads it: a buffer is used by exactly one node. */
@@ -719,9 +729,8 @@ static void
 release_pages(const char *from, const char *to)
 {
 #if defined(__linux__) && defined(MADV_DONTNEED)
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    const uintptr_t a = ((uintptr_t)from + page - 1) & ~(page - 1);
-    const uintptr_t b = (uintptr_t)to & ~(page - 1);
+    uintptr_t a, b;
+    whole_pages(from, to, &a, &b);
     if (b > a) {
         (void)madvise((void *)a, b - a, MADV_DONTNEED);
     }
@@ -1666,15 +1675,12 @@ SKJAR_HOT int
 skjar_populate(void *p, Py_ssize_t n)
 {
 #if defined(__linux__)
-    long page = sysconf(_SC_PAGESIZE);
-    if (page > 0) {
-        uintptr_t mask = (uintptr_t)page - 1;
-        uintptr_t a = ((uintptr_t)p + mask) & ~mask;
-        uintptr_t b = ((uintptr_t)p + (uintptr_t)n) & ~mask;
-        return b > a && madvise((void *)a, (size_t)(b - a), MADV_POPULATE_WRITE) == 0;
-    }
-#endif
+    uintptr_t a, b;
+    whole_pages(p, (const char *)p + n, &a, &b);
+    return b > a && madvise((void *)a, (size_t)(b - a), MADV_POPULATE_WRITE) == 0;
+#else
     return 0;
+#endif
 }
 
 static PyObject *
@@ -1740,32 +1746,32 @@ fresh_pages(PyObject *self, PyObject *args)
     Py_buffer view;
     if (!PyArg_ParseTuple(args, "iw*", &fd, &view))
         return NULL;
-    int dropped = 0;
-#if defined(__linux__)
-    long page = sysconf(_SC_PAGESIZE);
-    Py_BEGIN_ALLOW_THREADS
-    uintptr_t mask = page > 0 ? (uintptr_t)page - 1 : 0;
-    uintptr_t a = ((uintptr_t)view.buf + mask) & ~mask;
-    uintptr_t b = ((uintptr_t)view.buf + (uintptr_t)view.len) & ~mask;
     int shared = 0;
+#if defined(__linux__)
+    const char *from = view.buf, *to = from + view.len;
+    Py_BEGIN_ALLOW_THREADS
+    uintptr_t a, b;
+    whole_pages(from, to, &a, &b);
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uint64_t entries[512];
-    for (uintptr_t at = a; page > 0 && fd >= 0 && at < b && !shared;) {
-        size_t n = (size_t)((b - at) / (uintptr_t)page);
+    for (uintptr_t at = a; fd >= 0 && at < b && !shared;) {
+        size_t n = (size_t)((b - at) / page);
         n = n < 512 ? n : 512;
-        ssize_t got = pread(fd, entries, n * 8, (off_t)(at / (uintptr_t)page * 8));
+        ssize_t got = pread(fd, entries, n * 8, (off_t)(at / page * 8));
         if (got < 8)
             break;
         for (ssize_t k = 0; k < got / 8 && !shared; k++)
             shared = (entries[k] >> 63 & 1) && !(entries[k] >> 56 & 1);
-        at += (uintptr_t)(got / 8) * (uintptr_t)page;
+        at += (uintptr_t)(got / 8) * page;
     }
-    dropped = shared && madvise((void *)a, (size_t)(b - a), MADV_DONTNEED) == 0;
+    if (shared)
+        release_pages(from, to);
     Py_END_ALLOW_THREADS
 #else
     (void)fd;
 #endif
     PyBuffer_Release(&view);
-    return PyBool_FromLong(dropped);
+    return PyBool_FromLong(shared);
 }
 
 /* start_writeback(fd, offset, nbytes) -> bool
