@@ -1272,6 +1272,7 @@ def test_the_compiled_name_infos_agree_with_python(entries: Any, data: st.DataOb
     header = {**jarcraft.minimal_header(), "names": entries, "environment": {"packages": packages}}
     assert _compiled.speedups is not None
     memo = api._DEFAULT_INFOS
+    memo.clear()  # a memo another test filled to its 4,096 names has no room for these
     empty: dict[Any, Any] = {}
     got_cold = _compiled.speedups.default_infos(header, api._DEFAULT_KNOWN, empty)
     assert got_cold is None or (got_cold == () and not entries)  # nothing to look up
@@ -1302,6 +1303,7 @@ def test_inspect_and_audit_answer_alike_with_and_without_the_compiled_helpers(
     path = tmp_path / "m.skjar"
     fast = _compiled.speedups
     assert fast is not None
+    api._DEFAULT_INFOS.clear()  # a memo another test filled has no room for these names
     for model in MODELS.values():
         skjar.dump(model, path)
         compiled = skjar.inspect(path), skjar.audit(path)  # (the first fills the memo)
@@ -1313,6 +1315,30 @@ def test_inspect_and_audit_answer_alike_with_and_without_the_compiled_helpers(
         monkeypatch.setattr(_compiled, "speedups", None)
         assert (skjar.inspect(path), skjar.audit(path)) == compiled
         monkeypatch.setattr(_compiled, "speedups", fast)
+
+
+def test_a_full_name_memo_leaves_the_answers_to_python_unchanged(tmp_path: Path) -> None:
+    """The memo keeps at most 4,096 names: full of others, inspect and audit take the
+    Python path and answer as they do with room (CI once ran a test that fills it first)."""
+    from skjar import api
+
+    path = tmp_path / "m.skjar"
+    skjar.dump(MODELS["logistic"], path)
+    api._DEFAULT_INFOS.clear()
+    roomy = skjar.inspect(path), skjar.audit(path)
+    api._DEFAULT_INFOS.clear()
+    filler = api.NameInfo(name="other.f", module="other", uses=("value",), trusted=False,
+                          untrusted_uses=("value",))
+    api._DEFAULT_INFOS.update({f"other{i}.f": ("other", ("value",), False, filler)
+                               for i in range(4096)})
+    try:
+        header = read_header(path).header
+        assert _compiled.speedups is not None
+        assert _compiled.speedups.default_infos(header, api._DEFAULT_KNOWN, api._DEFAULT_INFOS) is None
+        assert (skjar.inspect(path), skjar.audit(path)) == roomy
+        assert len(api._DEFAULT_INFOS) == 4096  # nothing evicted, nothing added
+    finally:
+        api._DEFAULT_INFOS.clear()
 
 
 @settings(max_examples=300, deadline=None)
